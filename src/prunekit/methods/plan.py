@@ -1,0 +1,97 @@
+"""A pruning plan: which blocks go and why, computed first, applied second, saved as JSON.
+
+The plan is the contract between scoring and surgery: it can be inspected, edited by hand and
+re-applied to the same model (`prunekit prune --plan prunekit_plan.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prunekit.errors import PrunekitError
+from prunekit.models.adapters import ModelAdapter
+from prunekit.models.surgery import remove_blocks, validate_block_indices
+
+PLAN_FILE = "prunekit_plan.json"
+PLAN_FORMAT = 1
+
+
+def library_versions() -> dict:
+    import torch
+    import transformers
+
+    from prunekit import __version__
+
+    return {"prunekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+@dataclass
+class PrunePlan:
+    """Blocks to remove (original indices) and the evidence behind the choice."""
+
+    method: str
+    removed_blocks: list[int]
+    num_blocks_before: int
+    reason: str = ""
+    metric: str | None = None
+    scores: list[float] | None = None
+    data: dict | None = None
+    steps: list[dict] = field(default_factory=list)  # iterative methods: one entry per removal
+    model: str = ""
+    params_before: int | None = None
+    params_after: int | None = None
+    scan_seconds: float | None = None
+    versions: dict = field(default_factory=library_versions)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    format: int = PLAN_FORMAT
+
+    def __post_init__(self) -> None:
+        self.removed_blocks = validate_block_indices(self.removed_blocks, self.num_blocks_before)
+
+    @property
+    def kept_blocks(self) -> list[int]:
+        removed = set(self.removed_blocks)
+        return [i for i in range(self.num_blocks_before) if i not in removed]
+
+    def apply(self, model) -> list[int]:
+        """Remove the planned blocks from `model` in place; refuses a model of another depth."""
+        num_blocks = ModelAdapter(model).num_blocks
+        if num_blocks != self.num_blocks_before:
+            raise PrunekitError(f"the plan was made for a model with {self.num_blocks_before} blocks, this one has {num_blocks}")
+        return remove_blocks(model, self.removed_blocks)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["kept_blocks"] = self.kept_blocks
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PrunePlan":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        missing = [k for k in ("method", "removed_blocks", "num_blocks_before") if k not in known]
+        if missing:
+            raise PrunekitError(f"plan is missing {', '.join(missing)}; pass a prunekit_plan.json written by prunekit prune")
+        return cls(**known)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PrunePlan":
+        path = Path(path)
+        if path.is_dir():
+            path = path / PLAN_FILE
+        if not path.is_file():
+            raise PrunekitError(f"plan file not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise PrunekitError(f"plan file {path} is not valid JSON ({error.msg})") from error
+        if not isinstance(data, dict):
+            raise PrunekitError(f"plan file {path} does not hold a plan object")
+        return cls.from_dict(data)

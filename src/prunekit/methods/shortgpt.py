@@ -1,0 +1,23 @@
+"""ShortGPT (Men et al., 2024): remove the blocks with the lowest Block Influence, in one shot."""
+
+from __future__ import annotations
+
+from prunekit.methods.plan import PrunePlan
+from prunekit.scoring.blocks import scan_blocks
+
+
+def lowest_scoring(scores: list[float], count: int, protect: tuple[int, ...] = ()) -> list[int]:
+    """The `count` least important indices, never one in `protect`."""
+    order = sorted((i for i in range(len(scores)) if i not in set(protect)), key=lambda i: (scores[i], i))
+    return sorted(order[:count])
+
+
+def plan_shortgpt(model, windows, num_remove: int, *, metric: str = "bi", protect: tuple[int, ...] = (), **engine) -> PrunePlan:
+    """One scan, then drop the `num_remove` lowest-scoring blocks (any metric; BI by default)."""
+    scores = scan_blocks(model, windows, metric, **engine)
+    removed = lowest_scoring(scores.scores, num_remove, protect)
+    return PrunePlan(
+        method="shortgpt", removed_blocks=removed, num_blocks_before=len(scores.scores),
+        reason=f"the {num_remove} blocks with the lowest {metric} score", metric=metric,
+        scores=scores.scores, data=scores.data, scan_seconds=scores.seconds,
+    )

