@@ -48,11 +48,18 @@ def _load(args):
                       place_on_device=not getattr(args, "offload", False))
 
 
+def _check_seq_len(seq_len: int, model, flag: str = "--seq-len") -> None:
+    _positive(flag, seq_len)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and seq_len > limit:
+        raise PrunekitError(f"{flag} {seq_len} exceeds the model's context of {limit} tokens; use a shorter window")
+
+
 def _calibration(args, loaded):
     from prunekit.data.windows import load_windows
 
     _positive("--windows", args.windows)
-    _positive("--seq-len", args.seq_len)
+    _check_seq_len(args.seq_len, loaded.model)
     return load_windows(args.data, loaded.tokenizer, purpose="calibration", num_windows=args.windows,
                         seq_len=args.seq_len, seed=args.seed)
 
@@ -144,6 +151,7 @@ def cmd_prune(args) -> int:
     if args.compare:
         from prunekit.data.windows import load_windows
 
+        _check_seq_len(args.eval_seq_len, model, "--eval-seq-len")
         eval_windows = load_windows(args.eval_data, loaded.tokenizer, purpose="evaluation",
                                     num_windows=args.eval_windows, seq_len=args.eval_seq_len)
         evaluation["dense"] = {"blocks": num_blocks, "parameters": parameter_count(model),
@@ -196,10 +204,10 @@ def cmd_eval(args) -> int:
     from prunekit.models.adapters import ModelAdapter, parameter_count
     from prunekit.models.loading import resolve_device
 
-    _positive("--seq-len", args.seq_len)
     _positive("--windows", args.windows)
     _positive("--batch-size", args.batch_size)
     loaded = _load(args)
+    _check_seq_len(args.seq_len, loaded.model)
     windows = load_windows(args.ppl, loaded.tokenizer, purpose="evaluation", num_windows=args.windows, seq_len=args.seq_len)
     result = perplexity(loaded.model, windows, batch_size=args.batch_size, device=resolve_device(args.device), progress=not args.quiet)
     payload = {"model": args.model, "blocks": ModelAdapter(loaded.model).num_blocks,

