@@ -79,3 +79,13 @@ def test_non_finite_activations_are_reported(ids):
         model.model.layers[0].mlp.down_proj.weight.fill_(math.inf)
     with pytest.raises(PrunekitError, match="non-finite"):
         scan_blocks(model, windows_of(ids), "bi", progress=False)
+
+
+@pytest.mark.parametrize("metric", ["bi", "removal-cosine"])
+def test_bfloat16_scans_rank_like_float32(metric, ids):
+    model = tiny_model("llama")
+    zero_block(model, 3)
+    reference = scan_blocks(model, windows_of(ids), metric, progress=False)
+    low = scan_blocks(model.to(torch.bfloat16), windows_of(ids), metric, progress=False)
+    assert low.ranking()[0] == reference.ranking()[0] == 3
+    assert low.scores == pytest.approx(reference.scores, abs=0.02)

@@ -155,7 +155,7 @@ def cmd_prune(args) -> int:
         eval_windows = load_windows(args.eval_data, loaded.tokenizer, purpose="evaluation",
                                     num_windows=args.eval_windows, seq_len=args.eval_seq_len)
         evaluation["dense"] = {"blocks": num_blocks, "parameters": parameter_count(model),
-                               **perplexity(model, eval_windows, device=device, progress=not args.quiet).to_dict()}
+                               **perplexity(model, eval_windows, device=device, offload=args.offload, progress=not args.quiet).to_dict()}
     options = _engine_options(args, device)
     if plan is None:
         windows = _calibration(args, loaded)
@@ -168,9 +168,8 @@ def cmd_prune(args) -> int:
         model, plan = prune(model, plan=plan, inplace=True)
     plan.model = args.model
     if args.compare:
-        model.to(device)
         evaluation["pruned"] = {"blocks": ModelAdapter(model).num_blocks, "parameters": parameter_count(model),
-                                **perplexity(model, eval_windows, device=device, progress=not args.quiet).to_dict()}
+                                **perplexity(model, eval_windows, device=device, offload=args.offload, progress=not args.quiet).to_dict()}
     extra = {PLAN_FILE: plan.to_dict()}
     if evaluation:
         extra["prunekit_eval.json"] = evaluation
@@ -209,7 +208,8 @@ def cmd_eval(args) -> int:
     loaded = _load(args)
     _check_seq_len(args.seq_len, loaded.model)
     windows = load_windows(args.ppl, loaded.tokenizer, purpose="evaluation", num_windows=args.windows, seq_len=args.seq_len)
-    result = perplexity(loaded.model, windows, batch_size=args.batch_size, device=resolve_device(args.device), progress=not args.quiet)
+    result = perplexity(loaded.model, windows, batch_size=args.batch_size, device=resolve_device(args.device),
+                        offload=args.offload, progress=not args.quiet)
     payload = {"model": args.model, "blocks": ModelAdapter(loaded.model).num_blocks,
                "parameters": parameter_count(loaded.model), **result.to_dict()}
     if args.json:
@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seq-len", type=int, default=512, help="window length (512 or 2048 are common)")
     evaluate.add_argument("--windows", type=int, help="use only the first N windows (default: all)")
     evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--offload", action="store_true", help="run block by block with one block on the device")
     evaluate.set_defaults(func=cmd_eval)
     return parser
 

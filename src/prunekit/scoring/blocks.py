@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from prunekit.data.windows import TokenWindows
 from prunekit.engine.sequential import BlockInputs, SequentialRunner
 from prunekit.errors import PrunekitError
+from prunekit.evaluation.perplexity import next_token_nll
 from prunekit.models.adapters import ModelAdapter
 
 METRICS = ("bi", "angular", "removal-cosine", "removal-loss", "taylor")
@@ -66,14 +67,6 @@ def check_metric(metric: str) -> str:
 def _token_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """In float64: arccos near cos=1 amplifies float32 rounding into visible nonzero distances."""
     return F.cosine_similarity(a.double(), b.double(), dim=-1)
-
-
-def _lm_loss_sum(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[float, int]:
-    """Summed next-token NLL and the number of predicted tokens."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = input_ids[:, 1:].to(logits.device)
-    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), reduction="sum")
-    return loss.item(), shift_labels.numel()
 
 
 def _batches(windows: TokenWindows, batch_size: int) -> list[torch.Tensor]:
@@ -124,7 +117,7 @@ def removal_scores(runner: SequentialRunner, inputs: BlockInputs, windows: Token
             return 1.0 - total / windows.num_tokens, normed
         loss, count = 0.0, 0
         for n, ids in zip(normed, batches):
-            batch_loss, batch_count = _lm_loss_sum(runner.adapter.logits(n), ids)
+            batch_loss, batch_count = next_token_nll(runner.adapter.logits(n), ids)
             loss, count = loss + batch_loss, count + batch_count
         return loss / count, normed
 
