@@ -25,3 +25,22 @@ def test_offloaded_block_by_block_perplexity_matches_the_plain_forward(ids):
     offloaded = perplexity(model, windows, offload=True, batch_size=2, progress=False)
     assert offloaded.perplexity == pytest.approx(plain.perplexity, rel=1e-5)
     assert offloaded.predicted_tokens == plain.predicted_tokens
+
+
+def test_rolling_loglikelihood_equals_lm_eval(tiny_tokenizer):
+    """Same windows, same prefix token, same total as lm-eval's loglikelihood_rolling."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from pydoc_data.topics import topics
+
+    from prunekit.evaluation.perplexity import rolling_loglikelihood
+
+    model = tiny_model("llama")
+    text = topics["assert"][:1500]
+    ours = rolling_loglikelihood(model, tiny_tokenizer, text, max_len=32)
+    lm = HFLM(pretrained=model, tokenizer=tiny_tokenizer, max_length=32, batch_size=1, device="cpu")
+    theirs = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)[0]
+    assert ours.tokens > 3 * 32  # several windows, including a partial last one
+    assert -ours.nll == pytest.approx(theirs, rel=1e-5)
+    assert lm_eval.__version__

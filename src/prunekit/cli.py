@@ -197,26 +197,69 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def _split_list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
 def cmd_eval(args) -> int:
-    from prunekit.data.windows import load_windows
-    from prunekit.evaluation.perplexity import perplexity
-    from prunekit.models.adapters import ModelAdapter, parameter_count
+    from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
     from prunekit.models.loading import resolve_device
 
     _positive("--windows", args.windows)
     _positive("--batch-size", args.batch_size)
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise PrunekitError(f"{out} exists; pass --overwrite or choose another --out")
+    tasks = _split_list(args.tasks)
+    if tasks:
+        from prunekit.evaluation.tasks import check_task_names
+
+        check_task_names(tasks, local=args.data_dir is not None)
+    if args.data_dir and not Path(args.data_dir).expanduser().is_dir():
+        raise PrunekitError(f"--data-dir {args.data_dir} is not a directory")
+    ppl = args.ppl or ([] if (tasks or args.flores or args.speed) else ["builtin"])
+    request = EvaluationRequest(ppl=ppl, seq_len=args.seq_len, ppl_windows=args.windows, tasks=tasks,
+                                data_dir=args.data_dir, limit=args.limit, task_batch_size=args.task_batch_size,
+                                flores=args.flores, languages=_split_list(args.languages) or None,
+                                flores_windows=args.flores_windows, speed=args.speed, batch_size=args.batch_size,
+                                offload=args.offload)
     loaded = _load(args)
     _check_seq_len(args.seq_len, loaded.model)
-    windows = load_windows(args.ppl, loaded.tokenizer, purpose="evaluation", num_windows=args.windows, seq_len=args.seq_len)
-    result = perplexity(loaded.model, windows, batch_size=args.batch_size, device=resolve_device(args.device),
-                        offload=args.offload, progress=not args.quiet)
-    payload = {"model": args.model, "blocks": ModelAdapter(loaded.model).num_blocks,
-               "parameters": parameter_count(loaded.model), **result.to_dict()}
+    results = evaluate_model(loaded, request, device=resolve_device(args.device), progress=not args.quiet, label=args.label)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(tmp, out)
     if args.json:
-        _print_json(payload)
+        _print_json(results)
+        return 0
+    print(f"{args.model}: {results['blocks']} blocks, {results['parameters'] / 1e6:.1f}M parameters")
+    for spec, result in results.get("perplexity", {}).items():
+        print(f"  perplexity {result['perplexity']:.3f} on {result['data']} ({result['windows']} windows x "
+              f"{result['seq_len']} tokens), {result['tokens_per_second']:.0f} tokens/s forward")
+    for task, values in results.get("tasks", {}).items():
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k in ("acc", "acc_norm", "perplexity"))
+        print(f"  {task}: {metrics} ({values.get('items')} items, {values['seconds']:.0f} s)")
+    for language, result in results.get("multilingual", {}).items():
+        print(f"  {language}: perplexity {result['perplexity']:.2f}")
+    if "speed" in results:
+        speed = results["speed"]
+        print(f"  prefill {speed['prefill_tokens_per_second']:.0f} tokens/s, decode {speed['decode_tokens_per_second']:.1f} tokens/s, "
+              f"peak memory {speed['peak_memory_bytes'] / 2**20:.0f} MiB ({speed['peak_memory_kind']})")
+    if out is not None:
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from prunekit.reporting import write_report
+
+    paths = write_report(args.results, args.out, overwrite=args.overwrite, baseline=args.baseline)
+    if args.json:
+        _print_json({k: str(v) for k, v in paths.items()})
     else:
-        print(f"{args.model}: perplexity {result.perplexity:.3f} on {result.data} "
-              f"({result.windows} windows x {result.seq_len} tokens), {result.tokens_per_second:.0f} tokens/s forward")
+        print(f"wrote {paths['markdown']} and {paths['html']}")
     return 0
 
 
@@ -256,14 +299,33 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--eval-seq-len", type=int, default=512)
     prune.set_defaults(func=cmd_prune)
 
-    evaluate = sub.add_parser("eval", help="perplexity and forward throughput of a model")
+    evaluate = sub.add_parser("eval", help="perplexity, zero-shot tasks, multilingual perplexity and speed of a model")
     _add_model_options(evaluate)
-    evaluate.add_argument("--ppl", default="builtin", help="data: builtin, wikitext2, c4, ptb or a local file")
+    evaluate.add_argument("--ppl", nargs="+", help="perplexity data: builtin, wikitext2, c4, ptb or local files (default builtin)")
     evaluate.add_argument("--seq-len", type=int, default=512, help="window length (512 or 2048 are common)")
     evaluate.add_argument("--windows", type=int, help="use only the first N windows (default: all)")
     evaluate.add_argument("--batch-size", type=int, default=1)
     evaluate.add_argument("--offload", action="store_true", help="run block by block with one block on the device")
+    evaluate.add_argument("--tasks", help="comma-separated lm-eval task names, e.g. piqa,arc_easy,hellaswag")
+    evaluate.add_argument("--data-dir", help="read the tasks from local files laid out as in prunekit's shared data")
+    evaluate.add_argument("--limit", type=float, help="items per task (a fraction if < 1), for quick runs")
+    evaluate.add_argument("--task-batch-size", type=int, default=8)
+    evaluate.add_argument("--flores", help="FLORES-200 folder for per-language perplexity")
+    evaluate.add_argument("--languages", help="comma-separated FLORES codes (default: all found)")
+    evaluate.add_argument("--flores-windows", type=int, help="windows per language (default: all)")
+    evaluate.add_argument("--speed", action="store_true", help="prefill/decode tokens/s, peak memory, size")
+    evaluate.add_argument("--label", help="name of this model in reports (default: --model)")
+    evaluate.add_argument("--out", help="write the results JSON here (for prunekit report)")
+    evaluate.add_argument("--overwrite", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
+
+    report = sub.add_parser("report", help="Markdown + HTML report with tables and plots from eval results")
+    report.add_argument("results", nargs="+", help="results JSON files written by prunekit eval --out")
+    report.add_argument("--out", required=True, help="output directory")
+    report.add_argument("--baseline", help="label or file of the dense model for ratios (default: the one with most blocks)")
+    report.add_argument("--overwrite", action="store_true")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 
@@ -78,3 +79,66 @@ def perplexity(model, windows: TokenWindows, *, batch_size: int = 1, device=None
         raise PrunekitError("perplexity is not finite: the model produces NaN/inf logits on this data (try --dtype float32)")
     return PerplexityResult(math.exp(nll), nll, total_count, windows.num_windows, windows.seq_len, windows.description,
                             seconds, windows.num_tokens / seconds if seconds > 0 else float("inf"))
+
+
+@dataclass
+class RollingResult:
+    """Document-level scores as lm-eval's `loglikelihood_rolling` computes them."""
+
+    nll: float  # summed over every token of the document
+    tokens: int
+    words: int
+    bytes: int
+
+    @property
+    def token_perplexity(self) -> float:
+        return math.exp(self.nll / self.tokens)
+
+    @property
+    def word_perplexity(self) -> float:
+        return math.exp(self.nll / self.words)
+
+    @property
+    def byte_perplexity(self) -> float:
+        return math.exp(self.nll / self.bytes)
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.nll / self.bytes / math.log(2)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "token_perplexity": self.token_perplexity, "word_perplexity": self.word_perplexity,
+                "byte_perplexity": self.byte_perplexity, "bits_per_byte": self.bits_per_byte}
+
+
+def rolling_windows(ids: list[int], prefix_token_id: int, max_len: int) -> list[tuple[list[int], list[int]]]:
+    """(model input, tokens predicted by its last positions) per window, exactly as lm-eval rolls a
+    document: the first window starts from the prefix token, later ones keep one token of context,
+    and the last one is left-extended to a full window."""
+    first = min(max_len, len(ids))
+    windows = [([prefix_token_id] + ids[: first - 1], ids[:first])]
+    predicted = first
+    while predicted < len(ids):
+        scored = min(len(ids) - predicted, max_len)
+        end = predicted + scored
+        windows.append((ids[end - max_len - 1: end - 1], ids[end - scored: end]))
+        predicted += scored
+    return windows
+
+
+@torch.no_grad()
+def rolling_loglikelihood(model, tokenizer, text: str, *, max_len: int, prefix_token_id: int | None = None,
+                          device=None) -> RollingResult:
+    """Score every token of `text` (lm-eval's perplexity protocol for wikitext-style tasks)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    if not ids:
+        raise PrunekitError("cannot score an empty document")
+    if prefix_token_id is None:
+        prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    total = 0.0
+    for inputs, targets in rolling_windows(ids, prefix_token_id, max_len):
+        logits = model(input_ids=torch.tensor([inputs], device=device), use_cache=False).logits[0, -len(targets):].float()
+        target_ids = torch.tensor(targets, device=device)[:, None]
+        total -= torch.log_softmax(logits, dim=-1).gather(-1, target_ids).sum().item()
+    return RollingResult(total, len(ids), len(re.split(r"\s+", text)), len(text.encode("utf-8")))

@@ -1,0 +1,227 @@
+"""`prunekit report`: side-by-side tables and plots from `prunekit eval --out` results files.
+
+Ratios are taken against a baseline (the dense model): by default the result with the most blocks.
+The report is written as Markdown and HTML (same tables) with PNG plots, atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from prunekit.errors import PrunekitError
+from prunekit.models.export import atomic_output_dir, check_output_dir
+
+TASK_METRICS = ("acc", "acc_norm")
+
+
+def load_results(paths: list[str]) -> list[dict]:
+    results = []
+    for path in paths:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise PrunekitError(f"results file not found: {p}")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as error:
+            raise PrunekitError(f"{p} is not valid JSON ({error.msg})") from error
+        if not isinstance(data, dict) or "blocks" not in data:
+            raise PrunekitError(f"{p} is not a prunekit eval results file (write one with prunekit eval --out)")
+        data.setdefault("label", data.get("model", p.stem))
+        data["_file"] = str(p)
+        results.append(data)
+    labels = [r["label"] for r in results]
+    if len(set(labels)) != len(labels):  # make labels unique so table columns are distinguishable
+        for r in results:
+            r["label"] = f"{r['label']} ({Path(r['_file']).stem})"
+    return results
+
+
+def pick_baseline(results: list[dict], baseline: str | None) -> dict:
+    if baseline is None:
+        return max(results, key=lambda r: (r["blocks"], r["parameters"]))
+    for r in results:
+        if baseline in (r["label"], r["_file"], Path(r["_file"]).name, r.get("model")):
+            return r
+    raise PrunekitError(f"baseline '{baseline}' matches no results file; use one of: {', '.join(r['label'] for r in results)}")
+
+
+def _fmt(value, digits=2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def build_tables(results: list[dict], base: dict) -> list[tuple[str, list[list[str]]]]:
+    """(title, rows) tables; the first row of each is the header."""
+    labels = [r["label"] for r in results]
+    tables = []
+    summary = [["model", "blocks", "parameters", "params / baseline"]]
+    for r in results:
+        summary.append([r["label"], str(r["blocks"]), f"{r['parameters'] / 1e6:.1f}M", _fmt(r["parameters"] / base["parameters"])])
+    tables.append(("Models", summary))
+
+    specs = sorted({spec for r in results for spec in r.get("perplexity", {})})
+    if specs:
+        rows = [["perplexity data"] + labels]
+        for spec in specs:
+            rows.append([spec] + [_fmt(r.get("perplexity", {}).get(spec, {}).get("perplexity")) for r in results])
+        tables.append(("Perplexity (lower is better)", rows))
+
+    tasks = sorted({t for r in results for t in r.get("tasks", {})})
+    if tasks:
+        rows = [["task", "metric"] + labels]
+        averages: dict[str, list[float]] = {label: [] for label in labels}
+        for task in tasks:
+            for metric in TASK_METRICS:
+                values = [r.get("tasks", {}).get(task, {}).get(metric) for r in results]
+                if all(v is None for v in values):
+                    continue
+                rows.append([task, metric] + [_fmt(v, 4) for v in values])
+            # The field's convention: acc_norm where the task reports it, else acc.
+            for r in results:
+                entry = r.get("tasks", {}).get(task, {})
+                value = entry.get("acc_norm", entry.get("acc"))
+                if value is not None:
+                    averages[r["label"]].append(value)
+        rows.append(["average", "acc_norm or acc"] + [_fmt(sum(v) / len(v), 4) if len(v) == len(tasks) else "-" for v in averages.values()])
+        limits = {r.get("task_limit") for r in results if r.get("tasks")}
+        title = "Zero-shot tasks (higher is better" + (f"; limit {limits.pop()} items per task)" if limits != {None} else ")")
+        tables.append((title, rows))
+
+    languages = sorted({lang for r in results for lang in r.get("multilingual", {})})
+    if languages:
+        rows = [["language"] + [f"{label} ppl" for label in labels] + [f"{label} / baseline" for label in labels if label != base["label"]]]
+        for lang in languages:
+            ppls = [r.get("multilingual", {}).get(lang, {}).get("perplexity") for r in results]
+            base_ppl = base.get("multilingual", {}).get(lang, {}).get("perplexity")
+            ratios = [_fmt(p / base_ppl) if p and base_ppl else "-" for r, p in zip(results, ppls) if r is not base]
+            rows.append([lang] + [_fmt(p) for p in ppls] + ratios)
+        tables.append(("Multilingual perplexity (FLORES-200; ratio to the baseline, 1.00 = nothing lost)", rows))
+
+    if any("speed" in r for r in results):
+        rows = [["model", "prefill tok/s", "decode tok/s", "decode / baseline", "weights MiB", "on disk MiB", "peak memory MiB"]]
+        base_decode = base.get("speed", {}).get("decode_tokens_per_second")
+        for r in results:
+            s = r.get("speed")
+            if not s:
+                continue
+            rows.append([r["label"], f"{s['prefill_tokens_per_second']:.0f}", f"{s['decode_tokens_per_second']:.1f}",
+                         _fmt(s["decode_tokens_per_second"] / base_decode) if base_decode else "-",
+                         f"{s['weight_bytes'] / 2**20:.0f}", f"{s['disk_bytes'] / 2**20:.0f}" if s.get("disk_bytes") else "-",
+                         f"{s['peak_memory_bytes'] / 2**20:.0f} ({s['peak_memory_kind']})"])
+        tables.append(("Speed and memory", rows))
+    return tables
+
+
+def make_plots(results: list[dict], base: dict, folder: Path) -> list[tuple[str, str]]:
+    """PNG plots; returns (title, file name) pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    labels = [r["label"] for r in results]
+
+    tasks = sorted({t for r in results for t in r.get("tasks", {})})
+    if tasks:
+        fig, ax = plt.subplots(figsize=(max(6, len(tasks) * 1.4), 3.8))
+        width = 0.8 / len(results)
+        for k, r in enumerate(results):
+            values = [r.get("tasks", {}).get(t, {}).get("acc_norm", r.get("tasks", {}).get(t, {}).get("acc", 0.0)) for t in tasks]
+            ax.bar([i + k * width for i in range(len(tasks))], values, width, label=r["label"])
+        ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(tasks))], tasks, rotation=20)
+        ax.set_ylabel("accuracy (acc_norm or acc)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "tasks.png", dpi=110)
+        plt.close(fig)
+        plots.append(("Task accuracy per model", "tasks.png"))
+
+    specs = sorted({spec for r in results for spec in r.get("perplexity", {})})
+    if specs and len(results) > 1:
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for spec in specs:
+            points = sorted((base["blocks"] - r["blocks"], r["perplexity"][spec]["perplexity"]) for r in results if spec in r.get("perplexity", {}))
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=spec)
+        ax.set_xlabel("blocks removed")
+        ax.set_ylabel("perplexity")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "perplexity.png", dpi=110)
+        plt.close(fig)
+        plots.append(("Perplexity vs removed blocks", "perplexity.png"))
+
+    languages = sorted(base.get("multilingual", {}))
+    others = [r for r in results if r is not base and r.get("multilingual")]
+    if languages and others:
+        fig, ax = plt.subplots(figsize=(max(6, len(languages) * 0.9), 3.8))
+        width = 0.8 / len(others)
+        for k, r in enumerate(others):
+            ratios = [r["multilingual"].get(lang, {}).get("perplexity", float("nan")) / base["multilingual"][lang]["perplexity"] for lang in languages]
+            ax.bar([i + k * width for i in range(len(languages))], ratios, width, label=r["label"])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks([i + width * (len(others) - 1) / 2 for i in range(len(languages))], languages, rotation=20)
+        ax.set_ylabel(f"perplexity / {base['label']}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "languages.png", dpi=110)
+        plt.close(fig)
+        plots.append(("Per-language perplexity ratio to the baseline", "languages.png"))
+
+    for r in results:
+        plan = r.get("plan")
+        if plan and plan.get("scores"):
+            from prunekit.plots import plot_block_scores
+            from prunekit.scoring.blocks import BlockScores
+
+            scores = BlockScores(plan.get("metric") or "score", plan["scores"], plan.get("data") or {}, 0.0,
+                                 span=len(plan["removed_blocks"]) if plan.get("method") == "angular" else 1)
+            name = f"importance-{len(plots)}.png"
+            plot_block_scores(scores, folder / name, title=f"{r['label']}: {plan['method']} removed {plan['removed_blocks']}")
+            plots.append((f"Block importance behind {r['label']}", name))
+    return plots
+
+
+def _markdown(tables, plots) -> str:
+    lines = ["# prunekit report", ""]
+    for title, rows in tables:
+        lines += [f"## {title}", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+        lines.append("")
+    for title, name in plots:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    return "\n".join(lines)
+
+
+def _html(tables, plots) -> str:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>prunekit report</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}</style>",
+             "</head><body><h1>prunekit report</h1>"]
+    for title, rows in tables:
+        parts.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]]
+        parts.append("</table>")
+    for title, name in plots:
+        parts.append(f"<h2>{html.escape(title)}</h2><img src='{html.escape(name)}' alt='{html.escape(title)}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(result_paths: list[str], out: str | Path, *, overwrite: bool = False, baseline: str | None = None) -> dict[str, Path]:
+    results = load_results(result_paths)
+    base = pick_baseline(results, baseline)
+    out_path = check_output_dir(out, overwrite)
+    tables = build_tables(results, base)
+    with atomic_output_dir(out_path) as tmp:
+        plots = make_plots(results, base, tmp)
+        (tmp / "report.md").write_text(_markdown(tables, plots) + "\n")
+        (tmp / "report.html").write_text(_html(tables, plots) + "\n")
+        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return {"markdown": out_path / "report.md", "html": out_path / "report.html", "folder": out_path}
