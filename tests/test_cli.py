@@ -56,7 +56,8 @@ def test_plan_reapplies_to_identical_weights(tiny_checkpoint, tmp_path, capsys):
 def test_eval_prints_perplexity_json(tiny_checkpoint, capsys):
     code, stdout, _ = run(capsys, "eval", "--model", tiny_checkpoint, "--ppl", "builtin", "--seq-len", 32, "--windows", 3, "--json", "--quiet")
     payload = json.loads(stdout)
-    assert code == 0 and payload["windows"] == 3 and payload["perplexity"] > 1 and payload["blocks"] == 4
+    result = payload["perplexity"]["builtin"]
+    assert code == 0 and result["windows"] == 3 and result["perplexity"] > 1 and payload["blocks"] == 4
 
 
 @pytest.mark.parametrize("argv, message", [
