@@ -1,5 +1,7 @@
 """On the embedded SmolLM2-135M (a real 30-block Llama): load from GGUF, prune, export, reload."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
@@ -40,3 +42,37 @@ def test_pruned_embedded_model_exports_and_reloads_identically(smollm2, tmp_path
         torch.testing.assert_close(reloaded(ids).logits, pruned(ids).logits, rtol=0, atol=0)
     kwargs = dict(max_new_tokens=10, do_sample=False)
     assert torch.equal(reloaded.generate(ids, use_cache=True, **kwargs), reloaded.generate(ids, use_cache=False, **kwargs))
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_rolling_perplexity_matches_lm_eval_on_the_embedded_model(smollm2):
+    lm_eval_hf = pytest.importorskip("lm_eval.models.huggingface")
+    from lm_eval.api.instance import Instance
+
+    from prunekit.data.sources import builtin_text
+    from prunekit.evaluation.perplexity import rolling_loglikelihood
+
+    text = builtin_text("evaluation")[:3000]
+    ours = rolling_loglikelihood(smollm2.model, smollm2.tokenizer, text, max_len=256)
+    lm = lm_eval_hf.HFLM(pretrained=smollm2.model, tokenizer=smollm2.tokenizer, max_length=256, batch_size=1, device="cpu")
+    theirs = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)[0]
+    assert ours.tokens > 2 * 256
+    assert -ours.nll == pytest.approx(theirs, rel=1e-5)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "piqa").is_dir(), reason="needs the shared data folder beside the repository")
+def test_local_tasks_score_the_embedded_model_differently_from_random_weights(smollm2):
+    pytest.importorskip("lm_eval")
+    from prunekit.evaluation.tasks import run_tasks
+
+    tasks = ["piqa", "arc_easy"]
+    trained = run_tasks(smollm2.model, smollm2.tokenizer, tasks, data_dir=SHARED_DATA, limit=20)
+    torch.manual_seed(0)
+    random_model = transformers.AutoModelForCausalLM.from_config(smollm2.model.config).eval()
+    random = run_tasks(random_model, smollm2.tokenizer, tasks, data_dir=SHARED_DATA, limit=20)
+    for results in (trained, random):
+        assert all(0.0 <= results[t]["acc"] <= 1.0 and results[t]["items"] == 20 for t in tasks)
+    assert [trained[t]["acc_norm"] for t in tasks] != [random[t]["acc_norm"] for t in tasks]
+    assert trained["piqa"]["acc_norm"] >= 0.6  # the real model is well above chance (0.5) on PIQA
