@@ -34,11 +34,12 @@ def test_prune_writes_a_reloadable_checkpoint_and_plan(tiny_checkpoint, tmp_path
     code, stdout, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", method, "--remove", 2, "--out", out,
                           "--compare", "--eval-windows", 2, "--eval-seq-len", 32, *CALIB)
     assert code == 0, stdout
-    assert "dense" in stdout and "pruned/dense" in stdout
+    assert "dense" in stdout and "pruned/dense" in stdout and (out / "report" / "report.md").is_file()
     plan = json.loads((out / "prunekit_plan.json").read_text())
     assert plan["method"] == method and len(plan["removed_blocks"]) == 2 and plan["versions"]["transformers"]
     evaluation = json.loads((out / "prunekit_eval.json").read_text())
     assert evaluation["pruned"]["blocks"] == 2 and evaluation["dense"]["blocks"] == 4
+    assert evaluation["pruned"]["plan"]["method"] == method
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 2
     assert transformers.AutoModelForCausalLM.from_pretrained(tiny_checkpoint).config.num_hidden_layers == 4

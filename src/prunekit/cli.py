@@ -128,9 +128,8 @@ def cmd_scan(args) -> int:
 
 def cmd_prune(args) -> int:
     from prunekit.api import blocks_to_remove, prune
-    from prunekit.evaluation.perplexity import perplexity
     from prunekit.methods import PLAN_FILE, PrunePlan, get_method
-    from prunekit.models.adapters import ModelAdapter, parameter_count
+    from prunekit.models.adapters import ModelAdapter
     from prunekit.models.export import check_output_dir, save_model
     from prunekit.models.loading import resolve_device
 
@@ -147,15 +146,19 @@ def cmd_prune(args) -> int:
     num_blocks = ModelAdapter(model).num_blocks
     if plan is None:
         count = blocks_to_remove(num_blocks, args.remove, args.ratio)
-    evaluation = {}
+    request = None
     if args.compare:
-        from prunekit.data.windows import load_windows
+        from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
 
         _check_seq_len(args.eval_seq_len, model, "--eval-seq-len")
-        eval_windows = load_windows(args.eval_data, loaded.tokenizer, purpose="evaluation",
-                                    num_windows=args.eval_windows, seq_len=args.eval_seq_len)
-        evaluation["dense"] = {"blocks": num_blocks, "parameters": parameter_count(model),
-                               **perplexity(model, eval_windows, device=device, offload=args.offload, progress=not args.quiet).to_dict()}
+        request = EvaluationRequest(ppl=[args.eval_data], seq_len=args.eval_seq_len, ppl_windows=args.eval_windows,
+                                    tasks=_split_list(args.eval_tasks), data_dir=args.eval_data_dir, limit=args.eval_limit,
+                                    offload=args.offload)
+        if request.tasks:
+            from prunekit.evaluation.tasks import check_task_names
+
+            check_task_names(request.tasks, local=args.eval_data_dir is not None)
+        dense_results = evaluate_model(loaded, request, device=device, progress=not args.quiet, label="dense")
     options = _engine_options(args, device)
     if plan is None:
         windows = _calibration(args, loaded)
@@ -167,34 +170,48 @@ def cmd_prune(args) -> int:
     else:
         model, plan = prune(model, plan=plan, inplace=True)
     plan.model = args.model
-    if args.compare:
-        evaluation["pruned"] = {"blocks": ModelAdapter(model).num_blocks, "parameters": parameter_count(model),
-                                **perplexity(model, eval_windows, device=device, offload=args.offload, progress=not args.quiet).to_dict()}
     extra = {PLAN_FILE: plan.to_dict()}
-    if evaluation:
+    evaluation = {}
+    if request is not None:
+        pruned_results = evaluate_model(loaded, request, device=device, progress=not args.quiet, label=f"{plan.method} -{len(plan.removed_blocks)}")
+        pruned_results["plan"] = plan.to_dict()
+        evaluation = {"dense": dense_results, "pruned": pruned_results}
         extra["prunekit_eval.json"] = evaluation
     out = save_model(model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra,
                      protected=_protected_paths(args, loaded))
+    if evaluation:
+        from prunekit.reporting import write_report
+
+        write_report([evaluation["dense"], evaluation["pruned"]], out / "report", baseline="dense")
     result = {"out": str(out), "plan": plan.to_dict(), "evaluation": evaluation}
     if args.json:
         _print_json(result)
         return 0
     print(f"{plan.method}: removed blocks {plan.removed_blocks} of {plan.num_blocks_before} ({plan.reason})")
     if evaluation:
-        dense, pruned = evaluation["dense"], evaluation["pruned"]
-        rows = [["", "dense", "pruned", "pruned/dense"],
-                ["blocks", dense["blocks"], pruned["blocks"], f"{pruned['blocks'] / dense['blocks']:.2f}"],
-                ["parameters", f"{dense['parameters'] / 1e6:.1f}M", f"{pruned['parameters'] / 1e6:.1f}M",
-                 f"{pruned['parameters'] / dense['parameters']:.2f}"],
-                [f"perplexity ({dense['data']}, {dense['windows']}x{dense['seq_len']})", f"{dense['perplexity']:.2f}",
-                 f"{pruned['perplexity']:.2f}", f"{pruned['perplexity'] / dense['perplexity']:.2f}"],
-                ["forward tokens/s", f"{dense['tokens_per_second']:.0f}", f"{pruned['tokens_per_second']:.0f}",
-                 f"{pruned['tokens_per_second'] / dense['tokens_per_second']:.2f}"]]
-        print(_table(rows))
+        print(_comparison_table(evaluation["dense"], evaluation["pruned"]))
+        print(f"report: {out / 'report' / 'report.md'}")
     else:
         print(f"parameters: {plan.params_before / 1e6:.1f}M -> {plan.params_after / 1e6:.1f}M")
     print(f"pruned checkpoint written to {out} (plan: {out / PLAN_FILE})")
     return 0
+
+
+def _comparison_table(dense: dict, pruned: dict) -> str:
+    """Before/after table: blocks, parameters, perplexity, forward tokens/s and task accuracies."""
+    def row(name, a, b, fmt="{:.2f}"):
+        return [name, fmt.format(a), fmt.format(b), f"{b / a:.2f}" if a else "-"]
+
+    rows = [["", "dense", "pruned", "pruned/dense"], row("blocks", dense["blocks"], pruned["blocks"], "{}"),
+            row("parameters (M)", dense["parameters"] / 1e6, pruned["parameters"] / 1e6, "{:.1f}")]
+    for spec, result in dense.get("perplexity", {}).items():
+        other = pruned["perplexity"][spec]
+        rows.append(row(f"perplexity {spec} ({result['windows']}x{result['seq_len']})", result["perplexity"], other["perplexity"]))
+        rows.append(row("forward tokens/s", result["tokens_per_second"], other["tokens_per_second"], "{:.0f}"))
+    for task, values in dense.get("tasks", {}).items():
+        metric = "acc_norm" if "acc_norm" in values else "acc"
+        rows.append(row(f"{task} {metric}", values[metric], pruned["tasks"][task][metric], "{:.4f}"))
+    return _table(rows)
 
 
 def _split_list(value: str | None) -> list[str]:
@@ -293,10 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--plan", help="re-apply a prunekit_plan.json (file or checkpoint directory) instead of scoring")
     prune.add_argument("--out", required=True, help="output directory for the pruned checkpoint")
     prune.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
-    prune.add_argument("--compare", action="store_true", help="measure perplexity and throughput before and after")
-    prune.add_argument("--eval-data", default="builtin", help="data for --compare (default: builtin evaluation half)")
-    prune.add_argument("--eval-windows", type=int, default=16, help="windows for --compare (default 16)")
+    prune.add_argument("--compare", "--eval", action="store_true",
+                       help="evaluate before and after (perplexity, throughput, optional tasks) and write DIR/report/")
+    prune.add_argument("--eval-data", default="builtin", help="perplexity data for --compare (default: builtin evaluation half)")
+    prune.add_argument("--eval-windows", type=int, default=16, help="perplexity windows for --compare (default 16)")
     prune.add_argument("--eval-seq-len", type=int, default=512)
+    prune.add_argument("--eval-tasks", help="comma-separated lm-eval tasks for --compare")
+    prune.add_argument("--eval-data-dir", help="read --eval-tasks from local files (layout of prunekit's shared data)")
+    prune.add_argument("--eval-limit", type=float, help="items per task for --compare")
     prune.set_defaults(func=cmd_prune)
 
     evaluate = sub.add_parser("eval", help="perplexity, zero-shot tasks, multilingual perplexity and speed of a model")

@@ -10,10 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_block_scores(scores, path: str | Path, title: str = "") -> Path:
-    """Bar chart of per-block importance; the blocks a method would drop first are highlighted."""
+def plot_block_scores(scores, path: str | Path, title: str = "", highlight: list[int] | None = None) -> Path:
+    """Bar chart of per-block importance; `highlight` (default: the lowest fifth) is drawn in red."""
     values = scores.scores
-    lowest = set(scores.ranking()[: max(1, len(values) // 5)])
+    lowest = set(highlight) if highlight is not None else set(scores.ranking()[: max(1, len(values) // 5)])
     colors = ["tab:red" if i in lowest else "tab:blue" for i in range(len(values))]
     fig, ax = plt.subplots(figsize=(max(6, len(values) * 0.3), 3.5))
     ax.bar(range(len(values)), values, color=colors)

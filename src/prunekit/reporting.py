@@ -16,9 +16,16 @@ from prunekit.models.export import atomic_output_dir, check_output_dir
 TASK_METRICS = ("acc", "acc_norm")
 
 
-def load_results(paths: list[str]) -> list[dict]:
+def load_results(items: list[str | dict]) -> list[dict]:
+    """Results dicts (from evaluate_model) or the JSON files `prunekit eval --out` wrote."""
     results = []
-    for path in paths:
+    for index, path in enumerate(items):
+        if isinstance(path, dict):
+            data = dict(path)
+            data.setdefault("label", data.get("model", f"model {index}"))
+            data["_file"] = data["label"]
+            results.append(data)
+            continue
         p = Path(path).expanduser()
         if not p.is_file():
             raise PrunekitError(f"results file not found: {p}")
@@ -183,7 +190,9 @@ def make_plots(results: list[dict], base: dict, folder: Path) -> list[tuple[str,
             scores = BlockScores(plan.get("metric") or "score", plan["scores"], plan.get("data") or {}, 0.0,
                                  span=len(plan["removed_blocks"]) if plan.get("method") == "angular" else 1)
             name = f"importance-{len(plots)}.png"
-            plot_block_scores(scores, folder / name, title=f"{r['label']}: {plan['method']} removed {plan['removed_blocks']}")
+            removed = plan["removed_blocks"]
+            plot_block_scores(scores, folder / name, title=f"{r['label']}: {plan['method']} removed {removed} (red)",
+                              highlight=removed if scores.span == 1 else [removed[0]])
             plots.append((f"Block importance behind {r['label']}", name))
     return plots
 
@@ -214,7 +223,7 @@ def _html(tables, plots) -> str:
     return "\n".join(parts)
 
 
-def write_report(result_paths: list[str], out: str | Path, *, overwrite: bool = False, baseline: str | None = None) -> dict[str, Path]:
+def write_report(result_paths: list[str | dict], out: str | Path, *, overwrite: bool = False, baseline: str | None = None) -> dict[str, Path]:
     results = load_results(result_paths)
     base = pick_baseline(results, baseline)
     out_path = check_output_dir(out, overwrite)

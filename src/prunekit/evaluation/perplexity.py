@@ -24,7 +24,7 @@ class PerplexityResult:
     seq_len: int
     data: str
     seconds: float
-    tokens_per_second: float  # forward tokens (all window positions) per wall-clock second
+    tokens_per_second: float  # forward tokens per second, first batch (warm-up) excluded when there are several
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,19 +66,24 @@ def perplexity(model, windows: TokenWindows, *, batch_size: int = 1, device=None
             batch = windows.input_ids[start: start + batch_size].to(device)
             yield batch, model(input_ids=batch, use_cache=False).logits
 
+    warm_started, warm_tokens = started, windows.num_tokens
     try:
         batches = _offloaded_logits(model, windows, batch_size, device, progress) if offload else plain_logits()
-        for batch, logits in batches:
+        for index, (batch, logits) in enumerate(batches):
             nll, count = next_token_nll(logits, batch)
             total_nll, total_count = total_nll + nll, total_count + count
+            if index == 0 and not offload and windows.num_windows > batch.shape[0]:
+                # Throughput excludes the first batch, which pays one-off warm-up costs.
+                warm_started, warm_tokens = time.perf_counter(), windows.num_tokens - batch.numel()
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - started
+    warm_seconds = time.perf_counter() - warm_started
     nll = total_nll / total_count
     if not math.isfinite(nll):
         raise PrunekitError("perplexity is not finite: the model produces NaN/inf logits on this data (try --dtype float32)")
     return PerplexityResult(math.exp(nll), nll, total_count, windows.num_windows, windows.seq_len, windows.description,
-                            seconds, windows.num_tokens / seconds if seconds > 0 else float("inf"))
+                            seconds, warm_tokens / warm_seconds if warm_seconds > 0 else float("inf"))
 
 
 @dataclass
