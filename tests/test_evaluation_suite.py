@@ -113,3 +113,17 @@ def test_eval_out_and_report_end_to_end(tiny_checkpoint, tmp_path, capsys):
     assert json.loads((tmp_path / "pruned.json").read_text())["plan"]["method"] == "shortgpt"
     code = main(["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "r2")])
     assert code == 2 and "results file not found" in capsys.readouterr().err
+
+
+def test_report_shows_language_ratios_against_the_baseline(tmp_path):
+    from prunekit.reporting import write_report
+
+    def result(label, blocks, eng, deu):
+        return {"label": label, "model": label, "blocks": blocks, "parameters": blocks * 10,
+                "multilingual": {"eng_Latn": {"perplexity": eng}, "deu_Latn": {"perplexity": deu}}}
+
+    paths = write_report([result("pruned", 3, 20.0, 60.0), result("dense", 4, 10.0, 20.0)], tmp_path / "r")
+    markdown = paths["markdown"].read_text()
+    assert "| deu_Latn | 60.00 | 20.00 | 3.00 |" in markdown and "| eng_Latn | 20.00 | 10.00 | 2.00 |" in markdown
+    assert (tmp_path / "r" / "languages.png").is_file()
+    assert "<table>" in paths["html"].read_text()

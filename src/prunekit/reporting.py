@@ -124,6 +124,13 @@ def build_tables(results: list[dict], base: dict) -> list[tuple[str, list[list[s
     return tables
 
 
+def _grouped_bars(ax, groups: list[str], series: list[tuple[str, list[float]]]) -> None:
+    width = 0.8 / len(series)
+    for k, (label, values) in enumerate(series):
+        ax.bar([i + k * width for i in range(len(groups))], values, width, label=label)
+    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(groups))], groups, rotation=20)
+
+
 def make_plots(results: list[dict], base: dict, folder: Path) -> list[tuple[str, str]]:
     """PNG plots; returns (title, file name) pairs."""
     import matplotlib
@@ -132,22 +139,24 @@ def make_plots(results: list[dict], base: dict, folder: Path) -> list[tuple[str,
     import matplotlib.pyplot as plt
 
     plots = []
-    labels = [r["label"] for r in results]
+
+    def save(fig, ax, name: str, title: str) -> None:
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        plots.append((title, name))
 
     tasks = sorted({t for r in results for t in r.get("tasks", {})})
     if tasks:
         fig, ax = plt.subplots(figsize=(max(6, len(tasks) * 1.4), 3.8))
-        width = 0.8 / len(results)
-        for k, r in enumerate(results):
-            values = [r.get("tasks", {}).get(t, {}).get("acc_norm", r.get("tasks", {}).get(t, {}).get("acc", 0.0)) for t in tasks]
-            ax.bar([i + k * width for i in range(len(tasks))], values, width, label=r["label"])
-        ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(tasks))], tasks, rotation=20)
+        series = []
+        for r in results:
+            entries = [r.get("tasks", {}).get(t, {}) for t in tasks]
+            series.append((r["label"], [e.get("acc_norm", e.get("acc", 0.0)) for e in entries]))
+        _grouped_bars(ax, tasks, series)
         ax.set_ylabel("accuracy (acc_norm or acc)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / "tasks.png", dpi=110)
-        plt.close(fig)
-        plots.append(("Task accuracy per model", "tasks.png"))
+        save(fig, ax, "tasks.png", "Task accuracy per model")
 
     specs = sorted({spec for r in results for spec in r.get("perplexity", {})})
     if specs and len(results) > 1:
@@ -158,28 +167,17 @@ def make_plots(results: list[dict], base: dict, folder: Path) -> list[tuple[str,
         ax.set_xlabel("blocks removed")
         ax.set_ylabel("perplexity")
         ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / "perplexity.png", dpi=110)
-        plt.close(fig)
-        plots.append(("Perplexity vs removed blocks", "perplexity.png"))
+        save(fig, ax, "perplexity.png", "Perplexity vs removed blocks")
 
     languages = sorted(base.get("multilingual", {}))
     others = [r for r in results if r is not base and r.get("multilingual")]
     if languages and others:
         fig, ax = plt.subplots(figsize=(max(6, len(languages) * 0.9), 3.8))
-        width = 0.8 / len(others)
-        for k, r in enumerate(others):
-            ratios = [r["multilingual"].get(lang, {}).get("perplexity", float("nan")) / base["multilingual"][lang]["perplexity"] for lang in languages]
-            ax.bar([i + k * width for i in range(len(languages))], ratios, width, label=r["label"])
+        _grouped_bars(ax, languages, [(r["label"], [r["multilingual"].get(lang, {}).get("perplexity", float("nan"))
+                                                    / base["multilingual"][lang]["perplexity"] for lang in languages]) for r in others])
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks([i + width * (len(others) - 1) / 2 for i in range(len(languages))], languages, rotation=20)
         ax.set_ylabel(f"perplexity / {base['label']}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / "languages.png", dpi=110)
-        plt.close(fig)
-        plots.append(("Per-language perplexity ratio to the baseline", "languages.png"))
+        save(fig, ax, "languages.png", "Per-language perplexity ratio to the baseline")
 
     for r in results:
         plan = r.get("plan")
