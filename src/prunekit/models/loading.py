@@ -132,6 +132,43 @@ def resolve_model_location(spec: str) -> tuple[str, bool]:
     raise PrunekitError(f"model not found: '{spec}' is not a directory, a .gguf file, a hub id (org/name) or an alias ({', '.join(ALIASES)})")
 
 
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Free memory where the weights will live: CUDA free memory, or MemAvailable on Linux."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def estimated_weight_bytes(location: str, config, dtype: torch.dtype) -> int | None:
+    """Weight bytes after loading in `dtype`, from the local safetensors files' size."""
+    files = list(Path(location).glob("*.safetensors"))
+    if not files:
+        return None
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+    if isinstance(stored, str):
+        stored = getattr(torch, stored, torch.float32)
+    stored_size = torch.tensor([], dtype=stored).element_size()
+    target_size = torch.tensor([], dtype=dtype).element_size()
+    return sum(f.stat().st_size for f in files) * target_size // stored_size
+
+
+def check_fits_in_memory(location: str, config, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse, with the estimate, a model whose weights cannot fit where they are to be loaded."""
+    needed = estimated_weight_bytes(location, config, dtype)
+    free = available_memory_bytes(device)
+    if needed is not None and free is not None and needed > free:
+        raise PrunekitError(
+            f"the model needs about {needed / 2**30:.1f} GiB for its weights in {str(dtype).replace('torch.', '')} but only "
+            f"{free / 2**30:.1f} GiB is free on {device.type}; use --dtype bfloat16"
+            f"{', --offload (one block on the GPU at a time)' if device.type == 'cuda' else ''} or a larger machine")
+
+
 def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
                trust_remote_code: bool = False, place_on_device: bool = True) -> LoadedModel:
     """Load a causal LM and its tokenizer from any MODEL spec, in eval mode.
@@ -150,6 +187,8 @@ def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dty
         where = "directory" if is_local else "Hugging Face Hub id"
         raise PrunekitError(f"cannot read the config of {where} '{location}': {str(error).splitlines()[0][:200]}") from error
     family_for_config(config)
+    if is_local:
+        check_fits_in_memory(location, config, torch_dtype, target if place_on_device else torch.device("cpu"))
     try:
         model = AutoModelForCausalLM.from_pretrained(
             location, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
