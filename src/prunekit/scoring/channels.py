@@ -1,0 +1,69 @@
+"""Width importance: statistics of a projection's input channels and the criteria built on them.
+
+`InputStatistics` streams the first and second moments (sum and Gram matrix, float64) of the
+activations entering a consuming projection (down_proj for FFN channels), so memory holds one
+d x d matrix per layer, never the activations themselves. Criteria (higher = more important):
+
+- `magnitude`: L2 norm of every weight the channel owns (its gate/up rows and down column).
+- `wanda`: sum_i |W_down[i, j]| * ||x_j||_2 (Wanda, summed per channel as Wanda-sp does).
+- `fluctuation`: FLAP's variance of x_j over calibration tokens times ||W_down[:, j]||^2.
+- `random`: a seeded random score (a control).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prunekit.errors import PrunekitError
+
+CRITERIA = ("magnitude", "wanda", "fluctuation", "random")
+
+
+class InputStatistics:
+    """Running sum, Gram matrix and count of the rows fed to a linear layer."""
+
+    def __init__(self, width: int):
+        self.count = 0
+        self.sum = torch.zeros(width, dtype=torch.float64)
+        self.gram = torch.zeros(width, width, dtype=torch.float64)
+
+    def add(self, x: torch.Tensor) -> None:
+        rows = x.detach().reshape(-1, x.shape[-1]).to("cpu", torch.float64)
+        self.count += rows.shape[0]
+        self.sum += rows.sum(0)
+        self.gram += rows.T @ rows
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sum / self.count
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return (torch.diagonal(self.gram) / self.count - self.mean ** 2).clamp_min(0)
+
+    @property
+    def norm(self) -> torch.Tensor:
+        """||x_j||_2 over all calibration tokens."""
+        return torch.diagonal(self.gram).clamp_min(0).sqrt()
+
+
+def check_criterion(criterion: str) -> str:
+    if criterion not in CRITERIA:
+        raise PrunekitError(f"unknown criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
+    return criterion
+
+
+def ffn_channel_scores(criterion: str, stats: InputStatistics, down_weight: torch.Tensor,
+                       producer_weights: list[torch.Tensor], seed: int = 0) -> torch.Tensor:
+    """One score per intermediate channel. `producer_weights` are the [d_int, hidden] matrices
+    that write the channel (gate and up); `down_weight` [hidden, d_int] consumes it."""
+    down = down_weight.detach().to("cpu", torch.float64)
+    if criterion == "magnitude":
+        owned = down.pow(2).sum(0) + sum(w.detach().to("cpu", torch.float64).pow(2).sum(1) for w in producer_weights)
+        return owned.sqrt()
+    if criterion == "wanda":
+        return (down.abs() * stats.norm[None, :]).sum(0)
+    if criterion == "fluctuation":
+        return stats.variance * down.pow(2).sum(0)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(down.shape[1], generator=generator, dtype=torch.float64)

@@ -1,0 +1,98 @@
+import pytest
+import torch
+import transformers
+from conftest import FAMILIES, tiny_model
+
+from prunekit.data.windows import TokenWindows
+from prunekit.errors import PrunekitError
+from prunekit.methods.liar import prune_ffn_channels
+from prunekit.methods.reconstruction import fold_pruned_inputs, output_error
+from prunekit.models.export import save_model
+from prunekit.scoring.channels import InputStatistics
+
+
+def windows_of(ids):
+    return TokenWindows(ids, "test", ids.numel())
+
+
+def correlated_inputs(n=400, width=12, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    mix = torch.randn(4, width, generator=generator, dtype=torch.float64)
+    return base @ mix + 0.05 * torch.randn(n, width, generator=generator, dtype=torch.float64) + 0.3
+
+
+def stats_of(x):
+    stats = InputStatistics(x.shape[1])
+    stats.add(x)
+    return stats
+
+
+def test_liar_is_never_worse_than_bias_compensation_which_beats_dropping():
+    x = correlated_inputs()
+    stats = stats_of(x)
+    weight = torch.randn(5, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    keep = torch.tensor([0, 2, 3, 5, 7, 8, 11])
+    errors = {m: output_error(weight, keep, fold_pruned_inputs(weight, keep, stats, m, damping=0.0), stats)
+              for m in ("none", "bias", "liar")}
+    assert errors["liar"] <= errors["bias"] + 1e-9 < errors["none"]
+    # the Gram-matrix error equals the error measured on the activations themselves
+    folded = fold_pruned_inputs(weight, keep, stats, "liar", damping=0.0)
+    direct = ((x @ weight.T) - (x[:, keep] @ folded.weight.T + folded.bias)).pow(2).sum(1).mean()
+    assert errors["liar"] == pytest.approx(direct.item(), rel=1e-6)
+
+
+def test_exactly_predictable_channels_are_reconstructed_exactly():
+    generator = torch.Generator().manual_seed(2)
+    kept = torch.randn(300, 6, generator=generator, dtype=torch.float64)
+    pruned = kept[:, :2] @ torch.randn(2, 3, generator=generator, dtype=torch.float64) + 1.5
+    x = torch.cat([kept, pruned], 1)
+    weight = torch.randn(4, 9, generator=generator, dtype=torch.float64)
+    folded = fold_pruned_inputs(weight, torch.arange(6), stats_of(x), "liar", damping=0.0)
+    assert output_error(weight, torch.arange(6), folded, stats_of(x)) < 1e-12
+
+
+def test_singular_gram_is_damped_not_nan():
+    x = torch.ones(50, 6, dtype=torch.float64)  # all channels identical: singular Gram
+    weight = torch.randn(3, 6, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="singular"):
+        folded = fold_pruned_inputs(weight, torch.tensor([0, 1, 2]), stats_of(x), "liar", damping=0.0)
+    assert torch.isfinite(folded.weight).all() and torch.isfinite(folded.bias).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ffn_pruning_reloads_with_plain_transformers(family, ids, tmp_path, tiny_tokenizer):
+    model = tiny_model(family)
+    reconstruction = "liar"
+    plan = prune_ffn_channels(model, windows_of(ids), ffn_ratio=0.5, criterion="wanda", reconstruction=reconstruction, progress=False)
+    assert model.config.intermediate_size == 64 and plan["params_after"] < plan["params_before"]
+    out = save_model(model, tiny_tokenizer, tmp_path / "w")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+        assert torch.isfinite(reloaded(ids).logits).all()
+    assert all(torch.isfinite(p).all() for p in reloaded.parameters())
+    assert reloaded.config.mlp_bias is True if family == "llama" else not getattr(reloaded.config, "mlp_bias", False)
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "wanda", "fluctuation", "random"])
+def test_reconstruction_improves_the_pruned_model_on_calibration_data(criterion, ids):
+    dense = tiny_model("llama")
+    with torch.no_grad():
+        reference = dense(ids).logits
+    errors = {}
+    for reconstruction in ("none", "bias", "liar"):
+        model = tiny_model("llama")
+        prune_ffn_channels(model, windows_of(ids), ffn_ratio=0.5, criterion=criterion, reconstruction=reconstruction, progress=False)
+        with torch.no_grad():
+            errors[reconstruction] = (model(ids).logits - reference).pow(2).mean().item()
+    assert errors["liar"] < errors["none"]
+
+
+def test_bad_ratios_and_bias_without_config_support_are_refused(ids):
+    with pytest.raises(PrunekitError, match=r"must be in \[0, 1\)"):
+        prune_ffn_channels(tiny_model("llama"), windows_of(ids), ffn_ratio=1.0)
+    with pytest.raises(PrunekitError, match="cannot hold"):
+        prune_ffn_channels(tiny_model("qwen2"), windows_of(ids), ffn_ratio=0.5, reconstruction="bias", progress=False)
+    with pytest.raises(PrunekitError, match="unknown criterion"):
+        prune_ffn_channels(tiny_model("llama"), windows_of(ids), ffn_ratio=0.5, criterion="vibes")
