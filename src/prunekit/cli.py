@@ -128,13 +128,27 @@ def cmd_scan(args) -> int:
 
 def cmd_prune(args) -> int:
     from prunekit.api import blocks_to_remove, prune
-    from prunekit.methods import PLAN_FILE, PrunePlan, get_method
+    from prunekit.methods import PrunePlan, get_method
     from prunekit.models.adapters import ModelAdapter
-    from prunekit.models.export import check_output_dir, save_model
+    from prunekit.models.export import check_output_dir
     from prunekit.models.loading import resolve_device
 
+    width = args.method == "liar"
+    if width and args.plan:
+        raise PrunekitError("--plan re-applies depth plans only; LIAR recomputes its reconstruction, so run it again with the same seed")
     plan = PrunePlan.load(args.plan) if args.plan else None
-    if plan is None:
+    if width:
+        if args.ffn_ratio is None:
+            raise PrunekitError("--method liar needs --ffn-ratio R (fraction of FFN channels to remove, in [0, 1))")
+        if not 0.0 <= args.ffn_ratio < 1.0:
+            raise PrunekitError(f"--ffn-ratio {args.ffn_ratio} must be in [0, 1)")
+        from prunekit.methods.reconstruction import RECONSTRUCTIONS
+        from prunekit.scoring.channels import check_criterion
+
+        check_criterion(args.criterion)
+        if args.reconstruction not in RECONSTRUCTIONS:
+            raise PrunekitError(f"unknown reconstruction '{args.reconstruction}'; choose one of {', '.join(RECONSTRUCTIONS)}")
+    elif plan is None:
         get_method(args.method)
         if args.remove is None and args.ratio is None:
             raise PrunekitError("say how many blocks to remove: --remove N or --ratio R (or re-apply a --plan)")
@@ -144,7 +158,7 @@ def cmd_prune(args) -> int:
     device = resolve_device(args.device)
     model = loaded.model
     num_blocks = ModelAdapter(model).num_blocks
-    if plan is None:
+    if plan is None and not width:
         count = blocks_to_remove(num_blocks, args.remove, args.ratio)
     request = None
     if args.compare:
@@ -160,6 +174,16 @@ def cmd_prune(args) -> int:
             check_task_names(request.tasks, local=args.eval_data_dir is not None)
         dense_results = evaluate_model(loaded, request, device=device, progress=not args.quiet, label="dense")
     options = _engine_options(args, device)
+    if width:
+        from prunekit.methods.liar import prune_ffn_channels
+
+        windows = _calibration(args, loaded)
+        width_plan = prune_ffn_channels(model, windows, ffn_ratio=args.ffn_ratio, criterion=args.criterion,
+                                        reconstruction=args.reconstruction, damping=args.damping, seed=args.seed, **options)
+        width_plan["model"] = args.model
+        return _finish_prune(args, loaded, model, width_plan, request, dense_results if request else None, device,
+                             f"liar: FFN channels {width_plan['intermediate_size_before']} -> {width_plan['intermediate_size_after']} "
+                             f"per block ({args.criterion} criterion, {args.reconstruction} reconstruction)")
     if plan is None:
         windows = _calibration(args, loaded)
         if args.metric and args.method != "angular":
@@ -170,11 +194,23 @@ def cmd_prune(args) -> int:
     else:
         model, plan = prune(model, plan=plan, inplace=True)
     plan.model = args.model
-    extra = {PLAN_FILE: plan.to_dict()}
+    return _finish_prune(args, loaded, model, plan.to_dict(), request, dense_results if request else None, device,
+                         f"{plan.method}: removed blocks {plan.removed_blocks} of {plan.num_blocks_before} ({plan.reason})")
+
+
+def _finish_prune(args, loaded, model, plan: dict, request, dense_results, device, summary: str) -> int:
+    """Evaluate the pruned model if asked, save checkpoint, plan and report, and print the outcome."""
+    from prunekit.methods import PLAN_FILE
+    from prunekit.models.export import save_model
+
+    extra = {PLAN_FILE: plan}
     evaluation = {}
     if request is not None:
-        pruned_results = evaluate_model(loaded, request, device=device, progress=not args.quiet, label=f"{plan.method} -{len(plan.removed_blocks)}")
-        pruned_results["plan"] = plan.to_dict()
+        from prunekit.evaluation.suite import evaluate_model
+
+        label = f"{plan['method']} -{len(plan['removed_blocks'])}" if "removed_blocks" in plan else f"{plan['method']} ffn {plan['ffn_ratio']}"
+        pruned_results = evaluate_model(loaded, request, device=device, progress=not args.quiet, label=label)
+        pruned_results["plan"] = plan
         evaluation = {"dense": dense_results, "pruned": pruned_results}
         extra["prunekit_eval.json"] = evaluation
     out = save_model(model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra,
@@ -183,16 +219,15 @@ def cmd_prune(args) -> int:
         from prunekit.reporting import write_report
 
         write_report([evaluation["dense"], evaluation["pruned"]], out / "report", baseline="dense")
-    result = {"out": str(out), "plan": plan.to_dict(), "evaluation": evaluation}
     if args.json:
-        _print_json(result)
+        _print_json({"out": str(out), "plan": plan, "evaluation": evaluation})
         return 0
-    print(f"{plan.method}: removed blocks {plan.removed_blocks} of {plan.num_blocks_before} ({plan.reason})")
+    print(summary)
     if evaluation:
         print(_comparison_table(evaluation["dense"], evaluation["pruned"]))
         print(f"report: {out / 'report' / 'report.md'}")
     else:
-        print(f"parameters: {plan.params_before / 1e6:.1f}M -> {plan.params_after / 1e6:.1f}M")
+        print(f"parameters: {plan['params_before'] / 1e6:.1f}M -> {plan['params_after'] / 1e6:.1f}M")
     print(f"pruned checkpoint written to {out} (plan: {out / PLAN_FILE})")
     return 0
 
@@ -302,11 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="remove decoder blocks and write a checkpoint plus prunekit_plan.json")
     _add_model_options(prune)
     _add_calibration_options(prune)
-    prune.add_argument("--method", default="shortgpt", help=f"one of {', '.join(DEPTH_METHODS)} (default shortgpt)")
+    prune.add_argument("--method", default="shortgpt", help=f"one of {', '.join(DEPTH_METHODS)}, liar (default shortgpt)")
     prune.add_argument("--remove", type=int, help="number of blocks to remove")
     prune.add_argument("--ratio", type=float, help="fraction of blocks to remove, in (0, 1)")
     prune.add_argument("--metric", help=f"score for shortgpt/sleb (default bi / removal-loss): {', '.join(METRICS)}")
     prune.add_argument("--protect", type=int, nargs="*", default=[], help="block indices never removed")
+    prune.add_argument("--ffn-ratio", type=float, help="liar: fraction of every block's FFN channels to remove")
+    prune.add_argument("--criterion", default="wanda", help="liar: magnitude, wanda, fluctuation or random")
+    prune.add_argument("--reconstruction", default="liar", help="liar: none, bias (FLAP) or liar (least squares)")
+    prune.add_argument("--damping", type=float, default=1e-4, help="liar: ridge damping relative to the mean Gram diagonal")
     prune.add_argument("--plan", help="re-apply a prunekit_plan.json (file or checkpoint directory) instead of scoring")
     prune.add_argument("--out", required=True, help="output directory for the pruned checkpoint")
     prune.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
