@@ -10,7 +10,6 @@ dense and pruned models. Writes benchmarks/results/depth.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -18,13 +17,13 @@ from pathlib import Path
 
 import torch
 
+from _common import benchmark_parser
+
 from prunekit import PrunePlan, load_model, load_windows, parameter_count, perplexity, prune, scan_blocks
 from prunekit.methods import plan_angular, plan_sleb
 from prunekit.methods.plan import library_versions
 from prunekit.methods.shortgpt import lowest_scoring
 
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "data"
 
 
 def forward_seconds(model, windows) -> float:
@@ -37,18 +36,13 @@ def forward_seconds(model, windows) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--wikitext", default=str(SHARED / "wikitext-2-raw-v1" / "wiki.test.raw"))
-    parser.add_argument("--calibration", default=str(SHARED / "c4" / "c4-train.00000-of-01024.first1000.jsonl"))
-    parser.add_argument("--calib-windows", type=int, default=16)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--sleb-windows", type=int, default=4, help="SLEB re-scores every step; fewer windows keep it affordable")
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--eval-windows", type=int, default=48)
     parser.add_argument("--removals", type=int, nargs="+", default=[3, 6, 9])
     parser.add_argument("--metrics", nargs="+", default=["bi", "angular", "removal-cosine", "removal-loss", "taylor", "sleb"])
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
 
     loaded = load_model(args.model, device="cpu", dtype=args.dtype)

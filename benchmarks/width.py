@@ -10,32 +10,26 @@ pruning itself. Writes benchmarks/results/width.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import resource
 import time
 from pathlib import Path
 
+from _common import benchmark_parser
+
 from prunekit import load_model, load_windows, perplexity
 from prunekit.methods.liar import prune_ffn_channels
 
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "data"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--wikitext", default=str(SHARED / "wikitext-2-raw-v1" / "wiki.test.raw"))
-    parser.add_argument("--calibration", default=str(SHARED / "c4" / "c4-train.00000-of-01024.first1000.jsonl"))
-    parser.add_argument("--calib-windows", type=int, default=16)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--eval-windows", type=int, default=48)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.3, 0.5])
     parser.add_argument("--criteria", nargs="+", default=["magnitude", "wanda", "fluctuation"])
     parser.add_argument("--reconstructions", nargs="+", default=["none", "bias", "liar"])
     parser.add_argument("--seq-len-short", type=int, help="also report perplexity at this window length (FLAP uses 128)")
-    parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
 
     loaded = load_model(args.model, device="cpu", dtype="float32")

@@ -1,0 +1,21 @@
+"""What every benchmark script shares: where the shared data lies and the common arguments."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "data"
+RESULTS = HERE / "results"
+
+
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """Parser with --model, --wikitext, --calibration, --calib-windows and --out already added."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--wikitext", default=str(SHARED / "wikitext-2-raw-v1" / "wiki.test.raw"))
+    parser.add_argument("--calibration", default=str(SHARED / "c4" / "c4-train.00000-of-01024.first1000.jsonl"))
+    parser.add_argument("--calib-windows", type=int, default=16)
+    parser.add_argument("--out", default=str(RESULTS))
+    return parser
