@@ -71,12 +71,12 @@ def markdown(results: dict, lengths: list[int], args) -> str:
     lines = [f"FFN channels only, `{results['model']}` fp32 on CPU; calibration {args.calib_windows} x 512 C4 tokens; "
              f"WikiText-2 test, first {args.eval_windows * 512} tokens. Dense: "
              + ", ".join(f"ppl@{L} {dense[L]:.2f}" for L in lengths) + ".", "",
-             "| FFN ratio | block params removed | criterion | reconstruction | " + " | ".join(f"ppl@{L}" for L in lengths)
+             "| FFN ratio | share of all params removed | criterion | reconstruction | " + " | ".join(f"ppl@{L}" for L in lengths)
              + " | mean down_proj output MSE | prune time (s) | process peak RSS so far (MiB) |",
              "|---:|---:|---|---|" + "---:|" * (len(lengths) + 3)]
     for row in results["rows"]:
         removed = 1 - row["params"] / row["params_before"]
-        lines.append(f"| {row['ffn_ratio']:.0%} | {removed:.1%} of all | {row['criterion']} | {row['reconstruction']} | "
+        lines.append(f"| {row['ffn_ratio']:.0%} | {removed:.1%} | {row['criterion']} | {row['reconstruction']} | "
                      + " | ".join(f"{row['perplexity'][L]:.2f}" for L in lengths)
                      + f" | {row['mean_output_mse']:.4g} | {row['prune_seconds']:.0f} | {row['peak_rss_mib']:.0f} |")
     return "\n".join(lines)
