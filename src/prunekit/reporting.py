@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from prunekit.errors import PrunekitError
+from prunekit.jsonfiles import read_json_object
 from prunekit.models.export import atomic_output_dir, check_output_dir
 
 TASK_METRICS = ("acc", "acc_norm")
@@ -27,13 +28,8 @@ def load_results(items: list[str | dict]) -> list[dict]:
             results.append(data)
             continue
         p = Path(path).expanduser()
-        if not p.is_file():
-            raise PrunekitError(f"results file not found: {p}")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as error:
-            raise PrunekitError(f"{p} is not valid JSON ({error.msg})") from error
-        if not isinstance(data, dict) or "blocks" not in data:
+        data = read_json_object(p, "results")
+        if "blocks" not in data:
             raise PrunekitError(f"{p} is not a prunekit eval results file (write one with prunekit eval --out)")
         data.setdefault("label", data.get("model", p.stem))
         data["_file"] = str(p)

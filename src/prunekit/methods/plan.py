@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prunekit.errors import PrunekitError
+from prunekit.jsonfiles import read_json_object
 from prunekit.models.adapters import ModelAdapter
 from prunekit.models.surgery import remove_blocks, validate_block_indices
 
@@ -86,12 +87,4 @@ class PrunePlan:
         path = Path(path)
         if path.is_dir():
             path = path / PLAN_FILE
-        if not path.is_file():
-            raise PrunekitError(f"plan file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise PrunekitError(f"plan file {path} is not valid JSON ({error.msg})") from error
-        if not isinstance(data, dict):
-            raise PrunekitError(f"plan file {path} does not hold a plan object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, "plan"))
