@@ -71,7 +71,7 @@ def test_eval_prints_perplexity_json(tiny_checkpoint, capsys):
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{short}", "--seq-len", "64"], "fewer than one window"),
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{ckpt}", "--overwrite"], "overwrite the input model"),
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{tmp}/none.txt", "--seq-len", "64"], "data file not found"),
-    (["prune", "--model", "{ckpt}", "--method", "liar", "--out", "{tmp}/o"], "needs --ffn-ratio"),
+    (["prune", "--model", "{ckpt}", "--method", "liar", "--out", "{tmp}/o"], "needs --ffn-ratio R and/or --head-ratio"),
     (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "1", "--out", "{tmp}/o"], "must be in [0, 1)"),
     (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--criterion", "x", "--out", "{tmp}/o"], "unknown criterion"),
     (["scan", "--model", "{ckpt}", "--metric", "nope", "--out", "{tmp}/o/scan.json"], "unknown metric"),
@@ -96,10 +96,11 @@ def test_console_script_exit_code_without_traceback(tmp_path):
 
 def test_liar_width_pruning_from_the_command_line(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "narrow"
-    code, stdout, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ffn-ratio", 0.25,
+    code, stdout, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ffn-ratio", 0.25, "--head-ratio", 0.5,
                           "--criterion", "fluctuation", "--out", out, "--compare", "--eval-windows", 2, "--eval-seq-len", 32, *CALIB)
     assert code == 0 and "FFN channels 128 -> 96" in stdout
     plan = json.loads((out / "prunekit_plan.json").read_text())
     assert plan["method"] == "liar" and len(plan["layers"]) == 4 and len(plan["layers"][0]["kept_channels"]) == 96
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.config.intermediate_size == 96 and model.config.mlp_bias
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (2, 1) and model.config.attention_bias

@@ -96,3 +96,44 @@ def test_bad_ratios_and_bias_without_config_support_are_refused(ids):
         prune_ffn_channels(tiny_model("qwen2"), windows_of(ids), ffn_ratio=0.5, reconstruction="bias", progress=False)
     with pytest.raises(PrunekitError, match="unknown criterion"):
         prune_ffn_channels(tiny_model("llama"), windows_of(ids), ffn_ratio=0.5, criterion="vibes")
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "phi3"])
+def test_head_and_ffn_pruning_keeps_gqa_groups_and_reloads(family, ids, tmp_path, tiny_tokenizer):
+    from prunekit.methods.liar import prune_width
+
+    model = tiny_model(family)  # 4 query heads in 2 KV groups
+    plan = prune_width(model, windows_of(ids), head_ratio=0.5, ffn_ratio=0.25, progress=False)
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (2, 1)
+    assert all(len(layer["kept_kv_groups"]) == 1 for layer in plan["layers"])
+    out = save_model(model, tiny_tokenizer, tmp_path / "w")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+    prompt = ids[:1, :5]
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(reloaded.generate(prompt, use_cache=True, **kwargs), reloaded.generate(prompt, use_cache=False, **kwargs))
+
+
+def test_head_reconstruction_beats_dropping_heads(ids):
+    from prunekit.methods.liar import prune_width
+
+    dense = tiny_model("llama")
+    with torch.no_grad():
+        reference = dense(ids).logits
+    errors = {}
+    for reconstruction in ("none", "liar"):
+        model = tiny_model("llama")
+        prune_width(model, windows_of(ids), head_ratio=0.5, reconstruction=reconstruction, progress=False)
+        with torch.no_grad():
+            errors[reconstruction] = (model(ids).logits - reference).pow(2).mean().item()
+    assert errors["liar"] < errors["none"]
+
+
+def test_impossible_head_ratios_are_refused(ids):
+    from prunekit.methods.liar import prune_width
+
+    with pytest.raises(PrunekitError, match="every KV group"):
+        prune_width(tiny_model("llama"), windows_of(ids), head_ratio=0.9)
+    with pytest.raises(PrunekitError, match="not supported for phi3"):
+        prune_width(tiny_model("phi3"), windows_of(ids), head_ratio=0.5)

@@ -138,10 +138,11 @@ def cmd_prune(args) -> int:
         raise PrunekitError("--plan re-applies depth plans only; LIAR recomputes its reconstruction, so run it again with the same seed")
     plan = PrunePlan.load(args.plan) if args.plan else None
     if width:
-        if args.ffn_ratio is None:
-            raise PrunekitError("--method liar needs --ffn-ratio R (fraction of FFN channels to remove, in [0, 1))")
-        if not 0.0 <= args.ffn_ratio < 1.0:
-            raise PrunekitError(f"--ffn-ratio {args.ffn_ratio} must be in [0, 1)")
+        if args.ffn_ratio is None and args.head_ratio is None:
+            raise PrunekitError("--method liar needs --ffn-ratio R and/or --head-ratio R (fractions to remove, in [0, 1))")
+        for flag, value in (("--ffn-ratio", args.ffn_ratio), ("--head-ratio", args.head_ratio)):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise PrunekitError(f"{flag} {value} must be in [0, 1)")
         from prunekit.methods.reconstruction import RECONSTRUCTIONS
         from prunekit.scoring.channels import check_criterion
 
@@ -175,15 +176,17 @@ def cmd_prune(args) -> int:
         dense_results = evaluate_model(loaded, request, device=device, progress=not args.quiet, label="dense")
     options = _engine_options(args, device)
     if width:
-        from prunekit.methods.liar import prune_ffn_channels
+        from prunekit.methods.liar import prune_width
 
         windows = _calibration(args, loaded)
-        width_plan = prune_ffn_channels(model, windows, ffn_ratio=args.ffn_ratio, criterion=args.criterion,
-                                        reconstruction=args.reconstruction, damping=args.damping, seed=args.seed, **options)
+        width_plan = prune_width(model, windows, ffn_ratio=args.ffn_ratio or 0.0, head_ratio=args.head_ratio or 0.0,
+                                 criterion=args.criterion, reconstruction=args.reconstruction, damping=args.damping,
+                                 seed=args.seed, **options)
         width_plan["model"] = args.model
         return _finish_prune(args, loaded, model, width_plan, request, dense_results if request else None, device,
-                             f"liar: FFN channels {width_plan['intermediate_size_before']} -> {width_plan['intermediate_size_after']} "
-                             f"per block ({args.criterion} criterion, {args.reconstruction} reconstruction)")
+                             f"liar: FFN channels {width_plan['intermediate_size_before']} -> {width_plan['intermediate_size_after']}, "
+                             f"KV groups {width_plan['kv_heads_before']} -> {width_plan['kv_heads_after']} per block "
+                             f"({args.criterion} criterion, {args.reconstruction} reconstruction)")
     if plan is None:
         windows = _calibration(args, loaded)
         if args.metric and args.method != "angular":
@@ -208,7 +211,8 @@ def _finish_prune(args, loaded, model, plan: dict, request, dense_results, devic
     if request is not None:
         from prunekit.evaluation.suite import evaluate_model
 
-        label = f"{plan['method']} -{len(plan['removed_blocks'])}" if "removed_blocks" in plan else f"{plan['method']} ffn {plan['ffn_ratio']}"
+        label = (f"{plan['method']} -{len(plan['removed_blocks'])}" if "removed_blocks" in plan
+                 else f"{plan['method']} ffn {plan['ffn_ratio']} heads {plan['head_ratio']}")
         pruned_results = evaluate_model(loaded, request, device=device, progress=not args.quiet, label=label)
         pruned_results["plan"] = plan
         evaluation = {"dense": dense_results, "pruned": pruned_results}
@@ -343,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--metric", help=f"score for shortgpt/sleb (default bi / removal-loss): {', '.join(METRICS)}")
     prune.add_argument("--protect", type=int, nargs="*", default=[], help="block indices never removed")
     prune.add_argument("--ffn-ratio", type=float, help="liar: fraction of every block's FFN channels to remove")
+    prune.add_argument("--head-ratio", type=float, help="liar: fraction of every block's KV groups (with their query heads) to remove")
     prune.add_argument("--criterion", default="wanda", help="liar: magnitude, wanda, fluctuation or random")
     prune.add_argument("--reconstruction", default="liar", help="liar: none, bias (FLAP) or liar (least squares)")
     prune.add_argument("--damping", type=float, default=1e-4, help="liar: ridge damping relative to the mean Gram diagonal")
