@@ -138,17 +138,9 @@ def cmd_prune(args) -> int:
         raise PrunekitError("--plan re-applies depth plans only; LIAR recomputes its reconstruction, so run it again with the same seed")
     plan = PrunePlan.load(args.plan) if args.plan else None
     if width:
-        if args.ffn_ratio is None and args.head_ratio is None:
-            raise PrunekitError("--method liar needs --ffn-ratio R and/or --head-ratio R (fractions to remove, in [0, 1))")
-        for flag, value in (("--ffn-ratio", args.ffn_ratio), ("--head-ratio", args.head_ratio)):
-            if value is not None and not 0.0 <= value < 1.0:
-                raise PrunekitError(f"{flag} {value} must be in [0, 1)")
-        from prunekit.methods.reconstruction import RECONSTRUCTIONS
-        from prunekit.scoring.channels import check_criterion
+        from prunekit.methods.liar import check_width_options
 
-        check_criterion(args.criterion)
-        if args.reconstruction not in RECONSTRUCTIONS:
-            raise PrunekitError(f"unknown reconstruction '{args.reconstruction}'; choose one of {', '.join(RECONSTRUCTIONS)}")
+        check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction)
     elif plan is None:
         get_method(args.method)
         if args.remove is None and args.ratio is None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import PrunekitError
-from prunekit.methods.reconstruction import fold_pruned_inputs, output_error
+from prunekit.methods.reconstruction import RECONSTRUCTIONS, fold_pruned_inputs, output_error
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_channel_scores
 
@@ -108,15 +108,24 @@ def _check_finite(folded, index: int, what: str) -> None:
         raise PrunekitError(f"reconstruction of block {index} ({what}) produced non-finite weights; raise --damping or use --reconstruction bias")
 
 
+def check_width_options(ffn_ratio: float | None, head_ratio: float | None, criterion: str, reconstruction: str) -> None:
+    """The checks that need no model, so the CLI can fail before loading one."""
+    if ffn_ratio is None and head_ratio is None:
+        raise PrunekitError("--method liar needs --ffn-ratio R and/or --head-ratio R (fractions to remove, in [0, 1))")
+    for flag, ratio in (("--ffn-ratio", ffn_ratio), ("--head-ratio", head_ratio)):
+        if ratio is not None and not 0.0 <= ratio < 1.0:
+            raise PrunekitError(f"{flag} {ratio} must be in [0, 1)")
+    check_criterion(criterion)
+    if reconstruction not in RECONSTRUCTIONS:
+        raise PrunekitError(f"unknown reconstruction '{reconstruction}'; choose one of {', '.join(RECONSTRUCTIONS)}")
+
+
 def prune_width(model, windows, *, ffn_ratio: float = 0.0, head_ratio: float = 0.0, criterion: str = "wanda",
                 reconstruction: str = "liar", damping: float = 1e-4, device=None, offload: bool = False,
                 batch_size: int = 1, progress: bool = True, seed: int = 0) -> dict:
     """Prune `head_ratio` of every block's KV groups (whole GQA groups) and `ffn_ratio` of its FFN
     channels, in place and block by block; returns the plan (JSON-able)."""
-    for flag, ratio in (("--ffn-ratio", ffn_ratio), ("--head-ratio", head_ratio)):
-        if not 0.0 <= ratio < 1.0:
-            raise PrunekitError(f"{flag} {ratio} must be in [0, 1)")
-    check_criterion(criterion)
+    check_width_options(ffn_ratio, head_ratio, criterion, reconstruction)
     adapter = ModelAdapter(model)
     family, config = adapter.family, adapter.config
     model_type = config.model_type
