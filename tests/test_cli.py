@@ -104,3 +104,65 @@ def test_liar_width_pruning_from_the_command_line(tiny_checkpoint, tmp_path, cap
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.config.intermediate_size == 96 and model.config.mlp_bias
     assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (2, 1) and model.config.attention_bias
+
+
+RECOVERY = ["--recovery-tokens", 64, "--recovery-seq-len", 16, "--grad-accumulation", 1, "--heldout-windows", 1]
+
+
+def test_prune_iterabre_writes_checkpoint_plan_and_run_log(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    code, stdout, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "iterabre", "--target-blocks", 2,
+                               "--protect-ends", "--recovery-data", "builtin", *RECOVERY, "--out", out, *CALIB)
+    assert code == 0, stderr
+    plan = json.loads((out / "prunekit_plan.json").read_text())
+    assert plan["method"] == "iterabre" and plan["removed_blocks"] == [1, 2] and len(plan["steps"]) == 2
+    assert plan["recovery"]["tokens"] == 64 and plan["steps"][0]["recovery"]["tokens_budget"] == 32
+    state = json.loads((tmp_path / "pruned.iterabre-run" / "state.json").read_text())
+    assert state["status"] == "finished" and "iterabre: removed blocks" in stdout
+    assert transformers.AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
+    # the same run again is refused unless resumed or overwritten; an iterabre plan cannot be re-applied
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "iterabre", "--remove", 1,
+                          "--out", tmp_path / "other", "--run-dir", tmp_path / "pruned.iterabre-run", *CALIB)
+    assert code == 2 and "--resume" in stderr
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--plan", out, "--out", tmp_path / "again", "--quiet")
+    assert code == 2 and "cannot be re-applied" in stderr
+
+
+def test_prune_iterabre_with_self_generated_data_resumes_a_finished_run(tiny_checkpoint, tmp_path, capsys):
+    args = ["prune", "--model", tiny_checkpoint, "--method", "iterabre", "--remove", 1, *RECOVERY, "--run-dir", tmp_path / "run", *CALIB]
+    assert run(capsys, *args, "--out", tmp_path / "a")[0] == 0
+    assert (tmp_path / "run" / "recovery_data.safetensors").is_file()
+    assert run(capsys, *args, "--out", tmp_path / "b", "--resume", tmp_path / "run")[0] == 0
+    a = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()
+    b = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--remove", 4], "must be smaller"), (["--target-blocks", 0], "--target-blocks"),
+    (["--remove", 1, "--recovery-tokens", 0], "--recovery-tokens"), (["--remove", 1, "--scope", "some"], "scope"),
+    (["--remove", 1, "--metric", "nope"], "metric"), ([], "say how many"),
+])
+def test_prune_iterabre_bad_input_is_one_line_and_writes_nothing(tiny_checkpoint, tmp_path, capsys, extra, message):
+    out = tmp_path / "pruned"
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "iterabre", *extra, "--out", out, *CALIB)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "pruned.iterabre-run").exists()
+
+
+def test_recover_distils_a_teacher_into_a_pruned_checkpoint(tiny_checkpoint, tmp_path, capsys):
+    pruned, recovered = tmp_path / "pruned", tmp_path / "recovered"
+    assert run(capsys, "prune", "--model", tiny_checkpoint, "--remove", 1, "--out", pruned, *CALIB)[0] == 0
+    code, stdout, stderr = run(capsys, "recover", "--model", pruned, "--teacher", tiny_checkpoint, "--recovery-data", "builtin",
+                               *RECOVERY, "--scope", "lora", "--out", recovered, "--quiet")
+    assert code == 0, stderr
+    assert "held-out perplexity" in stdout
+    log = json.loads((recovered / "prunekit_recovery.json").read_text())
+    assert log["tokens"] == 64 and log["config"]["scope"] == "lora" and log["heldout_perplexity_after"] > 0
+    plan = json.loads((recovered / "prunekit_plan.json").read_text())
+    assert plan["method"] == "shortgpt" and plan["recovery"]["tokens"] == 64
+    assert transformers.AutoModelForCausalLM.from_pretrained(recovered).config.num_hidden_layers == 3
+    code, _, stderr = run(capsys, "recover", "--model", pruned, "--recovery-data", "self", "--out", tmp_path / "x", "--quiet")
+    assert code == 2 and "--teacher" in stderr and not (tmp_path / "x").exists()
+    code, _, stderr = run(capsys, "recover", "--model", pruned, "--out", pruned, "--overwrite", "--recovery-data", "builtin", "--quiet")
+    assert code == 2 and "input" in stderr

@@ -76,3 +76,40 @@ def test_local_tasks_score_the_embedded_model_differently_from_random_weights(sm
         assert all(0.0 <= results[t]["acc"] <= 1.0 and results[t]["items"] == 20 for t in tasks)
     assert [trained[t]["acc_norm"] for t in tasks] != [random[t]["acc_norm"] for t in tasks]
     assert trained["piqa"]["acc_norm"] >= 0.6  # the real model is well above chance (0.5) on PIQA
+
+
+def test_iterabre_on_the_embedded_model_resumes_to_the_same_weights(smollm2, tmp_path):
+    """Tied embeddings survive the run directory's checkpoints, and resume equals an unbroken run."""
+    from prunekit.methods.iterabre import IterabreSettings, dense_teacher, iterabre
+    from prunekit.recovery import RecoveryConfig, recovery_windows
+
+    tokenizer = smollm2.tokenizer
+    calibration = load_windows("builtin", tokenizer, purpose="calibration", num_windows=1, seq_len=64)
+    data = recovery_windows("builtin", tokenizer, num_tokens=256, seq_len=64)
+    heldout = load_windows("builtin", tokenizer, purpose="evaluation", num_windows=1, seq_len=64)
+    teacher = dense_teacher(smollm2.model)
+
+    def settings():
+        return IterabreSettings(remove=2, recovery=RecoveryConfig(tokens=256, seq_len=64, grad_accumulation=1, learning_rate=1e-4))
+
+    def run(run_dir, **kwargs):
+        model = dense_teacher(smollm2.model)
+        for param in model.parameters():
+            param.requires_grad_(True)
+        plan = iterabre(model, teacher, calibration, data, settings(), run_dir=str(run_dir), heldout=heldout, progress=False, **kwargs)
+        return model, plan
+
+    def interrupt(entry):
+        raise KeyboardInterrupt
+
+    whole, plan = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", on_iteration=interrupt)
+    resumed, _ = run(tmp_path / "b", resume=True)
+    assert whole.lm_head.weight.data_ptr() == whole.model.embed_tokens.weight.data_ptr()
+    assert resumed.lm_head.weight.data_ptr() == resumed.model.embed_tokens.weight.data_ptr()
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(plan.removed_blocks) == 2 and 0 not in plan.removed_blocks
+    for step in plan.steps:
+        assert step["heldout_perplexity_after_recovery"] < 2 * step["heldout_perplexity_after_removal"]

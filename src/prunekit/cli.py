@@ -36,6 +36,55 @@ def _add_calibration_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offload", action="store_true", help="keep only the current block on the device (large models)")
 
 
+def _add_recovery_options(parser: argparse.ArgumentParser, budget_help: str) -> None:
+    from prunekit.recovery.config import DEFAULT_RECOVERY_TOKENS, PRECISIONS, SCOPES
+
+    group = parser.add_argument_group("recovery (distillation from the dense teacher)")
+    group.add_argument("--recovery-tokens", type=int, default=DEFAULT_RECOVERY_TOKENS, help=budget_help)
+    group.add_argument("--recovery-data", default="self",
+                       help="self (sample text from the teacher, no download; default), builtin, wikitext2, c4, a hub id or a local file")
+    group.add_argument("--recovery-seq-len", type=int, default=512, help="tokens per training window (default 512)")
+    group.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (default 1e-4; linear warm-up, cosine decay)")
+    group.add_argument("--warmup-ratio", type=float, default=0.05, help="share of steps spent warming up (default 0.05)")
+    group.add_argument("--weight-decay", type=float, default=0.0)
+    group.add_argument("--micro-batch-size", type=int, default=1, help="windows per forward pass")
+    group.add_argument("--grad-accumulation", type=int, default=4, help="micro-batches per optimizer step (default 4)")
+    group.add_argument("--scope", default="blocks", help=f"what trains: {', '.join(SCOPES)} (default blocks = every remaining decoder block)")
+    group.add_argument("--lora-rank", type=int, default=8, help="scope lora: adapter rank (merged back before export)")
+    group.add_argument("--lora-alpha", type=float, default=16.0)
+    group.add_argument("--kd-weight", type=float, default=1.0, help="weight of KL(teacher || student) on logits (default 1)")
+    group.add_argument("--lm-weight", type=float, default=0.0, help="weight of the next-token loss on the data (default 0)")
+    group.add_argument("--hidden-weight", type=float, default=0.0, help="weight of the final-hidden-state MSE (default 0)")
+    group.add_argument("--temperature", type=float, default=1.0, help="distillation temperature (default 1)")
+    group.add_argument("--precision", default="auto", help=f"{', '.join(PRECISIONS)} (auto: bf16 autocast on CUDA, fp32 on CPU)")
+    group.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
+
+
+def _recovery_config(args):
+    from prunekit.recovery import RecoveryConfig
+
+    return RecoveryConfig(
+        tokens=args.recovery_tokens, seq_len=args.recovery_seq_len, micro_batch_size=args.micro_batch_size,
+        grad_accumulation=args.grad_accumulation, learning_rate=args.lr, weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio, kd_weight=args.kd_weight, lm_weight=args.lm_weight,
+        hidden_weight=args.hidden_weight, temperature=args.temperature, scope=args.scope, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
+        seed=args.seed,
+    )
+
+
+def _recovery_windows(args, teacher, tokenizer, config, device):
+    """A function making the recovery windows (called once; IteRABRe caches its result)."""
+    from prunekit.recovery import recovery_windows, self_generated_windows
+
+    if args.recovery_data == "self":
+        if teacher is None:
+            raise PrunekitError("--recovery-data self samples text from the --teacher; give a --teacher or a data SPEC")
+        return lambda: self_generated_windows(teacher, tokenizer, num_tokens=config.tokens, seq_len=config.seq_len,
+                                              seed=config.seed, device=device, progress=not args.quiet)
+    return lambda: recovery_windows(args.recovery_data, tokenizer, num_tokens=config.tokens, seq_len=config.seq_len, seed=config.seed)
+
+
 def _positive(name: str, value: int) -> None:
     if value is not None and value < 1:
         raise PrunekitError(f"{name} must be at least 1 (got {value})")
@@ -134,9 +183,15 @@ def cmd_prune(args) -> int:
     from prunekit.models.loading import resolve_device
 
     width = args.method == "liar"
+    iterative = args.method == "iterabre"
+    if iterative:
+        return _prune_iterabre(args)
     if width and args.plan:
         raise PrunekitError("--plan re-applies depth plans only; LIAR recomputes its reconstruction, so run it again with the same seed")
     plan = PrunePlan.load(args.plan) if args.plan else None
+    if plan is not None and plan.method == "iterabre":
+        raise PrunekitError("an iterabre plan cannot be re-applied: its weights come from recovery training; "
+                            "use the checkpoint it was saved with, or rerun with --method iterabre")
     if width:
         from prunekit.methods.liar import check_width_options
 
@@ -153,19 +208,7 @@ def cmd_prune(args) -> int:
     num_blocks = ModelAdapter(model).num_blocks
     if plan is None and not width:
         count = blocks_to_remove(num_blocks, args.remove, args.ratio)
-    request = None
-    if args.compare:
-        from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
-
-        _check_seq_len(args.eval_seq_len, model, "--eval-seq-len")
-        request = EvaluationRequest(ppl=[args.eval_data], seq_len=args.eval_seq_len, ppl_windows=args.eval_windows,
-                                    tasks=_split_list(args.eval_tasks), data_dir=args.eval_data_dir, limit=args.eval_limit,
-                                    offload=args.offload)
-        if request.tasks:
-            from prunekit.evaluation.tasks import check_task_names
-
-            check_task_names(request.tasks, local=args.eval_data_dir is not None)
-        dense_results = evaluate_model(loaded, request, device=device, progress=not args.quiet, label="dense")
+    request, dense_results = _compare_request(args, loaded, device)
     options = _engine_options(args, device)
     if width:
         from prunekit.methods.liar import prune_width
@@ -175,7 +218,7 @@ def cmd_prune(args) -> int:
                                  criterion=args.criterion, reconstruction=args.reconstruction, damping=args.damping,
                                  seed=args.seed, **options)
         width_plan["model"] = args.model
-        return _finish_prune(args, loaded, model, width_plan, request, dense_results if request else None, device,
+        return _finish_prune(args, loaded, model, width_plan, request, dense_results, device,
                              f"liar: FFN channels {width_plan['intermediate_size_before']} -> {width_plan['intermediate_size_after']}, "
                              f"KV groups {width_plan['kv_heads_before']} -> {width_plan['kv_heads_after']} per block "
                              f"({args.criterion} criterion, {args.reconstruction} reconstruction)")
@@ -189,8 +232,91 @@ def cmd_prune(args) -> int:
     else:
         model, plan = prune(model, plan=plan, inplace=True)
     plan.model = args.model
-    return _finish_prune(args, loaded, model, plan.to_dict(), request, dense_results if request else None, device,
+    return _finish_prune(args, loaded, model, plan.to_dict(), request, dense_results, device,
                          f"{plan.method}: removed blocks {plan.removed_blocks} of {plan.num_blocks_before} ({plan.reason})")
+
+
+def _compare_request(args, loaded, device):
+    """(request, dense results) for --compare, or (None, None)."""
+    if not args.compare:
+        return None, None
+    from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
+
+    _check_seq_len(args.eval_seq_len, loaded.model, "--eval-seq-len")
+    request = EvaluationRequest(ppl=[args.eval_data], seq_len=args.eval_seq_len, ppl_windows=args.eval_windows,
+                                tasks=_split_list(args.eval_tasks), data_dir=args.eval_data_dir, limit=args.eval_limit,
+                                offload=args.offload)
+    if request.tasks:
+        from prunekit.evaluation.tasks import check_task_names
+
+        check_task_names(request.tasks, local=args.eval_data_dir is not None)
+    return request, evaluate_model(loaded, request, device=device, progress=not args.quiet, label="dense")
+
+
+def _iterabre_remove_count(args, num_blocks: int) -> int:
+    from prunekit.api import blocks_to_remove
+
+    if args.target_blocks is not None:
+        if args.remove is not None or args.ratio is not None:
+            raise PrunekitError("give one of --remove N, --ratio R or --target-blocks K")
+        if not 1 <= args.target_blocks < num_blocks:
+            raise PrunekitError(f"--target-blocks {args.target_blocks} must be between 1 and {num_blocks - 1}")
+        return num_blocks - args.target_blocks
+    return blocks_to_remove(num_blocks, args.remove, args.ratio)
+
+
+def _prune_iterabre(args) -> int:
+    """prune --method iterabre: the iterative loop with recovery, checkpointed in a run directory."""
+    from prunekit.data.windows import load_windows
+    from prunekit.methods.iterabre import DEFAULT_METRIC, IterabreSettings, dense_teacher, iterabre
+    from prunekit.models.adapters import ModelAdapter, parameter_count
+    from prunekit.models.export import check_output_dir
+    from prunekit.models.loading import resolve_device
+    from prunekit.scoring.blocks import check_metric
+
+    if args.plan:
+        raise PrunekitError("--plan does not apply to iterabre; continue an interrupted run with --resume RUN_DIR")
+    if args.remove is None and args.ratio is None and args.target_blocks is None:
+        raise PrunekitError("say how many blocks to remove: --remove N, --ratio R or --target-blocks K")
+    metric = args.metric or DEFAULT_METRIC
+    check_metric(metric)
+    config = _recovery_config(args)
+    config.check(has_teacher=True)
+    check_output_dir(args.out, args.overwrite)
+    run_dir = Path(args.resume or args.run_dir or f"{Path(args.out).expanduser()}.iterabre-run")
+    if not args.resume and (run_dir / "state.json").exists() and not args.overwrite:
+        raise PrunekitError(f"{run_dir} holds an earlier run; continue it with --resume {run_dir} or pass --overwrite")
+    loaded = _load(args)
+    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
+    device = resolve_device(args.device)
+    model = loaded.model
+    num_blocks = ModelAdapter(model).num_blocks
+    protect = set(args.protect) | ({0, num_blocks - 1} if args.protect_ends else set())
+    settings = IterabreSettings(remove=_iterabre_remove_count(args, num_blocks), per_step=args.per_step, metric=metric,
+                                protect=tuple(sorted(protect)), recovery=config)
+    settings.check(num_blocks)
+    _check_seq_len(config.seq_len, model, "--recovery-seq-len")
+    request, dense_results = _compare_request(args, loaded, device)
+    calibration = _calibration(args, loaded)
+    heldout = load_windows(args.heldout_data, loaded.tokenizer, purpose="evaluation", num_windows=args.heldout_windows,
+                           seq_len=args.seq_len) if args.heldout_windows else None
+    teacher = dense_teacher(model)
+    params_before = parameter_count(model)
+    plan = iterabre(model, teacher, calibration, _recovery_windows(args, teacher, loaded.tokenizer, config, device), settings,
+                    run_dir=str(run_dir), heldout=heldout, resume=bool(args.resume), overwrite_run=args.overwrite,
+                    run_info={"model": args.model, "seed": args.seed}, device=device, offload=args.offload,
+                    batch_size=args.batch_size, progress=not args.quiet)
+    del teacher
+    plan.model, plan.params_before, plan.params_after = args.model, params_before, parameter_count(model)
+    plan_dict = plan.to_dict()
+    plan_dict["recovery"] = {**config.to_dict(), "run_dir": str(run_dir)}
+    steps = plan_dict["steps"]
+    trail = ", ".join(f"{s['removed']}" for s in steps)
+    last = steps[-1].get("heldout_perplexity_after_recovery")
+    return _finish_prune(args, loaded, model, plan_dict, request, dense_results, device,
+                         f"iterabre: removed blocks {trail} in {len(steps)} iterations "
+                         f"({config.tokens} recovery tokens in all; held-out ppl after the last {last if last is None else f'{last:.2f}'}); "
+                         f"run log: {run_dir / 'state.json'}")
 
 
 def _finish_prune(args, loaded, model, plan: dict, request, dense_results, device, summary: str) -> int:
@@ -300,6 +426,61 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_recover(args) -> int:
+    """Distil a teacher into a (pruned) model on a token budget and save the result."""
+    from prunekit.data.windows import load_windows
+    from prunekit.evaluation.perplexity import perplexity
+    from prunekit.methods import PLAN_FILE
+    from prunekit.models.export import check_output_dir, save_model
+    from prunekit.models.loading import load_model, resolve_device
+    from prunekit.recovery import recover
+
+    config = _recovery_config(args)
+    if args.teacher is None:
+        config.kd_weight, config.hidden_weight = 0.0, 0.0
+        config.lm_weight = config.lm_weight or 1.0
+    config.check(has_teacher=args.teacher is not None)
+    if args.recovery_data == "self" and args.teacher is None:
+        raise PrunekitError("--recovery-data self samples text from the --teacher; give a --teacher or a data SPEC")
+    check_output_dir(args.out, args.overwrite)
+    loaded = _load(args)
+    protected = _protected_paths(args, loaded)
+    teacher = None
+    if args.teacher:
+        teacher_loaded = load_model(args.teacher, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+        teacher = teacher_loaded.model
+        protected += [p for p in (teacher_loaded.location, args.teacher) if p and Path(p).expanduser().exists()]
+        if len(loaded.tokenizer) != len(teacher_loaded.tokenizer):
+            raise PrunekitError("the --teacher has another vocabulary than --model; distillation needs the same tokenizer")
+    check_output_dir(args.out, args.overwrite, protected)
+    device = resolve_device(args.device)
+    _check_seq_len(config.seq_len, loaded.model, "--recovery-seq-len")
+    heldout = load_windows(args.heldout_data, loaded.tokenizer, purpose="evaluation", num_windows=args.heldout_windows,
+                           seq_len=config.seq_len) if args.heldout_windows else None
+    before = perplexity(loaded.model, heldout, device=device, progress=False).perplexity if heldout else None
+    windows = _recovery_windows(args, teacher, loaded.tokenizer, config, device)()
+    result = recover(loaded.model, windows, config, teacher=teacher, device=device, progress=not args.quiet)
+    after = perplexity(loaded.model, heldout, device=device, progress=False).perplexity if heldout else None
+    summary = {**result.to_dict(), "model": args.model, "teacher": args.teacher,
+               "heldout": heldout.summary() if heldout else None, "heldout_perplexity_before": before, "heldout_perplexity_after": after}
+    extra = {"prunekit_recovery.json": summary}
+    plan_path = Path(loaded.location) / PLAN_FILE if loaded.location else None
+    if plan_path is not None and plan_path.is_file():
+        from prunekit.jsonfiles import read_json_object
+
+        extra[PLAN_FILE] = {**read_json_object(plan_path, "plan"), "recovery": {k: v for k, v in summary.items() if k != "history"}}
+    out = save_model(loaded.model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra, protected=protected)
+    if args.json:
+        _print_json({"out": str(out), "recovery": summary})
+        return 0
+    print(f"recovered on {result.tokens} tokens of {result.data} in {result.steps} steps, {result.seconds:.0f} s "
+          f"({result.tokens_per_second:.0f} tokens/s); objective {result.loss_first:.4f} -> {result.loss_last:.4f}")
+    if heldout:
+        print(f"held-out perplexity ({heldout.description}, {heldout.num_windows}x{heldout.seq_len}): {before:.2f} -> {after:.2f}")
+    print(f"recovered checkpoint written to {out} (log: {out / 'prunekit_recovery.json'})")
+    return 0
+
+
 def cmd_report(args) -> int:
     from prunekit.reporting import write_report
 
@@ -333,11 +514,18 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="remove decoder blocks and write a checkpoint plus prunekit_plan.json")
     _add_model_options(prune)
     _add_calibration_options(prune)
-    prune.add_argument("--method", default="shortgpt", help=f"one of {', '.join(DEPTH_METHODS)}, liar (default shortgpt)")
+    prune.add_argument("--method", default="shortgpt", help=f"one of {', '.join(DEPTH_METHODS)}, iterabre, liar (default shortgpt)")
     prune.add_argument("--remove", type=int, help="number of blocks to remove")
     prune.add_argument("--ratio", type=float, help="fraction of blocks to remove, in (0, 1)")
     prune.add_argument("--metric", help=f"score for shortgpt/sleb (default bi / removal-loss): {', '.join(METRICS)}")
     prune.add_argument("--protect", type=int, nargs="*", default=[], help="block indices never removed")
+    prune.add_argument("--protect-ends", action="store_true", help="never remove the first and the last block")
+    prune.add_argument("--target-blocks", type=int, help="iterabre: remove blocks until K remain")
+    prune.add_argument("--per-step", type=int, default=1, help="iterabre: blocks removed per iteration (default 1)")
+    prune.add_argument("--run-dir", help="iterabre: where iteration checkpoints and the log go (default OUT.iterabre-run)")
+    prune.add_argument("--resume", metavar="RUN_DIR", help="iterabre: continue an interrupted run from its last finished iteration")
+    prune.add_argument("--heldout-data", default="builtin", help="iterabre: perplexity data logged after each iteration (default builtin)")
+    prune.add_argument("--heldout-windows", type=int, default=4, help="iterabre: held-out windows per check (0 = none; default 4)")
     prune.add_argument("--ffn-ratio", type=float, help="liar: fraction of every block's FFN channels to remove")
     prune.add_argument("--head-ratio", type=float, help="liar: fraction of every block's KV groups (with their query heads) to remove")
     prune.add_argument("--criterion", default="wanda", help="liar: magnitude, wanda, fluctuation or random")
@@ -354,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--eval-tasks", help="comma-separated lm-eval tasks for --compare")
     prune.add_argument("--eval-data-dir", help="read --eval-tasks from local files (layout of prunekit's shared data)")
     prune.add_argument("--eval-limit", type=float, help="items per task for --compare")
+    _add_recovery_options(prune, "iterabre: total recovery tokens, split evenly over the iterations (default 2.5M)")
     prune.set_defaults(func=cmd_prune)
 
     evaluate = sub.add_parser("eval", help="perplexity, zero-shot tasks, multilingual perplexity and speed of a model")
@@ -375,6 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="write the results JSON here (for prunekit report)")
     evaluate.add_argument("--overwrite", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
+
+    recover_cmd = sub.add_parser("recover", help="distil a dense teacher into a pruned model on a token budget")
+    _add_model_options(recover_cmd)
+    recover_cmd.add_argument("--teacher", help="the dense model to distil from (without one, plain next-token training)")
+    recover_cmd.add_argument("--seed", type=int, default=0, help="seed for data order and self-generated text")
+    recover_cmd.add_argument("--heldout-data", default="builtin", help="perplexity data checked before and after (default builtin)")
+    recover_cmd.add_argument("--heldout-windows", type=int, default=4, help="held-out windows (0 = skip; default 4)")
+    recover_cmd.add_argument("--out", required=True, help="output directory for the recovered checkpoint")
+    recover_cmd.add_argument("--overwrite", action="store_true")
+    _add_recovery_options(recover_cmd, "tokens to train on (default 2.5M)")
+    recover_cmd.set_defaults(func=cmd_recover)
 
     report = sub.add_parser("report", help="Markdown + HTML report with tables and plots from eval results")
     report.add_argument("results", nargs="+", help="results JSON files written by prunekit eval --out")

@@ -1,0 +1,200 @@
+"""IteRABRe (Wibowo et al., 2025): remove blocks one step at a time, recovering after each removal.
+
+Each iteration scores every remaining block on the *current* (already pruned and recovered) model,
+removes the least important one (or `per_step` of them), then distils the dense teacher into the
+pruned model on its share of the recovery token budget. Every finished iteration is checkpointed
+in a run directory, so an interrupted run resumes from the last finished iteration and, with the
+same seed, ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from prunekit.data.windows import TokenWindows
+from prunekit.errors import PrunekitError
+from prunekit.evaluation.perplexity import perplexity
+from prunekit.methods.plan import PrunePlan
+from prunekit.methods.run_directory import RunDirectory
+from prunekit.methods.shortgpt import lowest_scoring
+from prunekit.models.adapters import ModelAdapter
+from prunekit.models.surgery import remove_blocks
+from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
+from prunekit.scoring.blocks import check_metric, scan_blocks
+
+log = logging.getLogger(__name__)
+DEFAULT_METRIC = "removal-cosine"
+# Settings a resumed run may change without breaking what was already done.
+RESUMABLE_CHANGES = ("learning_rate", "progress", "precision")
+
+
+@dataclass
+class IterabreSettings:
+    """What the loop does; `recovery.tokens` is the total budget, split evenly over the iterations."""
+
+    remove: int
+    per_step: int = 1
+    metric: str = DEFAULT_METRIC
+    protect: tuple[int, ...] = ()
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+
+    @property
+    def iterations(self) -> int:
+        return math.ceil(self.remove / self.per_step)
+
+    def check(self, num_blocks: int) -> None:
+        check_metric(self.metric)
+        if self.per_step < 1:
+            raise PrunekitError(f"--per-step {self.per_step} must be at least 1")
+        if not 1 <= self.remove < num_blocks:
+            raise PrunekitError(f"cannot remove {self.remove} of {num_blocks} blocks; remove between 1 and {num_blocks - 1}")
+        bad = [i for i in self.protect if not 0 <= i < num_blocks]
+        if bad:
+            raise PrunekitError(f"--protect {bad} is outside the model's blocks 0..{num_blocks - 1}")
+        if num_blocks - len(set(self.protect)) < self.remove:
+            raise PrunekitError(f"only {num_blocks - len(set(self.protect))} blocks are unprotected; cannot remove {self.remove}")
+        if self.metric == "angular":
+            raise PrunekitError("IteRABRe scores single blocks; use bi, removal-cosine, removal-loss or taylor, not angular spans")
+
+    def tokens_for(self, iteration: int) -> int:
+        """Iteration `iteration` (1-based) gets an equal share; the remainder goes to the last ones."""
+        base, extra = divmod(self.recovery.tokens, self.iterations)
+        return base + (1 if iteration > self.iterations - extra else 0)
+
+    def to_dict(self) -> dict:
+        return {"remove": self.remove, "per_step": self.per_step, "metric": self.metric, "protect": list(self.protect),
+                **{k: v for k, v in self.recovery.to_dict().items()}}
+
+
+def _windows_slice(windows: TokenWindows, start: int, count: int) -> TokenWindows:
+    rows = torch.arange(start, start + count) % windows.num_windows
+    return TokenWindows(windows.input_ids[rows], windows.description, windows.total_tokens_available)
+
+
+def iterabre(model, teacher, calibration: TokenWindows, recovery_data: TokenWindows | Callable[[], TokenWindows],
+             settings: IterabreSettings, *,
+             run_dir: str, heldout: TokenWindows | None = None, resume: bool = False, overwrite_run: bool = False,
+             run_info: dict | None = None, device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
+             on_iteration: Callable[[dict], None] | None = None) -> PrunePlan:
+    """Prune `model` in place by IteRABRe and return the plan with one step per iteration.
+
+    `teacher` is the dense model (unchanged). `run_dir` receives the state log and the checkpoint
+    of the last finished iteration; with `resume=True` the run continues from there.
+    `recovery_data` may be a function that makes the windows (e.g. sampling from the teacher); it
+    is called once and its windows are cached in the run directory, so a resumed run reuses them.
+    `on_iteration(entry)` is called after each checkpoint (progress reports, or tests that interrupt).
+    """
+    num_blocks = ModelAdapter(model).num_blocks
+    settings.check(num_blocks)
+    settings.recovery.check(teacher is not None)
+    directory = RunDirectory(run_dir)
+    run_settings = {**settings.to_dict(), **(run_info or {}), "num_blocks_before": num_blocks,
+                    "calibration": calibration.summary()}
+    if resume:
+        state = directory.load(run_settings, may_differ=RESUMABLE_CHANGES)
+        for entry in state["iterations"]:
+            remove_blocks(model, entry["removed_current"])
+        if state["checkpoint"]:
+            directory.load_weights(state, model)
+        log.info("resuming %s after iteration %d", directory.path, len(state["iterations"]))
+    else:
+        state = directory.start(run_settings, overwrite=overwrite_run)
+    state = directory.update(state, settings=run_settings, status="running")
+    recovery_data = _cached_recovery_data(directory, recovery_data)
+    original = [i for i in range(num_blocks)]
+    for entry in state["iterations"]:
+        original = [b for b in original if b not in set(entry["removed"])]
+    removed_total = sum(len(entry["removed"]) for entry in state["iterations"])
+    windows_used = sum(math.ceil(entry["recovery"]["tokens_budget"] / recovery_data.seq_len) for entry in state["iterations"])
+    started_all = time.perf_counter()
+    engine = {"device": device, "offload": offload, "batch_size": batch_size, "progress": progress}
+    while removed_total < settings.remove:
+        iteration = len(state["iterations"]) + 1
+        started = time.perf_counter()
+        count = min(settings.per_step, settings.remove - removed_total)
+        scores = scan_blocks(model, calibration, settings.metric, **engine)
+        protect_now = tuple(p for p, block in enumerate(original) if block in set(settings.protect))
+        chosen = lowest_scoring(scores.scores, count, protect_now)
+        removed = [original[p] for p in chosen]
+        scan_seconds = time.perf_counter() - started
+        remove_blocks(model, chosen)
+        neighbours = blocks_next_to(chosen, len(original) - count)
+        heldout_removed = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None
+        tokens = settings.tokens_for(iteration)
+        share = math.ceil(tokens / recovery_data.seq_len)
+        config = RecoveryConfig(**{**settings.recovery.to_dict(), "tokens": tokens, "seed": settings.recovery.seed + iteration})
+        try:
+            result = recover(model, _windows_slice(recovery_data, windows_used, share), config, teacher=teacher,
+                             blocks=neighbours, device=device, progress=progress)
+        except RecoveryDiverged as error:
+            failed = {"iteration": iteration, "removed": removed, "error": str(error), "learning_rate": error.learning_rate}
+            directory.update(state, status="diverged", failure=failed)
+            where = f"{directory.path / state['checkpoint']}" if state["checkpoint"] else "the input model (no iteration finished)"
+            raise PrunekitError(f"iteration {iteration}: recovery diverged at step {error.step} (loss {error.loss}, "
+                                f"learning rate {error.learning_rate:.3g}); nothing was exported; the last good weights are "
+                                f"{where}; rerun with --resume {directory.path} --lr {settings.recovery.learning_rate / 4:.3g}") from error
+        windows_used += share
+        heldout_recovered = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None
+        before, original = original, [b for p, b in enumerate(original) if p not in set(chosen)]
+        removed_total += count
+        entry = {
+            "iteration": iteration, "removed": removed, "removed_current": chosen,
+            "score": [scores.scores[p] for p in chosen], "scores": dict(zip(map(str, before), scores.scores)),
+            "metric": settings.metric, "blocks_left": len(original),
+            "loss_before_recovery": result.loss_first, "loss_after_recovery": result.loss_last,
+            "heldout_perplexity_after_removal": heldout_removed, "heldout_perplexity_after_recovery": heldout_recovered,
+            "recovery": {"tokens_budget": tokens, "tokens": result.tokens, "steps": result.steps, "seconds": result.seconds,
+                         "tokens_per_second": result.tokens_per_second, "trainable_parameters": result.trainable_parameters,
+                         "learning_rate": config.learning_rate, "seed": config.seed, "epochs": result.epochs},
+            "scan_seconds": scan_seconds, "seconds": time.perf_counter() - started,
+        }
+        state = directory.save_iteration(state, entry, model)
+        log.info("iteration %d: removed block %s (%s %.4g), held-out ppl %s -> %s", iteration, removed, settings.metric,
+                 entry["score"][0], heldout_removed, heldout_recovered)
+        if on_iteration is not None:
+            on_iteration(entry)
+    state = directory.update(state, status="finished")
+    steps = state["iterations"]
+    removed_all = [b for entry in steps for b in entry["removed"]]
+    first_scores = steps[0]["scores"]
+    return PrunePlan(
+        method="iterabre", removed_blocks=sorted(removed_all), num_blocks_before=num_blocks,
+        reason=(f"iterative: {len(steps)} iterations, each removing the {settings.per_step} block(s) with the lowest "
+                f"{settings.metric} on the current model, then {settings.recovery.scope} recovery by distillation"),
+        metric=settings.metric, scores=[first_scores[str(i)] for i in range(num_blocks)], data=calibration.summary(),
+        steps=steps, scan_seconds=time.perf_counter() - started_all,
+    )
+
+
+def _cached_recovery_data(directory: RunDirectory, recovery_data) -> TokenWindows:
+    cached = directory.load_recovery_data()
+    if cached is not None:
+        ids, description = cached
+        return TokenWindows(ids, description, ids.numel())
+    windows = recovery_data() if callable(recovery_data) else recovery_data
+    directory.save_recovery_data(windows.input_ids, windows.description)
+    return windows
+
+
+def blocks_next_to(removed_positions: list[int], blocks_left: int) -> list[int]:
+    """Indices, in the pruned model, of the blocks just before and just after each removed one."""
+    near = set()
+    for shift, position in enumerate(sorted(removed_positions)):
+        new = position - shift  # where the block after the removed one now sits
+        near.update(i for i in (new - 1, new) if 0 <= i < blocks_left)
+    return sorted(near)
+
+
+def dense_teacher(model):
+    """A frozen copy of the unpruned model to distil from."""
+    teacher = copy.deepcopy(model).eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher

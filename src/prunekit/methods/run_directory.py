@@ -1,0 +1,139 @@
+"""A resumable iterative run on disk: the state log plus the checkpoint of the last finished iteration.
+
+Order of writes keeps it crash-safe: the new checkpoint is written under a temporary name and
+renamed, then `state.json` is replaced atomically to point at it, then the older checkpoint is
+deleted. An interruption at any point leaves a state file that names a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from prunekit.errors import PrunekitError
+from prunekit.jsonfiles import read_json_object
+from prunekit.models.export import atomic_output_dir
+
+STATE_FILE = "state.json"
+WEIGHTS_FILE = "model.safetensors"
+RECOVERY_DATA_FILE = "recovery_data.safetensors"
+RUN_FORMAT = 1
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(json.dumps(payload, indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDirectory:
+    """`DIR/state.json`, `DIR/checkpoint-NNN/model.safetensors` and cached recovery data."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser().resolve()
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / STATE_FILE
+
+    def exists(self) -> bool:
+        return self.state_path.is_file()
+
+    def start(self, settings: dict, overwrite: bool = False) -> dict:
+        """A fresh state; refuses a directory holding another run unless `overwrite`."""
+        if self.exists() and not overwrite:
+            raise PrunekitError(f"{self.path} already holds a run; continue it with --resume {self.path} or pass --overwrite")
+        if self.path.exists() and overwrite:
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        state = {"format": RUN_FORMAT, "settings": settings, "iterations": [], "checkpoint": None, "status": "running"}
+        _write_json_atomically(self.state_path, state)
+        return state
+
+    def load(self, settings: dict, may_differ: tuple[str, ...] = ()) -> dict:
+        """The saved state, checked against this run's settings (those in `may_differ` may change)."""
+        if not self.exists():
+            raise PrunekitError(f"nothing to resume in {self.path}: no {STATE_FILE}; start the run without --resume")
+        state = read_json_object(self.state_path, "run state")
+        saved = state.get("settings", {})
+        changed = [k for k in set(saved) | set(settings) if k not in may_differ and saved.get(k) != settings.get(k)]
+        if changed:
+            details = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in sorted(changed))
+            raise PrunekitError(f"cannot resume {self.path} with different settings ({details}); use the original ones")
+        return state
+
+    def save_iteration(self, state: dict, entry: dict, model) -> dict:
+        """Checkpoint the model, then record the iteration; the previous checkpoint is then dropped."""
+        name = f"checkpoint-{entry['iteration']:03d}"
+        with atomic_output_dir(self.path / name) as tmp:
+            weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+            save_file(_untie(weights), str(tmp / WEIGHTS_FILE))
+        previous = state.get("checkpoint")
+        state = {**state, "iterations": [*state["iterations"], entry], "checkpoint": name}
+        _write_json_atomically(self.state_path, state)
+        if previous and previous != name:
+            shutil.rmtree(self.path / previous, ignore_errors=True)
+        return state
+
+    def update(self, state: dict, **fields) -> dict:
+        state = {**state, **fields}
+        _write_json_atomically(self.state_path, state)
+        return state
+
+    def load_weights(self, state: dict, model) -> None:
+        """Load the last finished iteration's weights into `model` (already pruned to its shape)."""
+        file = self.path / state["checkpoint"] / WEIGHTS_FILE
+        if not file.is_file():
+            raise PrunekitError(f"checkpoint {file} is missing; the run directory was changed by hand")
+        missing, unexpected = model.load_state_dict(load_file(str(file)), strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or [])
+        if unexpected or [k for k in missing if k not in tied and not _is_tied_alias(model, k)]:
+            raise PrunekitError(f"checkpoint {file} does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+    def save_recovery_data(self, input_ids: torch.Tensor, description: str) -> None:
+        tmp = self.path / f".{RECOVERY_DATA_FILE}.tmp"
+        save_file({"input_ids": input_ids.contiguous()}, str(tmp), metadata={"description": description})
+        os.replace(tmp, self.path / RECOVERY_DATA_FILE)
+
+    def load_recovery_data(self) -> tuple[torch.Tensor, str] | None:
+        file = self.path / RECOVERY_DATA_FILE
+        if not file.is_file():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(file), "pt") as handle:
+            description = (handle.metadata() or {}).get("description", "cached recovery data")
+        return load_file(str(file))["input_ids"], description
+
+
+def _untie(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage: keep the first name of each tied tensor."""
+    seen: dict[tuple, str] = {}
+    out = {}
+    for name, tensor in weights.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen[key] = name
+        out[name] = tensor
+    return out
+
+
+def _is_tied_alias(model, name: str) -> bool:
+    """True when `name` shares storage with a parameter that was saved under another name."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    if name not in params:
+        return False
+    pointer = params[name].data_ptr()
+    return any(other != name and p.data_ptr() == pointer for other, p in params.items())

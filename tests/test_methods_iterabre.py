@@ -1,0 +1,121 @@
+import copy
+import json
+
+import pytest
+import torch
+from conftest import VOCAB, tiny_model
+
+from prunekit.data.windows import TokenWindows
+from prunekit.errors import PrunekitError
+from prunekit.methods.iterabre import IterabreSettings, blocks_next_to, dense_teacher, iterabre
+from prunekit.models.adapters import ModelAdapter
+from prunekit.recovery import RecoveryConfig
+
+
+def windows(count, seq_len=16, seed=0):
+    ids = torch.randint(3, VOCAB, (count, seq_len), generator=torch.Generator().manual_seed(seed))
+    return TokenWindows(ids, "random", ids.numel())
+
+
+def settings(remove=2, **recovery):
+    base = {"tokens": 2 * 8 * 16, "seq_len": 16, "micro_batch_size": 2, "grad_accumulation": 1, "learning_rate": 1e-3}
+    return IterabreSettings(remove=remove, recovery=RecoveryConfig(**{**base, **recovery}))
+
+
+def run(model, run_dir, plan_settings=None, **kwargs):
+    teacher = dense_teacher(tiny_model("llama"))
+    return iterabre(model, teacher, windows(4, seed=1), windows(16, seed=2), plan_settings or settings(), run_dir=str(run_dir),
+                    heldout=windows(2, seed=3), progress=False, **kwargs)
+
+
+def test_each_iteration_removes_one_block_recovers_and_is_logged(tmp_path):
+    model = tiny_model("llama")
+    plan = run(model, tmp_path / "run")
+    assert ModelAdapter(model).num_blocks == 2 and plan.method == "iterabre" and len(plan.steps) == 2
+    assert sorted(s["removed"][0] for s in plan.steps) == plan.removed_blocks
+    first, second = plan.steps
+    assert set(first["scores"]) == {"0", "1", "2", "3"} and len(second["scores"]) == 3
+    assert str(first["removed"][0]) not in second["scores"]  # later scores are of the pruned model
+    for step in plan.steps:
+        assert step["recovery"]["tokens"] == 128 and step["loss_after_recovery"] < step["loss_before_recovery"]
+        assert step["heldout_perplexity_after_recovery"] > 0 and step["seconds"] > 0
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["status"] == "finished" and state["checkpoint"] == "checkpoint-002"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-002"]
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
+    uninterrupted = tiny_model("llama")
+    run(uninterrupted, tmp_path / "a")
+
+    def stop_after_first(entry):
+        if entry["iteration"] == 1:
+            raise KeyboardInterrupt
+
+    interrupted = tiny_model("llama")
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted, tmp_path / "b", on_iteration=stop_after_first)
+    assert json.loads((tmp_path / "b" / "state.json").read_text())["checkpoint"] == "checkpoint-001"
+    resumed = tiny_model("llama")  # a fresh dense model, as after a restart
+    plan = run(resumed, tmp_path / "b", resume=True)
+    assert len(plan.steps) == 2
+    a, b = uninterrupted.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings_and_a_fresh_start_refuses_an_old_run(tmp_path):
+    run(tiny_model("llama"), tmp_path / "run")
+    with pytest.raises(PrunekitError, match="different settings"):
+        run(tiny_model("llama"), tmp_path / "run", settings(remove=3), resume=True)
+    with pytest.raises(PrunekitError, match="--resume"):
+        run(tiny_model("llama"), tmp_path / "run")
+    with pytest.raises(PrunekitError, match="nothing to resume"):
+        run(tiny_model("llama"), tmp_path / "empty", resume=True)
+
+
+def test_protected_blocks_are_never_removed_and_several_go_per_step(tmp_path):
+    model = tiny_model("llama")
+    protected = settings(remove=2)
+    protected.protect, protected.per_step = (0, 3), 2
+    plan = run(model, tmp_path / "run", protected)
+    assert plan.removed_blocks == [1, 2] and len(plan.steps) == 1
+
+
+def test_divergence_stops_keeps_the_last_good_checkpoint_and_writes_nothing_else(tmp_path):
+    model = tiny_model("llama")
+
+    def make_lr_explode(entry):
+        plan_settings.recovery.learning_rate = 1e30
+        plan_settings.recovery.max_grad_norm = 0.0
+
+    plan_settings = settings(remove=2, warmup_ratio=0.0)
+    with pytest.raises(PrunekitError, match=r"iteration 2: recovery diverged .* learning rate \d.*e\+29.*--resume"):
+        run(model, tmp_path / "run", plan_settings, on_iteration=make_lr_explode)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["status"] == "diverged" and state["checkpoint"] == "checkpoint-001" and len(state["iterations"]) == 1
+    assert (tmp_path / "run" / "checkpoint-001" / "model.safetensors").is_file()
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path):
+    model = tiny_model("llama")
+    with pytest.raises(PrunekitError, match="cannot remove 4 of 4"):
+        run(model, tmp_path / "a", settings(remove=4))
+    bad = settings(remove=2)
+    bad.protect = (0, 1, 2)
+    with pytest.raises(PrunekitError, match="unprotected"):
+        run(model, tmp_path / "b", bad)
+    assert ModelAdapter(model).num_blocks == 4
+
+
+def test_blocks_next_to_removed_positions():
+    assert blocks_next_to([2], 5) == [1, 2]
+    assert blocks_next_to([0], 3) == [0]
+    assert blocks_next_to([1, 2], 2) == [0, 1]
+    assert blocks_next_to([5], 5) == [4]
+
+
+def test_the_teacher_is_a_frozen_copy():
+    model = tiny_model("llama")
+    teacher = dense_teacher(model)
+    assert teacher is not model and not any(p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), copy.deepcopy(teacher).state_dict().values()))

@@ -1,0 +1,135 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import VOCAB, tiny_model
+
+from prunekit.data.windows import TokenWindows
+from prunekit.errors import PrunekitError
+from prunekit.models.adapters import ModelAdapter
+from prunekit.models.surgery import remove_blocks
+from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover, recovery_windows, self_generated_windows
+
+
+def windows(count=16, seq_len=24, seed=0):
+    ids = torch.randint(3, VOCAB, (count, seq_len), generator=torch.Generator().manual_seed(seed))
+    return TokenWindows(ids, "random", ids.numel())
+
+
+def pair(family="llama"):
+    teacher = tiny_model(family)
+    student = copy.deepcopy(teacher)
+    remove_blocks(student, [1])
+    return teacher, student
+
+
+@torch.no_grad()
+def kl_to_teacher(student, teacher, data):
+    s = F.log_softmax(student(input_ids=data.input_ids).logits, -1)
+    t = F.log_softmax(teacher(input_ids=data.input_ids).logits, -1)
+    return F.kl_div(s.flatten(0, 1), t.flatten(0, 1), log_target=True, reduction="batchmean").item()
+
+
+def config(**overrides):
+    base = {"tokens": 16 * 24 * 2, "seq_len": 24, "micro_batch_size": 2, "grad_accumulation": 2, "learning_rate": 2e-3}
+    return RecoveryConfig(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("scope", ["blocks", "lora", "full"])
+def test_distillation_brings_the_student_closer_to_the_teacher(scope):
+    teacher, student = pair()
+    data = windows()
+    before = kl_to_teacher(student, teacher, data)
+    result = recover(student, data, config(scope=scope), teacher=teacher, progress=False)
+    assert kl_to_teacher(student, teacher, data) < 0.8 * before
+    assert result.steps == 16 * 24 * 2 // (2 * 24 * 2) and result.tokens == result.steps * 2 * 24 * 2
+    assert result.loss_last < result.loss_first and len(result.history) == result.steps
+
+
+def test_lora_is_merged_back_into_a_plain_model():
+    teacher, student = pair()
+    original = {k: v.clone() for k, v in student.state_dict().items()}
+    recover(student, windows(), config(scope="lora", lora_rank=4), teacher=teacher, progress=False)
+    assert type(student).__name__ == "LlamaForCausalLM"
+    assert not any("lora" in name for name, _ in student.named_modules())
+    assert student.state_dict().keys() == original.keys()
+    changed = [k for k in original if not torch.equal(original[k], student.state_dict()[k])]
+    assert changed and all("layers" in k and "proj" in k for k in changed)
+
+
+def test_neighbour_scope_trains_only_the_given_blocks():
+    teacher, student = pair()
+    frozen = copy.deepcopy(ModelAdapter(student).layers[2].state_dict())
+    trained = copy.deepcopy(ModelAdapter(student).layers[0].state_dict())
+    recover(student, windows(), config(scope="neighbours"), teacher=teacher, blocks=[0, 1], progress=False)
+    layers = ModelAdapter(student).layers
+    assert all(torch.equal(v, layers[2].state_dict()[k]) for k, v in frozen.items())
+    assert any(not torch.equal(v, layers[0].state_dict()[k]) for k, v in trained.items())
+    assert all(p.requires_grad for p in student.parameters())  # left as found: nothing stays frozen
+
+
+def test_same_seed_gives_identical_weights():
+    teacher, student_a = pair()
+    student_b = copy.deepcopy(student_a)
+    recover(student_a, windows(), config(), teacher=teacher, progress=False)
+    recover(student_b, windows(), config(), teacher=teacher, progress=False)
+    a, b = student_a.state_dict(), student_b.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("scope", ["blocks", "lora"])
+def test_a_diverging_run_restores_the_weights_and_says_the_learning_rate(scope):
+    teacher, student = pair()
+    original = {k: v.clone() for k, v in student.state_dict().items()}
+    with pytest.raises(RecoveryDiverged, match="learning rate") as caught:
+        recover(student, windows(), config(scope=scope, learning_rate=1e30, max_grad_norm=0.0, warmup_ratio=0.0),
+                teacher=teacher, progress=False)
+    assert caught.value.step >= 2
+    restored = student.state_dict()
+    assert restored.keys() == original.keys() and all(torch.equal(original[k], restored[k]) for k in original)
+
+
+def test_language_model_loss_alone_needs_no_teacher():
+    _, student = pair()
+    result = recover(student, windows(), config(kd_weight=0.0, lm_weight=1.0), progress=False)
+    assert result.loss_last < result.loss_first
+    with pytest.raises(PrunekitError, match="needs a --teacher"):
+        recover(student, windows(), config(), progress=False)
+
+
+def test_hidden_state_loss_is_relative_and_trains():
+    teacher, student = pair()
+    result = recover(student, windows(), config(kd_weight=0.0, hidden_weight=1.0), teacher=teacher, progress=False)
+    assert 0 < result.history[0]["hidden"] and result.loss_last < result.loss_first
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"tokens": 0}, "recovery-tokens"), ({"scope": "everything"}, "scope"), ({"learning_rate": 0}, "--lr"),
+    ({"kd_weight": 0.0}, "not all zero"), ({"precision": "int8"}, "precision"),
+])
+def test_bad_settings_get_one_line_errors(overrides, message):
+    teacher, student = pair()
+    with pytest.raises(PrunekitError, match=message):
+        recover(student, windows(), config(**overrides), teacher=teacher, progress=False)
+
+
+def test_small_data_is_repeated_with_a_warning(caplog):
+    teacher, student = pair()
+    result = recover(student, windows(count=4), config(tokens=4 * 24 * 3), teacher=teacher, progress=False)
+    assert result.epochs == pytest.approx(3.0) and "seen 3.0 times" in caplog.text
+
+
+def test_recovery_windows_come_from_the_spec_in_seeded_order(tiny_tokenizer):
+    a = recovery_windows("builtin", tiny_tokenizer, num_tokens=10 * 32, seq_len=32, seed=1)
+    b = recovery_windows("builtin", tiny_tokenizer, num_tokens=10 * 32, seq_len=32, seed=1)
+    c = recovery_windows("builtin", tiny_tokenizer, num_tokens=10 * 32, seq_len=32, seed=2)
+    assert a.input_ids.shape == (10, 32) and torch.equal(a.input_ids, b.input_ids) and not torch.equal(a.input_ids, c.input_ids)
+
+
+def test_self_generated_windows_are_seeded_and_sized(tiny_tokenizer):
+    teacher = tiny_model("llama")
+    a = self_generated_windows(teacher, tiny_tokenizer, num_tokens=50, seq_len=16, seed=3, batch_size=2, progress=False)
+    b = self_generated_windows(teacher, tiny_tokenizer, num_tokens=50, seq_len=16, seed=3, batch_size=2, progress=False)
+    assert a.input_ids.shape == (4, 16) and torch.equal(a.input_ids, b.input_ids)
+    assert int(a.input_ids.max()) < VOCAB and a.input_ids[0, 0] == tiny_tokenizer.bos_token_id
