@@ -166,3 +166,48 @@ def test_recover_distils_a_teacher_into_a_pruned_checkpoint(tiny_checkpoint, tmp
     assert code == 2 and "--teacher" in stderr and not (tmp_path / "x").exists()
     code, _, stderr = run(capsys, "recover", "--model", pruned, "--out", pruned, "--overwrite", "--recovery-data", "builtin", "--quiet")
     assert code == 2 and "input" in stderr
+
+
+def test_prune_flexigpt_saves_shared_blocks_that_prunekit_reloads_identically(tiny_checkpoint, tmp_path, capsys, ids):
+    from prunekit import load_model
+
+    out = tmp_path / "flexi"
+    code, stdout, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 2, "--rank", 4,
+                               "--recovery-data", "builtin", *RECOVERY, "--out", out, *CALIB)
+    assert code == 0, stderr
+    plan = json.loads((out / "prunekit_plan.json").read_text())
+    assert plan["method"] == "flexigpt" and len(plan["removed_blocks"]) == 2 and plan["recovery"]["tokens"] == 64
+    assert plan["params_after"] < plan["params_before"] and "shared blocks" in stdout
+    loaded = load_model(str(out), device="cpu")
+    assert loaded.adapter.num_blocks == 4
+    code, _, stderr = run(capsys, "eval", "--model", out, "--ppl", "builtin", "--seq-len", 32, "--windows", 1, "--quiet")
+    assert code == 0, stderr
+    with pytest.raises(OSError):
+        transformers.AutoModelForCausalLM.from_pretrained(out)  # no plain weights: fails loudly, never random blocks
+
+
+def test_flexigpt_merge_writes_a_plain_checkpoint(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "merged"
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 1, "--no-output-norm",
+                          "--merge", "--recovery-tokens", 0, "--out", out, *CALIB)
+    assert code == 0, stderr
+    assert transformers.AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 1, "--merge",
+                          "--out", tmp_path / "refused", *CALIB)
+    assert code == 2 and "--no-output-norm" in stderr and not (tmp_path / "refused").exists()
+
+
+def test_extend_grows_the_model_and_reloads(tiny_checkpoint, tmp_path, capsys):
+    from prunekit import load_model
+
+    out = tmp_path / "deeper"
+    code, stdout, stderr = run(capsys, "extend", "--model", tiny_checkpoint, "--to-blocks", 6, "--pattern", "sequential",
+                               "--rank", 4, "--recovery-data", "builtin", *RECOVERY[:-2], "--out", out, "--quiet")
+    assert code == 0, stderr
+    assert "4 -> 6 blocks" in stdout
+    model = load_model(str(out), device="cpu").model
+    assert model.config.num_hidden_layers == 6
+    plan = json.loads((out / "prunekit_plan.json").read_text())
+    assert plan["recovery"]["config"]["lm_weight"] == 1.0 and plan["recovery"]["config"]["kd_weight"] == 0.0
+    code, _, stderr = run(capsys, "extend", "--model", tiny_checkpoint, "--to-blocks", 3, "--out", tmp_path / "x", "--quiet")
+    assert code == 2 and "--to-blocks" in stderr

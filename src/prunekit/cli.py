@@ -49,25 +49,28 @@ def _add_recovery_options(parser: argparse.ArgumentParser, budget_help: str) -> 
     group.add_argument("--weight-decay", type=float, default=0.0)
     group.add_argument("--micro-batch-size", type=int, default=1, help="windows per forward pass")
     group.add_argument("--grad-accumulation", type=int, default=4, help="micro-batches per optimizer step (default 4)")
-    group.add_argument("--scope", default="blocks", help=f"what trains: {', '.join(SCOPES)} (default blocks = every remaining decoder block)")
+    group.add_argument("--scope", help=f"what trains: {', '.join(SCOPES)} (default: blocks = every remaining decoder block; "
+                       "adapters for flexigpt and extend)")
     group.add_argument("--lora-rank", type=int, default=8, help="scope lora: adapter rank (merged back before export)")
     group.add_argument("--lora-alpha", type=float, default=16.0)
-    group.add_argument("--kd-weight", type=float, default=1.0, help="weight of KL(teacher || student) on logits (default 1)")
-    group.add_argument("--lm-weight", type=float, default=0.0, help="weight of the next-token loss on the data (default 0)")
+    group.add_argument("--kd-weight", type=float, help="weight of KL(teacher || student) on logits (default 1; 0 for extend)")
+    group.add_argument("--lm-weight", type=float, help="weight of the next-token loss on the data (default 0; 1 for extend)")
     group.add_argument("--hidden-weight", type=float, default=0.0, help="weight of the final-hidden-state MSE (default 0)")
     group.add_argument("--temperature", type=float, default=1.0, help="distillation temperature (default 1)")
     group.add_argument("--precision", default="auto", help=f"{', '.join(PRECISIONS)} (auto: bf16 autocast on CUDA, fp32 on CPU)")
     group.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
 
 
-def _recovery_config(args):
+def _recovery_config(args, scope: str = "blocks", kd_weight: float = 1.0, lm_weight: float = 0.0):
+    """The recovery settings of the command line; defaults that differ per command come as arguments."""
     from prunekit.recovery import RecoveryConfig
 
     return RecoveryConfig(
         tokens=args.recovery_tokens, seq_len=args.recovery_seq_len, micro_batch_size=args.micro_batch_size,
         grad_accumulation=args.grad_accumulation, learning_rate=args.lr, weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio, kd_weight=args.kd_weight, lm_weight=args.lm_weight,
-        hidden_weight=args.hidden_weight, temperature=args.temperature, scope=args.scope, lora_rank=args.lora_rank,
+        warmup_ratio=args.warmup_ratio, kd_weight=kd_weight if args.kd_weight is None else args.kd_weight,
+        lm_weight=lm_weight if args.lm_weight is None else args.lm_weight,
+        hidden_weight=args.hidden_weight, temperature=args.temperature, scope=args.scope or scope, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
         seed=args.seed,
     )
@@ -83,6 +86,19 @@ def _recovery_windows(args, teacher, tokenizer, config, device):
         return lambda: self_generated_windows(teacher, tokenizer, num_tokens=config.tokens, seq_len=config.seq_len,
                                               seed=config.seed, device=device, progress=not args.quiet)
     return lambda: recovery_windows(args.recovery_data, tokenizer, num_tokens=config.tokens, seq_len=config.seq_len, seed=config.seed)
+
+
+def _add_shared_block_options(parser: argparse.ArgumentParser) -> None:
+    from prunekit.methods.flexigpt import DEFAULT_NORM_SCALE
+
+    group = parser.add_argument_group("shared blocks (flexigpt, extend)")
+    group.add_argument("--rank", type=int, help="adapter rank (default hidden_size/16, e.g. 36 for a 576-wide model)")
+    group.add_argument("--norm-scale", type=float, default=DEFAULT_NORM_SCALE,
+                       help=f"initial scale of the output normalisation (default {DEFAULT_NORM_SCALE})")
+    group.add_argument("--no-output-norm", action="store_true", help="leave out the output normalisation (ablation; allows --merge)")
+    group.add_argument("--no-svd-init", action="store_true", help="flexigpt: start the adapters at zero (ablation)")
+    group.add_argument("--distance", default="low-rank", help="flexigpt: low-rank (default) or frobenius, to choose the shared block")
+    group.add_argument("--merge", action="store_true", help="write a plain checkpoint (no memory saving; needs --no-output-norm)")
 
 
 def _positive(name: str, value: int) -> None:
@@ -183,9 +199,10 @@ def cmd_prune(args) -> int:
     from prunekit.models.loading import resolve_device
 
     width = args.method == "liar"
-    iterative = args.method == "iterabre"
-    if iterative:
+    if args.method == "iterabre":
         return _prune_iterabre(args)
+    if args.method == "flexigpt":
+        return _prune_flexigpt(args)
     if width and args.plan:
         raise PrunekitError("--plan re-applies depth plans only; LIAR recomputes its reconstruction, so run it again with the same seed")
     plan = PrunePlan.load(args.plan) if args.plan else None
@@ -319,10 +336,131 @@ def _prune_iterabre(args) -> int:
                          f"run log: {run_dir / 'state.json'}")
 
 
-def _finish_prune(args, loaded, model, plan: dict, request, dense_results, device, summary: str) -> int:
+def _flexigpt_options(args) -> dict:
+    from prunekit.methods.flexigpt import DISTANCES
+
+    if args.distance not in DISTANCES:
+        raise PrunekitError(f"unknown --distance '{args.distance}'; use one of {', '.join(DISTANCES)}")
+    if args.rank is not None and args.rank < 1:
+        raise PrunekitError(f"--rank {args.rank} must be at least 1")
+    if args.merge and not args.no_output_norm:
+        raise PrunekitError("--merge needs --no-output-norm: output normalisation has no equivalent in a plain checkpoint")
+    return {"rank": args.rank, "output_norm": None if args.no_output_norm else args.norm_scale}
+
+
+def _train_shared_blocks(args, loaded, model, teacher, device, default_kd: float, default_lm: float) -> dict | None:
+    """Recovery of the shared blocks' adapters (flexigpt, extend); None when --recovery-tokens is 0."""
+    if args.recovery_tokens == 0:
+        return None
+    from prunekit.recovery import recover
+
+    config = _recovery_config(args, scope="adapters", kd_weight=default_kd, lm_weight=default_lm)
+    config.check(has_teacher=teacher is not None)
+    _check_seq_len(config.seq_len, model, "--recovery-seq-len")
+    windows = _recovery_windows(args, teacher, loaded.tokenizer, config, device)()
+    result = recover(model, windows, config, teacher=teacher if (config.kd_weight or config.hidden_weight) else None,
+                     device=device, progress=not args.quiet)
+    return {k: v for k, v in result.to_dict().items() if k != "history"}
+
+
+def _shared_saver(args):
+    """Writes a shared-block checkpoint, or with --merge a plain one."""
+    from prunekit.models.shared_checkpoint import merge_shared_blocks, save_shared_model
+
+    def save(model, tokenizer, out, **kwargs):
+        if args.merge:
+            from prunekit.models.export import save_model
+
+            merge_shared_blocks(model)
+            return save_model(model, tokenizer, out, **kwargs)
+        return save_shared_model(model, tokenizer, out, **kwargs)
+
+    return save
+
+
+def _prune_flexigpt(args) -> int:
+    """prune --method flexigpt: replace the least important blocks by shared blocks with adapters."""
+    from prunekit.api import blocks_to_remove
+    from prunekit.methods.flexigpt import replace_blocks
+    from prunekit.methods.iterabre import dense_teacher
+    from prunekit.methods.shortgpt import lowest_scoring
+    from prunekit.models.adapters import ModelAdapter
+    from prunekit.models.export import check_output_dir
+    from prunekit.models.loading import resolve_device
+    from prunekit.scoring.blocks import check_metric, scan_blocks
+
+    if args.plan:
+        raise PrunekitError("--plan does not apply to flexigpt; its adapters come from the weights, so rerun it")
+    if args.remove is None and args.ratio is None:
+        raise PrunekitError("say how many blocks to replace: --remove N or --ratio R")
+    metric = args.metric or "bi"
+    check_metric(metric)
+    options = _flexigpt_options(args)
+    if args.recovery_tokens:
+        _recovery_config(args, scope="adapters").check(has_teacher=True)
+    check_output_dir(args.out, args.overwrite)
+    loaded = _load(args)
+    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
+    device = resolve_device(args.device)
+    model = loaded.model
+    count = blocks_to_remove(ModelAdapter(model).num_blocks, args.remove, args.ratio)
+    request, dense_results = _compare_request(args, loaded, device)
+    windows = _calibration(args, loaded)
+    scores = scan_blocks(model, windows, metric, **_engine_options(args, device))
+    removed = lowest_scoring(scores.scores, count, tuple(args.protect))
+    teacher = dense_teacher(model) if args.recovery_tokens else None
+    record = replace_blocks(model, removed, svd_init=not args.no_svd_init, distance=args.distance, progress=not args.quiet, **options)
+    recovery = _train_shared_blocks(args, loaded, model, teacher, device, default_kd=1.0, default_lm=0.0)
+    del teacher
+    plan = {"method": "flexigpt", "removed_blocks": removed, "num_blocks_before": len(scores.scores), "metric": metric,
+            "scores": scores.scores, "data": windows.summary(), "model": args.model, **record, "recovery": recovery,
+            "merged": bool(args.merge)}
+    from prunekit.models.adapters import parameter_count
+
+    plan["params_after"] = parameter_count(model)
+    return _finish_prune(args, loaded, model, plan, request, dense_results, device,
+                         f"flexigpt: blocks {removed} replaced by shared blocks {record['shares_with']} + rank-{record['rank']} "
+                         f"adapters ({record['own_parameters_fraction_of_block']:.1%} of a block each"
+                         f"{'' if recovery is None else ', trained on ' + str(recovery['tokens']) + ' tokens'})",
+                         saver=_shared_saver(args))
+
+
+def cmd_extend(args) -> int:
+    """Grow a model deeper with repeated shared blocks, each with its own adapters, then train them."""
+    from prunekit.methods.flexigpt import extend_model
+    from prunekit.methods.iterabre import dense_teacher
+    from prunekit.models.export import check_output_dir
+    from prunekit.models.loading import resolve_device
+
+    options = _flexigpt_options(args)
+    check_output_dir(args.out, args.overwrite)
+    loaded = _load(args)
+    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
+    device = resolve_device(args.device)
+    model = loaded.model
+    original = dense_teacher(model) if args.recovery_tokens else None
+    record = extend_model(model, args.to_blocks, pattern=args.pattern, seed=args.seed, **options)
+    record["recovery"] = _train_shared_blocks(args, loaded, model, original, device, default_kd=0.0, default_lm=1.0)
+    record.update(method="extend", model=args.model, merged=bool(args.merge))
+    from prunekit.methods import PLAN_FILE
+
+    out = _shared_saver(args)(model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json={PLAN_FILE: record},
+                              protected=_protected_paths(args, loaded))
+    if args.json:
+        _print_json({"out": str(out), "plan": record})
+        return 0
+    print(f"extend: {record['blocks_before']} -> {record['blocks_after']} blocks ({args.pattern} pattern, rank {record['rank']}); "
+          f"parameters {record['params_before'] / 1e6:.1f}M -> {record['params_after'] / 1e6:.1f}M")
+    print(f"extended checkpoint written to {out} (load it with prunekit.load_model)")
+    return 0
+
+
+def _finish_prune(args, loaded, model, plan: dict, request, dense_results, device, summary: str, saver=None) -> int:
     """Evaluate the pruned model if asked, save checkpoint, plan and report, and print the outcome."""
     from prunekit.methods import PLAN_FILE
     from prunekit.models.export import save_model
+
+    saver = saver or save_model
 
     extra = {PLAN_FILE: plan}
     evaluation = {}
@@ -335,8 +473,8 @@ def _finish_prune(args, loaded, model, plan: dict, request, dense_results, devic
         pruned_results["plan"] = plan
         evaluation = {"dense": dense_results, "pruned": pruned_results}
         extra["prunekit_eval.json"] = evaluation
-    out = save_model(model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra,
-                     protected=_protected_paths(args, loaded))
+    out = saver(model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra,
+                protected=_protected_paths(args, loaded))
     if evaluation:
         from prunekit.reporting import write_report
 
@@ -435,10 +573,7 @@ def cmd_recover(args) -> int:
     from prunekit.models.loading import load_model, resolve_device
     from prunekit.recovery import recover
 
-    config = _recovery_config(args)
-    if args.teacher is None:
-        config.kd_weight, config.hidden_weight = 0.0, 0.0
-        config.lm_weight = config.lm_weight or 1.0
+    config = _recovery_config(args, kd_weight=1.0 if args.teacher else 0.0, lm_weight=0.0 if args.teacher else 1.0)
     config.check(has_teacher=args.teacher is not None)
     if args.recovery_data == "self" and args.teacher is None:
         raise PrunekitError("--recovery-data self samples text from the --teacher; give a --teacher or a data SPEC")
@@ -514,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="remove decoder blocks and write a checkpoint plus prunekit_plan.json")
     _add_model_options(prune)
     _add_calibration_options(prune)
-    prune.add_argument("--method", default="shortgpt", help=f"one of {', '.join(DEPTH_METHODS)}, iterabre, liar (default shortgpt)")
+    prune.add_argument("--method", default="shortgpt", help=f"one of {', '.join(DEPTH_METHODS)}, iterabre, flexigpt, liar (default shortgpt)")
     prune.add_argument("--remove", type=int, help="number of blocks to remove")
     prune.add_argument("--ratio", type=float, help="fraction of blocks to remove, in (0, 1)")
     prune.add_argument("--metric", help=f"score for shortgpt/sleb (default bi / removal-loss): {', '.join(METRICS)}")
@@ -542,7 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--eval-tasks", help="comma-separated lm-eval tasks for --compare")
     prune.add_argument("--eval-data-dir", help="read --eval-tasks from local files (layout of prunekit's shared data)")
     prune.add_argument("--eval-limit", type=float, help="items per task for --compare")
-    _add_recovery_options(prune, "iterabre: total recovery tokens, split evenly over the iterations (default 2.5M)")
+    _add_shared_block_options(prune)
+    _add_recovery_options(prune, "iterabre: total recovery tokens, split evenly over the iterations; flexigpt: adapter "
+                                 "training tokens, 0 = none (default 2.5M)")
     prune.set_defaults(func=cmd_prune)
 
     evaluate = sub.add_parser("eval", help="perplexity, zero-shot tasks, multilingual perplexity and speed of a model")
@@ -575,6 +712,18 @@ def build_parser() -> argparse.ArgumentParser:
     recover_cmd.add_argument("--overwrite", action="store_true")
     _add_recovery_options(recover_cmd, "tokens to train on (default 2.5M)")
     recover_cmd.set_defaults(func=cmd_recover)
+
+    extend = sub.add_parser("extend", help="grow a model deeper by repeating blocks with their own adapters (FlexiGPT)")
+    _add_model_options(extend)
+    extend.add_argument("--to-blocks", type=int, required=True, help="number of blocks after extension")
+    extend.add_argument("--pattern", default="block", help="block: each repeat right after its source, spread over the depth; "
+                                                          "sequential: the last blocks repeated as one run")
+    extend.add_argument("--seed", type=int, default=0)
+    extend.add_argument("--out", required=True)
+    extend.add_argument("--overwrite", action="store_true")
+    _add_shared_block_options(extend)
+    _add_recovery_options(extend, "training tokens for the new blocks' adapters, 0 = none (default 2.5M)")
+    extend.set_defaults(func=cmd_extend)
 
     report = sub.add_parser("report", help="Markdown + HTML report with tables and plots from eval results")
     report.add_argument("results", nargs="+", help="results JSON files written by prunekit eval --out")

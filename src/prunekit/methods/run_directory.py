@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object
-from prunekit.models.export import atomic_output_dir
+from prunekit.models.export import atomic_output_dir, unique_tensors
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -78,7 +78,7 @@ class RunDirectory:
         name = f"checkpoint-{entry['iteration']:03d}"
         with atomic_output_dir(self.path / name) as tmp:
             weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-            save_file(_untie(weights), str(tmp / WEIGHTS_FILE))
+            save_file(unique_tensors(weights), str(tmp / WEIGHTS_FILE))
         previous = state.get("checkpoint")
         state = {**state, "iterations": [*state["iterations"], entry], "checkpoint": name}
         _write_json_atomically(self.state_path, state)
@@ -115,19 +115,6 @@ class RunDirectory:
         with safe_open(str(file), "pt") as handle:
             description = (handle.metadata() or {}).get("description", "cached recovery data")
         return load_file(str(file))["input_ids"], description
-
-
-def _untie(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses shared storage: keep the first name of each tied tensor."""
-    seen: dict[tuple, str] = {}
-    out = {}
-    for name, tensor in weights.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-        if key in seen:
-            continue
-        seen[key] = name
-        out[name] = tensor
-    return out
 
 
 def _is_tied_alias(model, name: str) -> bool:

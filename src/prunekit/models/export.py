@@ -62,6 +62,18 @@ def strip_gguf_quantizer(model) -> None:
         model.is_quantized = False
 
 
+def unique_tensors(weights: dict) -> dict:
+    """Drop later names of tensors sharing storage (tied embeddings): safetensors stores each once."""
+    seen: set[tuple] = set()
+    out = {}
+    for name, tensor in weights.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            out[name] = tensor
+    return out
+
+
 def write_checkpoint(model, tokenizer, directory: str | os.PathLike, extra_json: dict[str, dict] | None = None) -> None:
     """save_pretrained (safetensors) plus tokenizer, generation config and extra JSON files."""
     directory = Path(directory)

@@ -189,11 +189,19 @@ def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dty
     family_for_config(config)
     if is_local:
         check_fits_in_memory(location, config, torch_dtype, target if place_on_device else torch.device("cpu"))
+    from prunekit.models.shared_checkpoint import is_shared_checkpoint, load_shared_model
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-        )
+        if is_local and is_shared_checkpoint(location):
+            # Weight-shared blocks (FlexiGPT) have no standard layout: rebuild them, then load.
+            model = load_shared_model(location, dtype=torch_dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                location, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+            )
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except PrunekitError:
+        raise
     except Exception as error:
         raise PrunekitError(f"cannot load model '{spec}': {str(error).splitlines()[0][:200]}") from error
     model.eval()

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from prunekit.errors import PrunekitError
 
-SCOPES = ("blocks", "neighbours", "lora", "full")
+SCOPES = ("blocks", "neighbours", "lora", "adapters", "full")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_RECOVERY_TOKENS = 2_500_000
 
@@ -31,7 +31,9 @@ class RecoveryConfig:
     lm_weight: float = 0.0      # next-token cross-entropy on the data
     hidden_weight: float = 0.0  # MSE between final hidden states, relative to the teacher's mean square
     temperature: float = 1.0
-    scope: str = "blocks"       # blocks: every decoder block; neighbours: given blocks; lora: peft LoRA; full: all weights
+    # blocks: every decoder block; neighbours: given blocks; lora: peft LoRA; adapters: the shared
+    # blocks' own LoRA pairs, bias deltas and output-norm scales (FlexiGPT); full: all weights
+    scope: str = "blocks"
     lora_rank: int = 8
     lora_alpha: float = 16.0
     precision: str = "auto"     # auto: bf16 autocast on CUDA with bf16 support, fp32 elsewhere

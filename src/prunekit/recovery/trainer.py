@@ -87,6 +87,15 @@ def _select_trainable(model, config: RecoveryConfig, blocks: list[int] | None):
         return get_peft_model(model, lora)
     for param in model.parameters():
         param.requires_grad_(config.scope == "full")
+    if config.scope == "adapters":
+        from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
+
+        owned = [m for m in model.modules() if isinstance(m, (SharedLoRALinear, OutputNorm))]
+        if not owned:
+            raise PrunekitError("recovery scope 'adapters' needs shared blocks (FlexiGPT); this model has none")
+        for module in owned:
+            for param in module.parameters(recurse=False):
+                param.requires_grad_(True)
     if config.scope in ("blocks", "neighbours"):
         layers = ModelAdapter(model).layers
         chosen = range(len(layers)) if config.scope == "blocks" else blocks
