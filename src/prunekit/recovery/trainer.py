@@ -177,7 +177,7 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     from transformers import get_cosine_schedule_with_warmup
 
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * steps), steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * steps), steps)
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if teacher is not None:
