@@ -211,3 +211,14 @@ def test_extend_grows_the_model_and_reloads(tiny_checkpoint, tmp_path, capsys):
     assert plan["recovery"]["config"]["lm_weight"] == 1.0 and plan["recovery"]["config"]["kd_weight"] == 0.0
     code, _, stderr = run(capsys, "extend", "--model", tiny_checkpoint, "--to-blocks", 3, "--out", tmp_path / "x", "--quiet")
     assert code == 2 and "--to-blocks" in stderr
+
+
+def test_liar_ratio_is_a_share_of_the_block_parameters(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "liar"
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--out", out, *CALIB)
+    assert code == 0, stderr
+    plan = json.loads((out / "prunekit_plan.json").read_text())
+    assert plan["block_ratio"] == 0.4 and plan["kv_heads_after"] == 1 and plan["intermediate_size_after"] < 128
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ffn-ratio", 0.2,
+                          "--out", tmp_path / "x", *CALIB)
+    assert code == 2 and "not both" in stderr

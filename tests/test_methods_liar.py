@@ -5,7 +5,7 @@ from conftest import FAMILIES, tiny_model
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
-from prunekit.methods.liar import prune_ffn_channels
+from prunekit.methods.liar import prune_ffn_channels, prune_width
 from prunekit.methods.reconstruction import fold_pruned_inputs, output_error
 from prunekit.models.export import save_model
 from prunekit.scoring.channels import InputStatistics
@@ -137,3 +137,21 @@ def test_impossible_head_ratios_are_refused(ids):
         prune_width(tiny_model("llama"), windows_of(ids), head_ratio=0.9)
     with pytest.raises(PrunekitError, match="not supported for phi3"):
         prune_width(tiny_model("phi3"), windows_of(ids), head_ratio=0.5)
+
+
+@pytest.mark.parametrize("family, heads", [("llama", True), ("llama", False), ("phi3", True)])
+def test_block_ratio_splits_into_whole_kv_groups_and_ffn_channels(family, heads):
+    from prunekit.methods.liar import split_block_ratio
+    from prunekit.models.adapters import ModelAdapter
+
+    model = tiny_model(family)
+    adapter = ModelAdapter(model)
+    block = adapter.block_parameter_count(0)
+    head_ratio, ffn_ratio = split_block_ratio(model, 0.4, heads=heads)
+    assert head_ratio == (0.5 if heads and family != "phi3" else 0.0)  # 1 of 2 groups fits in 40%
+    windows = TokenWindows(torch.randint(3, 300, (2, 16), generator=torch.Generator().manual_seed(0)), "random", 32)
+    prune_width(model, windows, ffn_ratio=ffn_ratio, head_ratio=head_ratio, reconstruction="none", progress=False)
+    removed = 1 - adapter.block_parameter_count(0) / block
+    assert abs(removed - 0.4) < 0.02
+    with pytest.raises(PrunekitError, match="every FFN channel"):
+        split_block_ratio(tiny_model(family), 0.99, heads=False)

@@ -212,7 +212,7 @@ def cmd_prune(args) -> int:
     if width:
         from prunekit.methods.liar import check_width_options
 
-        check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction)
+        check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction, args.ratio)
     elif plan is None:
         get_method(args.method)
         if args.remove is None and args.ratio is None:
@@ -231,10 +231,16 @@ def cmd_prune(args) -> int:
         from prunekit.methods.liar import prune_width
 
         windows = _calibration(args, loaded)
-        width_plan = prune_width(model, windows, ffn_ratio=args.ffn_ratio or 0.0, head_ratio=args.head_ratio or 0.0,
+        head_ratio, ffn_ratio = args.head_ratio or 0.0, args.ffn_ratio or 0.0
+        if args.ratio is not None:
+            from prunekit.methods.liar import split_block_ratio
+
+            head_ratio, ffn_ratio = split_block_ratio(model, args.ratio, heads=args.head_ratio != 0.0)
+        width_plan = prune_width(model, windows, ffn_ratio=ffn_ratio, head_ratio=head_ratio,
                                  criterion=args.criterion, reconstruction=args.reconstruction, damping=args.damping,
                                  seed=args.seed, **options)
         width_plan["model"] = args.model
+        width_plan["block_ratio"] = args.ratio
         return _finish_prune(args, loaded, model, width_plan, request, dense_results, device,
                              f"liar: FFN channels {width_plan['intermediate_size_before']} -> {width_plan['intermediate_size_after']}, "
                              f"KV groups {width_plan['kv_heads_before']} -> {width_plan['kv_heads_after']} per block "
@@ -651,7 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibration_options(prune)
     prune.add_argument("--method", default="shortgpt", help=f"one of {', '.join(DEPTH_METHODS)}, iterabre, flexigpt, liar (default shortgpt)")
     prune.add_argument("--remove", type=int, help="number of blocks to remove")
-    prune.add_argument("--ratio", type=float, help="fraction of blocks to remove, in (0, 1)")
+    prune.add_argument("--ratio", type=float, help="fraction of blocks to remove, in (0, 1); liar: fraction of every block's "
+                                                  "parameters (whole KV groups where they fit, FFN channels for the rest; "
+                                                  "--head-ratio 0 for FFN only)")
     prune.add_argument("--metric", help=f"score for shortgpt/sleb (default bi / removal-loss): {', '.join(METRICS)}")
     prune.add_argument("--protect", type=int, nargs="*", default=[], help="block indices never removed")
     prune.add_argument("--protect-ends", action="store_true", help="never remove the first and the last block")

@@ -108,16 +108,53 @@ def _check_finite(folded, index: int, what: str) -> None:
         raise PrunekitError(f"reconstruction of block {index} ({what}) produced non-finite weights; raise --damping or use --reconstruction bias")
 
 
-def check_width_options(ffn_ratio: float | None, head_ratio: float | None, criterion: str, reconstruction: str) -> None:
+def check_width_options(ffn_ratio: float | None, head_ratio: float | None, criterion: str, reconstruction: str,
+                        ratio: float | None = None) -> None:
     """The checks that need no model, so the CLI can fail before loading one."""
-    if ffn_ratio is None and head_ratio is None:
-        raise PrunekitError("--method liar needs --ffn-ratio R and/or --head-ratio R (fractions to remove, in [0, 1))")
+    if ratio is not None:
+        if ffn_ratio is not None or head_ratio not in (None, 0.0):
+            raise PrunekitError("give --ratio (share of the block parameters) or --ffn-ratio/--head-ratio, not both "
+                                "(--head-ratio 0 with --ratio keeps every head)")
+        if not 0.0 < ratio < 1.0:
+            raise PrunekitError(f"--ratio {ratio} must be strictly between 0 and 1")
+    elif ffn_ratio is None and head_ratio is None:
+        raise PrunekitError("--method liar needs --ratio R, or --ffn-ratio R and/or --head-ratio R (fractions to remove, in [0, 1))")
     for flag, ratio in (("--ffn-ratio", ffn_ratio), ("--head-ratio", head_ratio)):
         if ratio is not None and not 0.0 <= ratio < 1.0:
             raise PrunekitError(f"{flag} {ratio} must be in [0, 1)")
     check_criterion(criterion)
     if reconstruction not in RECONSTRUCTIONS:
         raise PrunekitError(f"unknown reconstruction '{reconstruction}'; choose one of {', '.join(RECONSTRUCTIONS)}")
+
+
+def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, float]:
+    """(head_ratio, ffn_ratio) that remove `ratio` of every decoder block's parameters.
+
+    Whole KV groups are coarse, so heads take at most round(ratio * groups) groups and never more
+    parameters than the target; FFN channels make up the rest. `heads=False` (or a family whose
+    heads cannot be pruned) puts everything on the FFN channels.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise PrunekitError(f"--ratio {ratio} must be strictly between 0 and 1")
+    adapter = ModelAdapter(model)
+    config, family = adapter.config, adapter.family
+    hidden = config.hidden_size
+    block = adapter.block_parameter_count(0)
+    target = ratio * block
+    num_heads, num_kv = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(adapter.layers[0], family.attention_attr).head_dim
+    per_group = hidden * head_dim * (2 * (num_heads // num_kv) + 2)
+    groups = 0
+    if heads and config.model_type not in HEAD_PRUNING_UNSUPPORTED:
+        groups = min(round(ratio * num_kv), num_kv - 1)
+        while groups > 0 and groups * per_group > target:
+            groups -= 1
+    width = getattr(getattr(adapter.layers[0], family.mlp_attr), family.mlp_projections[-1]).in_features
+    per_channel = 3 * hidden
+    channels = round((target - groups * per_group) / per_channel)
+    if channels >= width:
+        raise PrunekitError(f"--ratio {ratio} would remove every FFN channel ({width} per block); use a smaller ratio")
+    return groups / num_kv, channels / width
 
 
 def prune_width(model, windows, *, ffn_ratio: float = 0.0, head_ratio: float = 0.0, criterion: str = "wanda",
