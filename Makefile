@@ -24,7 +24,7 @@ demo: setup
 		--compare --out $(DEMO_OUT) --overwrite
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 bench: setup
 	$(BIN)/python benchmarks/depth.py --wikitext ../shared/data/wikitext-2-raw-v1/wiki.test.raw

@@ -71,7 +71,7 @@ def test_eval_prints_perplexity_json(tiny_checkpoint, capsys):
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{short}", "--seq-len", "64"], "fewer than one window"),
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{ckpt}", "--overwrite"], "overwrite the input model"),
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{tmp}/none.txt", "--seq-len", "64"], "data file not found"),
-    (["prune", "--model", "{ckpt}", "--method", "liar", "--out", "{tmp}/o"], "needs --ffn-ratio R and/or --head-ratio"),
+    (["prune", "--model", "{ckpt}", "--method", "liar", "--out", "{tmp}/o"], "or --ffn-ratio R and/or --head-ratio"),
     (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "1", "--out", "{tmp}/o"], "must be in [0, 1)"),
     (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--criterion", "x", "--out", "{tmp}/o"], "unknown criterion"),
     (["scan", "--model", "{ckpt}", "--metric", "nope", "--out", "{tmp}/o/scan.json"], "unknown metric"),
