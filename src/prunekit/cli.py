@@ -479,8 +479,11 @@ def _finish_prune(args, loaded, model, plan: dict, request, dense_results, devic
         pruned_results["plan"] = plan
         evaluation = {"dense": dense_results, "pruned": pruned_results}
         extra["prunekit_eval.json"] = evaluation
-    out = saver(model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra,
-                protected=_protected_paths(args, loaded))
+    from prunekit.recovery.distributed import on_main_process
+
+    on_main_process(lambda: saver(model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra,
+                                  protected=_protected_paths(args, loaded)))
+    out = Path(args.out).expanduser().resolve()
     if evaluation:
         from prunekit.reporting import write_report
 
@@ -610,7 +613,11 @@ def cmd_recover(args) -> int:
         from prunekit.jsonfiles import read_json_object
 
         extra[PLAN_FILE] = {**read_json_object(plan_path, "plan"), "recovery": {k: v for k, v in summary.items() if k != "history"}}
-    out = save_model(loaded.model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra, protected=protected)
+    from prunekit.recovery.distributed import on_main_process
+
+    on_main_process(lambda: save_model(loaded.model, loaded.tokenizer, args.out, overwrite=args.overwrite, extra_json=extra,
+                                       protected=protected))
+    out = Path(args.out).expanduser().resolve()
     if args.json:
         _print_json({"out": str(out), "recovery": summary})
         return 0

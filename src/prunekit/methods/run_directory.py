@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object
 from prunekit.models.export import atomic_output_dir, unique_tensors
+from prunekit.recovery.distributed import on_main_process
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -27,6 +28,10 @@ RUN_FORMAT = 1
 
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
+    on_main_process(lambda: _replace_json(path, payload))
+
+
+def _replace_json(path: Path, payload: dict) -> None:
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w") as stream:
@@ -54,9 +59,12 @@ class RunDirectory:
         """A fresh state; refuses a directory holding another run unless `overwrite`."""
         if self.exists() and not overwrite:
             raise PrunekitError(f"{self.path} already holds a run; continue it with --resume {self.path} or pass --overwrite")
-        if self.path.exists() and overwrite:
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        def reset() -> None:
+            if self.path.exists() and overwrite:
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True, exist_ok=True)
+
+        on_main_process(reset)
         state = {"format": RUN_FORMAT, "settings": settings, "iterations": [], "checkpoint": None, "status": "running"}
         _write_json_atomically(self.state_path, state)
         return state
@@ -76,14 +84,18 @@ class RunDirectory:
     def save_iteration(self, state: dict, entry: dict, model) -> dict:
         """Checkpoint the model, then record the iteration; the previous checkpoint is then dropped."""
         name = f"checkpoint-{entry['iteration']:03d}"
-        with atomic_output_dir(self.path / name) as tmp:
-            weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-            save_file(unique_tensors(weights), str(tmp / WEIGHTS_FILE))
+        weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+        def write_weights() -> None:
+            with atomic_output_dir(self.path / name) as tmp:
+                save_file(unique_tensors(weights), str(tmp / WEIGHTS_FILE))
+
+        on_main_process(write_weights)
         previous = state.get("checkpoint")
         state = {**state, "iterations": [*state["iterations"], entry], "checkpoint": name}
         _write_json_atomically(self.state_path, state)
         if previous and previous != name:
-            shutil.rmtree(self.path / previous, ignore_errors=True)
+            on_main_process(lambda: shutil.rmtree(self.path / previous, ignore_errors=True))
         return state
 
     def update(self, state: dict, **fields) -> dict:
@@ -102,9 +114,12 @@ class RunDirectory:
             raise PrunekitError(f"checkpoint {file} does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
     def save_recovery_data(self, input_ids: torch.Tensor, description: str) -> None:
-        tmp = self.path / f".{RECOVERY_DATA_FILE}.tmp"
-        save_file({"input_ids": input_ids.contiguous()}, str(tmp), metadata={"description": description})
-        os.replace(tmp, self.path / RECOVERY_DATA_FILE)
+        def write() -> None:
+            tmp = self.path / f".{RECOVERY_DATA_FILE}.tmp"
+            save_file({"input_ids": input_ids.contiguous()}, str(tmp), metadata={"description": description})
+            os.replace(tmp, self.path / RECOVERY_DATA_FILE)
+
+        on_main_process(write)
 
     def load_recovery_data(self) -> tuple[torch.Tensor, str] | None:
         file = self.path / RECOVERY_DATA_FILE

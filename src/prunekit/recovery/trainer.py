@@ -73,7 +73,7 @@ def make_accelerator(precision: str = "auto", device: str | torch.device | None 
     except ValueError:
         if PartialState().num_processes > 1:
             raise
-        AcceleratorState._reset_state()
+        AcceleratorState._reset_state(reset_partial_state=True)
         return Accelerator(mixed_precision=mixed, cpu=cpu)
 
 
