@@ -19,3 +19,15 @@ def benchmark_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--calib-windows", type=int, default=16)
     parser.add_argument("--out", default=str(RESULTS))
     return parser
+
+
+def write_json(out: Path, name: str, results: dict) -> None:
+    """Rewrite the results JSON (benchmarks call this after every row, so a stopped run keeps its rows)."""
+    import json
+
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def write_table(out: Path, name: str, table: str) -> None:
+    (out / f"{name}.md").write_text(table + "\n")
+    print(table)

@@ -17,11 +17,10 @@ counts (shared weights once) and decode tokens/s. JSON is rewritten after every 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 
-from _common import SHARED, benchmark_parser
+from _common import SHARED, benchmark_parser, write_json, write_table
 
 from prunekit import load_model, load_windows, perplexity
 from prunekit.evaluation.speed import measure_speed
@@ -107,11 +106,9 @@ def main() -> None:
         row.update(evaluate(model))
         results["rows"].append(row)
         print(f"{name}: ppl {row['ppl_before_training']:.2f} -> {row['wikitext2']:.2f}", flush=True)
-        (out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_json(out, args.name, results)
         del model
-    table = markdown(results, tasks)
-    (out / f"{args.name}.md").write_text(table + "\n")
-    print(table)
+    write_table(out, args.name, markdown(results, tasks))
 
 
 def markdown(results: dict, tasks: list[str]) -> str:

@@ -18,12 +18,11 @@ contender, so a long run that is stopped keeps what it finished.
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from _common import SHARED, benchmark_parser
+from _common import SHARED, benchmark_parser, write_json, write_table
 
 from prunekit import load_model, load_windows, perplexity
 from prunekit.evaluation.multilingual import language_ratios, multilingual_perplexity
@@ -116,11 +115,9 @@ def main() -> None:
                                                {k: {"perplexity": v} for k, v in results["dense"]["flores"].items()})
         results["rows"].append(row)
         print(f"{name}: removed {removed}, ppl {row['wikitext2']:.2f}, {prune_seconds:.0f} s", flush=True)
-        (out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_json(out, args.name, results)
         del model
-    table = markdown(results, tasks)
-    (out / f"{args.name}.md").write_text(table + "\n")
-    print(table)
+    write_table(out, args.name, markdown(results, tasks))
 
 
 def _accuracy(values: dict) -> float:
