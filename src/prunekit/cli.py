@@ -144,6 +144,18 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _load_for_output(args):
+    """(loaded model, device) for a command that writes `--out`: the output directory is checked
+    before the (slow) load, and again afterwards against the paths the model was loaded from."""
+    from prunekit.models.export import check_output_dir
+    from prunekit.models.loading import resolve_device
+
+    check_output_dir(args.out, args.overwrite)
+    loaded = _load(args)
+    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
+    return loaded, resolve_device(args.device)
+
+
 def _protected_paths(args, loaded) -> list[str]:
     paths = [loaded.location] if loaded.location else []
     if Path(args.model).expanduser().exists():
@@ -195,8 +207,6 @@ def cmd_prune(args) -> int:
     from prunekit.api import blocks_to_remove, prune
     from prunekit.methods import PrunePlan, get_method
     from prunekit.models.adapters import ModelAdapter
-    from prunekit.models.export import check_output_dir
-    from prunekit.models.loading import resolve_device
 
     width = args.method == "liar"
     if args.method == "iterabre":
@@ -217,10 +227,7 @@ def cmd_prune(args) -> int:
         get_method(args.method)
         if args.remove is None and args.ratio is None:
             raise PrunekitError("say how many blocks to remove: --remove N or --ratio R (or re-apply a --plan)")
-    check_output_dir(args.out, args.overwrite)
-    loaded = _load(args)
-    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
-    device = resolve_device(args.device)
+    loaded, device = _load_for_output(args)
     model = loaded.model
     num_blocks = ModelAdapter(model).num_blocks
     if plan is None and not width:
@@ -293,8 +300,6 @@ def _prune_iterabre(args) -> int:
     from prunekit.data.windows import load_windows
     from prunekit.methods.iterabre import DEFAULT_METRIC, IterabreSettings, dense_teacher, iterabre
     from prunekit.models.adapters import ModelAdapter, parameter_count
-    from prunekit.models.export import check_output_dir
-    from prunekit.models.loading import resolve_device
     from prunekit.scoring.blocks import check_metric
 
     if args.plan:
@@ -305,13 +310,10 @@ def _prune_iterabre(args) -> int:
     check_metric(metric)
     config = _recovery_config(args)
     config.check(has_teacher=True)
-    check_output_dir(args.out, args.overwrite)
     run_dir = Path(args.resume or args.run_dir or f"{Path(args.out).expanduser()}.iterabre-run")
     if not args.resume and (run_dir / "state.json").exists() and not args.overwrite:
         raise PrunekitError(f"{run_dir} holds an earlier run; continue it with --resume {run_dir} or pass --overwrite")
-    loaded = _load(args)
-    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
-    device = resolve_device(args.device)
+    loaded, device = _load_for_output(args)
     model = loaded.model
     num_blocks = ModelAdapter(model).num_blocks
     protect = set(args.protect) | ({0, num_blocks - 1} if args.protect_ends else set())
@@ -390,9 +392,7 @@ def _prune_flexigpt(args) -> int:
     from prunekit.methods.flexigpt import replace_blocks
     from prunekit.methods.iterabre import dense_teacher
     from prunekit.methods.shortgpt import lowest_scoring
-    from prunekit.models.adapters import ModelAdapter
-    from prunekit.models.export import check_output_dir
-    from prunekit.models.loading import resolve_device
+    from prunekit.models.adapters import ModelAdapter, parameter_count
     from prunekit.scoring.blocks import check_metric, scan_blocks
 
     if args.plan:
@@ -404,10 +404,7 @@ def _prune_flexigpt(args) -> int:
     options = _flexigpt_options(args)
     if args.recovery_tokens:
         _recovery_config(args, scope="adapters").check(has_teacher=True)
-    check_output_dir(args.out, args.overwrite)
-    loaded = _load(args)
-    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
-    device = resolve_device(args.device)
+    loaded, device = _load_for_output(args)
     model = loaded.model
     count = blocks_to_remove(ModelAdapter(model).num_blocks, args.remove, args.ratio)
     request, dense_results = _compare_request(args, loaded, device)
@@ -421,8 +418,6 @@ def _prune_flexigpt(args) -> int:
     plan = {"method": "flexigpt", "removed_blocks": removed, "num_blocks_before": len(scores.scores), "metric": metric,
             "scores": scores.scores, "data": windows.summary(), "model": args.model, **record, "recovery": recovery,
             "merged": bool(args.merge)}
-    from prunekit.models.adapters import parameter_count
-
     plan["params_after"] = parameter_count(model)
     return _finish_prune(args, loaded, model, plan, request, dense_results, device,
                          f"flexigpt: blocks {removed} replaced by shared blocks {record['shares_with']} + rank-{record['rank']} "
@@ -435,14 +430,9 @@ def cmd_extend(args) -> int:
     """Grow a model deeper with repeated shared blocks, each with its own adapters, then train them."""
     from prunekit.methods.flexigpt import extend_model
     from prunekit.methods.iterabre import dense_teacher
-    from prunekit.models.export import check_output_dir
-    from prunekit.models.loading import resolve_device
 
     options = _flexigpt_options(args)
-    check_output_dir(args.out, args.overwrite)
-    loaded = _load(args)
-    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
-    device = resolve_device(args.device)
+    loaded, device = _load_for_output(args)
     model = loaded.model
     original = dense_teacher(model) if args.recovery_tokens else None
     record = extend_model(model, args.to_blocks, pattern=args.pattern, seed=args.seed, **options)
@@ -548,10 +538,9 @@ def cmd_eval(args) -> int:
     _check_seq_len(args.seq_len, loaded.model)
     results = evaluate_model(loaded, request, device=resolve_device(args.device), progress=not args.quiet, label=args.label)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, out)
+        from prunekit.jsonfiles import write_json_atomically
+
+        write_json_atomically(out, results)
     if args.json:
         _print_json(results)
         return 0

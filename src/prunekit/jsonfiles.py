@@ -1,8 +1,11 @@
-"""Reading the JSON files prunekit writes (plans, eval results) with one-line errors."""
+"""The JSON files prunekit writes (plans, eval results, run state): read with one-line errors,
+written atomically."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from prunekit.errors import PrunekitError
@@ -20,3 +23,17 @@ def read_json_object(path: str | Path, kind: str) -> dict:
     if not isinstance(data, dict):
         raise PrunekitError(f"{kind} file {path} does not hold a JSON object")
     return data
+
+
+def write_json_atomically(path: str | Path, payload) -> None:
+    """Write `payload` as JSON under a temporary name, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(json.dumps(payload, indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

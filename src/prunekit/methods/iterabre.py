@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -108,7 +108,7 @@ def iterabre(model, teacher, calibration: TokenWindows, recovery_data: TokenWind
         state = directory.start(run_settings, overwrite=overwrite_run)
     state = directory.update(state, settings=run_settings, status="running")
     recovery_data = _cached_recovery_data(directory, recovery_data)
-    original = [i for i in range(num_blocks)]
+    original = list(range(num_blocks))
     for entry in state["iterations"]:
         original = [b for b in original if b not in set(entry["removed"])]
     removed_total = sum(len(entry["removed"]) for entry in state["iterations"])
@@ -129,7 +129,7 @@ def iterabre(model, teacher, calibration: TokenWindows, recovery_data: TokenWind
         heldout_removed = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None
         tokens = settings.tokens_for(iteration)
         share = math.ceil(tokens / recovery_data.seq_len)
-        config = RecoveryConfig(**{**settings.recovery.to_dict(), "tokens": tokens, "seed": settings.recovery.seed + iteration})
+        config = replace(settings.recovery, tokens=tokens, seed=settings.recovery.seed + iteration)
         try:
             result = recover(model, _windows_slice(recovery_data, windows_used, share), config, teacher=teacher,
                              blocks=neighbours, device=device, progress=progress)

@@ -7,18 +7,16 @@ deleted. An interruption at any point leaves a state file that names a complete 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from prunekit.errors import PrunekitError
-from prunekit.jsonfiles import read_json_object
-from prunekit.models.export import atomic_output_dir, unique_tensors
+from prunekit.jsonfiles import read_json_object, write_json_atomically
+from prunekit.models.export import atomic_output_dir, truly_missing, unique_tensors
 from prunekit.recovery.distributed import on_main_process
 
 STATE_FILE = "state.json"
@@ -28,18 +26,7 @@ RUN_FORMAT = 1
 
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
-    on_main_process(lambda: _replace_json(path, payload))
-
-
-def _replace_json(path: Path, payload: dict) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    on_main_process(lambda: write_json_atomically(path, payload))
 
 
 class RunDirectory:
@@ -109,8 +96,8 @@ class RunDirectory:
         if not file.is_file():
             raise PrunekitError(f"checkpoint {file} is missing; the run directory was changed by hand")
         missing, unexpected = model.load_state_dict(load_file(str(file)), strict=False)
-        tied = set(getattr(model, "_tied_weights_keys", None) or [])
-        if unexpected or [k for k in missing if k not in tied and not _is_tied_alias(model, k)]:
+        missing = truly_missing(model, missing)
+        if unexpected or missing:
             raise PrunekitError(f"checkpoint {file} does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
     def save_recovery_data(self, input_ids: torch.Tensor, description: str) -> None:
@@ -131,11 +118,3 @@ class RunDirectory:
             description = (handle.metadata() or {}).get("description", "cached recovery data")
         return load_file(str(file))["input_ids"], description
 
-
-def _is_tied_alias(model, name: str) -> bool:
-    """True when `name` shares storage with a parameter that was saved under another name."""
-    params = dict(model.named_parameters(remove_duplicate=False))
-    if name not in params:
-        return False
-    pointer = params[name].data_ptr()
-    return any(other != name and p.data_ptr() == pointer for other, p in params.items())

@@ -74,6 +74,16 @@ def unique_tensors(weights: dict) -> dict:
     return out
 
 
+def truly_missing(model, missing: list[str]) -> list[str]:
+    """The keys of `missing` that `unique_tensors` did not just drop as a second name of a saved tensor."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+
+    def is_alias(name: str) -> bool:
+        return name in params and any(other != name and p.data_ptr() == params[name].data_ptr() for other, p in params.items())
+
+    return [name for name in missing if not is_alias(name)]
+
+
 def write_checkpoint(model, tokenizer, directory: str | os.PathLike, extra_json: dict[str, dict] | None = None) -> None:
     """save_pretrained (safetensors) plus tokenizer, generation config and extra JSON files."""
     directory = Path(directory)

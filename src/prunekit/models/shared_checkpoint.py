@@ -10,6 +10,7 @@ model, and `merge_shared_blocks` + `save_model` writes a plain checkpoint where 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from torch import nn
 from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object
 from prunekit.models.adapters import ModelAdapter, family_for_config, parameter_count
-from prunekit.models.export import atomic_output_dir, check_output_dir, strip_gguf_quantizer, unique_tensors
+from prunekit.models.export import atomic_output_dir, check_output_dir, strip_gguf_quantizer, truly_missing, unique_tensors
 from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear, build_shared_block, is_shared_block
 
 STRUCTURE_FILE = "prunekit_shared_blocks.json"
@@ -64,8 +65,6 @@ def save_shared_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bo
             tokenizer.save_pretrained(tmp)
         save_file(base, str(tmp / BASE_FILE), metadata={"format": "pt"})
         save_file(adapters, str(tmp / ADAPTERS_FILE), metadata={"format": "pt"})
-        import json
-
         payload = {"format": FORMAT, "blocks": structure, "parameters": parameter_count(model),
                    "bytes_on_disk_weights": (tmp / BASE_FILE).stat().st_size + (tmp / ADAPTERS_FILE).stat().st_size}
         (tmp / STRUCTURE_FILE).write_text(json.dumps(payload, indent=2) + "\n")
@@ -96,10 +95,9 @@ def load_shared_model(directory: str | os.PathLike, *, dtype: torch.dtype = torc
     adapter.layers = nn.ModuleList(layers)
     state = {**load_file(str(directory / BASE_FILE)), **load_file(str(directory / ADAPTERS_FILE))}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    untied = [k for k in missing if k not in params or not any(o != k and p.data_ptr() == params[k].data_ptr() for o, p in params.items())]
-    if unexpected or untied:
-        raise PrunekitError(f"{directory} does not match its structure (missing {untied[:3]}, unexpected {unexpected[:3]})")
+    missing = truly_missing(model, missing)
+    if unexpected or missing:
+        raise PrunekitError(f"{directory} does not match its structure (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.to(device).eval()
 
 

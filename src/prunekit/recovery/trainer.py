@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -151,7 +151,7 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     config = config or RecoveryConfig()
     config.check(teacher is not None)
     if windows.seq_len != config.seq_len:
-        config = RecoveryConfig(**{**config.to_dict(), "seq_len": windows.seq_len})
+        config = replace(config, seq_len=windows.seq_len)
     accelerator = accelerator or make_accelerator(config.precision, device)
     processes, rank = accelerator.num_processes, accelerator.process_index
     steps = config.steps(processes)
