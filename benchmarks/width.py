@@ -1,84 +1,140 @@
-"""Width-pruning benchmark on the embedded SmolLM2-135M: FFN channels, criterion x reconstruction.
+"""Width-pruning benchmark on the embedded SmolLM2-135M: criterion x reconstruction at a share of
+the block parameters.
 
-For each FFN ratio, criterion and reconstruction (none, FLAP bias compensation, LIAR least squares)
-it prunes a fresh copy of the dense model block by block on C4 calibration windows and reports
-WikiText-2 perplexity (seq 512 and, with --seq-len-short, 128), wall time and peak memory of the
-pruning itself. Writes benchmarks/results/width.{json,md}.
+For each ratio R (share of every decoder block's parameters removed, split into whole KV groups and
+FFN channels as `prunekit prune --method liar --ratio R` does), criterion and reconstruction (none,
+FLAP bias compensation, LIAR least squares) it prunes the dense model block by block on C4
+calibration windows and reports WikiText-2 perplexity at seq 512 and 128, local zero-shot tasks
+(first --limit items), wall time and peak memory of the pruning itself. Every row runs in its own
+process so that its peak RSS is its own. Writes benchmarks/results/width.{json,md} after every row.
 
-    python benchmarks/width.py --ratios 0.2 0.5 --criteria wanda
+    python benchmarks/width.py --ratios 0.2 0.3 0.5 --limit 100
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from _common import benchmark_parser
+from _common import SHARED, benchmark_parser, write_json, write_table
 
-from prunekit import load_model, load_windows, perplexity
-from prunekit.methods.liar import prune_ffn_channels
+DEFAULT_TASKS = ["piqa", "arc_easy", "winogrande", "lambada_openai"]
 
+
+def evaluate(model, tokenizer, args) -> dict:
+    from prunekit import load_windows, perplexity
+    from prunekit.evaluation.tasks import run_tasks
+
+    out = {"perplexity": {}}
+    for length in (512, args.seq_len_short):
+        windows = load_windows(args.wikitext, tokenizer, purpose="evaluation", num_windows=args.eval_windows * 512 // length, seq_len=length)
+        out["perplexity"][str(length)] = perplexity(model, windows, progress=False).perplexity
+    tasks = [t for t in args.tasks.split(",") if t]
+    out["tasks"] = run_tasks(model, tokenizer, tasks, data_dir=SHARED, limit=args.limit, progress=False) if tasks else {}
+    return out
+
+
+def one_row(args) -> dict:
+    """Prune one copy and measure it (runs in a child process)."""
+    from prunekit import load_model, load_windows
+    from prunekit.methods.liar import prune_width, split_block_ratio
+
+    loaded = load_model(args.model, device="cpu", dtype="float32")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    calibration = load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=512)
+    if args.row == "dense":
+        return {"row": "dense", **evaluate(model, tokenizer, args)}
+    ratio, criterion, reconstruction = args.row.split(":")
+    head_ratio, ffn_ratio = split_block_ratio(model, float(ratio), heads=args.with_heads)
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    plan = prune_width(model, calibration, ffn_ratio=ffn_ratio, head_ratio=head_ratio, criterion=criterion,
+                       reconstruction=reconstruction, progress=False)
+    seconds = time.perf_counter() - started
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    layers = plan["layers"]
+    return {"row": args.row, "ratio": float(ratio), "criterion": criterion, "reconstruction": reconstruction,
+            "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "prune_seconds": seconds, "rss_loaded_mib": rss_loaded,
+            "rss_peak_mib": rss_peak, "params": plan["params_after"], "params_before": plan["params_before"],
+            "mean_down_proj_mse": sum(layer.get("output_mse", 0.0) for layer in layers) / len(layers),
+            "mean_o_proj_mse": sum(layer.get("o_proj_output_mse", 0.0) for layer in layers) / len(layers),
+            **evaluate(model, tokenizer, args)}
 
 
 def main() -> None:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--eval-windows", type=int, default=48)
+    parser.add_argument("--name", default="width")
+    parser.add_argument("--eval-windows", type=int, default=48, help="WikiText-2 windows of 512 (the same tokens at seq 128)")
+    parser.add_argument("--seq-len-short", type=int, default=128)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.3, 0.5])
     parser.add_argument("--criteria", nargs="+", default=["magnitude", "wanda", "fluctuation"])
     parser.add_argument("--reconstructions", nargs="+", default=["none", "bias", "liar"])
-    parser.add_argument("--seq-len-short", type=int, help="also report perplexity at this window length (FLAP uses 128)")
+    parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
+    parser.add_argument("--limit", type=int, default=150)
+    parser.add_argument("--with-heads", action="store_true",
+                        help="split the ratio into whole KV groups and FFN channels (default: FFN channels only)")
+    parser.add_argument("--row", help="internal: run one row in this process and print its JSON")
     args = parser.parse_args()
+    if args.row:
+        print("ROW " + json.dumps(one_row(args)), flush=True)
+        return
 
-    loaded = load_model(args.model, device="cpu", dtype="float32")
-    dense, tokenizer = loaded.model, loaded.tokenizer
-    calibration = load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=512)
-    lengths = [512] + ([args.seq_len_short] if args.seq_len_short else [])
-    evaluation = {L: load_windows(args.wikitext, tokenizer, purpose="evaluation", num_windows=args.eval_windows * 512 // L, seq_len=L)
-                  for L in lengths}
-    results = {"model": args.model, "calibration": calibration.summary(),
-               "dense": {L: perplexity(dense, w, progress=False).perplexity for L, w in evaluation.items()}, "rows": []}
-    print(f"dense: {results['dense']}")
-    for ratio in args.ratios:
-        for criterion in args.criteria:
-            for reconstruction in args.reconstructions:
-                model = copy.deepcopy(dense)
-                started = time.perf_counter()
-                plan = prune_ffn_channels(model, calibration, ffn_ratio=ratio, criterion=criterion,
-                                          reconstruction=reconstruction, progress=False)
-                seconds = time.perf_counter() - started
-                row = {"ffn_ratio": ratio, "criterion": criterion, "reconstruction": reconstruction, "prune_seconds": seconds,
-                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                       "params": plan["params_after"], "params_before": plan["params_before"],
-                       "mean_output_mse": sum(layer["output_mse"] for layer in plan["layers"]) / len(plan["layers"]),
-                       "perplexity": {L: perplexity(model, w, progress=False).perplexity for L, w in evaluation.items()}}
-                results["rows"].append(row)
-                print(f"ffn {ratio:.0%} {criterion:11s} {reconstruction:5s}: ppl {row['perplexity']}  "
-                      f"mse {row['mean_output_mse']:.4g}  {seconds:.0f} s")
-                del model
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "width.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results, lengths, args)
-    (out / "width.md").write_text(table + "\n")
-    print(table)
+    passthrough = sys.argv[1:]
+    results = {"model": args.model, "with_heads": args.with_heads, "calib_windows": args.calib_windows, "eval_windows": args.eval_windows,
+               "seq_len_short": args.seq_len_short, "tasks": args.tasks, "limit": args.limit, "rows": []}
+    rows = ["dense"] + [f"{r}:{c}:{m}" for r in args.ratios for c in args.criteria for m in args.reconstructions]
+    for row in rows:
+        started = time.perf_counter()
+        child = subprocess.run([sys.executable, __file__, *passthrough, "--row", row], capture_output=True, text=True)
+        line = next((ln for ln in child.stdout.splitlines() if ln.startswith("ROW ")), None)
+        if child.returncode != 0 or line is None:
+            print(f"{row}: failed\n{child.stderr[-2000:]}", flush=True)
+            continue
+        record = json.loads(line[4:])
+        record["wall_seconds"] = time.perf_counter() - started
+        if row == "dense":
+            results["dense"] = record
+        else:
+            results["rows"].append(record)
+        print(f"{row}: ppl {record['perplexity']}  {record.get('prune_seconds', 0):.0f} s prune, "
+              f"{record['wall_seconds']:.0f} s row", flush=True)
+        write_json(out, args.name, results)
+    write_table(out, args.name, markdown(results))
 
 
-def markdown(results: dict, lengths: list[int], args) -> str:
+def _task_accuracy(values: dict) -> float:
+    return values.get("acc_norm", values.get("acc", float("nan")))
+
+
+def markdown(results: dict) -> str:
+    tasks = [t for t in results["tasks"].split(",") if t]
+    short = results["seq_len_short"]
     dense = results["dense"]
-    lines = [f"FFN channels only, `{results['model']}` fp32 on CPU; calibration {args.calib_windows} x 512 C4 tokens; "
-             f"WikiText-2 test, first {args.eval_windows * 512} tokens. Dense: "
-             + ", ".join(f"ppl@{L} {dense[L]:.2f}" for L in lengths) + ".", "",
-             "| FFN ratio | share of all params removed | criterion | reconstruction | " + " | ".join(f"ppl@{L}" for L in lengths)
-             + " | mean down_proj output MSE | prune time (s) | process peak RSS so far (MiB) |",
-             "|---:|---:|---|---|" + "---:|" * (len(lengths) + 3)]
+    header = (f"`{results['model']}` fp32 on CPU (2 cores); calibration {results['calib_windows']} x 512 C4 tokens; WikiText-2 test, "
+              f"first {results['eval_windows'] * 512} tokens; tasks: first {results['limit']} items (acc_norm where defined). "
+              "Ratio = share of every block's parameters removed.")
+    lines = [header, "",
+             f"| ratio | heads / FFN removed | criterion | reconstruction | ppl@512 | ppl@{short} | " + " | ".join(tasks)
+             + " | task mean | prune s | peak RSS MiB (loaded) |",
+             "|---:|---|---|---|---:|---:|" + "---:|" * (len(tasks) + 3)]
+
+    def cells(record):
+        accs = [_task_accuracy(record["tasks"][t]) for t in tasks if t in record["tasks"]]
+        mean = sum(accs) / len(accs) if accs else float("nan")
+        return (f"{record['perplexity']['512']:.2f} | {record['perplexity'][str(short)]:.2f} | "
+                + " | ".join(f"{a:.3f}" for a in accs) + f" | {mean:.3f}")
+
+    lines.append(f"| 0 | - | dense | - | {cells(dense)} | - | - |")
     for row in results["rows"]:
-        removed = 1 - row["params"] / row["params_before"]
-        lines.append(f"| {row['ffn_ratio']:.0%} | {removed:.1%} | {row['criterion']} | {row['reconstruction']} | "
-                     + " | ".join(f"{row['perplexity'][L]:.2f}" for L in lengths)
-                     + f" | {row['mean_output_mse']:.4g} | {row['prune_seconds']:.0f} | {row['peak_rss_mib']:.0f} |")
+        lines.append(f"| {row['ratio']:.0%} | {row['head_ratio']:.0%} / {row['ffn_ratio']:.1%} | {row['criterion']} | "
+                     f"{row['reconstruction']} | {cells(row)} | {row['prune_seconds']:.0f} | "
+                     f"{row['rss_peak_mib']:.0f} ({row['rss_loaded_mib']:.0f}) |")
     return "\n".join(lines)
 
 

@@ -222,3 +222,15 @@ def test_liar_ratio_is_a_share_of_the_block_parameters(tiny_checkpoint, tmp_path
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ffn-ratio", 0.2,
                           "--out", tmp_path / "x", *CALIB)
     assert code == 2 and "not both" in stderr
+
+
+def test_liar_adaptive_widths_from_the_command_line_reload_with_prunekit(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "adaptive"
+    code, stdout, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.3, "--allocation",
+                               "adaptive", "--min-keep", 0.2, "--out", out, *CALIB)
+    assert code == 0, stderr
+    assert "per-layer widths" in stdout or "FFN channels" in stdout
+    plan = json.loads((out / "prunekit_plan.json").read_text())
+    assert plan["allocation"] == "adaptive" and plan["min_keep"] == 0.2
+    code, stdout, stderr = run(capsys, "eval", "--model", out, "--ppl", "builtin", "--windows", 1, "--seq-len", 16, "--quiet")
+    assert code == 0, stderr

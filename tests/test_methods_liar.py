@@ -155,3 +155,67 @@ def test_block_ratio_splits_into_whole_kv_groups_and_ffn_channels(family, heads)
     assert abs(removed - 0.4) < 0.02
     with pytest.raises(PrunekitError, match="every FFN channel"):
         split_block_ratio(tiny_model(family), 0.99, heads=False)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_adaptive_widths_differ_per_layer_and_reload_through_prunekit_only(family, ids, tmp_path, tiny_tokenizer):
+    from prunekit.models.adapters import ModelAdapter
+    from prunekit.models.loading import load_model
+
+    model = tiny_model(family)
+    with torch.no_grad():  # make block 0's FFN channels far more uneven than the others'
+        getattr(ModelAdapter(model).layers[0].mlp, "down_proj").weight[:, :8].mul_(20)
+    block_before = sum(ModelAdapter(model).block_parameter_count(i) for i in range(4))
+    plan = prune_width(model, windows_of(ids), ratio=0.3, allocation="adaptive", min_keep=0.1, progress=False)
+    assert plan["per_layer_widths"] is True
+    widths = model.config.prunekit_layer_widths
+    assert len(set(widths["intermediate_size"])) > 1 and min(widths["intermediate_size"]) >= 0.1 * 128
+    assert min(widths["num_key_value_heads"]) >= 1
+    removed = 1 - sum(ModelAdapter(model).block_parameter_count(i) for i in range(4)) / block_before
+    assert 0.2 < removed <= 0.31
+    out = save_model(model, tiny_tokenizer, tmp_path / "adaptive")
+    with pytest.raises(Exception, match="(?i)size"):
+        transformers.AutoModelForCausalLM.from_pretrained(out)  # plain transformers refuses; it never loads wrongly
+    reloaded = load_model(str(out), device="cpu", dtype="float32").model
+    for p in reloaded.parameters():
+        assert torch.isfinite(p).all()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+    prompt = ids[:1, :5]
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(reloaded.generate(prompt, use_cache=True, **kwargs), reloaded.generate(prompt, use_cache=False, **kwargs))
+
+
+def test_removing_blocks_after_adaptive_width_pruning_keeps_the_widths_consistent(ids, tmp_path, tiny_tokenizer):
+    from prunekit.models.loading import load_model
+    from prunekit.models.surgery import remove_blocks
+
+    model = tiny_model("llama")
+    prune_width(model, windows_of(ids), ffn_ratio=0.5, allocation="adaptive", progress=False)
+    expected = model.config.prunekit_layer_widths["intermediate_size"]
+    remove_blocks(model, [1])
+    out = save_model(model, tiny_tokenizer, tmp_path / "shorter")
+    reloaded = load_model(str(out), device="cpu", dtype="float32").model
+    assert reloaded.config.prunekit_layer_widths["intermediate_size"] == [expected[0]] + expected[2:]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
+def test_taylor_criterion_scores_from_one_gradient_pass_and_leaves_no_gradients(ids):
+    from prunekit.scoring.gradients import taylor_unit_scores
+
+    model = tiny_model("llama")
+    scores = taylor_unit_scores(model, windows_of(ids))
+    assert len(scores) == 4
+    assert scores[0]["ffn"].shape == (128,) and scores[0]["heads"].shape == (model.config.num_attention_heads * 16,)
+    assert all((s["ffn"] >= 0).all() and s["ffn"].sum() > 0 for s in scores)
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+    plan = prune_width(model, windows_of(ids), ffn_ratio=0.25, head_ratio=0.5, criterion="taylor", progress=False)
+    assert plan["criterion"] == "taylor" and model.config.intermediate_size == 96
+
+
+def test_adaptive_options_are_checked_before_any_work(ids):
+    with pytest.raises(PrunekitError, match="allocation"):
+        prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=0.5, allocation="greedy")
+    with pytest.raises(PrunekitError, match="min-keep"):
+        prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=0.5, allocation="adaptive", min_keep=0.0)

@@ -222,7 +222,8 @@ def cmd_prune(args) -> int:
     if width:
         from prunekit.methods.liar import check_width_options
 
-        check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction, args.ratio)
+        check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction, args.ratio,
+                            args.allocation, args.min_keep)
     elif plan is None:
         get_method(args.method)
         if args.remove is None and args.ratio is None:
@@ -238,20 +239,16 @@ def cmd_prune(args) -> int:
         from prunekit.methods.liar import prune_width
 
         windows = _calibration(args, loaded)
-        head_ratio, ffn_ratio = args.head_ratio or 0.0, args.ffn_ratio or 0.0
-        if args.ratio is not None:
-            from prunekit.methods.liar import split_block_ratio
-
-            head_ratio, ffn_ratio = split_block_ratio(model, args.ratio, heads=args.head_ratio != 0.0)
-        width_plan = prune_width(model, windows, ffn_ratio=ffn_ratio, head_ratio=head_ratio,
-                                 criterion=args.criterion, reconstruction=args.reconstruction, damping=args.damping,
-                                 seed=args.seed, **options)
+        width_plan = prune_width(model, windows, ffn_ratio=args.ffn_ratio, head_ratio=args.head_ratio, ratio=args.ratio,
+                                 allocation=args.allocation, min_keep=args.min_keep, criterion=args.criterion,
+                                 reconstruction=args.reconstruction, damping=args.damping, seed=args.seed, **options)
         width_plan["model"] = args.model
-        width_plan["block_ratio"] = args.ratio
+        sizes = ("per-layer widths (load with prunekit.load_model)" if width_plan["per_layer_widths"] else
+                 f"FFN channels {width_plan['intermediate_size_before']} -> {width_plan['intermediate_size_after']}, "
+                 f"KV groups {width_plan['kv_heads_before']} -> {width_plan['kv_heads_after']} per block")
         return _finish_prune(args, loaded, model, width_plan, request, dense_results, device,
-                             f"liar: FFN channels {width_plan['intermediate_size_before']} -> {width_plan['intermediate_size_after']}, "
-                             f"KV groups {width_plan['kv_heads_before']} -> {width_plan['kv_heads_after']} per block "
-                             f"({args.criterion} criterion, {args.reconstruction} reconstruction)")
+                             f"liar: {sizes} ({args.criterion} criterion, {args.reconstruction} reconstruction, "
+                             f"{width_plan['params_after'] / width_plan['params_before']:.1%} of the parameters kept)")
     if plan is None:
         windows = _calibration(args, loaded)
         if args.metric and args.method != "angular":
@@ -667,7 +664,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--heldout-windows", type=int, default=4, help="iterabre: held-out windows per check (0 = none; default 4)")
     prune.add_argument("--ffn-ratio", type=float, help="liar: fraction of every block's FFN channels to remove")
     prune.add_argument("--head-ratio", type=float, help="liar: fraction of every block's KV groups (with their query heads) to remove")
-    prune.add_argument("--criterion", default="wanda", help="liar: magnitude, wanda, fluctuation or random")
+    prune.add_argument("--criterion", default="wanda", help="liar: magnitude, wanda, fluctuation, taylor (one gradient pass) or random")
+    prune.add_argument("--allocation", default="uniform", choices=["uniform", "adaptive"],
+                       help="liar: same widths in every layer (standard config), or adaptive per-layer widths by global "
+                            "ranking (needs prunekit.load_model to reload)")
+    prune.add_argument("--min-keep", type=float, default=0.1, help="liar --allocation adaptive: least share of a layer's FFN "
+                                                                     "channels kept (and always one KV group; default 0.1)")
     prune.add_argument("--reconstruction", default="liar", help="liar: none, bias (FLAP) or liar (least squares)")
     prune.add_argument("--damping", type=float, default=1e-4, help="liar: ridge damping relative to the mean Gram diagonal")
     prune.add_argument("--plan", help="re-apply a prunekit_plan.json (file or checkpoint directory) instead of scoring")

@@ -6,14 +6,18 @@ statistics of block k's down_proj inputs are taken from the outputs of the alrea
 down_proj (see `reconstruction.py`), and the pruned block's outputs feed block k+1. Memory holds
 one block's Gram matrix, never all activations.
 
-The ratio is uniform across layers, so the result is a standard config (`intermediate_size`) that
-plain `AutoModelForCausalLM.from_pretrained` loads; an added down_proj bias is exported through
-`mlp_bias` only in families whose config has it (Llama), where zero gate/up biases keep it exact.
+With uniform widths the result is a standard config (`intermediate_size`, head counts) that plain
+`AutoModelForCausalLM.from_pretrained` loads; adaptive widths (`width_allocation.py`) differ per
+layer, which no standard config can say, so they are saved as per-layer sizes and reloaded with
+`prunekit.load_model` (`models/layer_widths.py`). An added o_proj/down_proj bias is exported
+through `attention_bias`/`mlp_bias` only in families whose config has it, where zero biases on the
+other projections keep it exact.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -22,7 +26,9 @@ from tqdm.auto import tqdm
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import PrunekitError
 from prunekit.methods.reconstruction import RECONSTRUCTIONS, fold_pruned_inputs, output_error
+from prunekit.methods.width_allocation import ALLOCATIONS, LayerWidth, adaptive_widths, standardised, uniform_widths
 from prunekit.models.adapters import ModelAdapter, parameter_count
+from prunekit.models.layer_widths import record_layer_widths
 from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_channel_scores
 
 # Families whose config can switch on an MLP bias (on gate, up and down projections alike).
@@ -109,7 +115,7 @@ def _check_finite(folded, index: int, what: str) -> None:
 
 
 def check_width_options(ffn_ratio: float | None, head_ratio: float | None, criterion: str, reconstruction: str,
-                        ratio: float | None = None) -> None:
+                        ratio: float | None = None, allocation: str = "uniform", min_keep: float = 0.1) -> None:
     """The checks that need no model, so the CLI can fail before loading one."""
     if ratio is not None:
         if ffn_ratio is not None or head_ratio not in (None, 0.0):
@@ -119,12 +125,16 @@ def check_width_options(ffn_ratio: float | None, head_ratio: float | None, crite
             raise PrunekitError(f"--ratio {ratio} must be strictly between 0 and 1")
     elif ffn_ratio is None and head_ratio is None:
         raise PrunekitError("--method liar needs --ratio R, or --ffn-ratio R and/or --head-ratio R (fractions to remove, in [0, 1))")
-    for flag, ratio in (("--ffn-ratio", ffn_ratio), ("--head-ratio", head_ratio)):
-        if ratio is not None and not 0.0 <= ratio < 1.0:
-            raise PrunekitError(f"{flag} {ratio} must be in [0, 1)")
+    for flag, value in (("--ffn-ratio", ffn_ratio), ("--head-ratio", head_ratio)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise PrunekitError(f"{flag} {value} must be in [0, 1)")
     check_criterion(criterion)
     if reconstruction not in RECONSTRUCTIONS:
         raise PrunekitError(f"unknown reconstruction '{reconstruction}'; choose one of {', '.join(RECONSTRUCTIONS)}")
+    if allocation not in ALLOCATIONS:
+        raise PrunekitError(f"unknown allocation '{allocation}'; choose one of {', '.join(ALLOCATIONS)}")
+    if not 0.0 < min_keep <= 1.0:
+        raise PrunekitError(f"--min-keep {min_keep} must be in (0, 1]")
 
 
 def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, float]:
@@ -157,81 +167,181 @@ def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, f
     return groups / num_kv, channels / width
 
 
-def prune_width(model, windows, *, ffn_ratio: float = 0.0, head_ratio: float = 0.0, criterion: str = "wanda",
-                reconstruction: str = "liar", damping: float = 1e-4, device=None, offload: bool = False,
-                batch_size: int = 1, progress: bool = True, seed: int = 0) -> dict:
-    """Prune `head_ratio` of every block's KV groups (whole GQA groups) and `ffn_ratio` of its FFN
-    channels, in place and block by block; returns the plan (JSON-able)."""
-    check_width_options(ffn_ratio, head_ratio, criterion, reconstruction)
+@dataclass
+class _Shape:
+    """What prune_width needs to know about the model's width units."""
+
+    producers: list[str]
+    consumer: str
+    width: int
+    num_heads: int
+    num_kv: int
+    head_dim: int
+
+    @property
+    def per_group(self) -> int:
+        return self.num_heads // self.num_kv
+
+
+def _shape(adapter: ModelAdapter) -> _Shape:
+    family, config = adapter.family, adapter.config
+    *producers, consumer = family.mlp_projections
+    layer = adapter.layers[0]
+    width = getattr(getattr(layer, family.mlp_attr), consumer).in_features
+    head_dim = getattr(getattr(layer, family.attention_attr), "head_dim")
+    return _Shape(producers, consumer, width, config.num_attention_heads, config.num_key_value_heads, head_dim)
+
+
+def _producer_weights(mlp: nn.Module, shape: _Shape) -> list[torch.Tensor]:
+    weights = [getattr(mlp, name).weight for name in shape.producers]
+    if shape.producers == ["gate_up_proj"]:
+        weights = list(weights[0].split(getattr(mlp, shape.consumer).in_features, dim=0))
+    return weights
+
+
+def _head_channel_scores(criterion: str, stats: InputStatistics, attention: nn.Module, seed: int, taylor) -> torch.Tensor:
+    """One score per o_proj input channel (query head channel)."""
+    return ffn_channel_scores(criterion, stats, attention.o_proj.weight, [attention.q_proj.weight], seed=seed, taylor=taylor)
+
+
+def _group_scores(channel_scores: torch.Tensor, shape: _Shape) -> torch.Tensor:
+    """A KV group's score for the adaptive ranking: the mean z-score of its query channels."""
+    return standardised(channel_scores).view(shape.num_kv, -1).mean(1)
+
+
+def _dense_unit_scores(runner: SequentialRunner, inputs, adapter: ModelAdapter, shape: _Shape, criterion: str, seed: int,
+                       taylor: list | None, heads: bool) -> tuple[list | None, list]:
+    """Per-layer KV-group and FFN-channel scores of the unpruned model (one sequential pass)."""
+    family = adapter.family
+    group_scores, channel_scores = [], []
+    hidden = inputs.hidden
+    for index, layer in enumerate(adapter.layers):
+        attention, mlp = getattr(layer, family.attention_attr), getattr(layer, family.mlp_attr)
+        down = getattr(mlp, shape.consumer)
+        ffn_stats, attn_stats = InputStatistics(shape.width), InputStatistics(attention.o_proj.in_features)
+        hooks = [down.register_forward_pre_hook(lambda mod, args: ffn_stats.add(args[0]))]
+        if heads:
+            hooks.append(attention.o_proj.register_forward_pre_hook(lambda mod, args: attn_stats.add(args[0])))
+        try:
+            outputs = runner.run_block(index, hidden, inputs.block_kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        channel_scores.append(ffn_channel_scores(criterion, ffn_stats, down.weight, _producer_weights(mlp, shape), seed=seed + index,
+                                                 taylor=taylor[index]["ffn"] if taylor else None))
+        if heads:
+            scores = _head_channel_scores(criterion, attn_stats, attention, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
+            group_scores.append(_group_scores(scores, shape))
+        hidden = outputs
+    return (group_scores if heads else None), channel_scores
+
+
+def _layer_widths(model, adapter: ModelAdapter, shape: _Shape, runner, inputs, *, allocation: str, ratio, head_ratio: float,
+                  ffn_ratio: float, heads: bool, min_keep: float, criterion: str, seed: int, taylor) -> list[LayerWidth]:
+    if allocation == "uniform":
+        return uniform_widths(adapter.num_blocks, shape.num_kv, shape.width, head_ratio, ffn_ratio)
+    hidden = adapter.config.hidden_size
+    group_cost = hidden * shape.head_dim * (2 * shape.per_group + 2)
+    channel_cost = len(shape.producers) * hidden * (2 if shape.producers == ["gate_up_proj"] else 1) + hidden
+    unit_ratio = None
+    if ratio is not None:  # share of the block parameters -> share of the ranked units' parameters
+        prunable = (shape.num_kv * group_cost if heads else 0) + shape.width * channel_cost
+        unit_ratio = ratio * adapter.block_parameter_count(0) / prunable
+        if unit_ratio >= 1.0:
+            raise PrunekitError(f"--ratio {ratio} is more than the prunable share of a block; use a smaller ratio")
+    group_scores, channel_scores = _dense_unit_scores(runner, inputs, adapter, shape, criterion, seed, taylor,
+                                                      heads and (ratio is not None or head_ratio > 0))
+    return adaptive_widths(group_scores, channel_scores, group_cost=group_cost, channel_cost=channel_cost, width=shape.width,
+                           num_kv=shape.num_kv, ratio=unit_ratio, head_ratio=head_ratio, ffn_ratio=ffn_ratio, min_keep=min_keep)
+
+
+def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: float | None = None, ratio: float | None = None,
+                allocation: str = "uniform", min_keep: float = 0.1, criterion: str = "wanda", reconstruction: str = "liar",
+                damping: float = 1e-4, device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
+                seed: int = 0) -> dict:
+    """Prune KV groups (whole GQA groups) and FFN channels of every block, in place and block by block;
+    returns the plan (JSON-able).
+
+    `ratio` is the share of every block's parameters to remove (`head_ratio=0` with it: FFN only);
+    otherwise `head_ratio` / `ffn_ratio` are the shares of KV groups / FFN channels. `allocation`
+    "uniform" prunes every layer alike (a standard config); "adaptive" ranks units across layers
+    (see width_allocation.py) and saves per-layer widths that need `prunekit.load_model`.
+    """
+    check_width_options(ffn_ratio, head_ratio, criterion, reconstruction, ratio, allocation, min_keep)
     adapter = ModelAdapter(model)
     family, config = adapter.family, adapter.config
     model_type = config.model_type
-    *producers, consumer = family.mlp_projections
-    width = getattr(getattr(adapter.layers[0], family.mlp_attr), consumer).in_features
-    n_keep = width - int(round(ffn_ratio * width))
-    if n_keep < 1:
+    shape = _shape(adapter)
+    heads = head_ratio != 0.0 and model_type not in HEAD_PRUNING_UNSUPPORTED
+    if ratio is not None and allocation == "uniform":
+        head_ratio, ffn_ratio = split_block_ratio(model, ratio, heads=heads)
+    head_ratio, ffn_ratio = head_ratio or 0.0, ffn_ratio or 0.0
+    if allocation == "uniform" and shape.width - int(round(ffn_ratio * shape.width)) < 1:
         raise PrunekitError(f"--ffn-ratio {ffn_ratio} would remove every FFN channel; use a smaller ratio")
-    num_heads, num_kv = config.num_attention_heads, config.num_key_value_heads
-    head_dim = getattr(getattr(adapter.layers[0], family.attention_attr), "head_dim")
-    keep_groups = num_kv - int(round(head_ratio * num_kv))
     if head_ratio > 0:
         if model_type in HEAD_PRUNING_UNSUPPORTED:
             raise PrunekitError(f"head pruning is not supported for {model_type} yet (fused qkv); use --ffn-ratio only")
-        if keep_groups < 1:
-            raise PrunekitError(f"--head-ratio {head_ratio} would remove every KV group of a layer ({num_kv} per layer); use a smaller ratio")
+        if allocation == "uniform" and shape.num_kv - int(round(head_ratio * shape.num_kv)) < 1:
+            raise PrunekitError(f"--head-ratio {head_ratio} would remove every KV group of a layer ({shape.num_kv} per layer); use a smaller ratio")
+    started = time.perf_counter()
+    params_before = parameter_count(model)
+    taylor = None
+    if criterion == "taylor":
+        from prunekit.scoring.gradients import taylor_unit_scores
+
+        taylor = taylor_unit_scores(model, windows, device=device if not offload else None, heads=heads)
+    runner = SequentialRunner(model, device=device, offload=offload, batch_size=batch_size, progress=False)
+    inputs = runner.capture(windows.input_ids)
+    widths = _layer_widths(model, adapter, shape, runner, inputs, allocation=allocation, ratio=ratio, head_ratio=head_ratio,
+                           ffn_ratio=ffn_ratio, heads=heads, min_keep=min_keep, criterion=criterion, seed=seed, taylor=taylor)
+    prunes_heads = any(w.kv_groups < shape.num_kv for w in widths)
+    prunes_ffn = any(w.channels < shape.width for w in widths)
     mlp_field = MLP_BIAS_FIELD.get(model_type)
     attn_field = ATTENTION_BIAS_FIELD.get(model_type)
     wants_bias = reconstruction in ("bias", "liar")
-    use_mlp_bias = ffn_ratio > 0 and mlp_field is not None and (wants_bias or getattr(config, mlp_field, False))
-    use_attn_bias = head_ratio > 0 and attn_field is not None and (wants_bias or getattr(config, attn_field, False))
-    started = time.perf_counter()
-    params_before = parameter_count(model)
-    runner = SequentialRunner(model, device=device, offload=offload, batch_size=batch_size, progress=False)
-    inputs = runner.capture(windows.input_ids)
+    use_mlp_bias = prunes_ffn and mlp_field is not None and (wants_bias or getattr(config, mlp_field, False))
+    use_attn_bias = prunes_heads and attn_field is not None and (wants_bias or getattr(config, attn_field, False))
     hidden = inputs.hidden
     layers_plan = []
     for index in tqdm(range(adapter.num_blocks), desc=f"liar {criterion}/{reconstruction}", disable=not progress, leave=False):
         layer = adapter.layers[index]
-        entry = {"block": index}
-        if head_ratio > 0:
+        keep_groups, n_keep = widths[index].kv_groups, widths[index].channels
+        entry = {"block": index, "kv_groups": keep_groups, "channels": n_keep}
+        # A layer that keeps everything is still rebuilt when the config's bias flag will cover every layer.
+        if keep_groups < shape.num_kv or use_attn_bias:
             attention = getattr(layer, family.attention_attr)
             o_proj = attention.o_proj
             stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, o_proj, o_proj.in_features)
-            scores = ffn_channel_scores(criterion, stats, o_proj.weight, [attention.q_proj.weight], seed=seed + 1000 + index)
-            groups, channels, kv_rows = _kept_heads(scores, num_heads, num_kv, head_dim, keep_groups)
+            scores = _head_channel_scores(criterion, stats, attention, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
+            groups, channels, kv_rows = _kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
             folded = fold_pruned_inputs(o_proj.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping)
             _check_finite(folded, index, "attention")
             entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=output_error(o_proj.weight, channels, folded, stats))
             slice_attention(attention, channels, kv_rows, folded.weight, folded.bias, use_attn_bias)
-        if ffn_ratio > 0:
+        if n_keep < shape.width or use_mlp_bias:
             mlp = getattr(layer, family.mlp_attr)
-            down = getattr(mlp, consumer)
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, down, width)
-            producer_weights = [getattr(mlp, name).weight for name in producers]
-            if producers == ["gate_up_proj"]:
-                producer_weights = list(producer_weights[0].split(width, dim=0))
-            scores = ffn_channel_scores(criterion, stats, down.weight, producer_weights, seed=seed + index)
+            down = getattr(mlp, shape.consumer)
+            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, down, shape.width)
+            scores = ffn_channel_scores(criterion, stats, down.weight, _producer_weights(mlp, shape), seed=seed + index,
+                                        taylor=taylor[index]["ffn"] if taylor else None)
             keep = torch.topk(scores, n_keep).indices.sort().values
             folded = fold_pruned_inputs(down.weight, keep, stats, reconstruction, with_bias=use_mlp_bias, damping=damping)
             _check_finite(folded, index, "FFN")
             entry.update(kept_channels=keep.tolist(), output_mse=output_error(down.weight, keep, folded, stats), damping=folded.damping)
-            slice_mlp(mlp, producers, consumer, keep, folded.weight, folded.bias, use_mlp_bias)
+            slice_mlp(mlp, shape.producers, shape.consumer, keep, folded.weight, folded.bias, use_mlp_bias)
         layers_plan.append(entry)
         hidden = runner.run_block(index, hidden, inputs.block_kwargs)
-    if ffn_ratio > 0:
-        config.intermediate_size = n_keep
     if use_mlp_bias:
         setattr(config, mlp_field, True)
-    if head_ratio > 0:
-        config.head_dim = head_dim
-        config.num_key_value_heads = keep_groups
-        config.num_attention_heads = keep_groups * (num_heads // num_kv)
     if use_attn_bias:
         setattr(config, attn_field, True)
+    per_layer = record_layer_widths(model)
     return {
-        "method": "liar", "criterion": criterion, "reconstruction": reconstruction, "ffn_ratio": ffn_ratio,
-        "head_ratio": head_ratio, "intermediate_size_before": width, "intermediate_size_after": n_keep,
-        "kv_heads_before": num_kv, "kv_heads_after": keep_groups, "mlp_bias": use_mlp_bias, "attention_bias": use_attn_bias,
+        "method": "liar", "criterion": criterion, "reconstruction": reconstruction, "allocation": allocation,
+        "ffn_ratio": ffn_ratio, "head_ratio": head_ratio, "block_ratio": ratio, "min_keep": min_keep if allocation == "adaptive" else None,
+        "intermediate_size_before": shape.width, "intermediate_size_after": max(w.channels for w in widths),
+        "kv_heads_before": shape.num_kv, "kv_heads_after": max(w.kv_groups for w in widths), "per_layer_widths": per_layer,
+        "mlp_bias": use_mlp_bias, "attention_bias": use_attn_bias,
         "params_before": params_before, "params_after": parameter_count(model), "data": windows.summary(),
         "seconds": time.perf_counter() - started, "layers": layers_plan,
     }

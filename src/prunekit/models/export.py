@@ -86,8 +86,12 @@ def truly_missing(model, missing: list[str]) -> list[str]:
 
 def write_checkpoint(model, tokenizer, directory: str | os.PathLike, extra_json: dict[str, dict] | None = None) -> None:
     """save_pretrained (safetensors) plus tokenizer, generation config and extra JSON files."""
+    from prunekit.models.layer_widths import has_layer_widths, record_layer_widths
+
     directory = Path(directory)
     strip_gguf_quantizer(model)
+    if has_layer_widths(model.config):
+        record_layer_widths(model)  # blocks may have been removed since the widths were recorded
     model.save_pretrained(directory, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)

@@ -189,12 +189,18 @@ def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dty
     family_for_config(config)
     if is_local:
         check_fits_in_memory(location, config, torch_dtype, target if place_on_device else torch.device("cpu"))
+    from prunekit.models.layer_widths import has_layer_widths, load_layer_width_model
     from prunekit.models.shared_checkpoint import is_shared_checkpoint, load_shared_model
 
     try:
         if is_local and is_shared_checkpoint(location):
             # Weight-shared blocks (FlexiGPT) have no standard layout: rebuild them, then load.
             model = load_shared_model(location, dtype=torch_dtype)
+        elif has_layer_widths(config):
+            # Per-layer widths (adaptive LIAR/FLAP) cannot be expressed in a standard config.
+            if not is_local:
+                raise PrunekitError(f"'{spec}' has per-layer widths; download it to a directory first and load that")
+            model = load_layer_width_model(location, dtype=torch_dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 location, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code

@@ -7,6 +7,8 @@ d x d matrix per layer, never the activations themselves. Criteria (higher = mor
 - `magnitude`: L2 norm of every weight the channel owns (its gate/up rows and down column).
 - `wanda`: sum_i |W_down[i, j]| * ||x_j||_2 (Wanda, summed per channel as Wanda-sp does).
 - `fluctuation`: FLAP's variance of x_j over calibration tokens times ||W_down[:, j]||^2.
+- `taylor`: sum |w * dL/dw| over the weights the channel owns, from one gradient pass on the dense
+  model (`gradients.py`); passed in precomputed.
 - `random`: a seeded random score (a control).
 """
 
@@ -16,7 +18,7 @@ import torch
 
 from prunekit.errors import PrunekitError
 
-CRITERIA = ("magnitude", "wanda", "fluctuation", "random")
+CRITERIA = ("magnitude", "wanda", "fluctuation", "taylor", "random")
 
 
 class InputStatistics:
@@ -54,10 +56,15 @@ def check_criterion(criterion: str) -> str:
 
 
 def ffn_channel_scores(criterion: str, stats: InputStatistics, down_weight: torch.Tensor,
-                       producer_weights: list[torch.Tensor], seed: int = 0) -> torch.Tensor:
+                       producer_weights: list[torch.Tensor], seed: int = 0, taylor: torch.Tensor | None = None) -> torch.Tensor:
     """One score per intermediate channel. `producer_weights` are the [d_int, hidden] matrices
-    that write the channel (gate and up); `down_weight` [hidden, d_int] consumes it."""
+    that write the channel (gate and up); `down_weight` [hidden, d_int] consumes it; `taylor` is
+    the precomputed gradient score (criterion `taylor` only)."""
     down = down_weight.detach().to("cpu", torch.float64)
+    if criterion == "taylor":
+        if taylor is None or taylor.numel() != down.shape[1]:
+            raise PrunekitError("the taylor criterion needs gradient scores from scoring.gradients.taylor_unit_scores")
+        return taylor.to(torch.float64)
     if criterion == "magnitude":
         owned = down.pow(2).sum(0) + sum(w.detach().to("cpu", torch.float64).pow(2).sum(1) for w in producer_weights)
         return owned.sqrt()
