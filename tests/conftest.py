@@ -87,3 +87,23 @@ def tiny_checkpoint(tmp_path_factory, tiny_tokenizer):
 def ids():
     torch.manual_seed(1)
     return torch.randint(3, VOCAB, (3, 24))
+
+
+BERT_VOCAB = 300
+
+
+def tiny_bert(seed: int = 0):
+    """A randomly initialised 3-block BERT encoder (4 heads of 16, 128 FFN channels)."""
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(vocab_size=BERT_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                     num_attention_heads=4, max_position_embeddings=128)
+    return transformers.BertModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer(tmp_path_factory):
+    """A WordPiece tokenizer over made-up words w0..w294 (real text maps mostly to [UNK])."""
+    folder = tmp_path_factory.mktemp("vocab")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(BERT_VOCAB - 5)]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    return transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))

@@ -234,3 +234,22 @@ def test_liar_adaptive_widths_from_the_command_line_reload_with_prunekit(tiny_ch
     assert plan["allocation"] == "adaptive" and plan["min_keep"] == 0.2
     code, stdout, stderr = run(capsys, "eval", "--model", out, "--ppl", "builtin", "--windows", 1, "--seq-len", 16, "--quiet")
     assert code == 0, stderr
+
+
+def test_liar_prunes_a_bert_encoder_from_the_command_line(tmp_path, capsys, bert_tokenizer):
+    from conftest import tiny_bert
+
+    from prunekit.models.loading import load_model
+
+    source = tmp_path / "encoder"
+    tiny_bert().save_pretrained(source)
+    bert_tokenizer.save_pretrained(source)
+    out = tmp_path / "encoder-pruned"
+    code, stdout, stderr = run(capsys, "prune", "--model", source, "--method", "liar", "--ratio", 0.5, "--out", out, *CALIB)
+    assert code == 0, stderr
+    assert "heads 4 -> 2" in stdout and "FFN channels 128 -> 64" in stdout
+    loaded = load_model(str(out), device="cpu")
+    assert loaded.model.config.prunekit_layer_widths["num_attention_heads"] == [2, 2, 2]
+    code, _, stderr = run(capsys, "prune", "--model", source, "--method", "liar", "--ratio", 0.5, "--allocation", "adaptive",
+                          "--out", tmp_path / "x", *CALIB)
+    assert code == 2 and "uniform only" in stderr

@@ -209,6 +209,8 @@ def cmd_prune(args) -> int:
     from prunekit.models.adapters import ModelAdapter
 
     width = args.method == "liar"
+    if width and _is_encoder_spec(args.model):
+        return _prune_encoder(args)
     if args.method == "iterabre":
         return _prune_iterabre(args)
     if args.method == "flexigpt":
@@ -261,6 +263,54 @@ def cmd_prune(args) -> int:
     plan.model = args.model
     return _finish_prune(args, loaded, model, plan.to_dict(), request, dense_results, device,
                          f"{plan.method}: removed blocks {plan.removed_blocks} of {plan.num_blocks_before} ({plan.reason})")
+
+
+def _is_encoder_spec(spec: str) -> bool:
+    from prunekit.models.encoders import ENCODER_ALIASES, ENCODER_FAMILIES
+
+    if spec in ENCODER_ALIASES:
+        return True
+    config = Path(spec).expanduser() / "config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text()).get("model_type") in ENCODER_FAMILIES
+    except ValueError:
+        return False
+
+
+def _prune_encoder(args) -> int:
+    """prune --method liar on a BERT-style encoder: the same share of every block's heads and FFN channels."""
+    from prunekit.data.windows import load_windows
+    from prunekit.methods import PLAN_FILE
+    from prunekit.methods.encoder_width import encoder_windows, prune_encoder_width
+    from prunekit.methods.liar import check_width_options
+    from prunekit.models.encoders import load_encoder, save_encoder
+    from prunekit.models.export import check_output_dir
+
+    check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction, args.ratio, args.allocation, args.min_keep)
+    if args.allocation != "uniform":
+        raise PrunekitError("encoders take --allocation uniform only (per-layer FFN widths are not supported for them yet)")
+    check_output_dir(args.out, args.overwrite)
+    model, tokenizer, directory = load_encoder(args.model)
+    check_output_dir(args.out, args.overwrite, [directory])
+    head_ratio = args.ratio if args.ratio is not None else (args.head_ratio or 0.0)
+    ffn_ratio = args.ratio if args.ratio is not None else (args.ffn_ratio or 0.0)
+    _positive("--windows", args.windows)
+    _check_seq_len(args.seq_len, model)
+    windows = encoder_windows(load_windows(args.data, tokenizer, purpose="calibration", num_windows=args.windows,
+                                           seq_len=args.seq_len - 2, seed=args.seed), tokenizer)
+    plan = prune_encoder_width(model, windows, head_ratio=head_ratio, ffn_ratio=ffn_ratio, criterion=args.criterion,
+                               reconstruction=args.reconstruction, damping=args.damping, seed=args.seed, progress=not args.quiet)
+    plan["model"] = args.model
+    out = save_encoder(model, tokenizer, args.out, source=directory, extra_json={PLAN_FILE: plan}, overwrite=args.overwrite)
+    if args.json:
+        _print_json({"out": str(out), "plan": plan})
+        return 0
+    print(f"liar encoder: heads {plan['heads_before']} -> {plan['heads_after']}, FFN channels {plan['intermediate_size_before']} -> "
+          f"{plan['intermediate_size_after']} per block ({args.criterion} criterion, {args.reconstruction} reconstruction)")
+    print(f"parameters: {plan['params_before'] / 1e6:.1f}M -> {plan['params_after'] / 1e6:.1f}M")
+    loader = "prunekit.load_model (pruned heads need per-layer widths)" if plan["per_layer_widths"] else "transformers.AutoModel"
+    print(f"pruned encoder written to {out}; load it with {loader}")
+    return 0
 
 
 def _compare_request(args, loaded, device):

@@ -50,6 +50,14 @@ def _move(value, device: torch.device):
     return value
 
 
+def _argument_names(layer: nn.Module) -> list[str]:
+    """Names of a block's forward arguments after the hidden states."""
+    import inspect
+
+    parameters = list(inspect.signature(type(layer).forward).parameters.values())[2:]
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
 class SequentialRunner:
     """Runs a causal LM's decoder blocks one at a time over a fixed set of token windows.
 
@@ -58,9 +66,10 @@ class SequentialRunner:
     """
 
     def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, offload: bool = False,
-                 batch_size: int = 1, storage_device: str | torch.device | None = None, progress: bool = True):
+                 batch_size: int = 1, storage_device: str | torch.device | None = None, progress: bool = True,
+                 adapter=None):
         self.model = model
-        self.adapter = ModelAdapter(model)
+        self.adapter = adapter if adapter is not None else ModelAdapter(model)  # encoders pass an EncoderAdapter
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.offload = offload
         self.batch_size = max(1, int(batch_size))
@@ -85,11 +94,12 @@ class SequentialRunner:
             recorded: list[dict] = [None] * len(layers)  # type: ignore[list-item]
             first_hidden: list[torch.Tensor] = []
 
-            def make_recorder(index: int):
+            def make_recorder(index: int, names: list[str]):
                 def record(hidden_states, *args, **kwargs):
                     if index == 0:
                         first_hidden.append(hidden_states)
-                    kwargs = dict(kwargs)
+                    # Positional arguments after the hidden states (BERT passes its mask so) become keywords.
+                    kwargs = {**dict(zip(names, args)), **kwargs}
                     for key in ("cache", "past_key_values", "past_key_value"):
                         kwargs.pop(key, None)
                     kwargs["use_cache"] = False
@@ -100,7 +110,7 @@ class SequentialRunner:
                 return record
 
             for index, layer in enumerate(layers):
-                layer.forward = make_recorder(index)
+                layer.forward = make_recorder(index, _argument_names(layer))
             try:
                 self.adapter.base(input_ids=batch, use_cache=False)
             except _StopForward:

@@ -111,9 +111,13 @@ def convert_gguf(gguf_path: Path) -> Path:
 
 def resolve_model_location(spec: str) -> tuple[str, bool]:
     """(path or hub id to load from, is_local) for a MODEL spec; GGUF files become cached directories."""
+    from prunekit.models.encoders import ENCODER_ALIASES, encoder_model_path
+
     spec = str(spec)
     if spec in ALIASES:
         return str(convert_gguf(embedded_model_path(spec))), True
+    if spec in ENCODER_ALIASES:
+        return str(encoder_model_path(spec)), True
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -186,6 +190,13 @@ def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dty
     except Exception as error:
         where = "directory" if is_local else "Hugging Face Hub id"
         raise PrunekitError(f"cannot read the config of {where} '{location}': {str(error).splitlines()[0][:200]}") from error
+    from prunekit.models.encoders import is_encoder_config, load_encoder
+
+    if is_encoder_config(config):  # BERT-style encoders load as AutoModel (per-layer widths rebuilt)
+        if not is_local:
+            raise PrunekitError(f"encoder '{spec}': download it to a local directory first and pass that")
+        model, tokenizer, _ = load_encoder(location, dtype=torch_dtype, device=target if place_on_device else "cpu")
+        return LoadedModel(model=model, tokenizer=tokenizer, source=str(spec), location=location)
     family_for_config(config)
     if is_local:
         check_fits_in_memory(location, config, torch_dtype, target if place_on_device else torch.device("cpu"))

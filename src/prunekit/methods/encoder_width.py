@@ -1,0 +1,113 @@
+"""LIAR width pruning for BERT-style encoders: the decoder machinery on an encoder's blocks.
+
+Heads (no GQA: every head is its own group) and FFN channels are ranked by the same criteria, the
+pruned inputs of the attention output projection and of the FFN output projection are folded in by
+the same least-squares or bias reconstruction, and blocks are processed sequentially so block k's
+statistics come from the already-pruned blocks 0..k-1. Both consuming projections already carry a
+bias in BERT, so every reconstruction is exact in the saved checkpoint. Widths are uniform across
+layers; the gradient (taylor) criterion needs a language-model loss and is refused here.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from prunekit.data.windows import TokenWindows
+from prunekit.engine.sequential import SequentialRunner
+from prunekit.errors import PrunekitError
+from prunekit.methods.liar import _check_finite, _input_statistics, _kept_heads, _linear
+from prunekit.methods.reconstruction import RECONSTRUCTIONS, fold_pruned_inputs, output_error
+from prunekit.models.adapters import parameter_count
+from prunekit.models.encoders import EncoderAdapter, record_encoder_widths
+from prunekit.scoring.channels import check_criterion, ffn_channel_scores
+
+
+def encoder_windows(windows: TokenWindows, tokenizer) -> TokenWindows:
+    """Wrap plain token windows in the encoder's [CLS] ... [SEP] so every block sees real inputs."""
+    ids = windows.input_ids
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if cls is None or sep is None:
+        return windows
+    rows = ids.shape[0]
+    wrapped = torch.cat([torch.full((rows, 1), cls), ids, torch.full((rows, 1), sep)], 1)
+    return TokenWindows(wrapped, windows.description, windows.total_tokens_available)
+
+
+def _slice_rows(adapter: EncoderAdapter, index: int, path: str, rows: torch.Tensor) -> None:
+    old = adapter.unit(index, path)
+    adapter.replace(index, path, _linear(old.weight[rows], old.bias[rows] if old.bias is not None else None, old))
+
+
+def _install_folded(adapter: EncoderAdapter, index: int, path: str, folded) -> None:
+    old = adapter.unit(index, path)
+    bias = old.bias.detach().double().cpu() if old.bias is not None else torch.zeros(old.out_features, dtype=torch.float64)
+    if folded.bias is not None:
+        bias = bias + folded.bias
+    adapter.replace(index, path, _linear(folded.weight.to(old.weight.dtype), bias.to(old.weight.dtype), old))
+
+
+def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0, ffn_ratio: float = 0.0,
+                        criterion: str = "wanda", reconstruction: str = "liar", damping: float = 1e-4, device=None,
+                        batch_size: int = 1, progress: bool = True, seed: int = 0) -> dict:
+    """Remove `head_ratio` of every block's heads and `ffn_ratio` of its FFN channels, in place."""
+    for flag, ratio in (("--head-ratio", head_ratio), ("--ffn-ratio", ffn_ratio)):
+        if not 0.0 <= ratio < 1.0:
+            raise PrunekitError(f"{flag} {ratio} must be in [0, 1)")
+    check_criterion(criterion)
+    if criterion == "taylor":
+        raise PrunekitError("the taylor criterion needs a language-model loss; encoders take magnitude, wanda, fluctuation or random")
+    if reconstruction not in RECONSTRUCTIONS:
+        raise PrunekitError(f"unknown reconstruction '{reconstruction}'; choose one of {', '.join(RECONSTRUCTIONS)}")
+    adapter = EncoderAdapter(model)
+    family = adapter.family
+    head_size = adapter.head_size()
+    num_heads = adapter.num_heads(0)
+    keep_heads = num_heads - int(round(head_ratio * num_heads))
+    if keep_heads < 1:
+        raise PrunekitError(f"--head-ratio {head_ratio} would remove every head of a layer ({num_heads} per layer); use a smaller ratio")
+    width = adapter.unit(0, family.ffn_output).in_features
+    keep_channels = width - int(round(ffn_ratio * width))
+    if keep_channels < 1:
+        raise PrunekitError(f"--ffn-ratio {ffn_ratio} would remove every FFN channel; use a smaller ratio")
+    started = time.perf_counter()
+    params_before = parameter_count(model)
+    runner = SequentialRunner(model, device=device, batch_size=batch_size, progress=False, adapter=adapter)
+    inputs = runner.capture(windows.input_ids)
+    hidden = inputs.hidden
+    layers = []
+    for index in tqdm(range(adapter.num_blocks), desc=f"liar encoder {criterion}/{reconstruction}", disable=not progress, leave=False):
+        entry = {"block": index}
+        if keep_heads < num_heads:
+            consumer = adapter.unit(index, family.attention_output)
+            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features)
+            scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.query).weight], seed=seed + 1000 + index)
+            heads, channels, _ = _kept_heads(scores, num_heads, num_heads, head_size, keep_heads)
+            folded = fold_pruned_inputs(consumer.weight, channels, stats, reconstruction, with_bias=True, damping=damping)
+            _check_finite(folded, index, "attention")
+            for path in (family.query, family.key, family.value):
+                _slice_rows(adapter, index, path, channels)
+            _install_folded(adapter, index, family.attention_output, folded)
+            attention = adapter.unit(index, family.self_attention)
+            attention.num_attention_heads, attention.all_head_size = keep_heads, keep_heads * head_size
+            entry.update(kept_heads=heads.tolist(), attention_output_mse=output_error(consumer.weight, channels, folded, stats))
+        if keep_channels < width:
+            consumer = adapter.unit(index, family.ffn_output)
+            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, width)
+            scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.ffn_input).weight], seed=seed + index)
+            keep = torch.topk(scores, keep_channels).indices.sort().values
+            folded = fold_pruned_inputs(consumer.weight, keep, stats, reconstruction, with_bias=True, damping=damping)
+            _check_finite(folded, index, "FFN")
+            _slice_rows(adapter, index, family.ffn_input, keep)
+            _install_folded(adapter, index, family.ffn_output, folded)
+            entry.update(kept_channels=keep.tolist(), output_mse=output_error(consumer.weight, keep, folded, stats))
+        layers.append(entry)
+        hidden = runner.run_block(index, hidden, inputs.block_kwargs)
+    needs_loader = record_encoder_widths(model)
+    return {"method": "liar", "model_kind": "encoder", "criterion": criterion, "reconstruction": reconstruction,
+            "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "heads_before": num_heads, "heads_after": keep_heads,
+            "intermediate_size_before": width, "intermediate_size_after": keep_channels, "per_layer_widths": needs_loader,
+            "params_before": params_before, "params_after": parameter_count(model), "data": windows.summary(),
+            "seconds": time.perf_counter() - started, "layers": layers}
