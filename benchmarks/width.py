@@ -41,7 +41,7 @@ def evaluate(model, tokenizer, args) -> dict:
 def one_row(args) -> dict:
     """Prune one copy and measure it (runs in a child process)."""
     from prunekit import load_model, load_windows
-    from prunekit.methods.liar import prune_width, split_block_ratio
+    from prunekit.methods.liar import prune_width
 
     loaded = load_model(args.model, device="cpu", dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -49,16 +49,19 @@ def one_row(args) -> dict:
     if args.row == "dense":
         return {"row": "dense", **evaluate(model, tokenizer, args)}
     ratio, criterion, reconstruction = args.row.split(":")
-    head_ratio, ffn_ratio = split_block_ratio(model, float(ratio), heads=args.with_heads)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    plan = prune_width(model, calibration, ffn_ratio=ffn_ratio, head_ratio=head_ratio, criterion=criterion,
+    plan = prune_width(model, calibration, ratio=float(ratio), head_ratio=None if args.with_heads else 0.0,
+                       allocation=args.allocation, min_keep=args.min_keep, criterion=criterion,
                        reconstruction=reconstruction, progress=False)
+    head_ratio, ffn_ratio = plan["kv_groups_removed"], plan["ffn_channels_removed"]
+    widths = [(layer["kv_groups"], layer["channels"]) for layer in plan["layers"]]
     seconds = time.perf_counter() - started
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     layers = plan["layers"]
     return {"row": args.row, "ratio": float(ratio), "criterion": criterion, "reconstruction": reconstruction,
-            "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "prune_seconds": seconds, "rss_loaded_mib": rss_loaded,
+            "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "allocation": args.allocation, "widths": widths,
+            "prune_seconds": seconds, "rss_loaded_mib": rss_loaded,
             "rss_peak_mib": rss_peak, "params": plan["params_after"], "params_before": plan["params_before"],
             "mean_down_proj_mse": sum(layer.get("output_mse", 0.0) for layer in layers) / len(layers),
             "mean_o_proj_mse": sum(layer.get("o_proj_output_mse", 0.0) for layer in layers) / len(layers),
@@ -77,6 +80,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=150)
     parser.add_argument("--with-heads", action="store_true",
                         help="split the ratio into whole KV groups and FFN channels (default: FFN channels only)")
+    parser.add_argument("--allocation", default="uniform", choices=["uniform", "adaptive"])
+    parser.add_argument("--min-keep", type=float, default=0.1)
+    parser.add_argument("--table-only", action="store_true", help="rewrite the markdown table from the saved JSON")
     parser.add_argument("--row", help="internal: run one row in this process and print its JSON")
     args = parser.parse_args()
     if args.row:
@@ -85,8 +91,11 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.table_only:
+        write_table(out, args.name, markdown(json.loads((out / f"{args.name}.json").read_text())))
+        return
     passthrough = sys.argv[1:]
-    results = {"model": args.model, "with_heads": args.with_heads, "calib_windows": args.calib_windows, "eval_windows": args.eval_windows,
+    results = {"model": args.model, "with_heads": args.with_heads, "allocation": args.allocation, "calib_windows": args.calib_windows, "eval_windows": args.eval_windows,
                "seq_len_short": args.seq_len_short, "tasks": args.tasks, "limit": args.limit, "rows": []}
     rows = ["dense"] + [f"{r}:{c}:{m}" for r in args.ratios for c in args.criteria for m in args.reconstructions]
     for row in rows:

@@ -250,7 +250,8 @@ def cmd_prune(args) -> int:
                  f"KV groups {width_plan['kv_heads_before']} -> {width_plan['kv_heads_after']} per block")
         return _finish_prune(args, loaded, model, width_plan, request, dense_results, device,
                              f"liar: {sizes} ({args.criterion} criterion, {args.reconstruction} reconstruction, "
-                             f"{width_plan['params_after'] / width_plan['params_before']:.1%} of the parameters kept)")
+                             f"{width_plan['params_after'] / width_plan['params_before']:.1%} of the parameters kept; "
+                             f"{width_plan['seconds']:.0f} s, peak RSS {width_plan['peak_rss_mib']:.0f} MiB)")
     if plan is None:
         windows = _calibration(args, loaded)
         if args.metric and args.method != "angular":

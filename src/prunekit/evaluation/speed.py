@@ -68,7 +68,8 @@ def _weight_bytes(model) -> int:
     return total
 
 
-def _peak_rss_bytes() -> int:
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -97,7 +98,7 @@ def measure_speed(model, *, prompt_tokens: int = 512, new_tokens: int = 64, batc
     if device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
     else:
-        peak, kind = _peak_rss_bytes(), "process_peak_rss"
+        peak, kind = peak_rss_bytes(), "process_peak_rss"
     return SpeedResult(
         prefill_tokens_per_second=batch_size * prompt_tokens / prefill,
         decode_tokens_per_second=batch_size * new_tokens / decode_seconds,

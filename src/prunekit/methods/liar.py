@@ -255,6 +255,16 @@ def _layer_widths(model, adapter: ModelAdapter, shape: _Shape, runner, inputs, *
                            num_kv=shape.num_kv, ratio=unit_ratio, head_ratio=head_ratio, ffn_ratio=ffn_ratio, min_keep=min_keep)
 
 
+def _peak_memory(device: torch.device) -> dict:
+    """Peak memory for the plan: process RSS (CPU side) and, on CUDA, the accelerator's peak allocation."""
+    from prunekit.evaluation.speed import peak_rss_bytes
+
+    out = {"peak_rss_mib": peak_rss_bytes() / 2**20}
+    if device.type == "cuda":
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
 def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: float | None = None, ratio: float | None = None,
                 allocation: str = "uniform", min_keep: float = 0.1, criterion: str = "wanda", reconstruction: str = "liar",
                 damping: float = 1e-4, device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
@@ -341,9 +351,11 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
         "ffn_ratio": ffn_ratio, "head_ratio": head_ratio, "block_ratio": ratio, "min_keep": min_keep if allocation == "adaptive" else None,
         "intermediate_size_before": shape.width, "intermediate_size_after": max(w.channels for w in widths),
         "kv_heads_before": shape.num_kv, "kv_heads_after": max(w.kv_groups for w in widths), "per_layer_widths": per_layer,
+        "ffn_channels_removed": 1 - sum(w.channels for w in widths) / (len(widths) * shape.width),
+        "kv_groups_removed": 1 - sum(w.kv_groups for w in widths) / (len(widths) * shape.num_kv),
         "mlp_bias": use_mlp_bias, "attention_bias": use_attn_bias,
         "params_before": params_before, "params_after": parameter_count(model), "data": windows.summary(),
-        "seconds": time.perf_counter() - started, "layers": layers_plan,
+        "seconds": time.perf_counter() - started, **_peak_memory(runner.device), "layers": layers_plan,
     }
 
 
