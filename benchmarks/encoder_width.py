@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5])
     parser.add_argument("--criteria", nargs="+", default=["magnitude", "wanda", "fluctuation"])
     parser.add_argument("--reconstructions", nargs="+", default=["none", "bias", "liar"])
+    parser.add_argument("--dampings", type=float, nargs="+", default=[1e-4], help="LIAR ridge damping(s); one row per value")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -73,19 +74,20 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for ratio in args.ratios:
         for criterion in args.criteria:
-            for reconstruction in args.reconstructions:
+            for reconstruction, damping in [(r, d) for r in args.reconstructions for d in (args.dampings if r == "liar" else [None])]:
                 model = copy.deepcopy(dense)
                 plan = prune_encoder_width(model, calibration, head_ratio=ratio, ffn_ratio=ratio, criterion=criterion,
-                                           reconstruction=reconstruction, progress=False)
+                                           reconstruction=reconstruction, damping=damping or 1e-4, progress=False)
                 measured = measure(model)
                 cosine = (measured.pop("embeddings") * reference["embeddings"]).sum(1)
-                row = {"ratio": ratio, "criterion": criterion, "reconstruction": reconstruction, "prune_seconds": plan["seconds"],
+                row = {"ratio": ratio, "criterion": criterion, "reconstruction": reconstruction, "damping": damping,
+                       "prune_seconds": plan["seconds"],
                        "params": measured["params"], "heads_after": plan["heads_after"],
                        "intermediate_size_after": plan["intermediate_size_after"], "cosine_mean": cosine.mean().item(),
                        "cosine_p05": cosine.quantile(0.05).item(), "retrieval_top1": measured["retrieval_top1"],
                        "retrieval_kept": measured["retrieval_top1"] / reference["retrieval_top1"]}
                 results["rows"].append(row)
-                print(f"{ratio:.0%} {criterion:11s} {reconstruction:5s}: cos {row['cosine_mean']:.4f} (p5 {row['cosine_p05']:.4f}) "
+                print(f"{ratio:.0%} {criterion:11s} {reconstruction:5s} {damping or '':>6}: cos {row['cosine_mean']:.4f} (p5 {row['cosine_p05']:.4f}) "
                       f"retrieval {row['retrieval_top1']:.4f} ({row['retrieval_kept']:.1%}) {row['prune_seconds']:.1f} s", flush=True)
                 write_json(out, args.name, results)
     write_table(out, args.name, markdown(results))
@@ -101,7 +103,8 @@ def markdown(results: dict) -> str:
              "|---:|---|---|---:|---:|---:|---:|---:|---:|",
              f"| 0 | dense | - | {dense['params'] / 1e6:.1f} | 1.0000 | 1.0000 | {dense['retrieval_top1']:.4f} | 100% | - |"]
     for row in results["rows"]:
-        lines.append(f"| {row['ratio']:.0%} | {row['criterion']} | {row['reconstruction']} | {row['params'] / 1e6:.1f} | "
+        label = row["reconstruction"] + (f" (damping {row['damping']:g})" if row.get("damping") is not None else "")
+        lines.append(f"| {row['ratio']:.0%} | {row['criterion']} | {label} | {row['params'] / 1e6:.1f} | "
                      f"{row['cosine_mean']:.4f} | {row['cosine_p05']:.4f} | {row['retrieval_top1']:.4f} | "
                      f"{row['retrieval_kept']:.1%} | {row['prune_seconds']:.1f} |")
     return "\n".join(lines)

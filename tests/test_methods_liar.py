@@ -157,7 +157,7 @@ def test_block_ratio_splits_into_whole_kv_groups_and_ffn_channels(family, heads)
         split_block_ratio(tiny_model(family), 0.99, heads=False)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_adaptive_widths_differ_per_layer_and_reload_through_prunekit_only(family, ids, tmp_path, tiny_tokenizer):
     from prunekit.models.adapters import ModelAdapter
     from prunekit.models.loading import load_model
