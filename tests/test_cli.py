@@ -253,3 +253,5 @@ def test_liar_prunes_a_bert_encoder_from_the_command_line(tmp_path, capsys, bert
     code, _, stderr = run(capsys, "prune", "--model", source, "--method", "liar", "--ratio", 0.5, "--allocation", "adaptive",
                           "--out", tmp_path / "x", *CALIB)
     assert code == 2 and "uniform only" in stderr
+    code, _, stderr = run(capsys, "eval", "--model", out, "--ppl", "builtin")
+    assert code == 2 and "sentence embeddings" in stderr

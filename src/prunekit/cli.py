@@ -576,6 +576,9 @@ def cmd_eval(args) -> int:
         check_task_names(tasks, local=args.data_dir is not None)
     if args.data_dir and not Path(args.data_dir).expanduser().is_dir():
         raise PrunekitError(f"--data-dir {args.data_dir} is not a directory")
+    if _is_encoder_spec(args.model):
+        raise PrunekitError("prunekit eval measures causal LMs; for an encoder compare sentence embeddings "
+                            "(prunekit.models.encoders.sentence_embeddings, benchmarks/encoder_width.py)")
     ppl = args.ppl or ([] if (tasks or args.flores or args.speed) else ["builtin"])
     request = EvaluationRequest(ppl=ppl, seq_len=args.seq_len, ppl_windows=args.windows, tasks=tasks,
                                 data_dir=args.data_dir, limit=args.limit, task_batch_size=args.task_batch_size,
