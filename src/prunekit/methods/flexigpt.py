@@ -17,6 +17,7 @@ import time
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, parameter_count
@@ -87,7 +88,7 @@ def replace_blocks(model, pruned: list[int], *, rank: int | None = None, output_
     params_before = parameter_count(model)
     layers = list(adapter.layers)
     kept_energy = {}
-    for i in pruned:
+    for i in tqdm(pruned, desc="replacing blocks", disable=not progress, leave=False):
         block = build_shared_block(layers[i], layers[choice[i]], adapter.family, rank=rank, output_norm=output_norm, layer_idx=i)
         if svd_init:
             energies = []
