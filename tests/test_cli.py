@@ -74,6 +74,7 @@ def test_eval_prints_perplexity_json(tiny_checkpoint, capsys):
     (["prune", "--model", "{ckpt}", "--method", "liar", "--out", "{tmp}/o"], "or --ffn-ratio R and/or --head-ratio"),
     (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "1", "--out", "{tmp}/o"], "must be in [0, 1)"),
     (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--criterion", "x", "--out", "{tmp}/o"], "unknown criterion"),
+    (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--damping", "lots", "--out", "{tmp}/o"], "neither a number nor 'auto'"),
     (["scan", "--model", "{ckpt}", "--metric", "nope", "--out", "{tmp}/o/scan.json"], "unknown metric"),
     (["eval", "--model", "{tmp}/x.gguf", "--ppl", "builtin"], "GGUF file not found"),
 ])

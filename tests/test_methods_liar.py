@@ -220,3 +220,54 @@ def test_adaptive_options_are_checked_before_any_work(ids):
         prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=0.5, allocation="greedy")
     with pytest.raises(PrunekitError, match="min-keep"):
         prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=0.5, allocation="adaptive", min_keep=0.0)
+
+
+def test_held_out_batches_are_counted_apart_and_the_rest_is_the_fitted_part():
+    stats = InputStatistics(3, holdout_every=2)
+    batches = [torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    for batch in batches:
+        stats.add(batch)
+    held = torch.cat(batches[1::2])
+    assert stats.held_out.count == 10 and torch.allclose(stats.held_out.gram, held.T @ held)
+    fitted = torch.cat(batches[0::2])
+    assert torch.allclose(stats.fitted_part().gram, fitted.T @ fitted) and stats.count == 20
+
+
+def test_auto_damping_is_chosen_on_held_out_batches_and_resists_overfitting():
+    generator = torch.Generator().manual_seed(3)
+    width, kept = 40, torch.arange(30)
+    weight = torch.randn(6, width, generator=generator, dtype=torch.float64)
+
+    def batch(n):  # pruned channels are unrelated noise: any fitted map is over-fitting
+        return torch.randn(n, width, generator=generator, dtype=torch.float64)
+
+    stats = InputStatistics(width, holdout_every=4)
+    for _ in range(8):
+        stats.add(batch(8))  # 64 tokens for 31 regressors
+    test = stats_of(batch(4000))
+    auto = fold_pruned_inputs(weight, kept, stats, "liar", damping="auto")
+    tiny = fold_pruned_inputs(weight, kept, stats, "liar", damping=1e-4)
+    assert auto.damping > 1e-4
+    assert output_error(weight, kept, auto, test) < output_error(weight, kept, tiny, test)
+
+
+def test_auto_damping_keeps_an_exact_fit_exact():
+    generator = torch.Generator().manual_seed(4)
+    stats = InputStatistics(9, holdout_every=4)
+    mix = torch.randn(2, 3, generator=generator, dtype=torch.float64)
+    for _ in range(8):
+        kept = torch.randn(50, 6, generator=generator, dtype=torch.float64)
+        stats.add(torch.cat([kept, kept[:, :2] @ mix + 1.5], 1))
+    weight = torch.randn(4, 9, generator=generator, dtype=torch.float64)
+    folded = fold_pruned_inputs(weight, torch.arange(6), stats, "liar", damping="auto")
+    assert folded.damping == 1e-4 and output_error(weight, torch.arange(6), folded, stats) < 1e-6
+
+
+def test_width_pruning_with_auto_damping_records_the_choice(ids):
+    model = tiny_model("llama")
+    windows = windows_of(torch.cat([ids] * 4))
+    plan = prune_width(model, windows, ffn_ratio=0.25, head_ratio=0.5, damping="auto", progress=False)
+    assert plan["damping"] == "auto"
+    assert all(layer["damping"] in (1e-4, 1e-3, 1e-2, 1e-1, 1.0) and "o_proj_damping" in layer for layer in plan["layers"])
+    with pytest.raises(PrunekitError, match="damping"):
+        prune_width(tiny_model("llama"), windows, ffn_ratio=0.25, damping="lots")

@@ -101,6 +101,16 @@ def _add_shared_block_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--merge", action="store_true", help="write a plain checkpoint (no memory saving; needs --no-output-norm)")
 
 
+def _damping(text: str):
+    """argparse type for --damping: a number or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a number nor 'auto'") from None
+
+
 def _positive(name: str, value: int) -> None:
     if value is not None and value < 1:
         raise PrunekitError(f"{name} must be at least 1 (got {value})")
@@ -725,7 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--min-keep", type=float, default=0.1, help="liar --allocation adaptive: least share of a layer's FFN "
                                                                      "channels kept (and always one KV group; default 0.1)")
     prune.add_argument("--reconstruction", default="liar", help="liar: none, bias (FLAP) or liar (least squares)")
-    prune.add_argument("--damping", type=float, default=1e-4, help="liar: ridge damping relative to the mean Gram diagonal")
+    prune.add_argument("--damping", type=_damping, default=1e-4,
+                       help="liar: ridge damping relative to the mean Gram diagonal, or 'auto' (chosen on held-out "
+                            "calibration batches from 1e-4..1; default 1e-4)")
     prune.add_argument("--plan", help="re-apply a prunekit_plan.json (file or checkpoint directory) instead of scoring")
     prune.add_argument("--out", required=True, help="output directory for the pruned checkpoint")
     prune.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from prunekit.data.windows import TokenWindows
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import PrunekitError
-from prunekit.methods.liar import _check_finite, _input_statistics, _kept_heads, _linear
-from prunekit.methods.reconstruction import RECONSTRUCTIONS, fold_pruned_inputs, output_error
+from prunekit.methods.liar import _check_finite, _input_statistics, _kept_heads, _linear, holdout_for
+from prunekit.methods.reconstruction import RECONSTRUCTIONS, check_damping, fold_pruned_inputs, output_error
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import EncoderAdapter, record_encoder_widths
 from prunekit.scoring.channels import check_criterion, ffn_channel_scores
@@ -50,7 +50,7 @@ def _install_folded(adapter: EncoderAdapter, index: int, path: str, folded) -> N
 
 
 def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0, ffn_ratio: float = 0.0,
-                        criterion: str = "wanda", reconstruction: str = "liar", damping: float = 1e-4, device=None,
+                        criterion: str = "wanda", reconstruction: str = "liar", damping: float | str = 1e-4, device=None,
                         batch_size: int = 1, progress: bool = True, seed: int = 0) -> dict:
     """Remove `head_ratio` of every block's heads and `ffn_ratio` of its FFN channels, in place."""
     for flag, ratio in (("--head-ratio", head_ratio), ("--ffn-ratio", ffn_ratio)):
@@ -61,6 +61,8 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
         raise PrunekitError("the taylor criterion needs a language-model loss; encoders take magnitude, wanda, fluctuation or random")
     if reconstruction not in RECONSTRUCTIONS:
         raise PrunekitError(f"unknown reconstruction '{reconstruction}'; choose one of {', '.join(RECONSTRUCTIONS)}")
+    check_damping(damping)
+    holdout = holdout_for(reconstruction, damping)
     adapter = EncoderAdapter(model)
     family = adapter.family
     head_size = adapter.head_size()
@@ -82,7 +84,7 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
         entry = {"block": index}
         if keep_heads < num_heads:
             consumer = adapter.unit(index, family.attention_output)
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features)
+            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features, holdout)
             scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.query).weight], seed=seed + 1000 + index)
             heads, channels, _ = _kept_heads(scores, num_heads, num_heads, head_size, keep_heads)
             folded = fold_pruned_inputs(consumer.weight, channels, stats, reconstruction, with_bias=True, damping=damping)
@@ -92,17 +94,18 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
             _install_folded(adapter, index, family.attention_output, folded)
             attention = adapter.unit(index, family.self_attention)
             attention.num_attention_heads, attention.all_head_size = keep_heads, keep_heads * head_size
-            entry.update(kept_heads=heads.tolist(), attention_output_mse=output_error(consumer.weight, channels, folded, stats))
+            entry.update(kept_heads=heads.tolist(), attention_output_mse=output_error(consumer.weight, channels, folded, stats),
+                         attention_damping=folded.damping)
         if keep_channels < width:
             consumer = adapter.unit(index, family.ffn_output)
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, width)
+            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, width, holdout)
             scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.ffn_input).weight], seed=seed + index)
             keep = torch.topk(scores, keep_channels).indices.sort().values
             folded = fold_pruned_inputs(consumer.weight, keep, stats, reconstruction, with_bias=True, damping=damping)
             _check_finite(folded, index, "FFN")
             _slice_rows(adapter, index, family.ffn_input, keep)
             _install_folded(adapter, index, family.ffn_output, folded)
-            entry.update(kept_channels=keep.tolist(), output_mse=output_error(consumer.weight, keep, folded, stats))
+            entry.update(kept_channels=keep.tolist(), output_mse=output_error(consumer.weight, keep, folded, stats), damping=folded.damping)
         layers.append(entry)
         hidden = runner.run_block(index, hidden, inputs.block_kwargs)
     needs_loader = record_encoder_widths(model)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import PrunekitError
-from prunekit.methods.reconstruction import RECONSTRUCTIONS, fold_pruned_inputs, output_error
+from prunekit.methods.reconstruction import HOLDOUT_EVERY, RECONSTRUCTIONS, check_damping, fold_pruned_inputs, output_error
 from prunekit.methods.width_allocation import ALLOCATIONS, LayerWidth, adaptive_widths, standardised, uniform_widths
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.layer_widths import record_layer_widths
@@ -98,9 +98,10 @@ def _install_consumer(module: nn.Module, name: str, weight: torch.Tensor, added_
     setattr(module, name, _linear(weight.to(old.weight.dtype), bias.to(old.weight.dtype) if bias is not None else None, old))
 
 
-def _input_statistics(runner: SequentialRunner, index: int, hidden, block_kwargs, module: nn.Module, width: int) -> InputStatistics:
+def _input_statistics(runner: SequentialRunner, index: int, hidden, block_kwargs, module: nn.Module, width: int,
+                      holdout_every: int = 0) -> InputStatistics:
     """Run block `index` once, streaming the statistics of `module`'s inputs."""
-    stats = InputStatistics(width)
+    stats = InputStatistics(width, holdout_every)
     handle = module.register_forward_pre_hook(lambda mod, args: stats.add(args[0]))
     try:
         runner.run_block(index, hidden, block_kwargs)
@@ -135,6 +136,11 @@ def check_width_options(ffn_ratio: float | None, head_ratio: float | None, crite
         raise PrunekitError(f"unknown allocation '{allocation}'; choose one of {', '.join(ALLOCATIONS)}")
     if not 0.0 < min_keep <= 1.0:
         raise PrunekitError(f"--min-keep {min_keep} must be in (0, 1]")
+
+
+def holdout_for(reconstruction: str, damping) -> int:
+    """Every how many calibration batches one is held out (only to choose the damping)."""
+    return HOLDOUT_EVERY if reconstruction == "liar" and damping == "auto" else 0
 
 
 def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, float]:
@@ -267,7 +273,7 @@ def _peak_memory(device: torch.device) -> dict:
 
 def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: float | None = None, ratio: float | None = None,
                 allocation: str = "uniform", min_keep: float = 0.1, criterion: str = "wanda", reconstruction: str = "liar",
-                damping: float = 1e-4, device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
+                damping: float | str = 1e-4, device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
                 seed: int = 0) -> dict:
     """Prune KV groups (whole GQA groups) and FFN channels of every block, in place and block by block;
     returns the plan (JSON-able).
@@ -278,6 +284,8 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     (see width_allocation.py) and saves per-layer widths that need `prunekit.load_model`.
     """
     check_width_options(ffn_ratio, head_ratio, criterion, reconstruction, ratio, allocation, min_keep)
+    check_damping(damping)
+    holdout = holdout_for(reconstruction, damping)
     adapter = ModelAdapter(model)
     family, config = adapter.family, adapter.config
     model_type = config.model_type
@@ -321,17 +329,18 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
         if keep_groups < shape.num_kv or use_attn_bias:
             attention = getattr(layer, family.attention_attr)
             o_proj = attention.o_proj
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, o_proj, o_proj.in_features)
+            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, o_proj, o_proj.in_features, holdout)
             scores = _head_channel_scores(criterion, stats, attention, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
             groups, channels, kv_rows = _kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
             folded = fold_pruned_inputs(o_proj.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping)
             _check_finite(folded, index, "attention")
-            entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=output_error(o_proj.weight, channels, folded, stats))
+            entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=output_error(o_proj.weight, channels, folded, stats),
+                         o_proj_damping=folded.damping)
             slice_attention(attention, channels, kv_rows, folded.weight, folded.bias, use_attn_bias)
         if n_keep < shape.width or use_mlp_bias:
             mlp = getattr(layer, family.mlp_attr)
             down = getattr(mlp, shape.consumer)
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, down, shape.width)
+            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, down, shape.width, holdout)
             scores = ffn_channel_scores(criterion, stats, down.weight, _producer_weights(mlp, shape), seed=seed + index,
                                         taylor=taylor[index]["ffn"] if taylor else None)
             keep = torch.topk(scores, n_keep).indices.sort().values
@@ -353,7 +362,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
         "kv_heads_before": shape.num_kv, "kv_heads_after": max(w.kv_groups for w in widths), "per_layer_widths": per_layer,
         "ffn_channels_removed": 1 - sum(w.channels for w in widths) / (len(widths) * shape.width),
         "kv_groups_removed": 1 - sum(w.kv_groups for w in widths) / (len(widths) * shape.num_kv),
-        "mlp_bias": use_mlp_bias, "attention_bias": use_attn_bias,
+        "mlp_bias": use_mlp_bias, "attention_bias": use_attn_bias, "damping": damping,
         "params_before": params_before, "params_after": parameter_count(model), "data": windows.summary(),
         "seconds": time.perf_counter() - started, **_peak_memory(runner.device), "layers": layers_plan,
     }

@@ -8,6 +8,11 @@ For a layer y = W_P x_P + W_M x_M + b (P kept, M pruned input channels):
   Bias compensation is the special case Q = 0, so with no damping LIAR's output error on the
   calibration data is never larger (the least-squares residual is orthogonal to [x_P, 1]).
 When the family cannot hold a bias, `liar` fits without the intercept p.
+
+The ridge damping can be chosen from the data (`damping="auto"`): the map is fitted on all but the
+held-out calibration batches for each candidate damping, the one with the lowest output error on
+the held-out batches wins, and the map is refitted on everything with it. Too little damping
+over-fits when the kept channels are many for the calibration tokens.
 """
 
 from __future__ import annotations
@@ -21,6 +26,15 @@ from prunekit.errors import PrunekitError
 from prunekit.scoring.channels import InputStatistics
 
 RECONSTRUCTIONS = ("none", "bias", "liar")
+AUTO_DAMPINGS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+HOLDOUT_EVERY = 4  # with damping "auto", every 4th calibration batch is held out to choose it
+
+
+def check_damping(damping) -> None:
+    if damping == "auto":
+        return
+    if isinstance(damping, str) or not damping >= 0:
+        raise PrunekitError(f"--damping {damping} must be a number >= 0 or 'auto'")
 
 
 @dataclass
@@ -53,8 +67,10 @@ def _solve_psd(matrix: torch.Tensor, rhs: torch.Tensor, damping: float, scale_di
 
 
 def fold_pruned_inputs(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, method: str,
-                       *, with_bias: bool = True, damping: float = 1e-4) -> Folded:
+                       *, with_bias: bool = True, damping: float | str = 1e-4) -> Folded:
     """New weight for the kept input columns (and an added bias) of a layer that loses inputs."""
+    if damping == "auto" and method == "liar":
+        return _fold_with_chosen_damping(weight, keep, stats, with_bias)
     if method not in RECONSTRUCTIONS:
         raise PrunekitError(f"unknown reconstruction '{method}'; choose one of {', '.join(RECONSTRUCTIONS)}")
     W = weight.detach().to("cpu", torch.float64)
@@ -85,6 +101,22 @@ def fold_pruned_inputs(weight: torch.Tensor, keep: torch.Tensor, stats: InputSta
     folded_weight = W_P + W_M @ Q_T.T
     bias = W_M @ Z[kept.numel()] if with_bias else None
     return Folded(folded_weight, bias, used)
+
+
+def _fold_with_chosen_damping(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, with_bias: bool) -> Folded:
+    held_out = stats.held_out
+    if held_out is None or held_out.count == 0 or held_out.count == stats.count:
+        warnings.warn(f"damping 'auto' needs at least {HOLDOUT_EVERY} calibration batches; using {AUTO_DAMPINGS[0]}", stacklevel=3)
+        return fold_pruned_inputs(weight, keep, stats, "liar", with_bias=with_bias, damping=AUTO_DAMPINGS[0])
+    fitted = stats.fitted_part()
+    errors = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the candidates' own damping warnings are expected here
+        for candidate in AUTO_DAMPINGS:
+            folded = fold_pruned_inputs(weight, keep, fitted, "liar", with_bias=with_bias, damping=candidate)
+            errors[candidate] = output_error(weight, keep, folded, held_out)
+    chosen = min(errors, key=errors.get)
+    return fold_pruned_inputs(weight, keep, stats, "liar", with_bias=with_bias, damping=chosen)
 
 
 def output_error(weight: torch.Tensor, keep: torch.Tensor, folded: Folded, stats: InputStatistics) -> float:

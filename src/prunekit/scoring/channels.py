@@ -22,18 +22,39 @@ CRITERIA = ("magnitude", "wanda", "fluctuation", "taylor", "random")
 
 
 class InputStatistics:
-    """Running sum, Gram matrix and count of the rows fed to a linear layer."""
+    """Running sum, Gram matrix and count of the rows fed to a linear layer.
 
-    def __init__(self, width: int):
+    With `holdout_every=k`, every k-th batch is also counted in `held_out`, so a reconstruction can
+    choose its ridge damping on data it was not fitted on (`fitted_part()` is the rest).
+    """
+
+    def __init__(self, width: int, holdout_every: int = 0):
         self.count = 0
         self.sum = torch.zeros(width, dtype=torch.float64)
         self.gram = torch.zeros(width, width, dtype=torch.float64)
+        self.holdout_every = holdout_every
+        self.batches = 0
+        self.held_out = InputStatistics(width) if holdout_every else None
 
     def add(self, x: torch.Tensor) -> None:
         rows = x.detach().reshape(-1, x.shape[-1]).to("cpu", torch.float64)
+        self._add_rows(rows)
+        self.batches += 1
+        if self.held_out is not None and self.batches % self.holdout_every == 0:
+            self.held_out._add_rows(rows)
+
+    def _add_rows(self, rows: torch.Tensor) -> None:
         self.count += rows.shape[0]
         self.sum += rows.sum(0)
         self.gram += rows.T @ rows
+
+    def fitted_part(self) -> "InputStatistics":
+        """Everything but the held-out batches."""
+        out = InputStatistics(self.sum.numel())
+        out.count = self.count - self.held_out.count
+        out.sum = self.sum - self.held_out.sum
+        out.gram = self.gram - self.held_out.gram
+        return out
 
     @property
     def mean(self) -> torch.Tensor:
