@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5])
     parser.add_argument("--criteria", nargs="+", default=["magnitude", "wanda", "fluctuation"])
     parser.add_argument("--reconstructions", nargs="+", default=["none", "bias", "liar"])
-    parser.add_argument("--dampings", type=float, nargs="+", default=[1e-4], help="LIAR ridge damping(s); one row per value")
+    parser.add_argument("--dampings", type=lambda text: text if text == "auto" else float(text), nargs="+", default=[1e-4], help="LIAR ridge damping(s); one row per value")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -103,7 +103,7 @@ def markdown(results: dict) -> str:
              "|---:|---|---|---:|---:|---:|---:|---:|---:|",
              f"| 0 | dense | - | {dense['params'] / 1e6:.1f} | 1.0000 | 1.0000 | {dense['retrieval_top1']:.4f} | 100% | - |"]
     for row in results["rows"]:
-        label = row["reconstruction"] + (f" (damping {row['damping']:g})" if row.get("damping") is not None else "")
+        label = row["reconstruction"] + (f" (damping {row['damping']})" if row.get("damping") is not None else "")
         lines.append(f"| {row['ratio']:.0%} | {row['criterion']} | {label} | {row['params'] / 1e6:.1f} | "
                      f"{row['cosine_mean']:.4f} | {row['cosine_p05']:.4f} | {row['retrieval_top1']:.4f} | "
                      f"{row['retrieval_kept']:.1%} | {row['prune_seconds']:.1f} |")

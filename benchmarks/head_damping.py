@@ -25,7 +25,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--name", default="head_damping")
     parser.add_argument("--calib-sizes", type=int, nargs="+", default=[16, 64], help="calibration windows of 512 (one sweep each)")
-    parser.add_argument("--dampings", type=float, nargs="+", default=[1e-4, 1e-2, 1e-1, 1.0])
+    parser.add_argument("--dampings", type=lambda text: text if text == "auto" else float(text), nargs="+", default=[1e-4, 1e-2, 1e-1, 1.0])
     parser.add_argument("--head-ratio", type=float, default=0.34)
     parser.add_argument("--criterion", default="wanda")
     parser.add_argument("--eval-windows", type=int, default=32)
@@ -62,7 +62,7 @@ def markdown(results: dict) -> str:
              "| calibration windows (x512) | reconstruction | damping | ppl | mean o_proj output MSE (calibration) |",
              "|---:|---|---:|---:|---:|"]
     for row in results["rows"]:
-        damping = "-" if row["damping"] is None else f"{row['damping']:g}"
+        damping = "-" if row["damping"] is None else str(row["damping"])
         lines.append(f"| {row['calib_windows']} | {row['reconstruction']} | {damping} | {row['perplexity']:.2f} | {row['o_proj_mse']:.4g} |")
     return "\n".join(lines)
 

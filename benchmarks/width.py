@@ -52,7 +52,7 @@ def one_row(args) -> dict:
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     plan = prune_width(model, calibration, ratio=float(ratio), head_ratio=None if args.with_heads else 0.0,
-                       allocation=args.allocation, min_keep=args.min_keep, criterion=criterion,
+                       allocation=args.allocation, min_keep=args.min_keep, criterion=criterion, damping=args.damping,
                        reconstruction=reconstruction, progress=False)
     head_ratio, ffn_ratio = plan["kv_groups_removed"], plan["ffn_channels_removed"]
     widths = [(layer["kv_groups"], layer["channels"]) for layer in plan["layers"]]
@@ -60,7 +60,7 @@ def one_row(args) -> dict:
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     layers = plan["layers"]
     return {"row": args.row, "ratio": float(ratio), "criterion": criterion, "reconstruction": reconstruction,
-            "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "allocation": args.allocation, "widths": widths,
+            "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "allocation": args.allocation, "damping": args.damping, "widths": widths,
             "prune_seconds": seconds, "rss_loaded_mib": rss_loaded,
             "rss_peak_mib": rss_peak, "params": plan["params_after"], "params_before": plan["params_before"],
             "mean_down_proj_mse": sum(layer.get("output_mse", 0.0) for layer in layers) / len(layers),
@@ -82,6 +82,7 @@ def main() -> None:
                         help="split the ratio into whole KV groups and FFN channels (default: FFN channels only)")
     parser.add_argument("--allocation", default="uniform", choices=["uniform", "adaptive"])
     parser.add_argument("--min-keep", type=float, default=0.1)
+    parser.add_argument("--damping", type=lambda text: text if text == "auto" else float(text), default=1e-4)
     parser.add_argument("--table-only", action="store_true", help="rewrite the markdown table from the saved JSON")
     parser.add_argument("--row", help="internal: run one row in this process and print its JSON")
     args = parser.parse_args()

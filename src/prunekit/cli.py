@@ -102,13 +102,13 @@ def _add_shared_block_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _damping(text: str):
-    """argparse type for --damping: a number or 'auto'."""
+    """--damping as a number or 'auto' (a one-line error otherwise)."""
     if text == "auto":
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is neither a number nor 'auto'") from None
+        raise PrunekitError(f"--damping '{text}' is neither a number nor 'auto'") from None
 
 
 def _positive(name: str, value: int) -> None:
@@ -236,6 +236,7 @@ def cmd_prune(args) -> int:
 
         check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction, args.ratio,
                             args.allocation, args.min_keep)
+        _damping(args.damping)
     elif plan is None:
         get_method(args.method)
         if args.remove is None and args.ratio is None:
@@ -253,7 +254,7 @@ def cmd_prune(args) -> int:
         windows = _calibration(args, loaded)
         width_plan = prune_width(model, windows, ffn_ratio=args.ffn_ratio, head_ratio=args.head_ratio, ratio=args.ratio,
                                  allocation=args.allocation, min_keep=args.min_keep, criterion=args.criterion,
-                                 reconstruction=args.reconstruction, damping=args.damping, seed=args.seed, **options)
+                                 reconstruction=args.reconstruction, damping=_damping(args.damping), seed=args.seed, **options)
         width_plan["model"] = args.model
         sizes = ("per-layer widths (load with prunekit.load_model)" if width_plan["per_layer_widths"] else
                  f"FFN channels {width_plan['intermediate_size_before']} -> {width_plan['intermediate_size_after']}, "
@@ -298,6 +299,7 @@ def _prune_encoder(args) -> int:
     from prunekit.models.export import check_output_dir
 
     check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction, args.ratio, args.allocation, args.min_keep)
+    _damping(args.damping)
     if args.allocation != "uniform":
         raise PrunekitError("encoders take --allocation uniform only (per-layer FFN widths are not supported for them yet)")
     check_output_dir(args.out, args.overwrite)
@@ -310,7 +312,7 @@ def _prune_encoder(args) -> int:
     windows = encoder_windows(load_windows(args.data, tokenizer, purpose="calibration", num_windows=args.windows,
                                            seq_len=args.seq_len - 2, seed=args.seed), tokenizer)
     plan = prune_encoder_width(model, windows, head_ratio=head_ratio, ffn_ratio=ffn_ratio, criterion=args.criterion,
-                               reconstruction=args.reconstruction, damping=args.damping, seed=args.seed, progress=not args.quiet)
+                               reconstruction=args.reconstruction, damping=_damping(args.damping), seed=args.seed, progress=not args.quiet)
     plan["model"] = args.model
     out = save_encoder(model, tokenizer, args.out, source=directory, extra_json={PLAN_FILE: plan}, overwrite=args.overwrite)
     if args.json:
@@ -735,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--min-keep", type=float, default=0.1, help="liar --allocation adaptive: least share of a layer's FFN "
                                                                      "channels kept (and always one KV group; default 0.1)")
     prune.add_argument("--reconstruction", default="liar", help="liar: none, bias (FLAP) or liar (least squares)")
-    prune.add_argument("--damping", type=_damping, default=1e-4,
+    prune.add_argument("--damping", default="1e-4",
                        help="liar: ridge damping relative to the mean Gram diagonal, or 'auto' (chosen on held-out "
                             "calibration batches from 1e-4..1; default 1e-4)")
     prune.add_argument("--plan", help="re-apply a prunekit_plan.json (file or checkpoint directory) instead of scoring")
