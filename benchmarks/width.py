@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--allocation", default="uniform", choices=["uniform", "adaptive"])
     parser.add_argument("--min-keep", type=float, default=0.1)
     parser.add_argument("--damping", type=lambda text: text if text == "auto" else float(text), default=1e-4)
+    parser.add_argument("--dense-from", help="take the dense row from this earlier results JSON instead of measuring it again")
     parser.add_argument("--table-only", action="store_true", help="rewrite the markdown table from the saved JSON")
     parser.add_argument("--row", help="internal: run one row in this process and print its JSON")
     args = parser.parse_args()
@@ -99,6 +100,9 @@ def main() -> None:
     results = {"model": args.model, "with_heads": args.with_heads, "allocation": args.allocation, "calib_windows": args.calib_windows, "eval_windows": args.eval_windows,
                "seq_len_short": args.seq_len_short, "tasks": args.tasks, "limit": args.limit, "rows": []}
     rows = ["dense"] + [f"{r}:{c}:{m}" for r in args.ratios for c in args.criteria for m in args.reconstructions]
+    if args.dense_from:
+        results["dense"] = json.loads(Path(args.dense_from).read_text())["dense"]
+        rows = rows[1:]
     for row in rows:
         started = time.perf_counter()
         child = subprocess.run([sys.executable, __file__, *passthrough, "--row", row], capture_output=True, text=True)
