@@ -737,9 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--min-keep", type=float, default=0.1, help="liar --allocation adaptive: least share of a layer's FFN "
                                                                      "channels kept (and always one KV group; default 0.1)")
     prune.add_argument("--reconstruction", default="liar", help="liar: none, bias (FLAP) or liar (least squares)")
-    prune.add_argument("--damping", default="1e-4",
+    prune.add_argument("--damping", default="auto",
                        help="liar: ridge damping relative to the mean Gram diagonal, or 'auto' (chosen on held-out "
-                            "calibration batches from 1e-4..1; default 1e-4)")
+                            "calibration batches from 1e-4..1, the default)")
     prune.add_argument("--plan", help="re-apply a prunekit_plan.json (file or checkpoint directory) instead of scoring")
     prune.add_argument("--out", required=True, help="output directory for the pruned checkpoint")
     prune.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")

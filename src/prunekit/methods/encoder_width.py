@@ -50,7 +50,7 @@ def _install_folded(adapter: EncoderAdapter, index: int, path: str, folded) -> N
 
 
 def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0, ffn_ratio: float = 0.0,
-                        criterion: str = "wanda", reconstruction: str = "liar", damping: float | str = 1e-4, device=None,
+                        criterion: str = "wanda", reconstruction: str = "liar", damping: float | str = "auto", device=None,
                         batch_size: int = 1, progress: bool = True, seed: int = 0) -> dict:
     """Remove `head_ratio` of every block's heads and `ffn_ratio` of its FFN channels, in place."""
     for flag, ratio in (("--head-ratio", head_ratio), ("--ffn-ratio", ffn_ratio)):

@@ -273,7 +273,7 @@ def _peak_memory(device: torch.device) -> dict:
 
 def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: float | None = None, ratio: float | None = None,
                 allocation: str = "uniform", min_keep: float = 0.1, criterion: str = "wanda", reconstruction: str = "liar",
-                damping: float | str = 1e-4, device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
+                damping: float | str = "auto", device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
                 seed: int = 0) -> dict:
     """Prune KV groups (whole GQA groups) and FFN channels of every block, in place and block by block;
     returns the plan (JSON-able).
