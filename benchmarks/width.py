@@ -51,7 +51,7 @@ def one_row(args) -> dict:
     ratio, criterion, reconstruction = args.row.split(":")
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    plan = prune_width(model, calibration, ratio=float(ratio), head_ratio=None if args.with_heads else 0.0,
+    plan = prune_width(model, calibration, ratio=float(ratio), ratio_heads=args.with_heads,
                        allocation=args.allocation, min_keep=args.min_keep, criterion=criterion, damping=args.damping,
                        reconstruction=reconstruction, progress=False)
     head_ratio, ffn_ratio = plan["kv_groups_removed"], plan["ffn_channels_removed"]

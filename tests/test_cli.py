@@ -216,10 +216,14 @@ def test_extend_grows_the_model_and_reloads(tiny_checkpoint, tmp_path, capsys):
 
 def test_liar_ratio_is_a_share_of_the_block_parameters(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "liar"
-    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--out", out, *CALIB)
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ratio-heads",
+                          "--out", out, *CALIB)
     assert code == 0, stderr
     plan = json.loads((out / "prunekit_plan.json").read_text())
     assert plan["block_ratio"] == 0.4 and plan["kv_heads_after"] == 1 and plan["intermediate_size_after"] < 128
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--out", tmp_path / "ffn", *CALIB)
+    plan = json.loads((tmp_path / "ffn" / "prunekit_plan.json").read_text())
+    assert code == 0 and plan["kv_heads_after"] == 2 and plan["intermediate_size_after"] < 128
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ffn-ratio", 0.2,
                           "--out", tmp_path / "x", *CALIB)
     assert code == 2 and "not both" in stderr

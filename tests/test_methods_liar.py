@@ -166,7 +166,7 @@ def test_adaptive_widths_differ_per_layer_and_reload_through_prunekit_only(famil
     with torch.no_grad():  # make block 0's FFN channels far more uneven than the others'
         getattr(ModelAdapter(model).layers[0].mlp, "down_proj").weight[:, :8].mul_(20)
     block_before = sum(ModelAdapter(model).block_parameter_count(i) for i in range(4))
-    plan = prune_width(model, windows_of(ids), ratio=0.3, allocation="adaptive", min_keep=0.1, progress=False)
+    plan = prune_width(model, windows_of(ids), ratio=0.3, ratio_heads=True, allocation="adaptive", min_keep=0.1, progress=False)
     assert plan["per_layer_widths"] is True and plan["peak_rss_mib"] > 0
     assert 0 < plan["ffn_channels_removed"] < 1
     widths = model.config.prunekit_layer_widths

@@ -253,6 +253,7 @@ def cmd_prune(args) -> int:
 
         windows = _calibration(args, loaded)
         width_plan = prune_width(model, windows, ffn_ratio=args.ffn_ratio, head_ratio=args.head_ratio, ratio=args.ratio,
+                                 ratio_heads=args.ratio_heads,
                                  allocation=args.allocation, min_keep=args.min_keep, criterion=args.criterion,
                                  reconstruction=args.reconstruction, damping=_damping(args.damping), seed=args.seed, **options)
         width_plan["model"] = args.model
@@ -717,8 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--method", default="shortgpt", help=f"one of {', '.join(DEPTH_METHODS)}, iterabre, flexigpt, liar (default shortgpt)")
     prune.add_argument("--remove", type=int, help="number of blocks to remove")
     prune.add_argument("--ratio", type=float, help="fraction of blocks to remove, in (0, 1); liar: fraction of every block's "
-                                                  "parameters (whole KV groups where they fit, FFN channels for the rest; "
-                                                  "--head-ratio 0 for FFN only)")
+                                                  "parameters, spent on FFN channels (see --ratio-heads)")
+    prune.add_argument("--ratio-heads", action="store_true", help="liar --ratio: let whole KV groups take part (uniform: "
+                                                                  "where they fit; adaptive: ranked with the channels)")
     prune.add_argument("--metric", help=f"score for shortgpt/sleb (default bi / removal-loss): {', '.join(METRICS)}")
     prune.add_argument("--protect", type=int, nargs="*", default=[], help="block indices never removed")
     prune.add_argument("--protect-ends", action="store_true", help="never remove the first and the last block")

@@ -274,12 +274,13 @@ def _peak_memory(device: torch.device) -> dict:
 def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: float | None = None, ratio: float | None = None,
                 allocation: str = "uniform", min_keep: float = 0.1, criterion: str = "wanda", reconstruction: str = "liar",
                 damping: float | str = "auto", device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
-                seed: int = 0) -> dict:
+                seed: int = 0, ratio_heads: bool = False) -> dict:
     """Prune KV groups (whole GQA groups) and FFN channels of every block, in place and block by block;
     returns the plan (JSON-able).
 
-    `ratio` is the share of every block's parameters to remove (`head_ratio=0` with it: FFN only);
-    otherwise `head_ratio` / `ffn_ratio` are the shares of KV groups / FFN channels. `allocation`
+    `ratio` is the share of every block's parameters to remove, spent on FFN channels unless
+    `ratio_heads` lets whole KV groups take part (uniform: where they fit; adaptive: ranked jointly;
+    on SmolLM2, with 3 groups per block, that was much worse: see the README); otherwise `head_ratio` / `ffn_ratio` are the shares of KV groups / FFN channels. `allocation`
     "uniform" prunes every layer alike (a standard config); "adaptive" ranks units across layers
     (see width_allocation.py) and saves per-layer widths that need `prunekit.load_model`.
     """
@@ -290,7 +291,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     family, config = adapter.family, adapter.config
     model_type = config.model_type
     shape = _shape(adapter)
-    heads = head_ratio != 0.0 and model_type not in HEAD_PRUNING_UNSUPPORTED
+    heads = (ratio_heads if ratio is not None else head_ratio not in (None, 0.0)) and model_type not in HEAD_PRUNING_UNSUPPORTED
     if ratio is not None and allocation == "uniform":
         head_ratio, ffn_ratio = split_block_ratio(model, ratio, heads=heads)
     head_ratio, ffn_ratio = head_ratio or 0.0, ffn_ratio or 0.0
