@@ -35,9 +35,8 @@ from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_chan
 MLP_BIAS_FIELD = {"llama": "mlp_bias"}
 # Families whose config can switch on a bias for q, k, v and o projections alike.
 ATTENTION_BIAS_FIELD = {name: "attention_bias" for name in ("llama", "qwen3", "gemma", "gemma2", "gemma3_text")}
-# Families whose attention reads head counts from the shared config at run time (fused qkv split):
-# pruning their heads block by block needs per-block configs, not done yet.
-HEAD_PRUNING_UNSUPPORTED = ("phi3",)
+# Families whose attention cannot have heads pruned (none at present; kept for future families).
+HEAD_PRUNING_UNSUPPORTED: tuple[str, ...] = ()
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None, like: nn.Linear) -> nn.Linear:
@@ -78,9 +77,37 @@ def _kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int
     return groups, channels, kv_rows
 
 
+def query_weight(attention: nn.Module) -> torch.Tensor:
+    """The rows that write the query heads (the front of a fused qkv_proj)."""
+    if hasattr(attention, "qkv_proj"):
+        return attention.qkv_proj.weight[: attention.o_proj.in_features]
+    return attention.q_proj.weight
+
+
+def _slice_fused_attention(attention: nn.Module, q_rows: torch.Tensor, kv_rows: torch.Tensor) -> None:
+    """Phi-3: keep rows of the fused [q | k | v] projection; the split sizes it reads at run time move
+    to a per-module config copy (the shared config gets the final counts after the last block)."""
+    import copy
+
+    q_total = attention.o_proj.in_features
+    kv_total = attention.num_key_value_heads * attention.head_dim
+    rows = torch.cat([q_rows, q_total + kv_rows, q_total + kv_total + kv_rows])
+    old = attention.qkv_proj
+    attention.qkv_proj = _linear(old.weight[rows], old.bias[rows] if old.bias is not None else None, old)
+    config = copy.copy(attention.config)
+    config.num_attention_heads = q_rows.numel() // attention.head_dim
+    config.num_key_value_heads = kv_rows.numel() // attention.head_dim
+    attention.config = config
+    attention.num_key_value_heads = config.num_key_value_heads
+
+
 def slice_attention(attention: nn.Module, q_rows: torch.Tensor, kv_rows: torch.Tensor, new_o: torch.Tensor,
                     added_bias: torch.Tensor | None, use_bias: bool) -> None:
     """Keep the given query channels and KV rows; install the folded o_proj (and biases when used)."""
+    if hasattr(attention, "qkv_proj"):
+        _slice_fused_attention(attention, q_rows, kv_rows)
+        _install_consumer(attention, "o_proj", new_o, added_bias, use_bias)
+        return
     for name, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
         old = getattr(attention, name)
         bias = old.bias[rows] if old.bias is not None else (torch.zeros(rows.numel(), dtype=old.weight.dtype) if use_bias else None)
@@ -207,7 +234,7 @@ def _producer_weights(mlp: nn.Module, shape: _Shape) -> list[torch.Tensor]:
 
 def _head_channel_scores(criterion: str, stats: InputStatistics, attention: nn.Module, seed: int, taylor) -> torch.Tensor:
     """One score per o_proj input channel (query head channel)."""
-    return ffn_channel_scores(criterion, stats, attention.o_proj.weight, [attention.q_proj.weight], seed=seed, taylor=taylor)
+    return ffn_channel_scores(criterion, stats, attention.o_proj.weight, [query_weight(attention)], seed=seed, taylor=taylor)
 
 
 def _group_scores(channel_scores: torch.Tensor, shape: _Shape) -> torch.Tensor:
@@ -356,6 +383,11 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     if use_attn_bias:
         setattr(config, attn_field, True)
     per_layer = record_layer_widths(model)
+    if not per_layer:  # uniform: every fused attention can read the shared config again
+        for layer in adapter.layers:
+            attention = getattr(layer, family.attention_attr)
+            if hasattr(attention, "qkv_proj"):
+                attention.config = config
     return {
         "method": "liar", "criterion": criterion, "reconstruction": reconstruction, "allocation": allocation,
         "ffn_ratio": ffn_ratio, "head_ratio": head_ratio, "block_ratio": ratio, "min_keep": min_keep if allocation == "adaptive" else None,

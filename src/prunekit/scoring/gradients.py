@@ -61,10 +61,17 @@ def taylor_unit_scores(model, windows, *, device=None, heads: bool = True) -> li
                 rows = _owned(getattr(mlp, name).weight, 1)
                 ffn = ffn + (rows.view(-1, width).sum(0) if rows.numel() != width else rows)  # fused gate_up: two halves
             entry = {"ffn": ffn}
-            if heads and hasattr(attention, "q_proj"):
+            if heads:
                 head_dim = attention.head_dim
-                channels = _owned(attention.q_proj.weight, 1) + _owned(attention.o_proj.weight, 0)
-                kv = (_owned(attention.k_proj.weight, 1) + _owned(attention.v_proj.weight, 1)).view(-1, 1, head_dim)
+                if hasattr(attention, "qkv_proj"):  # fused [q | k | v] rows (Phi-3)
+                    rows = _owned(attention.qkv_proj.weight, 1)
+                    q_total = attention.o_proj.in_features
+                    kv_total = (rows.numel() - q_total) // 2
+                    q_rows, k_rows, v_rows = rows[:q_total], rows[q_total:q_total + kv_total], rows[q_total + kv_total:]
+                else:
+                    q_rows, k_rows, v_rows = (_owned(getattr(attention, n).weight, 1) for n in ("q_proj", "k_proj", "v_proj"))
+                channels = q_rows + _owned(attention.o_proj.weight, 0)
+                kv = (k_rows + v_rows).view(-1, 1, head_dim)
                 per_group = channels.numel() // (kv.shape[0] * head_dim)
                 entry["heads"] = channels + (kv / per_group).expand(-1, per_group, -1).reshape(-1)
             scores.append(entry)
