@@ -35,8 +35,6 @@ from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_chan
 MLP_BIAS_FIELD = {"llama": "mlp_bias"}
 # Families whose config can switch on a bias for q, k, v and o projections alike.
 ATTENTION_BIAS_FIELD = {name: "attention_bias" for name in ("llama", "qwen3", "gemma", "gemma2", "gemma3_text")}
-# Families whose attention cannot have heads pruned (none at present; kept for future families).
-HEAD_PRUNING_UNSUPPORTED: tuple[str, ...] = ()
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None, like: nn.Linear) -> nn.Linear:
@@ -174,8 +172,8 @@ def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, f
     """(head_ratio, ffn_ratio) that remove `ratio` of every decoder block's parameters.
 
     Whole KV groups are coarse, so heads take at most round(ratio * groups) groups and never more
-    parameters than the target; FFN channels make up the rest. `heads=False` (or a family whose
-    heads cannot be pruned) puts everything on the FFN channels.
+    parameters than the target; FFN channels make up the rest. `heads=False` puts everything on
+    the FFN channels.
     """
     if not 0.0 < ratio < 1.0:
         raise PrunekitError(f"--ratio {ratio} must be strictly between 0 and 1")
@@ -188,7 +186,7 @@ def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, f
     head_dim = getattr(adapter.layers[0], family.attention_attr).head_dim
     per_group = hidden * head_dim * (2 * (num_heads // num_kv) + 2)
     groups = 0
-    if heads and config.model_type not in HEAD_PRUNING_UNSUPPORTED:
+    if heads:
         groups = min(round(ratio * num_kv), num_kv - 1)
         while groups > 0 and groups * per_group > target:
             groups -= 1
@@ -269,7 +267,7 @@ def _dense_unit_scores(runner: SequentialRunner, inputs, adapter: ModelAdapter, 
     return (group_scores if heads else None), channel_scores
 
 
-def _layer_widths(model, adapter: ModelAdapter, shape: _Shape, runner, inputs, *, allocation: str, ratio, head_ratio: float,
+def _layer_widths(adapter: ModelAdapter, shape: _Shape, runner, inputs, *, allocation: str, ratio, head_ratio: float,
                   ffn_ratio: float, heads: bool, min_keep: float, criterion: str, seed: int, taylor) -> list[LayerWidth]:
     if allocation == "uniform":
         return uniform_widths(adapter.num_blocks, shape.num_kv, shape.width, head_ratio, ffn_ratio)
@@ -318,17 +316,14 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     family, config = adapter.family, adapter.config
     model_type = config.model_type
     shape = _shape(adapter)
-    heads = (ratio_heads if ratio is not None else head_ratio not in (None, 0.0)) and model_type not in HEAD_PRUNING_UNSUPPORTED
+    heads = ratio_heads if ratio is not None else head_ratio not in (None, 0.0)
     if ratio is not None and allocation == "uniform":
         head_ratio, ffn_ratio = split_block_ratio(model, ratio, heads=heads)
     head_ratio, ffn_ratio = head_ratio or 0.0, ffn_ratio or 0.0
     if allocation == "uniform" and shape.width - int(round(ffn_ratio * shape.width)) < 1:
         raise PrunekitError(f"--ffn-ratio {ffn_ratio} would remove every FFN channel; use a smaller ratio")
-    if head_ratio > 0:
-        if model_type in HEAD_PRUNING_UNSUPPORTED:
-            raise PrunekitError(f"head pruning is not supported for {model_type} yet (fused qkv); use --ffn-ratio only")
-        if allocation == "uniform" and shape.num_kv - int(round(head_ratio * shape.num_kv)) < 1:
-            raise PrunekitError(f"--head-ratio {head_ratio} would remove every KV group of a layer ({shape.num_kv} per layer); use a smaller ratio")
+    if head_ratio > 0 and allocation == "uniform" and shape.num_kv - int(round(head_ratio * shape.num_kv)) < 1:
+        raise PrunekitError(f"--head-ratio {head_ratio} would remove every KV group of a layer ({shape.num_kv} per layer); use a smaller ratio")
     started = time.perf_counter()
     params_before = parameter_count(model)
     taylor = None
@@ -338,7 +333,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
         taylor = taylor_unit_scores(model, windows, device=device if not offload else None, heads=heads)
     runner = SequentialRunner(model, device=device, offload=offload, batch_size=batch_size, progress=False)
     inputs = runner.capture(windows.input_ids)
-    widths = _layer_widths(model, adapter, shape, runner, inputs, allocation=allocation, ratio=ratio, head_ratio=head_ratio,
+    widths = _layer_widths(adapter, shape, runner, inputs, allocation=allocation, ratio=ratio, head_ratio=head_ratio,
                            ffn_ratio=ffn_ratio, heads=heads, min_keep=min_keep, criterion=criterion, seed=seed, taylor=taylor)
     prunes_heads = any(w.kv_groups < shape.num_kv for w in widths)
     prunes_ffn = any(w.channels < shape.width for w in widths)
