@@ -18,11 +18,11 @@ from tqdm.auto import tqdm
 from prunekit.data.windows import TokenWindows
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import PrunekitError
-from prunekit.methods.liar import _check_finite, _input_statistics, _kept_heads, _linear, holdout_for
-from prunekit.methods.reconstruction import RECONSTRUCTIONS, check_damping, fold_pruned_inputs, output_error
+from prunekit.methods.liar import _check_finite, _input_statistics, _install_consumer, _kept_heads, _linear, check_width_options, holdout_for
+from prunekit.methods.reconstruction import check_damping, fold_pruned_inputs, output_error
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import EncoderAdapter, record_encoder_widths
-from prunekit.scoring.channels import check_criterion, ffn_channel_scores
+from prunekit.scoring.channels import ffn_channel_scores
 
 
 def encoder_windows(windows: TokenWindows, tokenizer) -> TokenWindows:
@@ -42,25 +42,17 @@ def _slice_rows(adapter: EncoderAdapter, index: int, path: str, rows: torch.Tens
 
 
 def _install_folded(adapter: EncoderAdapter, index: int, path: str, folded) -> None:
-    old = adapter.unit(index, path)
-    bias = old.bias.detach().double().cpu() if old.bias is not None else torch.zeros(old.out_features, dtype=torch.float64)
-    if folded.bias is not None:
-        bias = bias + folded.bias
-    adapter.replace(index, path, _linear(folded.weight.to(old.weight.dtype), bias.to(old.weight.dtype), old))
+    parent, name = path.rsplit(".", 1)
+    _install_consumer(adapter.unit(index, parent), name, folded.weight, folded.bias, use_bias=True)
 
 
 def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0, ffn_ratio: float = 0.0,
                         criterion: str = "wanda", reconstruction: str = "liar", damping: float | str = "auto", device=None,
                         batch_size: int = 1, progress: bool = True, seed: int = 0) -> dict:
     """Remove `head_ratio` of every block's heads and `ffn_ratio` of its FFN channels, in place."""
-    for flag, ratio in (("--head-ratio", head_ratio), ("--ffn-ratio", ffn_ratio)):
-        if not 0.0 <= ratio < 1.0:
-            raise PrunekitError(f"{flag} {ratio} must be in [0, 1)")
-    check_criterion(criterion)
+    check_width_options(ffn_ratio, head_ratio, criterion, reconstruction)
     if criterion == "taylor":
         raise PrunekitError("the taylor criterion needs a language-model loss; encoders take magnitude, wanda, fluctuation or random")
-    if reconstruction not in RECONSTRUCTIONS:
-        raise PrunekitError(f"unknown reconstruction '{reconstruction}'; choose one of {', '.join(RECONSTRUCTIONS)}")
     check_damping(damping)
     holdout = holdout_for(reconstruction, damping)
     adapter = EncoderAdapter(model)
