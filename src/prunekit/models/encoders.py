@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.models.layer_widths import WIDTHS_KEY, check_layer_widths, has_layer_widths, load_weights
 
-WIDTHS_KEY = "prunekit_layer_widths"
 # Files a sentence-transformers directory holds besides the transformer weights (pooling, settings).
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "README.md")
 ENCODER_ALIASES = {"all-minilm-l6-v2": ("all_minilm_l6_v2", "model.zip")}
@@ -142,13 +142,9 @@ def build_encoder_with_widths(config, dtype: torch.dtype = torch.float32):
     model = AutoModel.from_config(config, dtype=dtype)
     adapter = EncoderAdapter(model)
     family = adapter.family
-    layers = adapter.num_blocks
-    for name in ("intermediate_size", "num_attention_heads"):
-        values = widths.get(name)
-        if not isinstance(values, list) or len(values) != layers or not all(isinstance(v, int) and v > 0 for v in values):
-            raise PrunekitError(f"config {WIDTHS_KEY}.{name} must list {layers} positive integers; the checkpoint is damaged")
+    check_layer_widths(config, ("intermediate_size", "num_attention_heads"), required=True)
     hidden, head_size = config.hidden_size, adapter.head_size()
-    for index in range(layers):
+    for index in range(adapter.num_blocks):
         heads, channels = widths["num_attention_heads"][index], widths["intermediate_size"][index]
         for path in (family.query, family.key, family.value):
             adapter.replace(index, path, nn.Linear(hidden, heads * head_size, dtype=dtype))
@@ -181,7 +177,6 @@ def encoder_model_path(alias: str) -> Path:
 
 def load_encoder(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device="cpu"):
     """(model, tokenizer, directory) of an encoder: an alias or a local directory with safetensors."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     directory = encoder_model_path(str(spec)) if str(spec) in ENCODER_ALIASES else Path(spec)
@@ -193,17 +188,9 @@ def load_encoder(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
         raise PrunekitError(f"{directory} holds a '{config.model_type}' model, not an encoder of type {', '.join(sorted(ENCODER_FAMILIES))}")
     if not any(directory.glob("*.safetensors")):
         raise PrunekitError(f"{directory} has no .safetensors weights; prunekit loads only safetensors")
-    if isinstance(getattr(config, WIDTHS_KEY, None), dict):
-        from prunekit.models.export import truly_missing
-
+    if has_layer_widths(config):
         model = build_encoder_with_widths(config, dtype)
-        state: dict[str, torch.Tensor] = {}
-        for path in sorted(directory.glob("*.safetensors")):
-            state.update(load_file(str(path)))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [name for name in truly_missing(model, missing) if not name.startswith("pooler.")]
-        if unexpected or missing:
-            raise PrunekitError(f"{directory} does not match its per-layer widths (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        load_weights(model, directory, optional_prefixes=("pooler.",))
     else:
         model = AutoModel.from_pretrained(directory, dtype=dtype, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(directory)

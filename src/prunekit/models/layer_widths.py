@@ -77,12 +77,14 @@ def layer_config(config, index: int):
     return out
 
 
-def _check_widths(config) -> None:
+def check_layer_widths(config, fields: tuple[str, ...] = WIDTH_FIELDS, required: bool = False) -> None:
+    """Every listed per-layer field (present ones only, unless `required`) holds one positive int per layer."""
     widths = getattr(config, WIDTHS_KEY)
     layers = config.num_hidden_layers
-    for name in WIDTH_FIELDS:
+    for name in fields:
         values = widths.get(name)
-        if values is not None and (not isinstance(values, list) or len(values) != layers or not all(isinstance(v, int) and v > 0 for v in values)):
+        if (values is not None or required) and (not isinstance(values, list) or len(values) != layers
+                                                 or not all(isinstance(v, int) and v > 0 for v in values)):
             raise PrunekitError(f"config {WIDTHS_KEY}.{name} must list {layers} positive integers (one per layer); the checkpoint is damaged")
 
 
@@ -91,7 +93,7 @@ def build_layer_width_model(config, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM
 
     family_for_config(config)
-    _check_widths(config)
+    check_layer_widths(config)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     adapter = ModelAdapter(model)
     layers = []
@@ -111,21 +113,28 @@ def _safetensors_files(directory: Path) -> list[Path]:
 
 def load_layer_width_model(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device="cpu"):
     """Rebuild a checkpoint saved with per-layer widths (prunekit prune --method liar --allocation adaptive)."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig
-
-    from prunekit.models.export import truly_missing
 
     directory = Path(directory)
     config = AutoConfig.from_pretrained(directory)
     if not has_layer_widths(config):
         raise PrunekitError(f"{directory} has no {WIDTHS_KEY} in its config; load it with AutoModelForCausalLM.from_pretrained")
     model = build_layer_width_model(config, dtype)
+    load_weights(model, directory)
+    return model.to(device).eval()
+
+
+def load_weights(model, directory: Path, optional_prefixes: tuple[str, ...] = ()) -> None:
+    """Load every safetensors file of `directory` into a rebuilt model; refuse any mismatch
+    (keys starting with `optional_prefixes` may be missing)."""
+    from safetensors.torch import load_file
+
+    from prunekit.models.export import truly_missing
+
     state: dict[str, torch.Tensor] = {}
     for path in _safetensors_files(directory):
         state.update(load_file(str(path)))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = truly_missing(model, missing)
+    missing = [name for name in truly_missing(model, missing) if not name.startswith(optional_prefixes)]
     if unexpected or missing:
         raise PrunekitError(f"{directory} does not match its per-layer widths (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.to(device).eval()
