@@ -25,21 +25,21 @@ WIDTHS_KEY = "prunekit_layer_widths"
 WIDTH_FIELDS = ("intermediate_size", "num_attention_heads", "num_key_value_heads")
 
 
-def _measured_widths(model) -> dict[str, list[int]]:
-    """Per-layer widths read from the modules themselves (true after any surgery)."""
+def _measured_widths(model) -> tuple[dict[str, list[int]], int]:
+    """(per-layer widths, head dim) read from the modules themselves (true after any surgery)."""
     adapter = ModelAdapter(model)
     family = adapter.family
     consumer = family.mlp_projections[-1]
     out: dict[str, list[int]] = {name: [] for name in WIDTH_FIELDS}
+    head_dim = getattr(adapter.layers[0], family.attention_attr).head_dim
     for layer in adapter.layers:
         attention = getattr(layer, family.attention_attr)
-        head_dim = attention.head_dim
         out["intermediate_size"].append(getattr(getattr(layer, family.mlp_attr), consumer).in_features)
         heads = attention.o_proj.in_features // head_dim
         out["num_attention_heads"].append(heads)
         groups = getattr(attention, "num_key_value_groups", None) or model.config.num_attention_heads // model.config.num_key_value_heads
         out["num_key_value_heads"].append(heads // groups)
-    return out
+    return out, head_dim
 
 
 def record_layer_widths(model) -> bool:
@@ -49,9 +49,8 @@ def record_layer_widths(model) -> bool:
     fields and the per-layer lists under `prunekit_layer_widths`.
     """
     config = model.config
-    widths = _measured_widths(model)
+    widths, config.head_dim = _measured_widths(model)
     uniform = all(len(set(values)) == 1 for values in widths.values())
-    config.head_dim = getattr(getattr(ModelAdapter(model).layers[0], ModelAdapter(model).family.attention_attr), "head_dim")
     for name, values in widths.items():
         setattr(config, name, max(values))
     if uniform:
