@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import transformers
@@ -5,8 +7,10 @@ from conftest import FAMILIES, tiny_model
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
+from prunekit.methods import liar
 from prunekit.methods.liar import prune_ffn_channels, prune_width
-from prunekit.methods.reconstruction import fold_pruned_inputs, output_error
+from prunekit.methods.reconstruction import damping_errors, fold_pruned_inputs, output_error
+from prunekit.models.adapters import FAMILIES as FAMILY_TABLE
 from prunekit.models.export import save_model
 from prunekit.scoring.channels import InputStatistics
 
@@ -270,3 +274,65 @@ def test_width_pruning_with_auto_damping_records_the_choice(ids):
     assert all(layer["damping"] in (1e-4, 1e-3, 1e-2, 1e-1, 1.0) and "o_proj_damping" in layer for layer in plan["layers"])
     with pytest.raises(PrunekitError, match="damping"):
         prune_width(tiny_model("llama"), windows, ffn_ratio=0.25, damping="lots")
+
+
+def _pruned_state(model, windows, **options):
+    plan = prune_width(model, windows, ffn_ratio=0.25, progress=False, **options)
+    return plan, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ffn_outputs_are_recomputed_in_one_pass_and_match_running_the_pruned_block(family, ids, monkeypatch):
+    windows = windows_of(torch.cat([ids] * 4))
+    plan, recomputed = _pruned_state(tiny_model(family), windows)
+    assert plan["ffn_outputs"] == "recomputed"
+    monkeypatch.setattr(liar._FfnPass, "can_recompute", property(lambda self: False))
+    plan, rerun = _pruned_state(tiny_model(family), windows)
+    assert plan["ffn_outputs"] == "recomputed"  # (the check never ran: every block was run again)
+    assert all(torch.allclose(recomputed[k], rerun[k], rtol=1e-4, atol=1e-6) for k in rerun)
+
+
+def test_a_block_that_is_not_residual_plus_mlp_is_run_again(ids, monkeypatch):
+    windows = windows_of(torch.cat([ids] * 4))
+    _, expected = _pruned_state(tiny_model("llama"), windows)
+    wrong = dataclasses.replace(FAMILY_TABLE["llama"], mlp_post_norm_attr="input_layernorm")  # a norm the block does not apply
+    monkeypatch.setitem(FAMILY_TABLE, "llama", wrong)
+    plan, state = _pruned_state(tiny_model("llama"), windows)
+    assert plan["ffn_outputs"] == "rerun"
+    assert all(torch.allclose(expected[k], state[k], rtol=1e-4, atol=1e-6) for k in state)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_statistics_in_lower_precision_products_match_float64(dtype):
+    generator = torch.Generator().manual_seed(5)
+    batches = [(torch.randn(64, 300, generator=generator) * 3 + 1).to(dtype) for _ in range(6)]
+    fast, exact = InputStatistics(300, holdout_every=3), InputStatistics(300, holdout_every=3)
+    for batch in batches:
+        fast.add(batch)
+        exact.add(batch.double())
+    rows = torch.cat(batches).double()
+    assert torch.allclose(exact.gram, rows.T @ rows, rtol=1e-12)  # the block-triangle product is exact in float64
+    assert torch.allclose(fast.gram, exact.gram, rtol=1e-5, atol=1e-3) and torch.allclose(fast.sum, exact.sum, rtol=1e-6)
+    assert torch.equal(fast.gram, fast.gram.T) and fast.count == exact.count == 384 and fast.held_out.count == 128
+
+
+def test_a_statistics_matrix_that_cannot_fit_is_refused_before_any_work(ids, monkeypatch):
+    monkeypatch.setattr(liar, "available_memory_bytes", lambda device: 1000)
+    with pytest.raises(PrunekitError, match="statistics for 128 channels need"):
+        prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=0.25, progress=False)
+
+
+def test_exhaustive_and_descending_damping_searches_agree_on_a_ridge_curve():
+    generator = torch.Generator().manual_seed(6)
+    width, kept = 40, torch.arange(30)
+    weight = torch.randn(6, width, generator=generator, dtype=torch.float64)
+    mix = torch.randn(30, 10, generator=generator, dtype=torch.float64)
+    stats = InputStatistics(width, holdout_every=4)
+    for _ in range(8):
+        x = torch.randn(16, 30, generator=generator, dtype=torch.float64)
+        stats.add(torch.cat([x, x @ mix + torch.randn(16, 10, generator=generator, dtype=torch.float64)], 1))
+    every = damping_errors(weight, kept, stats, with_bias=True, exhaustive=True)
+    tried = damping_errors(weight, kept, stats, with_bias=True)
+    assert len(every) == 5 and len(tried) <= 5
+    assert min(tried, key=tried.get) == min(every, key=every.get)
+    assert all(tried[d] == pytest.approx(every[d]) for d in tried)

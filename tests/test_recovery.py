@@ -10,6 +10,7 @@ from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter
 from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover, recovery_windows, self_generated_windows
+from prunekit.recovery.trainer import choose_micro_batch, training_device
 
 
 def windows(count=16, seq_len=24, seed=0):
@@ -133,3 +134,38 @@ def test_self_generated_windows_are_seeded_and_sized(tiny_tokenizer):
     b = self_generated_windows(teacher, tiny_tokenizer, num_tokens=50, seq_len=16, seed=3, batch_size=2, progress=False)
     assert a.input_ids.shape == (4, 16) and torch.equal(a.input_ids, b.input_ids)
     assert int(a.input_ids.max()) < VOCAB and a.input_ids[0, 0] == tiny_tokenizer.bos_token_id
+
+
+def test_training_runs_where_the_student_is_unless_a_device_is_asked_for(monkeypatch):
+    _, student = pair()
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert training_device(student) == torch.device("cpu")
+    assert training_device(student, "cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: the CPU student still trains on the CPU
+    assert training_device(student) == torch.device("cpu")
+
+
+def test_a_cpu_student_and_teacher_stay_on_the_cpu_and_the_run_reports_its_throughput():
+    teacher, student = pair()
+    result = recover(student, windows(), config(), teacher=teacher, progress=False)
+    assert result.device == "cpu" and next(student.parameters()).device.type == "cpu"
+    assert next(teacher.parameters()).device.type == "cpu"
+    assert result.micro_batch_size == 2 and result.grad_accumulation == 2  # regrouping happens on GPUs only
+    assert result.model_flops_per_token > 6 * 0.5 * sum(p.numel() for p in student.parameters())
+    assert result.mfu is None and result.peak_memory_mib is None  # no known peak on a CPU
+
+
+def test_the_largest_micro_batch_that_fits_is_chosen_before_checkpointing():
+    gib = 2**30
+    fits_up_to = {False: 2, True: 8}  # without / with checkpointing: windows per micro-batch that fit
+
+    def peak(micro, checkpointing):
+        return None if micro > fits_up_to[checkpointing] else int(micro * gib)
+
+    assert choose_micro_batch(8, peak, capacity=20 * gib, optimizer_bytes=gib) == (2, False)
+    assert choose_micro_batch(6, peak, capacity=20 * gib, optimizer_bytes=gib) == (2, False)  # a divisor of 6
+    assert choose_micro_batch(8, peak, capacity=20 * gib, optimizer_bytes=gib, checkpointing=True) == (8, True)
+    fits_up_to[False] = 0  # not even one window without checkpointing
+    assert choose_micro_batch(4, peak, capacity=20 * gib, optimizer_bytes=gib) == (4, True)
+    with pytest.raises(PrunekitError, match="does not fit"):
+        choose_micro_batch(4, peak, capacity=2 * gib, optimizer_bytes=2 * gib)

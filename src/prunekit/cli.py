@@ -59,6 +59,9 @@ def _add_recovery_options(parser: argparse.ArgumentParser, budget_help: str) -> 
     group.add_argument("--temperature", type=float, default=1.0, help="distillation temperature (default 1)")
     group.add_argument("--precision", default="auto", help=f"{', '.join(PRECISIONS)} (auto: bf16 autocast on CUDA, fp32 on CPU)")
     group.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
+    group.add_argument("--fixed-micro-batch", action="store_true",
+                       help="on a GPU, keep --micro-batch-size as given instead of regrouping each step's windows into the "
+                            "largest micro-batches that fit")
 
 
 def _recovery_config(args, scope: str = "blocks", kd_weight: float = 1.0, lm_weight: float = 0.0):
@@ -72,7 +75,7 @@ def _recovery_config(args, scope: str = "blocks", kd_weight: float = 1.0, lm_wei
         lm_weight=lm_weight if args.lm_weight is None else args.lm_weight,
         hidden_weight=args.hidden_weight, temperature=args.temperature, scope=args.scope or scope, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
-        seed=args.seed,
+        fit_micro_batch=not args.fixed_micro_batch, seed=args.seed,
     )
 
 
@@ -675,7 +678,8 @@ def cmd_recover(args) -> int:
         _print_json({"out": str(out), "recovery": summary})
         return 0
     print(f"recovered on {result.tokens} tokens of {result.data} in {result.steps} steps, {result.seconds:.0f} s "
-          f"({result.tokens_per_second:.0f} tokens/s); objective {result.loss_first:.4f} -> {result.loss_last:.4f}")
+          f"({result.tokens_per_second:.0f} tokens/s{f', MFU {result.mfu:.0%}' if result.mfu is not None else ''} on {result.device}, "
+          f"micro-batch {result.micro_batch_size}); objective {result.loss_first:.4f} -> {result.loss_last:.4f}")
     if heldout:
         print(f"held-out perplexity ({heldout.description}, {heldout.num_windows}x{heldout.seq_len}): {before:.2f} -> {after:.2f}")
     print(f"recovered checkpoint written to {out} (log: {out / 'prunekit_recovery.json'})")

@@ -19,7 +19,7 @@ from prunekit.data.windows import TokenWindows
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import PrunekitError
 from prunekit.methods.liar import _check_finite, _input_statistics, _install_consumer, _kept_heads, _linear, check_width_options, holdout_for
-from prunekit.methods.reconstruction import check_damping, fold_pruned_inputs, output_error
+from prunekit.methods.reconstruction import check_damping, fold_pruned_inputs
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import EncoderAdapter, record_encoder_widths
 from prunekit.scoring.channels import ffn_channel_scores
@@ -86,7 +86,7 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
             _install_folded(adapter, index, family.attention_output, folded)
             attention = adapter.unit(index, family.self_attention)
             attention.num_attention_heads, attention.all_head_size = keep_heads, keep_heads * head_size
-            entry.update(kept_heads=heads.tolist(), attention_output_mse=output_error(consumer.weight, channels, folded, stats),
+            entry.update(kept_heads=heads.tolist(), attention_output_mse=folded.output_error,
                          attention_damping=folded.damping)
         if keep_channels < width:
             consumer = adapter.unit(index, family.ffn_output)
@@ -97,7 +97,7 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
             _check_finite(folded, index, "FFN")
             _slice_rows(adapter, index, family.ffn_input, keep)
             _install_folded(adapter, index, family.ffn_output, folded)
-            entry.update(kept_channels=keep.tolist(), output_mse=output_error(consumer.weight, keep, folded, stats), damping=folded.damping)
+            entry.update(kept_channels=keep.tolist(), output_mse=folded.output_error, damping=folded.damping)
         layers.append(entry)
         hidden = runner.run_block(index, hidden, inputs.block_kwargs)
     needs_loader = record_encoder_widths(model)

@@ -152,7 +152,10 @@ def iterabre(model, teacher, calibration: TokenWindows, recovery_data: TokenWind
             "heldout_perplexity_after_removal": heldout_removed, "heldout_perplexity_after_recovery": heldout_recovered,
             "recovery": {"tokens_budget": tokens, "tokens": result.tokens, "steps": result.steps, "seconds": result.seconds,
                          "tokens_per_second": result.tokens_per_second, "trainable_parameters": result.trainable_parameters,
-                         "learning_rate": config.learning_rate, "seed": config.seed, "epochs": result.epochs},
+                         "learning_rate": config.learning_rate, "seed": config.seed, "epochs": result.epochs,
+                         "device": result.device, "micro_batch_size": result.micro_batch_size,
+                         "gradient_checkpointing": result.gradient_checkpointing, "mfu": result.mfu,
+                         "model_flops_per_token": result.model_flops_per_token, "peak_memory_mib": result.peak_memory_mib},
             "scan_seconds": scan_seconds, "seconds": time.perf_counter() - started,
         }
         state = directory.save_iteration(state, entry, model)

@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import PrunekitError
-from prunekit.methods.reconstruction import HOLDOUT_EVERY, RECONSTRUCTIONS, check_damping, fold_pruned_inputs, output_error
+from prunekit.methods.reconstruction import HOLDOUT_EVERY, RECONSTRUCTIONS, check_damping, fold_pruned_inputs
 from prunekit.methods.width_allocation import ALLOCATIONS, LayerWidth, adaptive_widths, standardised, uniform_widths
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.layer_widths import record_layer_widths
-from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_channel_scores
+from prunekit.models.loading import available_memory_bytes
+from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_channel_scores, statistics_peak_bytes
 
 # Families whose config can switch on an MLP bias (on gate, up and down projections alike).
 MLP_BIAS_FIELD = {"llama": "mlp_bias"}
@@ -115,17 +116,18 @@ def slice_attention(attention: nn.Module, q_rows: torch.Tensor, kv_rows: torch.T
 
 def _install_consumer(module: nn.Module, name: str, weight: torch.Tensor, added_bias: torch.Tensor | None, use_bias: bool) -> None:
     old = getattr(module, name)
-    bias = old.bias.detach().double().cpu() if old.bias is not None else None
+    device = weight.device
+    bias = old.bias.detach().to(device, torch.float64) if old.bias is not None else None
     if added_bias is not None:
-        bias = added_bias if bias is None else bias + added_bias
+        bias = added_bias.to(device) if bias is None else bias + added_bias.to(device)
     if use_bias and bias is None:
-        bias = torch.zeros(old.out_features, dtype=torch.float64)
+        bias = torch.zeros(old.out_features, dtype=torch.float64, device=device)
     setattr(module, name, _linear(weight.to(old.weight.dtype), bias.to(old.weight.dtype) if bias is not None else None, old))
 
 
 def _input_statistics(runner: SequentialRunner, index: int, hidden, block_kwargs, module: nn.Module, width: int,
                       holdout_every: int = 0) -> InputStatistics:
-    """Run block `index` once, streaming the statistics of `module`'s inputs."""
+    """Run block `index` once, streaming the statistics of `module`'s inputs (on the block's device)."""
     stats = InputStatistics(width, holdout_every)
     handle = module.register_forward_pre_hook(lambda mod, args: stats.add(args[0]))
     try:
@@ -133,6 +135,71 @@ def _input_statistics(runner: SequentialRunner, index: int, hidden, block_kwargs
     finally:
         handle.remove()
     return stats
+
+
+class _FfnPass:
+    """One run of a block that streams its FFN statistics and keeps what recomputing the block's
+    output after its FFN is pruned needs: the residual entering the MLP and the down_proj inputs.
+
+    A pruned block then ends in residual + post(down'(z_kept)), one matmul instead of a second
+    run of the block; `pruned_outputs` checks this against a real run once per model."""
+
+    def __init__(self, runner: SequentialRunner, adapter: ModelAdapter, index: int, consumer: str, width: int, holdout: int):
+        self.runner, self.adapter, self.index = runner, adapter, index
+        family, layer = adapter.family, adapter.layers[index]
+        self.mlp = getattr(layer, family.mlp_attr)
+        self.consumer = consumer
+        self.norm = getattr(layer, family.mlp_norm_attr, None)
+        self.post = getattr(layer, family.mlp_post_norm_attr) if family.mlp_post_norm_attr else None
+        self.stats = InputStatistics(width, holdout)
+        self.residuals: list[torch.Tensor] = []
+        self.inputs: list[torch.Tensor] = []
+
+    @property
+    def can_recompute(self) -> bool:
+        return self.norm is not None
+
+    def run(self, hidden, block_kwargs, keep_inputs: bool) -> None:
+        storage = self.runner.storage_device
+
+        def on_down(module, args):
+            self.stats.add(args[0])
+            if keep_inputs:
+                self.inputs.append(args[0].detach().to(storage))
+
+        hooks = [getattr(self.mlp, self.consumer).register_forward_pre_hook(on_down)]
+        if keep_inputs:
+            hooks.append(self.norm.register_forward_pre_hook(lambda module, args: self.residuals.append(args[0].detach().to(storage))))
+        try:
+            self.runner.run_block(self.index, hidden, block_kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    @torch.no_grad()
+    def pruned_outputs(self, keep: torch.Tensor) -> list[torch.Tensor]:
+        """The pruned block's outputs: residual + post(down'(z_kept)), with the installed down'."""
+        layer = self.adapter.layers[self.index]
+        device, storage = self.runner.device, self.runner.storage_device
+        self.runner._enter(layer)
+        down = getattr(self.mlp, self.consumer)
+        keep = keep.to(device)
+        outputs = []
+        for residual, inputs in zip(self.residuals, self.inputs):
+            out = down(inputs.to(device).index_select(-1, keep))
+            if self.post is not None:
+                out = self.post(out)
+            outputs.append((residual.to(device) + out).to(storage))
+        self.runner._leave(layer)
+        return outputs
+
+
+def _matches_a_real_run(runner: SequentialRunner, index: int, hidden, block_kwargs, recomputed: torch.Tensor) -> bool:
+    """Whether the recomputed output of the first batch is what running the pruned block gives."""
+    real = runner.run_block(index, hidden[:1], block_kwargs[:1])[0].float()
+    tolerance = 3e-2 if recomputed.dtype in (torch.bfloat16, torch.float16) else 1e-4
+    error = (recomputed.float() - real).norm() / real.norm().clamp_min(1e-12)
+    return bool(error <= tolerance)
 
 
 def _check_finite(folded, index: int, what: str) -> None:
@@ -286,6 +353,20 @@ def _layer_widths(adapter: ModelAdapter, shape: _Shape, runner, inputs, *, alloc
                            num_kv=shape.num_kv, ratio=unit_ratio, head_ratio=head_ratio, ffn_ratio=ffn_ratio, min_keep=min_keep)
 
 
+def _check_statistics_fit(runner: SequentialRunner, adapter: ModelAdapter, shape: _Shape, holdout: int, heads: bool) -> None:
+    """Refuse before any work when the widest statistics (with the solve's working copies) cannot fit."""
+    width = max(shape.width, shape.num_heads * shape.head_dim if heads else 0)
+    need = statistics_peak_bytes(width, bool(holdout))
+    device = runner.device
+    if runner.offload:
+        need += sum(p.numel() * p.element_size() for p in adapter.layers[0].parameters())
+    free = available_memory_bytes(device)
+    if free is not None and need > free:
+        hint = ("use --offload (only the block being pruned on the accelerator), " if device.type == "cuda" and not runner.offload else "")
+        raise PrunekitError(f"LIAR's statistics for {width} channels need about {need / 2**30:.1f} GiB on {device}, but only "
+                            f"{free / 2**30:.1f} GiB are free; {hint}a fixed --damping (no held-out copy), or a device with more memory")
+
+
 def _peak_memory(device: torch.device) -> dict:
     """Peak memory for the plan: process RSS (CPU side) and, on CUDA, the accelerator's peak allocation."""
     from prunekit.evaluation.speed import peak_rss_bytes
@@ -342,8 +423,10 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     wants_bias = reconstruction in ("bias", "liar")
     use_mlp_bias = prunes_ffn and mlp_field is not None and (wants_bias or getattr(config, mlp_field, False))
     use_attn_bias = prunes_heads and attn_field is not None and (wants_bias or getattr(config, attn_field, False))
+    _check_statistics_fit(runner, adapter, shape, holdout, prunes_heads)
     hidden = inputs.hidden
     layers_plan = []
+    ffn_outputs, checked = "recomputed", False  # "rerun" once a family's block is found not to fit the recomputation
     for index in tqdm(range(adapter.num_blocks), desc=f"liar {criterion}/{reconstruction}", disable=not progress, leave=False):
         layer = adapter.layers[index]
         keep_groups, n_keep = widths[index].kv_groups, widths[index].channels
@@ -357,22 +440,33 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
             groups, channels, kv_rows = _kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
             folded = fold_pruned_inputs(o_proj.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping)
             _check_finite(folded, index, "attention")
-            entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=output_error(o_proj.weight, channels, folded, stats),
+            entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=folded.output_error,
                          o_proj_damping=folded.damping)
             slice_attention(attention, channels, kv_rows, folded.weight, folded.bias, use_attn_bias)
+        outputs = None
         if n_keep < shape.width or use_mlp_bias:
             mlp = getattr(layer, family.mlp_attr)
             down = getattr(mlp, shape.consumer)
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, down, shape.width, holdout)
+            ffn = _FfnPass(runner, adapter, index, shape.consumer, shape.width, holdout)
+            recompute = ffn_outputs == "recomputed" and ffn.can_recompute
+            ffn.run(hidden, inputs.block_kwargs, keep_inputs=recompute)
+            stats = ffn.stats
             scores = ffn_channel_scores(criterion, stats, down.weight, _producer_weights(mlp, shape), seed=seed + index,
                                         taylor=taylor[index]["ffn"] if taylor else None)
             keep = torch.topk(scores, n_keep).indices.sort().values
             folded = fold_pruned_inputs(down.weight, keep, stats, reconstruction, with_bias=use_mlp_bias, damping=damping)
             _check_finite(folded, index, "FFN")
-            entry.update(kept_channels=keep.tolist(), output_mse=output_error(down.weight, keep, folded, stats), damping=folded.damping)
+            entry.update(kept_channels=keep.tolist(), output_mse=folded.output_error, damping=folded.damping)
             slice_mlp(mlp, shape.producers, shape.consumer, keep, folded.weight, folded.bias, use_mlp_bias)
+            del stats, folded
+            if recompute:
+                outputs = ffn.pruned_outputs(keep)
+                if not checked and not _matches_a_real_run(runner, index, hidden, inputs.block_kwargs, outputs[0]):
+                    ffn_outputs, outputs = "rerun", None  # this family's block is not residual + post(mlp): run it
+                checked = True
+            del ffn
         layers_plan.append(entry)
-        hidden = runner.run_block(index, hidden, inputs.block_kwargs)
+        hidden = outputs if outputs is not None else runner.run_block(index, hidden, inputs.block_kwargs)
     if use_mlp_bias:
         setattr(config, mlp_field, True)
     if use_attn_bias:
@@ -392,6 +486,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
         "kv_groups_removed": 1 - sum(w.kv_groups for w in widths) / (len(widths) * shape.num_kv),
         "mlp_bias": use_mlp_bias, "attention_bias": use_attn_bias, "damping": damping,
         "params_before": params_before, "params_after": parameter_count(model), "data": windows.summary(),
+        "ffn_outputs": ffn_outputs if prunes_ffn or use_mlp_bias else None,
         "seconds": time.perf_counter() - started, **_peak_memory(runner.device), "layers": layers_plan,
     }
 

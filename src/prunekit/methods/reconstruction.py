@@ -39,91 +39,183 @@ def check_damping(damping) -> None:
 
 @dataclass
 class Folded:
-    weight: torch.Tensor  # [out, |P|], float64
+    weight: torch.Tensor  # [out, |P|], float64, on the statistics' device
     bias: torch.Tensor | None  # [out] added bias (None: no bias needed)
     damping: float = 0.0
+    # The map from the kept inputs (plus a constant 1 when fitted with an intercept) to the pruned
+    # ones: x_M ~ coefficients.T @ [x_P; 1]. Zero for `none`; the means (intercept only) for `bias`.
+    coefficients: torch.Tensor | None = None
+    output_error: float | None = None  # E||W x - (W' x_P + b')||^2 on the statistics it was fitted on
 
 
-def _solve_psd(matrix: torch.Tensor, rhs: torch.Tensor, damping: float, scale_dims: int) -> tuple[torch.Tensor, float]:
+def _cross(matrix: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """matrix[rows][:, cols] (row gather first: contiguous copies, twice as fast as one 2-D gather)."""
+    return matrix.index_select(0, rows)[:, cols]
+
+
+def _normal_equations(stats: InputStatistics, kept: torch.Tensor, pruned: torch.Tensor, with_bias: bool):
+    """(A, R) of the least-squares fit x_M ~ Z.T [x_P; 1]: A = E[x~ x~^T], R = E[x~ x_M^T] (sums, not means)."""
+    G = stats.gram
+    A, R = _cross(G, kept, kept), _cross(G, kept, pruned)
+    if with_bias:
+        n = torch.full((1, 1), float(stats.count), dtype=torch.float64, device=G.device)
+        s_P = stats.sum[kept][:, None]
+        A = torch.cat([torch.cat([A, s_P], 1), torch.cat([s_P.T, n], 1)], 0)
+        R = torch.cat([R, stats.sum[pruned][None, :]], 0)
+    return A, R
+
+
+def _solve_psd(matrix: torch.Tensor, rhs: torch.Tensor, damping: float, scale_dims: int) -> tuple[torch.Tensor, float, float]:
     """Solve (matrix + lambda I) Z = rhs by Cholesky, raising lambda until the factorisation succeeds.
 
     lambda = damping * mean diagonal of the first `scale_dims` entries (the channel block, not the
-    intercept), so the damping is relative to the activations' scale.
+    intercept), so the damping is relative to the activations' scale. Runs on the matrix's device.
+    Returns the solution, the relative damping used and lambda itself.
     """
     diag_mean = torch.diagonal(matrix)[:scale_dims].mean().clamp_min(1e-12)
-    eye = torch.eye(matrix.shape[0], dtype=matrix.dtype)
-    eye[scale_dims:, scale_dims:] = 0  # never damp the intercept
+    ridge = torch.zeros(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+    ridge[:scale_dims] = 1.0  # never damp the intercept
     for attempt in range(8):
         lam = damping * diag_mean
-        factor, info = torch.linalg.cholesky_ex(matrix + lam * eye)
-        if info == 0:
+        factor, info = torch.linalg.cholesky_ex(matrix + torch.diag(lam * ridge))
+        if int(info) == 0:
             solution = torch.cholesky_solve(rhs, factor)
-            if torch.isfinite(solution).all():
-                return solution, float(damping)
+            if bool(torch.isfinite(solution).all()):
+                return solution, float(damping), float(lam)
         damping = max(damping * 10, 1e-8)
         if attempt == 0:
             warnings.warn("Gram matrix is singular or ill-conditioned; raising the ridge damping", stacklevel=3)
     raise PrunekitError("least-squares reconstruction failed even with strong damping; use more calibration data or --reconstruction bias")
 
 
+def _split(width: int, keep: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = torch.zeros(width, dtype=torch.bool, device=device)
+    mask[keep.to(device)] = True
+    return mask.nonzero().squeeze(1), (~mask).nonzero().squeeze(1)
+
+
+def _device_of(stats: InputStatistics, weight: torch.Tensor) -> torch.device:
+    return stats.device if stats.device is not None else weight.device
+
+
 def fold_pruned_inputs(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, method: str,
                        *, with_bias: bool = True, damping: float | str = 1e-4) -> Folded:
-    """New weight for the kept input columns (and an added bias) of a layer that loses inputs."""
+    """New weight for the kept input columns (and an added bias) of a layer that loses inputs.
+
+    Everything runs in float64 on the device that holds the statistics (the block's device)."""
     if damping == "auto" and method == "liar":
         return _fold_with_chosen_damping(weight, keep, stats, with_bias)
     if method not in RECONSTRUCTIONS:
         raise PrunekitError(f"unknown reconstruction '{method}'; choose one of {', '.join(RECONSTRUCTIONS)}")
-    W = weight.detach().to("cpu", torch.float64)
-    width = W.shape[1]
-    mask = torch.zeros(width, dtype=torch.bool)
-    mask[keep] = True
-    kept, pruned = mask.nonzero().squeeze(1), (~mask).nonzero().squeeze(1)
+    device = _device_of(stats, weight)
+    W = weight.detach().to(device, torch.float64)
+    kept, pruned = _split(W.shape[1], keep, device)
     W_P, W_M = W[:, kept], W[:, pruned]
     if method == "none" or pruned.numel() == 0:
-        return Folded(W_P.clone(), None)
+        folded = Folded(W_P.clone(), None, coefficients=W.new_zeros(kept.numel(), pruned.numel()))
+        folded.output_error = output_error(weight, keep, folded, stats) if pruned.numel() else 0.0
+        return folded
     if method == "bias":
         if not with_bias:
             raise PrunekitError("bias compensation needs a bias on the consuming projection, which this model family cannot hold in its config; use --reconstruction liar or none")
-        return Folded(W_P.clone(), W_M @ stats.mean[pruned])
+        coefficients = W.new_zeros(kept.numel() + 1, pruned.numel())
+        coefficients[-1] = stats.mean[pruned]
+        folded = Folded(W_P.clone(), W_M @ stats.mean[pruned], coefficients=coefficients)
+        folded.output_error = output_error(weight, keep, folded, stats)
+        return folded
     if stats.count < kept.numel():
         warnings.warn(f"only {stats.count} calibration tokens for {kept.numel()} kept channels; raising the damping", stacklevel=2)
         damping = max(damping, 1e-1)
-    G = stats.gram
-    if with_bias:
-        n = torch.tensor([[float(stats.count)]], dtype=torch.float64)
-        s_P = stats.sum[kept][:, None]
-        A = torch.cat([torch.cat([G[kept][:, kept], s_P], 1), torch.cat([s_P.T, n], 1)], 0)
-        R = torch.cat([G[kept][:, pruned], stats.sum[pruned][None, :]], 0)
-    else:
-        A, R = G[kept][:, kept], G[kept][:, pruned]
-    Z, used = _solve_psd(A, R, damping, kept.numel())
-    Q_T = Z[: kept.numel()]  # [|P|, |M|]
-    folded_weight = W_P + W_M @ Q_T.T
+    A, R = _normal_equations(stats, kept, pruned, with_bias)
+    Z, used, lam = _solve_psd(A, R, damping, kept.numel())
+    error = _OutputError(None, R, W_M, stats, pruned).error_of_solution(Z, lam, kept.numel())
+    del A, R
+    folded_weight = W_P + W_M @ Z[: kept.numel()].T
     bias = W_M @ Z[kept.numel()] if with_bias else None
-    return Folded(folded_weight, bias, used)
+    return Folded(folded_weight, bias, used, coefficients=Z, output_error=error)
 
 
 def _fold_with_chosen_damping(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, with_bias: bool) -> Folded:
+    """Fit on the fitted part with candidate dampings, score each on the held-out part, refit on all with the best.
+
+    Candidates are tried from the strongest damping down, and the search stops at the first one
+    whose held-out error is higher than the one before: the held-out error of a ridge fit falls and
+    then rises as the damping shrinks (on SmolLM2 at 20% and 50%, all 60 modules chose the same
+    damping as trying all five). Each candidate costs one Cholesky factorisation and solve; its
+    error comes from the held-out moments (`_HeldOutMoments`), not from forming its folded weight."""
     held_out = stats.held_out
     if held_out is None or held_out.count == 0 or held_out.count == stats.count:
         warnings.warn(f"damping 'auto' needs at least {HOLDOUT_EVERY} calibration batches; using {AUTO_DAMPINGS[0]}", stacklevel=3)
         return fold_pruned_inputs(weight, keep, stats, "liar", with_bias=with_bias, damping=AUTO_DAMPINGS[0])
-    fitted = stats.fitted_part()
-    errors = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the candidates' own damping warnings are expected here
-        for candidate in AUTO_DAMPINGS:
-            folded = fold_pruned_inputs(weight, keep, fitted, "liar", with_bias=with_bias, damping=candidate)
-            errors[candidate] = output_error(weight, keep, folded, held_out)
+    errors = damping_errors(weight, keep, stats, with_bias)
     chosen = min(errors, key=errors.get)
     return fold_pruned_inputs(weight, keep, stats, "liar", with_bias=with_bias, damping=chosen)
 
 
+def damping_errors(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, with_bias: bool,
+                   exhaustive: bool = False) -> dict[float, float]:
+    """Held-out output error of the fit with each candidate damping tried (all of them if `exhaustive`)."""
+    device = _device_of(stats, weight)
+    W = weight.detach().to(device, torch.float64)
+    kept, pruned = _split(W.shape[1], keep, device)
+    fitted = stats.fitted_part()
+    A, R = _normal_equations(fitted, kept, pruned, with_bias)
+    held = _OutputError(*_normal_equations(stats.held_out, kept, pruned, with_bias), W[:, pruned], stats.held_out, pruned)
+    few_tokens = fitted.count < kept.numel()  # as fold_pruned_inputs would raise it
+    errors: dict[float, float] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the candidates' own damping warnings are expected here
+        for candidate in sorted(AUTO_DAMPINGS, reverse=True):
+            Z, _, _ = _solve_psd(A, R, max(candidate, 1e-1) if few_tokens else candidate, kept.numel())
+            error = held.error(Z)
+            if not exhaustive and errors and error > errors[min(errors)]:
+                break
+            errors[candidate] = error
+    return errors
+
+
+class _OutputError:
+    """The output error of any map Z on one set of statistics, from their moments, set up once.
+
+    error(Z) = E||W_M (x_M - Z.T x~_P)||^2 = [tr(S G_MM) - 2 sum(Z * R S) + sum(A Z * Z S)] / n
+    with S = W_M.T W_M, x~_P = [x_P; 1] when fitted with an intercept, and (A, R) the statistics'
+    normal equations (sums of products).
+    """
+
+    def __init__(self, A: torch.Tensor | None, R: torch.Tensor, W_M: torch.Tensor, stats: InputStatistics, pruned: torch.Tensor):
+        self.A = A
+        self.S = W_M.T @ W_M
+        self.RS = R @ self.S
+        self.constant = float((self.S * _cross(stats.gram, pruned, pruned)).sum())
+        self.count = stats.count
+
+    def error(self, Z: torch.Tensor) -> float:
+        total = self.constant - 2 * float((Z * self.RS).sum()) + float(((self.A @ Z) * (Z @ self.S)).sum())
+        return max(total, 0.0) / self.count
+
+    def error_of_solution(self, Z: torch.Tensor, lam: float, damped_rows: int) -> float:
+        """error(Z) for the Z that solved (A + lam D) Z = R on these same statistics (D: identity on the
+        first `damped_rows`): A Z = R - lam D Z, so no product with A is needed."""
+        ZS = Z @ self.S
+        total = self.constant - float((Z * self.RS).sum()) - lam * float((Z[:damped_rows] * ZS[:damped_rows]).sum())
+        return max(total, 0.0) / self.count
+
+
 def output_error(weight: torch.Tensor, keep: torch.Tensor, folded: Folded, stats: InputStatistics) -> float:
     """Mean squared output error over the calibration tokens: E||W x - (W_P' x_P + b')||^2."""
-    W = weight.detach().to("cpu", torch.float64)
+    device = _device_of(stats, weight)
+    W = weight.detach().to(device, torch.float64)
+    kept, pruned = _split(W.shape[1], keep, device)
+    if folded.coefficients is None or pruned.numel() == 0:
+        return _direct_output_error(W, kept, folded, stats)
+    Z = folded.coefficients.to(device)
+    with_bias = Z.shape[0] > kept.numel()
+    return _OutputError(*_normal_equations(stats, kept, pruned, with_bias), W[:, pruned], stats, pruned).error(Z)
+
+
+def _direct_output_error(W: torch.Tensor, kept: torch.Tensor, folded: Folded, stats: InputStatistics) -> float:
     A = W.clone()
-    A[:, keep] -= folded.weight
-    b = folded.bias if folded.bias is not None else torch.zeros(W.shape[0], dtype=torch.float64)
+    A[:, kept] -= folded.weight.to(W.device)
+    b = folded.bias.to(W.device) if folded.bias is not None else torch.zeros(W.shape[0], dtype=torch.float64, device=W.device)
     total = torch.trace(A @ stats.gram @ A.T) - 2 * b @ (A @ stats.sum) + stats.count * (b @ b)
     return float(total / stats.count)

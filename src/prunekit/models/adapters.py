@@ -33,6 +33,11 @@ class DecoderFamily:
     logit_softcap_field: str | None = None
     attention_projections: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     mlp_projections: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")
+    # A block ends in `residual + post(mlp(norm(residual)))`: `mlp_norm_attr` is the norm whose input
+    # is that residual, `mlp_post_norm_attr` the norm on the MLP's output (None: added as it is).
+    # Width pruning uses it to recompute a block's output after pruning its FFN without rerunning it.
+    mlp_norm_attr: str = "post_attention_layernorm"
+    mlp_post_norm_attr: str | None = None
 
 
 _LLAMA = DecoderFamily("llama")
@@ -42,8 +47,10 @@ FAMILIES: dict[str, DecoderFamily] = {
     "qwen2": DecoderFamily("qwen2"),
     "qwen3": DecoderFamily("qwen3"),
     "gemma": DecoderFamily("gemma"),
-    "gemma2": DecoderFamily("gemma2", logit_softcap_field="final_logit_softcapping"),
-    "gemma3_text": DecoderFamily("gemma3_text", logit_softcap_field="final_logit_softcapping"),
+    "gemma2": DecoderFamily("gemma2", logit_softcap_field="final_logit_softcapping",
+                            mlp_norm_attr="pre_feedforward_layernorm", mlp_post_norm_attr="post_feedforward_layernorm"),
+    "gemma3_text": DecoderFamily("gemma3_text", logit_softcap_field="final_logit_softcapping",
+                                 mlp_norm_attr="pre_feedforward_layernorm", mlp_post_norm_attr="post_feedforward_layernorm"),
     "phi3": DecoderFamily(
         "phi3",
         attention_projections=("qkv_proj", "o_proj"),

@@ -38,6 +38,9 @@ class RecoveryConfig:
     lora_alpha: float = 16.0
     precision: str = "auto"     # auto: bf16 autocast on CUDA with bf16 support, fp32 elsewhere
     gradient_checkpointing: bool = False
+    # On a GPU, regroup each step's micro_batch_size x grad_accumulation windows into the largest
+    # micro-batches that fit (activation checkpointing only when one window does not fit without it).
+    fit_micro_batch: bool = True
     seed: int = 0
 
     def check(self, has_teacher: bool) -> None:

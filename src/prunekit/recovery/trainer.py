@@ -5,12 +5,18 @@ shards the windows over processes and synchronises gradients). The budget is a n
 AdamW with linear warm-up and cosine decay; gradient accumulation; optional gradient checkpointing.
 A non-finite loss or gradient stops training, restores the weights from before the run and raises
 `RecoveryDiverged` with the step and learning rate, so a broken model is never returned.
+
+Student and teacher train on one device: the one asked for, else the student's (`training_device`).
+On a GPU each step's windows are regrouped into the largest micro-batches that fit its memory
+(the optimizer sees the same windows per step), AdamW is the fused kernel, and the result reports
+tokens/s and model-flops utilisation (`throughput.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -23,6 +29,7 @@ from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter
 from prunekit.recovery.config import RecoveryConfig
+from prunekit.recovery.throughput import distillation_flops_per_token, peak_flops, utilisation
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,13 @@ class RecoveryResult:
     epochs: float         # how often the data was seen (over 1 means it was repeated)
     config: dict
     history: list[dict] = field(default_factory=list)  # one entry per optimizer step
+    device: str = "cpu"
+    micro_batch_size: int = 1          # as run (regrouped to fit the accelerator unless fit_micro_batch is off)
+    grad_accumulation: int = 1
+    gradient_checkpointing: bool = False
+    model_flops_per_token: float = 0.0  # 6 N_student + 2 N_teacher
+    mfu: float | None = None           # model-flops utilisation of the device's bf16 peak (GPUs we know)
+    peak_memory_mib: float | None = None  # CUDA peak allocation during the run
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,12 +74,30 @@ def _mixed_precision(precision: str, device: torch.device) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
 
 
+def training_device(student, device: str | torch.device | None = None) -> torch.device:
+    """Where student and teacher train: the device asked for; under a multi-process launch, this
+    process's device; otherwise the student's own (a model loaded on the CPU trains on the CPU even
+    on a machine with a GPU, and comes back where it was)."""
+    if device is not None:
+        from prunekit.models.loading import resolve_device
+
+        return resolve_device(str(device))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by accelerate launch / torchrun
+        from accelerate.state import PartialState
+
+        return PartialState().device
+    return next(student.parameters()).device
+
+
 def make_accelerator(precision: str = "auto", device: str | torch.device | None = None):
-    """An `Accelerator` for this run; a single process may switch precision between runs."""
+    """An `Accelerator` for this run on `device` (default: accelerate's choice); a single process may
+    switch precision between runs."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
     cpu = device is not None and torch.device(device).type == "cpu"
+    if not cpu and device is not None and torch.device(device).index is not None:
+        torch.cuda.set_device(torch.device(device))  # accelerate's single-process device is the current one
     target = torch.device("cpu") if cpu else PartialState(cpu=cpu).device
     mixed = _mixed_precision(precision, target)
     try:
@@ -140,6 +172,72 @@ def _restore(model, snapshot: dict[str, torch.Tensor]) -> None:
         params[name].copy_(value.to(params[name].device))
 
 
+def _release_gradients(parameters) -> None:
+    for param in parameters:
+        param.grad = None
+
+
+def choose_micro_batch(per_step: int, peak_bytes, capacity: int, optimizer_bytes: int,
+                       checkpointing: bool = False) -> tuple[int, bool]:
+    """(micro-batch, gradient checkpointing): the largest divisor of the windows per step whose
+    measured peak (`peak_bytes(micro, checkpointing)`, None when it ran out of memory) leaves room
+    for AdamW's two moments in 90% of `capacity`; without activation checkpointing first (it costs a
+    third more compute), with it only when not even one window fits otherwise."""
+    for use_checkpointing in ([True] if checkpointing else [False, True]):
+        for micro in [d for d in range(per_step, 0, -1) if per_step % d == 0]:
+            peak = peak_bytes(micro, use_checkpointing)
+            if peak is not None and peak + optimizer_bytes <= 0.9 * capacity:
+                return micro, use_checkpointing
+    raise PrunekitError(f"recovery does not fit in {capacity / 2**30:.0f} GiB even one window at a time with gradient "
+                        "checkpointing; use --scope lora, a shorter --recovery-seq-len, or a larger GPU")
+
+
+def fit_micro_batch(prepared, teacher, sample: torch.Tensor, config: RecoveryConfig, accelerator, trainable) -> tuple[int, bool]:
+    """`choose_micro_batch` on this GPU, measuring each size with one forward and backward of student
+    and teacher; the weights are not changed (no optimizer step, gradients dropped). Leaves the
+    model with the chosen checkpointing."""
+    device = accelerator.device
+    model = accelerator.unwrap_model(prepared)
+    want_hidden = config.hidden_weight > 0
+
+    def peak_bytes(micro: int, checkpointing: bool) -> int | None:
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+        input_ids = sample[:micro].to(device)
+        outputs = []
+        try:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            teacher_out = None
+            if teacher is not None:
+                with torch.no_grad(), accelerator.autocast():
+                    teacher_out = teacher(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
+            with accelerator.autocast():
+                student_out = prepared(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
+            outputs = [teacher_out, student_out]
+            loss, _ = _objective(student_out, teacher_out, input_ids, config)
+            accelerator.backward(loss)
+            return torch.cuda.max_memory_allocated(device)
+        except torch.cuda.OutOfMemoryError:
+            return None
+        finally:
+            outputs.clear()
+            _release_gradients(trainable)
+            torch.cuda.empty_cache()
+
+    per_step = config.micro_batch_size * config.grad_accumulation
+    capacity = torch.cuda.get_device_properties(device).total_memory
+    optimizer_bytes = 2 * sum(p.numel() * p.element_size() for p in trainable)
+    micro, checkpointing = choose_micro_batch(per_step, peak_bytes, capacity, optimizer_bytes, config.gradient_checkpointing)
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+    return micro, checkpointing
+
+
 def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None, *, teacher=None,
             blocks: list[int] | None = None, device=None, progress: bool = True, accelerator=None) -> RecoveryResult:
     """Train `student` in place on `windows` for `config.tokens` tokens; returns what happened.
@@ -152,11 +250,12 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     config.check(teacher is not None)
     if windows.seq_len != config.seq_len:
         config = replace(config, seq_len=windows.seq_len)
-    accelerator = accelerator or make_accelerator(config.precision, device)
+    accelerator = accelerator or make_accelerator(config.precision, training_device(student, device))
+    target = accelerator.device
     processes, rank = accelerator.num_processes, accelerator.process_index
     steps = config.steps(processes)
-    micro_total = steps * config.grad_accumulation * processes  # micro-batches over all processes
-    windows_needed = micro_total * config.micro_batch_size
+    per_step = config.micro_batch_size * config.grad_accumulation  # windows per optimizer step and process
+    windows_needed = steps * per_step * processes
     epochs = windows_needed / windows.num_windows
     if epochs > 1:
         log.warning("recovery data has %d windows but the budget needs %d: each window is seen %.1f times; "
@@ -167,22 +266,30 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     torch.manual_seed(config.seed)
     was_training, use_cache = student.training, getattr(student.config, "use_cache", None)
     student.config.use_cache = False
+    student.to(target)
+    if teacher is not None:
+        teacher.eval()
+        teacher.to(target)
     model = _select_trainable(student, config, blocks)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise PrunekitError("nothing to train: the recovery scope selected no parameters")
     snapshot = _snapshot(model)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     from transformers import get_cosine_schedule_with_warmup
 
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    fused = target.type == "cuda" and all(p.is_floating_point() and p.device.type == "cuda" for p in trainable)
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * steps), steps)
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if teacher is not None:
-        teacher.eval()
-        teacher.to(accelerator.device)
+    micro_batch, checkpointing = config.micro_batch_size, config.gradient_checkpointing
+    if config.fit_micro_batch and target.type == "cuda" and processes == 1:
+        micro_batch, checkpointing = fit_micro_batch(prepared, teacher, windows.input_ids[order[:per_step]], config, accelerator, trainable)
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    accumulation = per_step // micro_batch
+    if target.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(target)
     want_hidden = config.hidden_weight > 0
     history: list[dict] = []
     started = time.perf_counter()
@@ -191,25 +298,25 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
         bar = tqdm(range(steps), desc="recovery", disable=not (progress and accelerator.is_main_process), leave=False)
         for step in bar:
             step_loss, parts_sum = 0.0, {}
-            for micro in range(config.grad_accumulation):
-                index = (step * config.grad_accumulation + micro) * processes + rank
-                rows = order[index * config.micro_batch_size: (index + 1) * config.micro_batch_size]
+            for micro in range(accumulation):
+                index = (step * accumulation + micro) * processes + rank
+                rows = order[index * micro_batch: (index + 1) * micro_batch]
                 input_ids = windows.input_ids[rows].to(accelerator.device)
                 teacher_out = None
                 if teacher is not None:
                     with torch.no_grad(), accelerator.autocast():
                         teacher_out = teacher(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
-                sync = micro == config.grad_accumulation - 1
+                sync = micro == accumulation - 1
                 with nullcontext() if sync else accelerator.no_sync(prepared):
                     with accelerator.autocast():
                         student_out = prepared(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
                     loss, parts = _objective(student_out, teacher_out, input_ids, config)
                     if not torch.isfinite(loss):
                         raise RecoveryDiverged(step + 1, scheduler.get_last_lr()[0], loss.item())
-                    accelerator.backward(loss / config.grad_accumulation)
-                step_loss += loss.item() / config.grad_accumulation
+                    accelerator.backward(loss / accumulation)
+                step_loss += loss.item() / accumulation
                 for name, value in parts.items():
-                    parts_sum[name] = parts_sum.get(name, 0.0) + value / config.grad_accumulation
+                    parts_sum[name] = parts_sum.get(name, 0.0) + value / accumulation
             norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm) if config.max_grad_norm else None
             if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
                 raise RecoveryDiverged(step + 1, scheduler.get_last_lr()[0], float("nan"))
@@ -225,7 +332,7 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     finally:
         optimizer.zero_grad(set_to_none=True)
         model = accelerator.unwrap_model(prepared)
-        if config.gradient_checkpointing:
+        if checkpointing:
             model.gradient_checkpointing_disable()
         if diverged is not None:
             _restore(model, snapshot)
@@ -240,8 +347,14 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
         raise diverged
     seconds = time.perf_counter() - started
     tokens = steps * config.tokens_per_step(processes)
+    tokens_per_second = tokens / seconds if seconds else 0.0
+    flops_per_token = distillation_flops_per_token(student, teacher)
+    peak = peak_flops(target, accelerator.mixed_precision)
     return RecoveryResult(
-        steps=steps, tokens=tokens, seconds=seconds, tokens_per_second=tokens / seconds if seconds else 0.0,
+        steps=steps, tokens=tokens, seconds=seconds, tokens_per_second=tokens_per_second,
         loss_first=history[0]["loss"], loss_last=history[-1]["loss"], trainable_parameters=sum(p.numel() for p in trainable),
-        data=windows.description, epochs=epochs, config=config.to_dict(), history=history,
+        data=windows.description, epochs=epochs, config=config.to_dict(), history=history, device=str(target),
+        micro_batch_size=micro_batch, grad_accumulation=accumulation, gradient_checkpointing=checkpointing,
+        model_flops_per_token=flops_per_token, mfu=utilisation(tokens_per_second / processes, flops_per_token, peak),
+        peak_memory_mib=torch.cuda.max_memory_allocated(target) / 2**20 if target.type == "cuda" else None,
     )

@@ -1,8 +1,10 @@
 """Width importance: statistics of a projection's input channels and the criteria built on them.
 
-`InputStatistics` streams the first and second moments (sum and Gram matrix, float64) of the
-activations entering a consuming projection (down_proj for FFN channels), so memory holds one
-d x d matrix per layer, never the activations themselves. Criteria (higher = more important):
+`InputStatistics` streams the first and second moments (sum and Gram matrix) of the activations
+entering a consuming projection (down_proj for FFN channels), so memory holds one d x d matrix per
+layer, never the activations themselves. The moments live on the device that runs the block and
+are accumulated in float64; each batch's products are computed in the cheapest precision that is
+as accurate (see `product_precision`). Criteria (higher = more important):
 
 - `magnitude`: L2 norm of every weight the channel owns (its gate/up rows and down column).
 - `wanda`: sum_i |W_down[i, j]| * ||x_j||_2 (Wanda, summed per channel as Wanda-sp does).
@@ -14,46 +16,140 @@ d x d matrix per layer, never the activations themselves. Criteria (higher = mor
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from prunekit.errors import PrunekitError
 
 CRITERIA = ("magnitude", "wanda", "fluctuation", "taylor", "random")
+# GPUs whose float64 throughput is half their float32 (datacentre parts: P100, V100, A100, H100/H200, B200).
+_FAST_FLOAT64_CAPABILITIES = {(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)}
+_GRAM_CHUNKS = 8  # column chunks of the Gram product: only the lower block triangle is computed (36/64 of the flops)
+
+
+def product_precision(device: torch.device, dtype: torch.dtype) -> tuple[torch.dtype, bool]:
+    """(dtype of each batch's Gram product, whether TF32 tensor cores may be used), summed into float64.
+
+    - float64 activations stay float64 (tests, exact references).
+    - bfloat16/float16 activations: their values have at most 10 mantissa bits, so their products are
+      exact in float32, and exact in TF32 too (10 mantissa bits): float32 with TF32 on CUDA.
+    - float32 activations: float64 on GPUs with fast float64, float32 elsewhere (the CPU included:
+      per-batch float32 sums of at most a few thousand rows, measured to keep LIAR's perplexity).
+    """
+    if dtype == torch.float64:
+        return torch.float64, False
+    if dtype in (torch.bfloat16, torch.float16):
+        return torch.float32, device.type == "cuda"
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) in _FAST_FLOAT64_CAPABILITIES:
+        return torch.float64, False
+    return torch.float32, False
+
+
+@contextmanager
+def _float32_matmul(allow_tf32: bool):
+    """float32 matmuls in full precision, or on TF32 tensor cores where the inputs are exact in TF32."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def statistics_peak_bytes(width: int, holdout: bool) -> int:
+    """Peak device memory of one module's statistics and solve, in float64 width x width matrices: the
+    Gram matrix, the system and its Cholesky factor; with a held-out part (`damping='auto'`) also the
+    held-out Gram matrix, the fitted part and the held-out system."""
+    return int(width * width * 8 * (6 if holdout else 3.5))
 
 
 class InputStatistics:
-    """Running sum, Gram matrix and count of the rows fed to a linear layer.
+    """Running sum, Gram matrix and count of the rows fed to a linear layer, on the rows' device.
 
-    With `holdout_every=k`, every k-th batch is also counted in `held_out`, so a reconstruction can
-    choose its ridge damping on data it was not fitted on (`fitted_part()` is the rest).
+    With `holdout_every=k`, every k-th batch goes to `held_out` instead, so a reconstruction can
+    choose its ridge damping on data it was not fitted on (`fitted_part()` is the rest); `count`,
+    `sum` and `gram` always cover every batch.
     """
 
-    def __init__(self, width: int, holdout_every: int = 0):
-        self.count = 0
-        self.sum = torch.zeros(width, dtype=torch.float64)
-        self.gram = torch.zeros(width, width, dtype=torch.float64)
+    def __init__(self, width: int, holdout_every: int = 0, device: str | torch.device | None = None):
+        self.width = width
+        self.device = torch.device(device) if device is not None else None
+        self._count = 0
+        self._sum: torch.Tensor | None = None
+        self._lower: torch.Tensor | None = None  # lower block triangle of the Gram matrix, filled by add()
+        self._symmetric = False
+        self._total: tuple[torch.Tensor, torch.Tensor] | None = None  # (sum, gram) over every batch, cached
         self.holdout_every = holdout_every
         self.batches = 0
-        self.held_out = InputStatistics(width) if holdout_every else None
+        self.held_out = InputStatistics(width, device=device) if holdout_every else None
 
     def add(self, x: torch.Tensor) -> None:
-        rows = x.detach().reshape(-1, x.shape[-1]).to("cpu", torch.float64)
-        self._add_rows(rows)
+        rows = x.detach().reshape(-1, x.shape[-1])
+        if self.device is not None and rows.device != self.device:
+            rows = rows.to(self.device)
         self.batches += 1
-        if self.held_out is not None and self.batches % self.holdout_every == 0:
-            self.held_out._add_rows(rows)
+        held = self.held_out is not None and self.batches % self.holdout_every == 0
+        (self.held_out if held else self)._add_rows(rows)
+        self._total = None
 
     def _add_rows(self, rows: torch.Tensor) -> None:
-        self.count += rows.shape[0]
-        self.sum += rows.sum(0)
-        self.gram += rows.T @ rows
+        if self._lower is None:
+            self.device = rows.device
+            self._sum = torch.zeros(self.width, dtype=torch.float64, device=rows.device)
+            self._lower = torch.zeros(self.width, self.width, dtype=torch.float64, device=rows.device)
+        self._symmetric = False
+        compute, tf32 = product_precision(rows.device, rows.dtype)
+        rows = rows.to(compute)
+        self._count += rows.shape[0]
+        self._sum += rows.sum(0, dtype=torch.float64)
+        chunk = self._chunk()
+        with _float32_matmul(tf32):
+            for start in range(0, self.width, chunk):
+                end = min(start + chunk, self.width)
+                self._lower[start:end, :end] += rows[:, start:end].T @ rows[:, :end]
+
+    def _chunk(self) -> int:
+        return -(-self.width // _GRAM_CHUNKS) if self.width >= 256 else self.width
+
+    def _own_gram(self) -> torch.Tensor:
+        """The Gram matrix of this part's own batches: blocks above the diagonal mirrored in place."""
+        if self._lower is None:
+            return torch.zeros(self.width, self.width, dtype=torch.float64, device=self.device)
+        if not self._symmetric:
+            chunk = self._chunk()
+            for start in range(0, self.width, chunk):
+                end = min(start + chunk, self.width)
+                self._lower[start:end, end:] = self._lower[end:, start:end].T
+            self._symmetric = True
+        return self._lower
+
+    def _own_sum(self) -> torch.Tensor:
+        return self._sum if self._sum is not None else torch.zeros(self.width, dtype=torch.float64, device=self.device)
+
+    @property
+    def count(self) -> int:
+        return self._count + (self.held_out.count if self.held_out is not None else 0)
+
+    @property
+    def sum(self) -> torch.Tensor:
+        return self._totals()[0]
+
+    @property
+    def gram(self) -> torch.Tensor:
+        return self._totals()[1]
+
+    def _totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.held_out is None or self.held_out.count == 0:
+            return self._own_sum(), self._own_gram()
+        if self._total is None:
+            self._total = (self._own_sum() + self.held_out.sum, self._own_gram() + self.held_out.gram)
+        return self._total
 
     def fitted_part(self) -> "InputStatistics":
-        """Everything but the held-out batches."""
-        out = InputStatistics(self.sum.numel())
-        out.count = self.count - self.held_out.count
-        out.sum = self.sum - self.held_out.sum
-        out.gram = self.gram - self.held_out.gram
+        """Everything but the held-out batches (shares this object's matrices)."""
+        out = InputStatistics(self.width, device=self.device)
+        out._count, out._sum, out._lower, out._symmetric = self._count, self._own_sum(), self._own_gram(), True
         return out
 
     @property
@@ -80,18 +176,20 @@ def ffn_channel_scores(criterion: str, stats: InputStatistics, down_weight: torc
                        producer_weights: list[torch.Tensor], seed: int = 0, taylor: torch.Tensor | None = None) -> torch.Tensor:
     """One score per intermediate channel. `producer_weights` are the [d_int, hidden] matrices
     that write the channel (gate and up); `down_weight` [hidden, d_int] consumes it; `taylor` is
-    the precomputed gradient score (criterion `taylor` only)."""
-    down = down_weight.detach().to("cpu", torch.float64)
+    the precomputed gradient score (criterion `taylor` only). Computed where the statistics live;
+    returned on the CPU (a vector)."""
+    device = stats.device if stats.device is not None else down_weight.device
+    down = down_weight.detach().to(device, torch.float64)
     if criterion == "taylor":
         if taylor is None or taylor.numel() != down.shape[1]:
             raise PrunekitError("the taylor criterion needs gradient scores from scoring.gradients.taylor_unit_scores")
-        return taylor.to(torch.float64)
+        return taylor.detach().to("cpu", torch.float64)
     if criterion == "magnitude":
-        owned = down.pow(2).sum(0) + sum(w.detach().to("cpu", torch.float64).pow(2).sum(1) for w in producer_weights)
-        return owned.sqrt()
+        owned = down.pow(2).sum(0) + sum(w.detach().to(device, torch.float64).pow(2).sum(1) for w in producer_weights)
+        return owned.sqrt().cpu()
     if criterion == "wanda":
-        return (down.abs() * stats.norm[None, :]).sum(0)
+        return (down.abs() * stats.norm[None, :]).sum(0).cpu()
     if criterion == "fluctuation":
-        return stats.variance * down.pow(2).sum(0)
+        return (stats.variance * down.pow(2).sum(0)).cpu()
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(down.shape[1], generator=generator, dtype=torch.float64)
