@@ -281,9 +281,11 @@ def _pruned_state(model, windows, **options):
     return plan, {k: v.clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.parametrize("kept", ["down inputs", "mlp inputs"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_ffn_outputs_are_recomputed_in_one_pass_and_match_running_the_pruned_block(family, ids, monkeypatch):
+def test_ffn_outputs_are_recomputed_in_one_pass_and_match_running_the_pruned_block(family, kept, ids, monkeypatch):
     windows = windows_of(torch.cat([ids] * 4))
+    monkeypatch.setattr(liar, "_keeps_down_inputs", lambda device: kept == "down inputs")  # the CPU's and the GPU's way
     plan, recomputed = _pruned_state(tiny_model(family), windows)
     assert plan["ffn_outputs"] == "recomputed"
     monkeypatch.setattr(liar._FfnPass, "can_recompute", property(lambda self: False))

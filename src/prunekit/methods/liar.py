@@ -137,12 +137,18 @@ def _input_statistics(runner: SequentialRunner, index: int, hidden, block_kwargs
     return stats
 
 
+def _keeps_down_inputs(device: torch.device) -> bool:
+    return device.type == "cpu"
+
+
 class _FfnPass:
     """One run of a block that streams its FFN statistics and keeps what recomputing the block's
-    output after its FFN is pruned needs: the residual entering the MLP and the down_proj inputs.
+    output after its FFN is pruned needs: the residual entering the MLP and the MLP's input.
 
-    A pruned block then ends in residual + post(down'(z_kept)), one matmul instead of a second
-    run of the block; `pruned_outputs` checks this against a real run once per model."""
+    A pruned block then ends in residual + post(mlp'(x)), without a second run of its attention;
+    `_matches_a_real_run` checks this against a real run once per model. On the CPU the down_proj
+    inputs are kept instead and only down' runs again (fewer flops, more memory); on an
+    accelerator the hidden-wide MLP input is kept (less memory, and the flops are cheap there)."""
 
     def __init__(self, runner: SequentialRunner, adapter: ModelAdapter, index: int, consumer: str, width: int, holdout: int):
         self.runner, self.adapter, self.index = runner, adapter, index
@@ -151,6 +157,7 @@ class _FfnPass:
         self.consumer = consumer
         self.norm = getattr(layer, family.mlp_norm_attr, None)
         self.post = getattr(layer, family.mlp_post_norm_attr) if family.mlp_post_norm_attr else None
+        self.keeps_down_inputs = _keeps_down_inputs(runner.device)
         self.stats = InputStatistics(width, holdout)
         self.residuals: list[torch.Tensor] = []
         self.inputs: list[torch.Tensor] = []
@@ -161,15 +168,18 @@ class _FfnPass:
 
     def run(self, hidden, block_kwargs, keep_inputs: bool) -> None:
         storage = self.runner.storage_device
+        keep_down = keep_inputs and self.keeps_down_inputs
 
         def on_down(module, args):
             self.stats.add(args[0])
-            if keep_inputs:
+            if keep_down:
                 self.inputs.append(args[0].detach().to(storage))
 
         hooks = [getattr(self.mlp, self.consumer).register_forward_pre_hook(on_down)]
         if keep_inputs:
             hooks.append(self.norm.register_forward_pre_hook(lambda module, args: self.residuals.append(args[0].detach().to(storage))))
+        if keep_inputs and not keep_down:
+            hooks.append(self.mlp.register_forward_pre_hook(lambda module, args: self.inputs.append(args[0].detach().to(storage))))
         try:
             self.runner.run_block(self.index, hidden, block_kwargs)
         finally:
@@ -178,7 +188,7 @@ class _FfnPass:
 
     @torch.no_grad()
     def pruned_outputs(self, keep: torch.Tensor) -> list[torch.Tensor]:
-        """The pruned block's outputs: residual + post(down'(z_kept)), with the installed down'."""
+        """The pruned block's outputs: residual + post(mlp'(x)) (or down'(z_kept) for the MLP on the CPU)."""
         layer = self.adapter.layers[self.index]
         device, storage = self.runner.device, self.runner.storage_device
         self.runner._enter(layer)
@@ -186,7 +196,8 @@ class _FfnPass:
         keep = keep.to(device)
         outputs = []
         for residual, inputs in zip(self.residuals, self.inputs):
-            out = down(inputs.to(device).index_select(-1, keep))
+            inputs = inputs.to(device)
+            out = down(inputs.index_select(-1, keep)) if self.keeps_down_inputs else self.mlp(inputs)
             if self.post is not None:
                 out = self.post(out)
             outputs.append((residual.to(device) + out).to(storage))

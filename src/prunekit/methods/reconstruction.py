@@ -48,17 +48,11 @@ class Folded:
     output_error: float | None = None  # E||W x - (W' x_P + b')||^2 on the statistics it was fitted on
 
 
-def _cross(matrix: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """matrix[rows][:, cols] (row gather first: contiguous copies, twice as fast as one 2-D gather)."""
-    return matrix.index_select(0, rows)[:, cols]
-
-
 def _normal_equations(stats: InputStatistics, kept: torch.Tensor, pruned: torch.Tensor, with_bias: bool):
     """(A, R) of the least-squares fit x_M ~ Z.T [x_P; 1]: A = E[x~ x~^T], R = E[x~ x_M^T] (sums, not means)."""
-    G = stats.gram
-    A, R = _cross(G, kept, kept), _cross(G, kept, pruned)
+    A, R = stats.block(kept, kept), stats.block(kept, pruned)
     if with_bias:
-        n = torch.full((1, 1), float(stats.count), dtype=torch.float64, device=G.device)
+        n = torch.full((1, 1), float(stats.count), dtype=torch.float64, device=A.device)
         s_P = stats.sum[kept][:, None]
         A = torch.cat([torch.cat([A, s_P], 1), torch.cat([s_P.T, n], 1)], 0)
         R = torch.cat([R, stats.sum[pruned][None, :]], 0)
@@ -72,12 +66,16 @@ def _solve_psd(matrix: torch.Tensor, rhs: torch.Tensor, damping: float, scale_di
     intercept), so the damping is relative to the activations' scale. Runs on the matrix's device.
     Returns the solution, the relative damping used and lambda itself.
     """
-    diag_mean = torch.diagonal(matrix)[:scale_dims].mean().clamp_min(1e-12)
-    ridge = torch.zeros(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
-    ridge[:scale_dims] = 1.0  # never damp the intercept
+    diag_mean = float(torch.diagonal(matrix)[:scale_dims].mean().clamp_min(1e-12))
+    damped = torch.diagonal(matrix)[:scale_dims]  # never damp the intercept
+    undamped = damped.clone()
     for attempt in range(8):
         lam = damping * diag_mean
-        factor, info = torch.linalg.cholesky_ex(matrix + torch.diag(lam * ridge))
+        damped += lam  # in place and restored below: no second copy of the system
+        try:
+            factor, info = torch.linalg.cholesky_ex(matrix)
+        finally:
+            damped.copy_(undamped)
         if int(info) == 0:
             solution = torch.cholesky_solve(rhs, factor)
             if bool(torch.isfinite(solution).all()):
@@ -186,7 +184,7 @@ class _OutputError:
         self.A = A
         self.S = W_M.T @ W_M
         self.RS = R @ self.S
-        self.constant = float((self.S * _cross(stats.gram, pruned, pruned)).sum())
+        self.constant = float((self.S * stats.block(pruned, pruned)).sum())
         self.count = stats.count
 
     def error(self, Z: torch.Tensor) -> float:

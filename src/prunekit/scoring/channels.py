@@ -79,7 +79,6 @@ class InputStatistics:
         self._sum: torch.Tensor | None = None
         self._lower: torch.Tensor | None = None  # lower block triangle of the Gram matrix, filled by add()
         self._symmetric = False
-        self._total: tuple[torch.Tensor, torch.Tensor] | None = None  # (sum, gram) over every batch, cached
         self.holdout_every = holdout_every
         self.batches = 0
         self.held_out = InputStatistics(width, device=device) if holdout_every else None
@@ -91,7 +90,6 @@ class InputStatistics:
         self.batches += 1
         held = self.held_out is not None and self.batches % self.holdout_every == 0
         (self.held_out if held else self)._add_rows(rows)
-        self._total = None
 
     def _add_rows(self, rows: torch.Tensor) -> None:
         if self._lower is None:
@@ -131,20 +129,32 @@ class InputStatistics:
     def count(self) -> int:
         return self._count + (self.held_out.count if self.held_out is not None else 0)
 
+    def _parts(self) -> list["InputStatistics"]:
+        return [self] + ([self.held_out] if self.held_out is not None and self.held_out.count else [])
+
     @property
     def sum(self) -> torch.Tensor:
-        return self._totals()[0]
+        return sum(part._own_sum() for part in self._parts())
+
+    def diagonal(self) -> torch.Tensor:
+        """The Gram matrix's diagonal over every batch."""
+        return sum(torch.diagonal(part._own_gram()) for part in self._parts())
+
+    def block(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """gram[rows][:, cols] over every batch, without forming the full Gram matrix of all batches
+        (a held-out part stays separate); gathered in row chunks to bound the temporary copy."""
+        out = None
+        for part in self._parts():
+            gram = part._own_gram()
+            piece = torch.cat([gram.index_select(0, chunk)[:, cols] for chunk in rows.split(4096)]) if rows.numel() else gram[:0, cols]
+            out = piece if out is None else out.add_(piece)
+        return out
 
     @property
     def gram(self) -> torch.Tensor:
-        return self._totals()[1]
-
-    def _totals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.held_out is None or self.held_out.count == 0:
-            return self._own_sum(), self._own_gram()
-        if self._total is None:
-            self._total = (self._own_sum() + self.held_out.sum, self._own_gram() + self.held_out.gram)
-        return self._total
+        """The full Gram matrix over every batch (a new matrix when there is a held-out part)."""
+        parts = self._parts()
+        return parts[0]._own_gram() if len(parts) == 1 else parts[0]._own_gram() + parts[1]._own_gram()
 
     def fitted_part(self) -> "InputStatistics":
         """Everything but the held-out batches (shares this object's matrices)."""
@@ -158,12 +168,12 @@ class InputStatistics:
 
     @property
     def variance(self) -> torch.Tensor:
-        return (torch.diagonal(self.gram) / self.count - self.mean ** 2).clamp_min(0)
+        return (self.diagonal() / self.count - self.mean ** 2).clamp_min(0)
 
     @property
     def norm(self) -> torch.Tensor:
         """||x_j||_2 over all calibration tokens."""
-        return torch.diagonal(self.gram).clamp_min(0).sqrt()
+        return self.diagonal().clamp_min(0).sqrt()
 
 
 def check_criterion(criterion: str) -> str:
