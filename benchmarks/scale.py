@@ -21,6 +21,7 @@ import argparse
 import copy
 import gc
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -295,7 +296,8 @@ def main(argv=None) -> int:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     except OSError:
-        commit = "unknown"
+        commit = ""
+    commit = commit or os.environ.get("BENCH_COMMIT", "unknown")  # a copy of the tree without .git (a GPU machine)
     import transformers
 
     out_dir = Path(args.out)
