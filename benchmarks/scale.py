@@ -293,11 +293,11 @@ def main(argv=None) -> int:
         plan = sorted((p for p in PLAN if p[1] in shapes), key=lambda p: (p[0], shapes.index(p[1])))
     if args.rows:
         plan = [p for p in plan if p[2] in args.rows.split(",")]
+    commit = os.environ.get("BENCH_COMMIT", "")  # a copy of the tree whose .git is not this commit's (a GPU machine)
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     except OSError:
-        commit = ""
-    commit = commit or os.environ.get("BENCH_COMMIT", "unknown")  # a copy of the tree without .git (a GPU machine)
+        pass
     import transformers
 
     out_dir = Path(args.out)

@@ -449,7 +449,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
             stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, o_proj, o_proj.in_features, holdout)
             scores = _head_channel_scores(criterion, stats, attention, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
             groups, channels, kv_rows = _kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
-            folded = fold_pruned_inputs(o_proj.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping)
+            folded = fold_pruned_inputs(o_proj.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping, release=True)
             _check_finite(folded, index, "attention")
             entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=folded.output_error,
                          o_proj_damping=folded.damping)
@@ -465,7 +465,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
             scores = ffn_channel_scores(criterion, stats, down.weight, _producer_weights(mlp, shape), seed=seed + index,
                                         taylor=taylor[index]["ffn"] if taylor else None)
             keep = torch.topk(scores, n_keep).indices.sort().values
-            folded = fold_pruned_inputs(down.weight, keep, stats, reconstruction, with_bias=use_mlp_bias, damping=damping)
+            folded = fold_pruned_inputs(down.weight, keep, stats, reconstruction, with_bias=use_mlp_bias, damping=damping, release=True)
             _check_finite(folded, index, "FFN")
             entry.update(kept_channels=keep.tolist(), output_mse=folded.output_error, damping=folded.damping)
             slice_mlp(mlp, shape.producers, shape.consumer, keep, folded.weight, folded.bias, use_mlp_bias)

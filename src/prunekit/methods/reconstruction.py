@@ -97,12 +97,12 @@ def _device_of(stats: InputStatistics, weight: torch.Tensor) -> torch.device:
 
 
 def fold_pruned_inputs(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, method: str,
-                       *, with_bias: bool = True, damping: float | str = 1e-4) -> Folded:
+                       *, with_bias: bool = True, damping: float | str = 1e-4, release: bool = False) -> Folded:
     """New weight for the kept input columns (and an added bias) of a layer that loses inputs.
 
-    Everything runs in float64 on the device that holds the statistics (the block's device)."""
-    if damping == "auto" and method == "liar":
-        return _fold_with_chosen_damping(weight, keep, stats, with_bias)
+    Everything runs in float64 on the device that holds the statistics (the block's device).
+    `release=True` frees the statistics' Gram matrices as soon as the systems to solve are formed
+    (the caller does not need them any more), which lowers the peak memory of large layers."""
     if method not in RECONSTRUCTIONS:
         raise PrunekitError(f"unknown reconstruction '{method}'; choose one of {', '.join(RECONSTRUCTIONS)}")
     device = _device_of(stats, weight)
@@ -121,55 +121,71 @@ def fold_pruned_inputs(weight: torch.Tensor, keep: torch.Tensor, stats: InputSta
         folded = Folded(W_P.clone(), W_M @ stats.mean[pruned], coefficients=coefficients)
         folded.output_error = output_error(weight, keep, folded, stats)
         return folded
-    if stats.count < kept.numel():
-        warnings.warn(f"only {stats.count} calibration tokens for {kept.numel()} kept channels; raising the damping", stacklevel=2)
+    search = None
+    if damping == "auto":
+        held_out = stats.held_out
+        if held_out is None or held_out.count == 0 or held_out.count == stats.count:
+            warnings.warn(f"damping 'auto' needs at least {HOLDOUT_EVERY} calibration batches; using {AUTO_DAMPINGS[0]}", stacklevel=2)
+            damping = AUTO_DAMPINGS[0]
+        else:
+            search = _DampingSearch(stats, kept, pruned, with_bias, W_M)
+    total = _OutputError(*_normal_equations(stats, kept, pruned, with_bias), W_M, stats, pruned)
+    count = stats.count
+    if release:
+        stats.release()
+    if search is not None:
+        errors = search.errors()
+        del search
+        damping = min(errors, key=errors.get)
+    if count < kept.numel():
+        warnings.warn(f"only {count} calibration tokens for {kept.numel()} kept channels; raising the damping", stacklevel=2)
         damping = max(damping, 1e-1)
-    A, R = _normal_equations(stats, kept, pruned, with_bias)
-    Z, used, lam = _solve_psd(A, R, damping, kept.numel())
-    error = _OutputError(None, R, W_M, stats, pruned).error_of_solution(Z, lam, kept.numel())
-    del A, R
+    Z, used, lam = _solve_psd(total.A, total.R, damping, kept.numel())
+    error = total.error_of_solution(Z, lam, kept.numel())
+    del total
     folded_weight = W_P + W_M @ Z[: kept.numel()].T
     bias = W_M @ Z[kept.numel()] if with_bias else None
     return Folded(folded_weight, bias, used, coefficients=Z, output_error=error)
 
 
-def _fold_with_chosen_damping(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, with_bias: bool) -> Folded:
-    """Fit on the fitted part with candidate dampings, score each on the held-out part, refit on all with the best.
+class _DampingSearch:
+    """Damping 'auto': fit on the fitted part with candidate dampings, score each on the held-out part.
 
     Candidates are tried from the strongest damping down, and the search stops at the first one
     whose held-out error is higher than the one before: the held-out error of a ridge fit falls and
     then rises as the damping shrinks (on SmolLM2 at 20% and 50%, all 60 modules chose the same
     damping as trying all five). Each candidate costs one Cholesky factorisation and solve; its
-    error comes from the held-out moments (`_HeldOutMoments`), not from forming its folded weight."""
-    held_out = stats.held_out
-    if held_out is None or held_out.count == 0 or held_out.count == stats.count:
-        warnings.warn(f"damping 'auto' needs at least {HOLDOUT_EVERY} calibration batches; using {AUTO_DAMPINGS[0]}", stacklevel=3)
-        return fold_pruned_inputs(weight, keep, stats, "liar", with_bias=with_bias, damping=AUTO_DAMPINGS[0])
-    errors = damping_errors(weight, keep, stats, with_bias)
-    chosen = min(errors, key=errors.get)
-    return fold_pruned_inputs(weight, keep, stats, "liar", with_bias=with_bias, damping=chosen)
+    error comes from the held-out moments (`_OutputError`), not from forming its folded weight.
+    The systems are formed at construction, so the statistics can be released before the solves."""
+
+    def __init__(self, stats: InputStatistics, kept: torch.Tensor, pruned: torch.Tensor, with_bias: bool, W_M: torch.Tensor):
+        fitted = stats.fitted_part()
+        self.A, self.R = _normal_equations(fitted, kept, pruned, with_bias)
+        self.held = _OutputError(*_normal_equations(stats.held_out, kept, pruned, with_bias), W_M, stats.held_out, pruned)
+        self.few_tokens = fitted.count < kept.numel()  # as the final fit would raise the damping
+        self.kept = kept.numel()
+
+    def errors(self, exhaustive: bool = False) -> dict[float, float]:
+        """Held-out output error of the fit with each candidate damping tried (all of them if `exhaustive`)."""
+        errors: dict[float, float] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the candidates' own damping warnings are expected here
+            for candidate in sorted(AUTO_DAMPINGS, reverse=True):
+                Z, _, _ = _solve_psd(self.A, self.R, max(candidate, 1e-1) if self.few_tokens else candidate, self.kept)
+                error = self.held.error(Z)
+                if not exhaustive and errors and error > errors[min(errors)]:
+                    break
+                errors[candidate] = error
+        return errors
 
 
 def damping_errors(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, with_bias: bool,
                    exhaustive: bool = False) -> dict[float, float]:
-    """Held-out output error of the fit with each candidate damping tried (all of them if `exhaustive`)."""
+    """Held-out output error of each candidate damping that `damping='auto'` tries (all if `exhaustive`)."""
     device = _device_of(stats, weight)
     W = weight.detach().to(device, torch.float64)
     kept, pruned = _split(W.shape[1], keep, device)
-    fitted = stats.fitted_part()
-    A, R = _normal_equations(fitted, kept, pruned, with_bias)
-    held = _OutputError(*_normal_equations(stats.held_out, kept, pruned, with_bias), W[:, pruned], stats.held_out, pruned)
-    few_tokens = fitted.count < kept.numel()  # as fold_pruned_inputs would raise it
-    errors: dict[float, float] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the candidates' own damping warnings are expected here
-        for candidate in sorted(AUTO_DAMPINGS, reverse=True):
-            Z, _, _ = _solve_psd(A, R, max(candidate, 1e-1) if few_tokens else candidate, kept.numel())
-            error = held.error(Z)
-            if not exhaustive and errors and error > errors[min(errors)]:
-                break
-            errors[candidate] = error
-    return errors
+    return _DampingSearch(stats, kept, pruned, with_bias, W[:, pruned]).errors(exhaustive)
 
 
 class _OutputError:
@@ -180,8 +196,8 @@ class _OutputError:
     normal equations (sums of products).
     """
 
-    def __init__(self, A: torch.Tensor | None, R: torch.Tensor, W_M: torch.Tensor, stats: InputStatistics, pruned: torch.Tensor):
-        self.A = A
+    def __init__(self, A: torch.Tensor, R: torch.Tensor, W_M: torch.Tensor, stats: InputStatistics, pruned: torch.Tensor):
+        self.A, self.R = A, R
         self.S = W_M.T @ W_M
         self.RS = R @ self.S
         self.constant = float((self.S * stats.block(pruned, pruned)).sum())

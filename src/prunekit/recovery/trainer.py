@@ -90,23 +90,29 @@ def training_device(student, device: str | torch.device | None = None) -> torch.
 
 
 def make_accelerator(precision: str = "auto", device: str | torch.device | None = None):
-    """An `Accelerator` for this run on `device` (default: accelerate's choice); a single process may
-    switch precision between runs."""
+    """An `Accelerator` for this run on `device` (default: accelerate's choice). accelerate keeps one
+    state per process, so a single process that switches device or precision between runs (a CPU
+    run, then a GPU one, in one notebook) gets a fresh state; a multi-process launch cannot switch."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
-    cpu = device is not None and torch.device(device).type == "cpu"
-    if not cpu and device is not None and torch.device(device).index is not None:
-        torch.cuda.set_device(torch.device(device))  # accelerate's single-process device is the current one
-    target = torch.device("cpu") if cpu else PartialState(cpu=cpu).device
-    mixed = _mixed_precision(precision, target)
+    wanted = torch.device(device) if device is not None else None
+    if wanted is not None and wanted.type == "cuda" and wanted.index is not None:
+        torch.cuda.set_device(wanted)  # accelerate's single-process device is the current one
+    cpu = wanted is not None and wanted.type == "cpu"
+    mixed = _mixed_precision(precision, wanted if wanted is not None else PartialState().device)
+    accelerator = None
     try:
-        return Accelerator(mixed_precision=mixed, cpu=cpu)
+        accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
     except ValueError:
         if PartialState().num_processes > 1:
             raise
+    if accelerator is None or (wanted is not None and accelerator.device.type != wanted.type):
+        if PartialState().num_processes > 1:
+            raise PrunekitError(f"this launch runs on {accelerator.device}; it cannot train on {wanted}")
         AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(mixed_precision=mixed, cpu=cpu)
+        accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
+    return accelerator
 
 
 def _select_trainable(model, config: RecoveryConfig, blocks: list[int] | None):

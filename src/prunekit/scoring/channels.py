@@ -162,6 +162,13 @@ class InputStatistics:
         out._count, out._sum, out._lower, out._symmetric = self._count, self._own_sum(), self._own_gram(), True
         return out
 
+    def release(self) -> None:
+        """Free the moments (for a caller that has formed what it needs from them)."""
+        self._sum = self._lower = None
+        self._count = 0
+        if self.held_out is not None:
+            self.held_out.release()
+
     @property
     def mean(self) -> torch.Tensor:
         return self.sum / self.count
