@@ -121,7 +121,8 @@ def fold_pruned_inputs(weight: torch.Tensor, keep: torch.Tensor, stats: InputSta
         folded = Folded(W_P.clone(), W_M @ stats.mean[pruned], coefficients=coefficients)
         folded.output_error = output_error(weight, keep, folded, stats)
         return folded
-    search = None
+    total = _OutputError(*_normal_equations(stats, kept, pruned, with_bias), W_M, stats, pruned)
+    count, search = stats.count, None
     if damping == "auto":
         held_out = stats.held_out
         if held_out is None or held_out.count == 0 or held_out.count == stats.count:
@@ -129,8 +130,6 @@ def fold_pruned_inputs(weight: torch.Tensor, keep: torch.Tensor, stats: InputSta
             damping = AUTO_DAMPINGS[0]
         else:
             search = _DampingSearch(stats, kept, pruned, with_bias, W_M)
-    total = _OutputError(*_normal_equations(stats, kept, pruned, with_bias), W_M, stats, pruned)
-    count = stats.count
     if release:
         stats.release()
     if search is not None:

@@ -142,12 +142,18 @@ class InputStatistics:
 
     def block(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """gram[rows][:, cols] over every batch, without forming the full Gram matrix of all batches
-        (a held-out part stays separate); gathered in row chunks to bound the temporary copy."""
+        (a held-out part stays separate); gathered in row chunks to bound the temporary copies."""
         out = None
         for part in self._parts():
             gram = part._own_gram()
-            piece = torch.cat([gram.index_select(0, chunk)[:, cols] for chunk in rows.split(4096)]) if rows.numel() else gram[:0, cols]
-            out = piece if out is None else out.add_(piece)
+            if out is None:
+                out = torch.empty(rows.numel(), cols.numel(), dtype=gram.dtype, device=gram.device)
+            for start in range(0, rows.numel(), 4096):
+                piece = gram.index_select(0, rows[start:start + 4096])[:, cols]
+                if part is self:
+                    out[start:start + 4096] = piece
+                else:
+                    out[start:start + 4096] += piece
         return out
 
     @property
