@@ -260,3 +260,23 @@ def test_liar_prunes_a_bert_encoder_from_the_command_line(tmp_path, capsys, bert
     assert code == 2 and "uniform only" in stderr
     code, _, stderr = run(capsys, "eval", "--model", out, "--ppl", "builtin")
     assert code == 2 and "sentence embeddings" in stderr
+
+
+def test_liar_statistics_that_cannot_fit_end_in_one_line_with_nothing_written(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from prunekit.methods import liar
+
+    monkeypatch.setattr(liar, "available_memory_bytes", lambda device: 10_000)
+    out = tmp_path / "narrow"
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ffn-ratio", 0.25, "--out", out, *CALIB)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "statistics for 128 channels need" in stderr
+    assert not out.exists()
+
+
+def test_recover_reports_throughput_and_where_it_trained(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "recovered"
+    code, stdout, stderr = run(capsys, "recover", "--model", tiny_checkpoint, "--teacher", tiny_checkpoint, "--recovery-data", "builtin",
+                               *RECOVERY, "--out", out, "--device", "cpu")
+    assert code == 0, stderr
+    assert "tokens/s on cpu, micro-batch 1" in stdout
+    log = json.loads((out / "prunekit_recovery.json").read_text())
+    assert log["device"] == "cpu" and log["model_flops_per_token"] > 0 and log["mfu"] is None
