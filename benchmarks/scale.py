@@ -85,15 +85,6 @@ def build(name: str, device: torch.device, seed: int = 0):
     return model.eval()
 
 
-def weight_bytes(model) -> int:
-    seen, total = set(), 0
-    for param in model.parameters():
-        if id(param) not in seen:
-            seen.add(id(param))
-            total += param.numel() * param.element_size()
-    return total
-
-
 def random_windows(model, count: int, seq_len: int, seed: int = 0):
     from prunekit import TokenWindows
 
@@ -140,6 +131,7 @@ def forward_tokens_per_second(model, windows, device: torch.device) -> float:
 def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
     """One measurement; `state` keeps the dense model of the shape between rows (rebuilt when a row changed it)."""
     import prunekit
+    from prunekit.evaluation.speed import weight_bytes
     from prunekit.methods.liar import prune_width
 
     settings = shape_settings(shape)

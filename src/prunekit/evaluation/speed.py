@@ -59,7 +59,8 @@ def disk_size(directory: str | Path | None) -> int | None:
     return sum(p.stat().st_size for p in Path(directory).glob("*.safetensors"))
 
 
-def _weight_bytes(model) -> int:
+def weight_bytes(model) -> int:
+    """Bytes of a module's weights, shared (tied) ones counted once."""
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) not in seen:
@@ -103,6 +104,6 @@ def measure_speed(model, *, prompt_tokens: int = 512, new_tokens: int = 64, batc
         prefill_tokens_per_second=batch_size * prompt_tokens / prefill,
         decode_tokens_per_second=batch_size * new_tokens / decode_seconds,
         prompt_tokens=prompt_tokens, new_tokens=new_tokens, batch_size=batch_size, repeats=repeats,
-        parameters=parameter_count(model), weight_bytes=_weight_bytes(model), disk_bytes=disk_size(source_dir),
+        parameters=parameter_count(model), weight_bytes=weight_bytes(model), disk_bytes=disk_size(source_dir),
         peak_memory_bytes=peak, peak_memory_kind=kind, device=str(device), dtype=str(next(model.parameters()).dtype),
     )
