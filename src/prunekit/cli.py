@@ -9,7 +9,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from prunekit.errors import PrunekitError
@@ -163,9 +165,12 @@ def _load_for_output(args):
     from prunekit.models.export import check_output_dir
     from prunekit.models.loading import resolve_device
 
+    from prunekit.evaluation.speed import weight_bytes
+
     check_output_dir(args.out, args.overwrite)
     loaded = _load(args)
-    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded))
+    # the output is about the input's size at most: pruning and recovery shrink or keep it, extend's shared blocks add adapters
+    check_output_dir(args.out, args.overwrite, _protected_paths(args, loaded), needed_bytes=weight_bytes(loaded.model))
     return loaded, resolve_device(args.device)
 
 
@@ -827,7 +832,17 @@ def _quiet_libraries() -> None:
         pass
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and `timeout` send) unwinds like Ctrl-C, so temporary output is removed."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
@@ -838,9 +853,10 @@ def main(argv: list[str] | None = None) -> int:
     except PrunekitError as error:
         print(f"prunekit: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("prunekit: interrupted; no partial output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, _Terminated)
+        print(f"prunekit: {'terminated' if terminated else 'interrupted'}; no partial output was written", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

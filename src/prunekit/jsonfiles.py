@@ -33,6 +33,9 @@ def write_json_atomically(path: str | Path, payload) -> None:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(json.dumps(payload, indent=2) + "\n")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's file is private; a plain write would not be
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

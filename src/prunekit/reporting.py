@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object
-from prunekit.models.export import atomic_output_dir, check_output_dir
+from prunekit.models.export import output_dir
 
 TASK_METRICS = ("acc", "acc_norm")
 
@@ -220,9 +220,9 @@ def _html(tables, plots) -> str:
 def write_report(result_paths: list[str | dict], out: str | Path, *, overwrite: bool = False, baseline: str | None = None) -> dict[str, Path]:
     results = load_results(result_paths)
     base = pick_baseline(results, baseline)
-    out_path = check_output_dir(out, overwrite)
+    out_path = Path(out).expanduser().resolve()
     tables = build_tables(results, base)
-    with atomic_output_dir(out_path) as tmp:
+    with output_dir(out_path, overwrite=overwrite) as tmp:
         plots = make_plots(results, base, tmp)
         (tmp / "report.md").write_text(_markdown(tables, plots) + "\n")
         (tmp / "report.html").write_text(_html(tables, plots) + "\n")

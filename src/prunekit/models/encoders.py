@@ -200,11 +200,11 @@ def load_encoder(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
 def save_encoder(model, tokenizer, out: str | os.PathLike, *, source: str | os.PathLike | None = None,
                  extra_json: dict[str, dict] | None = None, overwrite: bool = False) -> Path:
     """Save atomically; sentence-transformers files (pooling, settings) are copied from `source`."""
-    from prunekit.models.export import atomic_output_dir, check_output_dir
+    from prunekit.models.export import output_dir
 
-    out_path = check_output_dir(out, overwrite, [source] if source else [])
+    out_path = Path(out).expanduser().resolve()
     record_encoder_widths(model)
-    with atomic_output_dir(out_path) as tmp:
+    with output_dir(out_path, overwrite=overwrite, protected=[source] if source else []) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

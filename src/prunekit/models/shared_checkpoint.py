@@ -21,7 +21,7 @@ from torch import nn
 from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object
 from prunekit.models.adapters import ModelAdapter, family_for_config, parameter_count
-from prunekit.models.export import atomic_output_dir, check_output_dir, strip_gguf_quantizer, truly_missing, unique_tensors
+from prunekit.models.export import output_dir, strip_gguf_quantizer, truly_missing, unique_tensors
 from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear, build_shared_block, is_shared_block
 
 STRUCTURE_FILE = "prunekit_shared_blocks.json"
@@ -53,11 +53,11 @@ def save_shared_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bo
     """Write the model with shared tensors stored once, atomically; returns the directory."""
     from prunekit.methods.flexigpt import shared_structure
 
-    out_path = check_output_dir(out, overwrite, protected)
+    out_path = Path(out).expanduser().resolve()
     structure = shared_structure(model)
     base, adapters = _split_state(model, structure)
     strip_gguf_quantizer(model)
-    with atomic_output_dir(out_path) as tmp:
+    with output_dir(out_path, overwrite=overwrite, protected=protected) as tmp:
         model.config.save_pretrained(tmp)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
