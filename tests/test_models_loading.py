@@ -68,3 +68,15 @@ def test_a_model_too_large_for_memory_is_refused_with_the_estimate(tiny_checkpoi
         load_model(str(tiny_checkpoint), device="cpu")
     needed = loading.estimated_weight_bytes(str(tiny_checkpoint), transformers.AutoConfig.from_pretrained(tiny_checkpoint), torch.bfloat16)
     assert 0 < needed < sum(f.stat().st_size for f in tiny_checkpoint.glob("*.safetensors"))
+
+
+def test_a_config_that_asks_for_more_blocks_than_the_weights_hold_is_refused(tmp_path, tiny_tokenizer):
+    import json
+
+    tiny_model("llama", num_layers=4).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["num_hidden_layers"] = 6
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PrunekitError, match=r"lacks \d+ weight\(s\) its config expects \(e.g. model.layers.4"):
+        load_model(str(tmp_path), device="cpu")

@@ -173,6 +173,18 @@ def check_fits_in_memory(location: str, config, dtype: torch.dtype, device: torc
             f"{', --offload (one block on the GPU at a time)' if device.type == 'cuda' else ''} or a larger machine")
 
 
+def check_loading_info(info: dict, spec: str) -> None:
+    """Refuse a checkpoint whose weights do not cover its config: transformers would fill the gaps
+    with random weights (and only warn), and they would be pruned, scored and saved as if real."""
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = [str(entry[0]) if isinstance(entry, (tuple, list)) else str(entry) for entry in info.get("mismatched_keys") or []]
+    if missing or mismatched:
+        names = missing or mismatched
+        what = f"lacks {len(missing)} weight(s) its config expects" if missing else f"has {len(mismatched)} weight(s) of the wrong shape"
+        raise PrunekitError(f"checkpoint '{spec}' {what} (e.g. {', '.join(names[:3])}); its config.json and its weights "
+                            "do not match: restore the original files or a missing shard")
+
+
 def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
                trust_remote_code: bool = False, place_on_device: bool = True) -> LoadedModel:
     """Load a causal LM and its tokenizer from any MODEL spec, in eval mode.
@@ -213,9 +225,10 @@ def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dty
                 raise PrunekitError(f"'{spec}' has per-layer widths; download it to a directory first and load that")
             model = load_layer_width_model(location, dtype=torch_dtype)
         else:
-            model = AutoModelForCausalLM.from_pretrained(
-                location, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+            model, info = AutoModelForCausalLM.from_pretrained(
+                location, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True
             )
+            check_loading_info(info, spec)
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     except PrunekitError:
         raise
