@@ -280,3 +280,13 @@ def test_recover_reports_throughput_and_where_it_trained(tiny_checkpoint, tmp_pa
     assert "tokens/s on cpu, micro-batch 1" in stdout
     log = json.loads((out / "prunekit_recovery.json").read_text())
     assert log["device"] == "cpu" and log["model_flops_per_token"] > 0 and log["mfu"] is None
+
+
+def test_text_field_names_where_the_text_of_json_records_is(tiny_checkpoint, tmp_path, capsys):
+    data = tmp_path / "docs.jsonl"
+    data.write_text("\n".join(json.dumps({"id": i, "body": "Some words about pruning language models. " * 20}) for i in range(20)))
+    scan = ["scan", "--model", tiny_checkpoint, "--data", data, "--windows", 2, "--seq-len", 32, "--quiet"]
+    code, _, stderr = run(capsys, *scan, "--out", tmp_path / "a.json")
+    assert code == 2 and "no 'text' string" in stderr and len(stderr.strip().splitlines()) == 1
+    code, _, stderr = run(capsys, *scan, "--text-field", "body", "--out", tmp_path / "b.json")
+    assert code == 0, stderr

@@ -75,3 +75,16 @@ def test_too_little_data_is_refused(tmp_path, tiny_tokenizer):
 def test_builtin_windows_tokenize(tiny_tokenizer):
     windows = load_windows("builtin", tiny_tokenizer, purpose="calibration", num_windows=3, seq_len=64)
     assert windows.input_ids.shape == (3, 64) and windows.summary()["tokens"] == 192
+
+
+def test_records_without_the_text_field_are_refused_not_guessed(tmp_path):
+    data = tmp_path / "docs.jsonl"
+    data.write_text("\n".join(json.dumps({"id": f"doc-{i}", "body": f"sentence number {i}."}) for i in range(3)))
+    with pytest.raises(PrunekitError, match=r"docs.jsonl:1: no 'text' string in this record \(its fields: id, body\); name the text field with --text-field"):
+        load_text(str(data))
+    assert load_text(str(data), text_field="body").text == "sentence number 0.\n\nsentence number 1.\n\nsentence number 2."
+
+
+def test_a_directory_as_data_says_it_is_a_directory(tmp_path):
+    with pytest.raises(PrunekitError, match="is a directory; pass one .txt"):
+        load_text(str(tmp_path))

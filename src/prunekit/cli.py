@@ -31,6 +31,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_calibration_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="builtin", help="calibration data: builtin, wikitext2, c4, ptb, a hub id or a .txt/.raw/.jsonl/.json file")
+    parser.add_argument("--text-field", default="text", help="the text field of .jsonl/.json records and hub rows (default text)")
     parser.add_argument("--windows", type=int, default=16, help="number of calibration windows (default 16)")
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per calibration window (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the calibration window offsets")
@@ -90,7 +91,8 @@ def _recovery_windows(args, teacher, tokenizer, config, device):
             raise PrunekitError("--recovery-data self samples text from the --teacher; give a --teacher or a data SPEC")
         return lambda: self_generated_windows(teacher, tokenizer, num_tokens=config.tokens, seq_len=config.seq_len,
                                               seed=config.seed, device=device, progress=not args.quiet)
-    return lambda: recovery_windows(args.recovery_data, tokenizer, num_tokens=config.tokens, seq_len=config.seq_len, seed=config.seed)
+    return lambda: recovery_windows(args.recovery_data, tokenizer, num_tokens=config.tokens, seq_len=config.seq_len, seed=config.seed,
+                                    text_field=args.text_field)
 
 
 def _add_shared_block_options(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +142,7 @@ def _calibration(args, loaded):
 
     _positive("--windows", args.windows)
     _check_seq_len(args.seq_len, loaded.model)
-    return load_windows(args.data, loaded.tokenizer, purpose="calibration", num_windows=args.windows,
+    return load_windows(args.data, loaded.tokenizer, purpose="calibration", num_windows=args.windows, text_field=args.text_field,
                         seq_len=args.seq_len, seed=args.seed)
 
 
@@ -318,7 +320,7 @@ def _prune_encoder(args) -> int:
     ffn_ratio = args.ratio if args.ratio is not None else (args.ffn_ratio or 0.0)
     _positive("--windows", args.windows)
     _check_seq_len(args.seq_len, model)
-    windows = encoder_windows(load_windows(args.data, tokenizer, purpose="calibration", num_windows=args.windows,
+    windows = encoder_windows(load_windows(args.data, tokenizer, purpose="calibration", num_windows=args.windows, text_field=args.text_field,
                                            seq_len=args.seq_len - 2, seed=args.seed), tokenizer)
     plan = prune_encoder_width(model, windows, head_ratio=head_ratio, ffn_ratio=ffn_ratio, criterion=args.criterion,
                                reconstruction=args.reconstruction, damping=_damping(args.damping), seed=args.seed, progress=not args.quiet)
@@ -392,7 +394,7 @@ def _prune_iterabre(args) -> int:
     _check_seq_len(config.seq_len, model, "--recovery-seq-len")
     request, dense_results = _compare_request(args, loaded, device)
     calibration = _calibration(args, loaded)
-    heldout = load_windows(args.heldout_data, loaded.tokenizer, purpose="evaluation", num_windows=args.heldout_windows,
+    heldout = load_windows(args.heldout_data, loaded.tokenizer, purpose="evaluation", num_windows=args.heldout_windows, text_field=args.text_field,
                            seq_len=args.seq_len) if args.heldout_windows else None
     teacher = dense_teacher(model)
     params_before = parameter_count(model)
@@ -660,7 +662,7 @@ def cmd_recover(args) -> int:
     check_output_dir(args.out, args.overwrite, protected)
     device = resolve_device(args.device)
     _check_seq_len(config.seq_len, loaded.model, "--recovery-seq-len")
-    heldout = load_windows(args.heldout_data, loaded.tokenizer, purpose="evaluation", num_windows=args.heldout_windows,
+    heldout = load_windows(args.heldout_data, loaded.tokenizer, purpose="evaluation", num_windows=args.heldout_windows, text_field=args.text_field,
                            seq_len=config.seq_len) if args.heldout_windows else None
     before = perplexity(loaded.model, heldout, device=device, progress=False).perplexity if heldout else None
     windows = _recovery_windows(args, teacher, loaded.tokenizer, config, device)()
@@ -791,6 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(recover_cmd)
     recover_cmd.add_argument("--teacher", help="the dense model to distil from (without one, plain next-token training)")
     recover_cmd.add_argument("--seed", type=int, default=0, help="seed for data order and self-generated text")
+    recover_cmd.add_argument("--text-field", default="text", help="the text field of .jsonl/.json records and hub rows (default text)")
     recover_cmd.add_argument("--heldout-data", default="builtin", help="perplexity data checked before and after (default builtin)")
     recover_cmd.add_argument("--heldout-windows", type=int, default=4, help="held-out windows (0 = skip; default 4)")
     recover_cmd.add_argument("--out", required=True, help="output directory for the recovered checkpoint")
@@ -801,6 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     extend = sub.add_parser("extend", help="grow a model deeper by repeating blocks with their own adapters (FlexiGPT)")
     _add_model_options(extend)
     extend.add_argument("--to-blocks", type=int, required=True, help="number of blocks after extension")
+    extend.add_argument("--text-field", default="text", help="the text field of .jsonl/.json records and hub rows (default text)")
     extend.add_argument("--pattern", default="block", help="block: each repeat right after its source, spread over the depth; "
                                                           "sequential: the last blocks repeated as one run")
     extend.add_argument("--seed", type=int, default=0)

@@ -69,19 +69,17 @@ def wikitext_rows_to_text(raw: str) -> str:
     return "\n\n".join(rows)
 
 
-def _text_of_record(record, path: Path, line_no: int) -> str:
+def _text_of_record(record, path: Path, line_no: int, field: str) -> str:
+    """A record's text: a string, or the `field` of an object (never a guess at another string field)."""
     if isinstance(record, str):
         return record
-    if isinstance(record, dict):
-        if isinstance(record.get("text"), str):
-            return record["text"]
-        for value in record.values():
-            if isinstance(value, str):
-                return value
-    raise PrunekitError(f"{path}:{line_no}: no text field; each record needs a 'text' string")
+    if isinstance(record, dict) and isinstance(record.get(field), str):
+        return record[field]
+    fields = f" (its fields: {', '.join(map(str, record))})" if isinstance(record, dict) else ""
+    raise PrunekitError(f"{path}:{line_no}: no '{field}' string in this record{fields}; name the text field with --text-field")
 
 
-def read_local_text(path: Path) -> str:
+def read_local_text(path: Path, field: str = "text") -> str:
     suffix = path.suffix.lower()
     try:
         raw = path.read_text(encoding="utf-8")
@@ -96,12 +94,12 @@ def read_local_text(path: Path) -> str:
             records = [json.loads(line) for line in raw.splitlines() if line.strip()]
         else:
             data = json.loads(raw)
-            records = data.get("text", data.get("data")) if isinstance(data, dict) else data
+            records = data.get(field, data.get("data")) if isinstance(data, dict) else data
             if not isinstance(records, list):
                 raise PrunekitError(f"{path}: expected a list of strings or of {{'text': ...}} records")
     except json.JSONDecodeError as error:
         raise PrunekitError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from error
-    return "\n\n".join(_text_of_record(r, path, i + 1) for i, r in enumerate(records))
+    return "\n\n".join(_text_of_record(r, path, i + 1, field) for i, r in enumerate(records))
 
 
 def load_hub_text(key: str, dataset: HubDataset, split: str) -> str:
@@ -119,23 +117,26 @@ def load_hub_text(key: str, dataset: HubDataset, split: str) -> str:
     return dataset.joiner.join(rows[dataset.field])
 
 
-def load_text(spec: str, purpose: Purpose = "calibration") -> TextSource:
+def load_text(spec: str, purpose: Purpose = "calibration", text_field: str = "text") -> TextSource:
     """The text behind a data SPEC.
 
     SPEC forms: `builtin`; a local .txt/.raw/.jsonl/.json file; a known hub name (wikitext2, c4, ptb),
     optionally with an explicit split (`wikitext2:train`); or any hub dataset id `org/name[:split]`
-    whose rows have a `text` field.
+    whose rows have a `text` field. Records of local JSON/JSONL files and hub ids are read from
+    `text_field`.
     """
     spec = str(spec).strip()
     if spec == "builtin":
         return TextSource(builtin_text(purpose), f"builtin (pydoc topics, {purpose} half)")
     path = Path(spec).expanduser()
+    if path.is_dir():
+        raise PrunekitError(f"data {path} is a directory; pass one .txt, .raw, .jsonl or .json file")
     if path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
         if not path.is_file():
             raise PrunekitError(f"data file not found: {path}")
         if path.suffix.lower() not in LOCAL_SUFFIXES:
             raise PrunekitError(f"unsupported data file {path}; use .txt, .raw, .jsonl or .json")
-        return TextSource(read_local_text(path), str(path))
+        return TextSource(read_local_text(path, text_field), str(path))
     name, _, split = spec.partition(":")
     key = HUB_ALIASES.get(name.lower(), name.lower())
     if key in HUB_DATASETS:
@@ -143,7 +144,7 @@ def load_text(spec: str, purpose: Purpose = "calibration") -> TextSource:
         chosen = split or dataset.splits[purpose]
         return TextSource(load_hub_text(key, dataset, chosen), f"{key}:{chosen}")
     if "/" in name:
-        dataset = HubDataset(name, None, {"calibration": "train", "evaluation": "test"})
+        dataset = HubDataset(name, None, {"calibration": "train", "evaluation": "test"}, field=text_field)
         chosen = split or dataset.splits[purpose]
         return TextSource(load_hub_text(name, dataset, chosen), f"{name}:{chosen}")
     raise PrunekitError(f"unknown data '{spec}': use builtin, a .txt/.raw/.jsonl/.json file, or one of {', '.join(sorted(HUB_DATASETS))}")

@@ -68,9 +68,10 @@ def evaluation_windows(ids: torch.Tensor, seq_len: int, max_windows: int | None 
     return TokenWindows(batch, description, ids.numel())
 
 
-def load_windows(spec: str, tokenizer, *, purpose: Purpose, num_windows: int | None, seq_len: int, seed: int = 0) -> TokenWindows:
+def load_windows(spec: str, tokenizer, *, purpose: Purpose, num_windows: int | None, seq_len: int, seed: int = 0,
+                 text_field: str = "text") -> TokenWindows:
     """Text SPEC -> token windows: random windows for calibration, leading ones for evaluation."""
-    source = load_text(spec, purpose)
+    source = load_text(spec, purpose, text_field)
     if not source.text.strip():
         raise PrunekitError(f"data {source.description} is empty")
     ids = tokenize_text(tokenizer, source.text)

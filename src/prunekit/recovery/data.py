@@ -27,12 +27,12 @@ def _shuffled_windows(ids: torch.Tensor, seq_len: int, needed: int, seed: int, d
     return TokenWindows(windows.contiguous(), description, ids.numel())
 
 
-def recovery_windows(spec: str, tokenizer, *, num_tokens: int, seq_len: int, seed: int = 0) -> TokenWindows:
+def recovery_windows(spec: str, tokenizer, *, num_tokens: int, seq_len: int, seed: int = 0, text_field: str = "text") -> TokenWindows:
     """Non-overlapping windows of the SPEC's text, in seeded random order, enough for `num_tokens`.
 
     Smaller data is used as it is; the trainer then repeats it (and says so).
     """
-    source = load_text(spec, "calibration")
+    source = load_text(spec, "calibration", text_field)
     if not source.text.strip():
         raise PrunekitError(f"recovery data {source.description} is empty")
     ids = tokenize_text(tokenizer, source.text)
