@@ -290,3 +290,15 @@ def test_text_field_names_where_the_text_of_json_records_is(tiny_checkpoint, tmp
     assert code == 2 and "no 'text' string" in stderr and len(stderr.strip().splitlines()) == 1
     code, _, stderr = run(capsys, *scan, "--text-field", "body", "--out", tmp_path / "b.json")
     assert code == 0, stderr
+
+
+def test_plan_flags_that_conflict_and_plans_that_cannot_be_reapplied_are_refused(tiny_checkpoint, tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"method": "shortgpt", "removed_blocks": [1], "num_blocks_before": 4}))
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--plan", plan, "--remove", 3, "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and "drop --remove" in stderr
+    plan.write_text(json.dumps({"method": "liar", "ffn_ratio": 0.2}))
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--plan", plan, "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and "a liar plan cannot be re-applied" in stderr and not (tmp_path / "o").exists()
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "magic", "--remove", 1, "--out", tmp_path / "o")
+    assert code == 2 and "liar, iterabre, flexigpt" in stderr

@@ -69,3 +69,16 @@ def test_impossible_amounts_are_refused(remove, ratio, message):
 
 def test_ratio_rounds_to_whole_blocks():
     assert blocks_to_remove(30, ratio=0.2) == 6
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"removed_blocks": 5}, "must be a list of block indices"), ({"removed_blocks": None}, "must be a list"),
+    ({"removed_blocks": ["x"]}, "must be a list"), ({"removed_blocks": "13"}, "must be a list"),
+    ({"removed_blocks": [1.7]}, "must be a list"), ({"num_blocks_before": "6"}, "num_blocks_before must be a positive"),
+    ({"method": "liar"}, "a liar plan cannot be re-applied: its reconstruction"), ({"method": "magic"}, "plan method 'magic' is unknown"),
+    ({"method": None}, "plan has no method"), ({"scores": "high"}, "scores must be a list"),
+])
+def test_hand_edited_plans_get_one_line_errors(change, message):
+    plan = {"method": "shortgpt", "removed_blocks": [1, 3], "num_blocks_before": 6, "scores": [0.1] * 6}
+    with pytest.raises(PrunekitError, match=message):
+        PrunePlan.from_dict({**plan, **change})

@@ -225,9 +225,12 @@ def cmd_scan(args) -> int:
 
 def cmd_prune(args) -> int:
     from prunekit.api import blocks_to_remove, prune
-    from prunekit.methods import PrunePlan, get_method
+    from prunekit.methods import DEPTH_METHODS, PrunePlan, get_method
     from prunekit.models.adapters import ModelAdapter
 
+    methods = (*DEPTH_METHODS, "liar", "iterabre", "flexigpt")
+    if args.method not in methods:
+        raise PrunekitError(f"unknown method '{args.method}'; choose one of {', '.join(methods)}")
     width = args.method == "liar"
     if width and _is_encoder_spec(args.model):
         return _prune_encoder(args)
@@ -238,6 +241,12 @@ def cmd_prune(args) -> int:
     if width and args.plan:
         raise PrunekitError("--plan re-applies depth plans only; LIAR recomputes its reconstruction, so run it again with the same seed")
     plan = PrunePlan.load(args.plan) if args.plan else None
+    if plan is not None:
+        conflicts = [flag for flag, value in (("--remove", args.remove), ("--ratio", args.ratio)) if value is not None]
+        if args.method != "shortgpt" and args.method != plan.method:
+            conflicts.append(f"--method {args.method}")
+        if conflicts:
+            raise PrunekitError(f"--plan decides what is removed; drop {', '.join(conflicts)} (the plan's method is {plan.method})")
     if plan is not None and plan.method == "iterabre":
         raise PrunekitError("an iterabre plan cannot be re-applied: its weights come from recovery training; "
                             "use the checkpoint it was saved with, or rerun with --method iterabre")

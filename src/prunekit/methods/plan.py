@@ -19,6 +19,16 @@ from prunekit.models.surgery import remove_blocks, validate_block_indices
 
 PLAN_FILE = "prunekit_plan.json"
 PLAN_FORMAT = 1
+REAPPLICABLE = ("shortgpt", "angular", "sleb", "iterabre")  # iterabre's plan is a valid record; the CLI says why it is not re-run
+NOT_REAPPLICABLE = {
+    "liar": "its reconstruction is computed from calibration data, so run it again with the same settings and seed",
+    "flexigpt": "its adapters come from the weights and training, so run it again",
+    "extend": "its adapters come from training, so run it again",
+}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def library_versions() -> dict:
@@ -76,10 +86,30 @@ class PrunePlan:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PrunePlan":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        missing = [k for k in ("method", "removed_blocks", "num_blocks_before") if k not in known]
+        """A plan from its JSON, checked field by field (a hand-edited plan gets a one-line error, not a traceback)."""
+        method = data.get("method")
+        if not isinstance(method, str):
+            raise PrunekitError("plan has no method name; pass a prunekit_plan.json written by prunekit prune")
+        if method in NOT_REAPPLICABLE:
+            raise PrunekitError(f"a {method} plan cannot be re-applied: {NOT_REAPPLICABLE[method]}; only shortgpt, angular and sleb "
+                                "plans (blocks to remove) can")
+        if method not in REAPPLICABLE:
+            raise PrunekitError(f"plan method '{method}' is unknown; re-applicable plans are {', '.join(REAPPLICABLE)}")
+        missing = [k for k in ("removed_blocks", "num_blocks_before") if k not in data]
         if missing:
             raise PrunekitError(f"plan is missing {', '.join(missing)}; pass a prunekit_plan.json written by prunekit prune")
+        blocks, count = data["removed_blocks"], data["num_blocks_before"]
+        if not _is_int(count) or count < 1:
+            raise PrunekitError(f"plan num_blocks_before must be a positive whole number, not {json.dumps(count)}")
+        if not isinstance(blocks, list) or not all(_is_int(b) for b in blocks):
+            raise PrunekitError(f"plan removed_blocks must be a list of block indices (whole numbers), not {json.dumps(blocks)[:60]}")
+        scores = data.get("scores")
+        if scores is not None and (not isinstance(scores, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores)):
+            raise PrunekitError("plan scores must be a list of numbers")
+        for name in ("reason", "model"):
+            if name in data and not isinstance(data[name], str):
+                raise PrunekitError(f"plan {name} must be text")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
     @classmethod
