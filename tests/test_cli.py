@@ -302,3 +302,36 @@ def test_plan_flags_that_conflict_and_plans_that_cannot_be_reapplied_are_refused
     assert code == 2 and "a liar plan cannot be re-applied" in stderr and not (tmp_path / "o").exists()
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "magic", "--remove", 1, "--out", tmp_path / "o")
     assert code == 2 and "liar, iterabre, flexigpt" in stderr
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_eval_limits_below_one_item_are_refused(tiny_checkpoint, capsys, limit):
+    code, _, stderr = run(capsys, "eval", "--model", tiny_checkpoint, "--limit", limit, "--tasks", "piqa", "--quiet")
+    assert code == 2 and "--limit" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_eval_out_that_is_a_directory_is_refused(tiny_checkpoint, tmp_path, capsys):
+    code, _, stderr = run(capsys, "eval", "--model", tiny_checkpoint, "--out", tmp_path, "--overwrite", "--quiet")
+    assert code == 2 and "is a directory" in stderr
+
+
+def test_report_refuses_non_utf8_and_incomplete_results(tmp_path, capsys):
+    binary = tmp_path / "a.json"
+    binary.write_bytes(b"\xff\xfe{\x00")
+    code, _, stderr = run(capsys, "report", binary, "--out", tmp_path / "r")
+    assert code == 2 and "not UTF-8" in stderr and len(stderr.strip().splitlines()) == 1
+    partial = tmp_path / "b.json"
+    partial.write_text(json.dumps({"blocks": 4}))
+    code, _, stderr = run(capsys, "report", partial, "--out", tmp_path / "r")
+    assert code == 2 and "parameters" in stderr and not (tmp_path / "r").exists()
+
+
+def test_a_dangling_weights_link_is_named(tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    (broken / "model.safetensors").unlink()
+    (broken / "model.safetensors").symlink_to(tmp_path / "gone.safetensors")
+    code, _, stderr = run(capsys, "eval", "--model", broken, "--quiet")
+    assert code == 2 and "broken link" in stderr and len(stderr.strip().splitlines()) == 1

@@ -150,6 +150,11 @@ def _engine_options(args, device) -> dict:
     return {"device": device, "offload": args.offload, "batch_size": args.batch_size, "progress": not args.quiet}
 
 
+def _check_limit(flag: str, limit: float | None) -> None:
+    if limit is not None and not limit > 0:
+        raise PrunekitError(f"{flag} {limit:g} must be positive: items per task, or a fraction of each task below 1")
+
+
 def _print_json(payload) -> None:
     print(json.dumps(payload, indent=2))
 
@@ -353,6 +358,7 @@ def _compare_request(args, loaded, device):
     from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
 
     _check_seq_len(args.eval_seq_len, loaded.model, "--eval-seq-len")
+    _check_limit("--eval-limit", args.eval_limit)
     request = EvaluationRequest(ppl=[args.eval_data], seq_len=args.eval_seq_len, ppl_windows=args.eval_windows,
                                 tasks=_split_list(args.eval_tasks), data_dir=args.eval_data_dir, limit=args.eval_limit,
                                 offload=args.offload)
@@ -598,7 +604,10 @@ def cmd_eval(args) -> int:
 
     _positive("--windows", args.windows)
     _positive("--batch-size", args.batch_size)
+    _check_limit("--limit", args.limit)
     out = Path(args.out).expanduser() if args.out else None
+    if out is not None and out.is_dir():
+        raise PrunekitError(f"--out {out} is a directory; name the .json file to write")
     if out is not None and out.exists() and not args.overwrite:
         raise PrunekitError(f"{out} exists; pass --overwrite or choose another --out")
     tasks = _split_list(args.tasks)

@@ -17,7 +17,9 @@ def read_json_object(path: str | Path, kind: str) -> dict:
     if not path.is_file():
         raise PrunekitError(f"{kind} file not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise PrunekitError(f"{kind} file {path} is not UTF-8 text (JSON files are)") from error
     except json.JSONDecodeError as error:
         raise PrunekitError(f"{kind} file {path} is not valid JSON ({error.msg})") from error
     if not isinstance(data, dict):

@@ -17,6 +17,19 @@ from prunekit.models.export import output_dir
 TASK_METRICS = ("acc", "acc_norm")
 
 
+def check_results(data: dict, path: Path) -> None:
+    """The fields the tables read, with the right types: a hand-made or truncated file gets one line."""
+    for name in ("blocks", "parameters"):
+        if not isinstance(data.get(name), (int, float)) or isinstance(data.get(name), bool):
+            raise PrunekitError(f"{path} has no number '{name}'; pass a results file written by prunekit eval --out")
+    for name in ("perplexity", "tasks", "multilingual", "speed"):
+        if name in data and not isinstance(data[name], dict):
+            raise PrunekitError(f"{path}: '{name}' must be an object as prunekit eval writes it")
+    for spec, entry in data.get("perplexity", {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("perplexity"), (int, float)):
+            raise PrunekitError(f"{path}: perplexity '{spec}' has no number 'perplexity'")
+
+
 def load_results(items: list[str | dict]) -> list[dict]:
     """Results dicts (from evaluate_model) or the JSON files `prunekit eval --out` wrote."""
     results = []
@@ -31,6 +44,7 @@ def load_results(items: list[str | dict]) -> list[dict]:
         data = read_json_object(p, "results")
         if "blocks" not in data:
             raise PrunekitError(f"{p} is not a prunekit eval results file (write one with prunekit eval --out)")
+        check_results(data, p)
         data.setdefault("label", data.get("model", p.stem))
         data["_file"] = str(p)
         results.append(data)

@@ -154,6 +154,9 @@ def estimated_weight_bytes(location: str, config, dtype: torch.dtype) -> int | N
     files = list(Path(location).glob("*.safetensors"))
     if not files:
         return None
+    for file in files:
+        if not file.exists():  # a link whose target is gone
+            raise PrunekitError(f"{file} is a broken link (its target {os.readlink(file)} does not exist); restore the weights")
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
     if isinstance(stored, str):
         stored = getattr(torch, stored, torch.float32)
