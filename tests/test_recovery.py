@@ -169,3 +169,23 @@ def test_the_largest_micro_batch_that_fits_is_chosen_before_checkpointing():
     assert choose_micro_batch(4, peak, capacity=20 * gib, optimizer_bytes=gib) == (4, True)
     with pytest.raises(PrunekitError, match="does not fit"):
         choose_micro_batch(4, peak, capacity=2 * gib, optimizer_bytes=2 * gib)
+
+
+def test_a_teacher_with_a_padded_vocabulary_distils_on_the_shared_ids():
+    teacher, student = pair()
+    padded = copy.deepcopy(teacher)
+    padded.resize_token_embeddings(VOCAB + 64)  # 384 = 6 x 64: the padding checkpoints add
+    result = recover(student, windows(), config(), teacher=padded, progress=False)
+    assert result.loss_last < result.loss_first
+
+
+def test_vocabularies_that_differ_by_more_than_padding_are_refused():
+    teacher, student = pair()
+    other = copy.deepcopy(teacher)
+    other.resize_token_embeddings(VOCAB + 200)
+    with pytest.raises(PrunekitError, match="do not share a tokenizer"):
+        recover(student, windows(), config(), teacher=other, progress=False)
+    smaller = copy.deepcopy(teacher)
+    smaller.resize_token_embeddings(VOCAB - 64)
+    with pytest.raises(PrunekitError, match=f"holds token id .* but the teacher knows only {VOCAB - 64} tokens"):
+        recover(student, windows(), config(), teacher=smaller, progress=False)

@@ -147,14 +147,37 @@ def _select_trainable(model, config: RecoveryConfig, blocks: list[int] | None):
     return model
 
 
-def _objective(student_out, teacher_out, input_ids, config: RecoveryConfig) -> tuple[torch.Tensor, dict]:
-    """Weighted sum of KD (KL on tempered logits), LM cross-entropy and final-hidden MSE."""
+def _vocabulary(model) -> int:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head.weight.shape[0] if head is not None else model.config.vocab_size
+
+
+def shared_vocabulary(student, teacher, windows: TokenWindows) -> int:
+    """How many leading token ids student and teacher logits are compared on.
+
+    Checkpoints often pad the vocabulary to a multiple of 64 or 128 (49216 rows for a 49152-token
+    tokenizer): the padded rows are never a token, so the distillation compares the shared ids.
+    Vocabularies that differ by more than that padding belong to different tokenizers: refused."""
+    sizes = {_vocabulary(student)} | ({_vocabulary(teacher)} if teacher is not None else set())
+    shared, larger = min(sizes), max(sizes)
+    if larger != shared and not (larger % 64 == 0 and larger - shared < 128):
+        raise PrunekitError(f"the teacher's vocabulary has {_vocabulary(teacher)} entries and the student's {_vocabulary(student)}: "
+                            "more than padding apart, so they do not share a tokenizer; distil from a teacher with the student's tokenizer")
+    top = int(windows.input_ids.max()) if windows.input_ids.numel() else -1
+    if top >= shared:
+        raise PrunekitError(f"the recovery data holds token id {top}, but the {'teacher' if teacher is not None and _vocabulary(teacher) == shared else 'student'} "
+                            f"knows only {shared} tokens; tokenize the data with the models' own tokenizer")
+    return shared
+
+
+def _objective(student_out, teacher_out, input_ids, config: RecoveryConfig, vocabulary: int | None = None) -> tuple[torch.Tensor, dict]:
+    """Weighted sum of KD (KL on tempered logits over the shared `vocabulary`), LM cross-entropy and final-hidden MSE."""
     logits = student_out.logits.float()
     parts: dict[str, torch.Tensor] = {}
     if config.kd_weight:
         t = config.temperature
-        student_log = F.log_softmax(logits / t, dim=-1)
-        teacher_log = F.log_softmax(teacher_out.logits.float() / t, dim=-1)
+        student_log = F.log_softmax(logits[..., :vocabulary] / t, dim=-1)
+        teacher_log = F.log_softmax(teacher_out.logits[..., :vocabulary].float() / t, dim=-1)
         kl = F.kl_div(student_log.flatten(0, 1), teacher_log.flatten(0, 1), log_target=True, reduction="batchmean")
         parts["kd"] = kl * t * t
     if config.lm_weight:
@@ -198,7 +221,8 @@ def choose_micro_batch(per_step: int, peak_bytes, capacity: int, optimizer_bytes
                         "checkpointing; use --scope lora, a shorter --recovery-seq-len, or a larger GPU")
 
 
-def fit_micro_batch(prepared, teacher, sample: torch.Tensor, config: RecoveryConfig, accelerator, trainable) -> tuple[int, bool]:
+def fit_micro_batch(prepared, teacher, sample: torch.Tensor, config: RecoveryConfig, accelerator, trainable,
+                    vocabulary: int | None = None) -> tuple[int, bool]:
     """`choose_micro_batch` on this GPU, measuring each size with one forward and backward of student
     and teacher; the weights are not changed (no optimizer step, gradients dropped). Leaves the
     model with the chosen checkpointing."""
@@ -223,7 +247,7 @@ def fit_micro_batch(prepared, teacher, sample: torch.Tensor, config: RecoveryCon
             with accelerator.autocast():
                 student_out = prepared(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
             outputs = [teacher_out, student_out]
-            loss, _ = _objective(student_out, teacher_out, input_ids, config)
+            loss, _ = _objective(student_out, teacher_out, input_ids, config, vocabulary)
             accelerator.backward(loss)
             return torch.cuda.max_memory_allocated(device)
         except torch.cuda.OutOfMemoryError:
@@ -254,6 +278,7 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     """
     config = config or RecoveryConfig()
     config.check(teacher is not None)
+    vocabulary = shared_vocabulary(student, teacher, windows)
     if windows.seq_len != config.seq_len:
         config = replace(config, seq_len=windows.seq_len)
     accelerator = accelerator or make_accelerator(config.precision, training_device(student, device))
@@ -290,7 +315,8 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     micro_batch, checkpointing = config.micro_batch_size, config.gradient_checkpointing
     if config.fit_micro_batch and target.type == "cuda" and processes == 1:
-        micro_batch, checkpointing = fit_micro_batch(prepared, teacher, windows.input_ids[order[:per_step]], config, accelerator, trainable)
+        micro_batch, checkpointing = fit_micro_batch(prepared, teacher, windows.input_ids[order[:per_step]], config, accelerator,
+                                                     trainable, vocabulary)
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     accumulation = per_step // micro_batch
@@ -316,7 +342,7 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
                 with nullcontext() if sync else accelerator.no_sync(prepared):
                     with accelerator.autocast():
                         student_out = prepared(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
-                    loss, parts = _objective(student_out, teacher_out, input_ids, config)
+                    loss, parts = _objective(student_out, teacher_out, input_ids, config, vocabulary)
                     if not torch.isfinite(loss):
                         raise RecoveryDiverged(step + 1, scheduler.get_last_lr()[0], loss.item())
                     accelerator.backward(loss / accumulation)
