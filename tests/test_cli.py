@@ -335,3 +335,29 @@ def test_a_dangling_weights_link_is_named(tiny_checkpoint, tmp_path, capsys):
     (broken / "model.safetensors").symlink_to(tmp_path / "gone.safetensors")
     code, _, stderr = run(capsys, "eval", "--model", broken, "--quiet")
     assert code == 2 and "broken link" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_argument_type_is_one_line_that_points_to_help(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["prune", "--model", "m", "--remove", "many"])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "invalid int value: 'many'" in stderr and "see prunekit prune --help" in stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "shortgpt", "--remove", 1, "--protect", 17], "protected block(s) 17 not in this model"),
+    (["--method", "shortgpt", "--remove", 1, "--batch-size", 0], "--batch-size 0 must be at least 1"),
+    (["--method", "flexigpt", "--remove", 1, "--rank", 100000, "--recovery-tokens", 0], "adapter rank 100000 must be between 1 and"),
+    (["--method", "liar", "--ffn-ratio", 0], "remove nothing"),
+])
+def test_silently_accepted_options_are_refused(tiny_checkpoint, tmp_path, capsys, argv, message):
+    out = tmp_path / "o"
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, *argv, "--out", out, *CALIB)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_only_the_main_process_prints_the_summary(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    code, stdout, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "shortgpt", "--remove", 1, "--out", tmp_path / "o", *CALIB)
+    assert code == 0 and stdout == ""

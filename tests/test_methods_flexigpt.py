@@ -10,7 +10,7 @@ from prunekit.models.shared_blocks import shared_linears
 from prunekit.models.shared_checkpoint import load_shared_model, merge_shared_blocks, save_shared_model
 from prunekit.recovery import RecoveryConfig, recover
 
-FULL_RANK = 128  # at least min(out, in) of every tiny linear
+FULL_RANK = 64  # the hidden size: at least min(out, in) of every tiny linear
 
 
 def logits(model, ids):

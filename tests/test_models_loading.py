@@ -80,3 +80,10 @@ def test_a_config_that_asks_for_more_blocks_than_the_weights_hold_is_refused(tmp
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(PrunekitError, match=r"lacks \d+ weight\(s\) its config expects \(e.g. model.layers.4"):
         load_model(str(tmp_path), device="cpu")
+
+
+def test_an_unreachable_hub_fails_at_once_with_one_line(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(PrunekitError, match="cannot reach the Hugging Face Hub .* not in the local cache"):
+        loading.resolve_model_location("some-org/not-cached-model")

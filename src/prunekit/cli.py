@@ -6,6 +6,8 @@ Every user error ends in one line on stderr and exit code 2, with nothing writte
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -127,7 +129,7 @@ def _load(args):
     from prunekit.models.loading import load_model
 
     return load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                      place_on_device=not getattr(args, "offload", False))
+                      place_on_device=not getattr(args, "offload", False), progress=not getattr(args, "quiet", False))
 
 
 def _check_seq_len(seq_len: int, model, flag: str = "--seq-len") -> None:
@@ -231,6 +233,7 @@ def cmd_scan(args) -> int:
 def cmd_prune(args) -> int:
     from prunekit.api import blocks_to_remove, prune
     from prunekit.methods import DEPTH_METHODS, PrunePlan, get_method
+    from prunekit.methods.shortgpt import check_protected
     from prunekit.models.adapters import ModelAdapter
 
     methods = (*DEPTH_METHODS, "liar", "iterabre", "flexigpt")
@@ -270,6 +273,7 @@ def cmd_prune(args) -> int:
     num_blocks = ModelAdapter(model).num_blocks
     if plan is None and not width:
         count = blocks_to_remove(num_blocks, args.remove, args.ratio)
+        check_protected(tuple(args.protect), num_blocks)
     request, dense_results = _compare_request(args, loaded, device)
     options = _engine_options(args, device)
     if width:
@@ -426,7 +430,7 @@ def _prune_iterabre(args) -> int:
     last = steps[-1].get("heldout_perplexity_after_recovery")
     return _finish_prune(args, loaded, model, plan_dict, request, dense_results, device,
                          f"iterabre: removed blocks {trail} in {len(steps)} iterations "
-                         f"({config.tokens} recovery tokens in all; held-out ppl after the last {last if last is None else f'{last:.2f}'}); "
+                         f"({config.tokens} recovery tokens in all{'' if last is None else f'; held-out ppl after the last {last:.2f}'}); "
                          f"run log: {run_dir / 'state.json'}")
 
 
@@ -477,7 +481,7 @@ def _prune_flexigpt(args) -> int:
     from prunekit.api import blocks_to_remove
     from prunekit.methods.flexigpt import replace_blocks
     from prunekit.methods.iterabre import dense_teacher
-    from prunekit.methods.shortgpt import lowest_scoring
+    from prunekit.methods.shortgpt import check_protected, lowest_scoring
     from prunekit.models.adapters import ModelAdapter, parameter_count
     from prunekit.scoring.blocks import check_metric, scan_blocks
 
@@ -493,6 +497,7 @@ def _prune_flexigpt(args) -> int:
     loaded, device = _load_for_output(args)
     model = loaded.model
     count = blocks_to_remove(ModelAdapter(model).num_blocks, args.remove, args.ratio)
+    check_protected(tuple(args.protect), ModelAdapter(model).num_blocks)
     request, dense_results = _compare_request(args, loaded, device)
     windows = _calibration(args, loaded)
     scores = scan_blocks(model, windows, metric, **_engine_options(args, device))
@@ -723,12 +728,19 @@ def cmd_report(args) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line that points to --help, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"prunekit: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from prunekit import __version__
     from prunekit.methods import DEPTH_METHODS
     from prunekit.scoring.blocks import METRICS
 
-    parser = argparse.ArgumentParser(prog="prunekit", description="Structured pruning of LLMs.")
+    parser = _Parser(prog="prunekit", description="Structured pruning of LLMs.")
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -870,8 +882,13 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     if getattr(args, "quiet", False):
         os.environ["TQDM_DISABLE"] = "1"
+    # under torchrun / accelerate launch only the main process reports
+    report = contextlib.nullcontext() if int(os.environ.get("RANK", "0")) == 0 else contextlib.redirect_stdout(io.StringIO())
     try:
-        return args.func(args)
+        if getattr(args, "batch_size", 1) < 1:
+            raise PrunekitError(f"--batch-size {args.batch_size} must be at least 1")
+        with report:
+            return args.func(args)
     except PrunekitError as error:
         print(f"prunekit: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -23,6 +24,8 @@ from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.shared_blocks import _linear_paths, build_shared_block, is_shared_block, shared_linears
 
+log = logging.getLogger(__name__)
+
 DISTANCES = ("low-rank", "frobenius")
 PATTERNS = ("block", "sequential")
 DEFAULT_NORM_SCALE = 0.01
@@ -31,6 +34,21 @@ DEFAULT_NORM_SCALE = 0.01
 def default_rank(config) -> int:
     """The paper's 256 for a 4096-wide model is hidden/16; scale it with the model."""
     return max(1, config.hidden_size // 16)
+
+
+def checked_rank(config, rank: int | None) -> int:
+    """The adapter rank to use. A weight difference has rank at most the hidden size, so a larger
+    rank adds nothing but parameters: refused. From half the hidden size up, each attention adapter
+    pair is as large as the weight it stands for, so the model grows: said, since it is rarely meant."""
+    rank = rank or default_rank(config)
+    hidden = config.hidden_size
+    if not 1 <= rank <= hidden:
+        raise PrunekitError(f"adapter rank {rank} must be between 1 and the hidden size {hidden} (a weight difference has no "
+                            f"higher rank); the default is {default_rank(config)}")
+    if rank >= hidden // 2:
+        log.warning("adapter rank %d is at least half the hidden size %d: the shared blocks' adapters are as large as the "
+                    "weights they replace, so the model does not shrink", rank, hidden)
+    return rank
 
 
 def _block_weights(block: nn.Module, family) -> list[torch.Tensor]:
@@ -75,7 +93,7 @@ def replace_blocks(model, pruned: list[int], *, rank: int | None = None, output_
     """Replace blocks `pruned` of `model` in place by shared blocks; returns the record for the plan."""
     adapter = ModelAdapter(model)
     num_blocks = adapter.num_blocks
-    rank = rank or default_rank(model.config)
+    rank = checked_rank(model.config, rank)
     pruned = sorted(set(pruned))
     if not pruned or pruned[0] < 0 or pruned[-1] >= num_blocks or len(pruned) >= num_blocks:
         raise PrunekitError(f"blocks to replace {pruned} must be distinct indices in 0..{num_blocks - 1}, leaving at least one")
@@ -132,7 +150,7 @@ def extend_model(model, to_blocks: int, *, pattern: str = "block", rank: int | N
     added = to_blocks - num_blocks
     if added < 1 or added > num_blocks:
         raise PrunekitError(f"--to-blocks {to_blocks} must be between {num_blocks + 1} and {2 * num_blocks} for a {num_blocks}-block model")
-    rank = rank or default_rank(model.config)
+    rank = checked_rank(model.config, rank)
     if pattern == "block":
         sources = sorted({math.floor((k + 0.5) * num_blocks / added) for k in range(added)})
     else:

@@ -229,6 +229,8 @@ def check_width_options(ffn_ratio: float | None, head_ratio: float | None, crite
             raise PrunekitError(f"--ratio {ratio} must be strictly between 0 and 1")
     elif ffn_ratio is None and head_ratio is None:
         raise PrunekitError("--method liar needs --ratio R, or --ffn-ratio R and/or --head-ratio R (fractions to remove, in [0, 1))")
+    elif not (ffn_ratio or 0.0) and not (head_ratio or 0.0):
+        raise PrunekitError("--ffn-ratio 0 and no --head-ratio remove nothing; give a ratio above 0")
     for flag, value in (("--ffn-ratio", ffn_ratio), ("--head-ratio", head_ratio)):
         if value is not None and not 0.0 <= value < 1.0:
             raise PrunekitError(f"{flag} {value} must be in [0, 1)")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from prunekit.errors import PrunekitError
 from prunekit.methods.plan import PrunePlan
 from prunekit.scoring.blocks import scan_blocks
 
 
+def check_protected(protect: tuple[int, ...], num_blocks: int) -> None:
+    outside = sorted(i for i in set(protect) if not 0 <= i < num_blocks)
+    if outside:
+        raise PrunekitError(f"protected block(s) {', '.join(map(str, outside))} not in this model (blocks 0..{num_blocks - 1})")
+
+
 def lowest_scoring(scores: list[float], count: int, protect: tuple[int, ...] = ()) -> list[int]:
     """The `count` least important indices, never one in `protect`."""
+    check_protected(protect, len(scores))
     order = sorted((i for i in range(len(scores)) if i not in set(protect)), key=lambda i: (scores[i], i))
     return sorted(order[:count])
 

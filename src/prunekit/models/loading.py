@@ -6,13 +6,17 @@ checkpoint, so later loads take a fraction of a second.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -88,8 +92,9 @@ def _gguf_cache_dir(gguf_path: Path) -> Path:
     return cache_root() / "gguf" / f"{gguf_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def convert_gguf(gguf_path: Path) -> Path:
-    """Dequantize a GGUF file to a cached safetensors checkpoint (once) and return its directory."""
+def convert_gguf(gguf_path: Path, progress: bool = True) -> Path:
+    """Dequantize a GGUF file to a cached safetensors checkpoint (once) and return its directory.
+    `progress=False` hides transformers' dequantisation bar (a plain tqdm that no switch reaches)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = _gguf_cache_dir(gguf_path)
@@ -97,8 +102,9 @@ def convert_gguf(gguf_path: Path) -> Path:
         return cached
     log.info("converting %s to safetensors (once; cached in %s)", gguf_path, cached)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     except PrunekitError:
         raise
     except Exception as error:  # transformers raises many types for a bad file
@@ -109,20 +115,20 @@ def convert_gguf(gguf_path: Path) -> Path:
     return cached
 
 
-def resolve_model_location(spec: str) -> tuple[str, bool]:
+def resolve_model_location(spec: str, progress: bool = True) -> tuple[str, bool]:
     """(path or hub id to load from, is_local) for a MODEL spec; GGUF files become cached directories."""
     from prunekit.models.encoders import ENCODER_ALIASES, encoder_model_path
 
     spec = str(spec)
     if spec in ALIASES:
-        return str(convert_gguf(embedded_model_path(spec))), True
+        return str(convert_gguf(embedded_model_path(spec), progress)), True
     if spec in ENCODER_ALIASES:
         return str(encoder_model_path(spec)), True
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise PrunekitError(f"GGUF file not found: {path}")
-        return str(convert_gguf(path)), True
+        return str(convert_gguf(path, progress)), True
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise PrunekitError(f"{path} has no config.json; pass a Hugging Face model directory, a .gguf file or a hub id")
@@ -132,8 +138,33 @@ def resolve_model_location(spec: str) -> tuple[str, bool]:
     if path.exists():
         raise PrunekitError(f"{path} is neither a model directory nor a .gguf file")
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
-        return spec, False
+        return _hub_location(spec)
     raise PrunekitError(f"model not found: '{spec}' is not a directory, a .gguf file, a hub id (org/name) or an alias ({', '.join(ALIASES)})")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's host takes a connection: one quick try instead of the libraries' retries."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_location(spec: str) -> tuple[str, bool]:
+    """A hub id as it is when the Hub can be asked (or offline mode is on); otherwise its local
+    snapshot from the cache, or a one-line error at once rather than minutes of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or hub_reachable():
+        return spec, False
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec, "config.json")
+    if isinstance(cached, str):
+        return str(Path(cached).parent), True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    raise PrunekitError(f"cannot reach the Hugging Face Hub ({host}) and '{spec}' is not in the local cache; download it where there "
+                        f"is network (`hf download {spec}`) and pass that directory, or set HF_HUB_OFFLINE=1 with a filled cache")
 
 
 def available_memory_bytes(device: torch.device) -> int | None:
@@ -189,7 +220,7 @@ def check_loading_info(info: dict, spec: str) -> None:
 
 
 def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
-               trust_remote_code: bool = False, place_on_device: bool = True) -> LoadedModel:
+               trust_remote_code: bool = False, place_on_device: bool = True, progress: bool = True) -> LoadedModel:
     """Load a causal LM and its tokenizer from any MODEL spec, in eval mode.
 
     With place_on_device=False the weights stay on CPU (the sequential engine then moves one block
@@ -199,7 +230,7 @@ def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dty
 
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
-    location, is_local = resolve_model_location(spec)
+    location, is_local = resolve_model_location(spec, progress)
     try:
         config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
     except Exception as error:
