@@ -189,3 +189,9 @@ def test_vocabularies_that_differ_by_more_than_padding_are_refused():
     smaller.resize_token_embeddings(VOCAB - 64)
     with pytest.raises(PrunekitError, match=f"holds token id .* but the teacher knows only {VOCAB - 64} tokens"):
         recover(student, windows(), config(), teacher=smaller, progress=False)
+
+
+def test_a_budget_below_one_step_says_so_instead_of_asking_for_data(caplog):
+    teacher, student = pair()
+    recover(student, windows(count=2), config(tokens=2 * 24), teacher=teacher, progress=False)
+    assert "less than one optimizer step" in caplog.text and "pass more data" not in caplog.text

@@ -288,7 +288,10 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     per_step = config.micro_batch_size * config.grad_accumulation  # windows per optimizer step and process
     windows_needed = steps * per_step * processes
     epochs = windows_needed / windows.num_windows
-    if epochs > 1:
+    if config.tokens < config.tokens_per_step(processes):
+        log.warning("the budget of %d tokens is less than one optimizer step (%d windows of %d tokens): the step repeats "
+                    "windows; raise --recovery-tokens or lower --grad-accumulation", config.tokens, per_step * processes, config.seq_len)
+    elif epochs > 1:
         log.warning("recovery data has %d windows but the budget needs %d: each window is seen %.1f times; "
                     "pass more data for a larger --recovery-tokens", windows.num_windows, windows_needed, epochs)
     generator = torch.Generator().manual_seed(config.seed)
