@@ -338,3 +338,13 @@ def test_exhaustive_and_descending_damping_searches_agree_on_a_ridge_curve():
     assert len(every) == 5 and len(tried) <= 5
     assert min(tried, key=tried.get) == min(every, key=every.get)
     assert all(tried[d] == pytest.approx(every[d]) for d in tried)
+
+
+def test_kept_channels_can_be_rounded_to_a_multiple_and_still_reload(ids, tmp_path, tiny_tokenizer):
+    model = tiny_model("llama")
+    plan = prune_width(model, windows_of(torch.cat([ids] * 4)), ffn_ratio=0.3, channel_multiple=16, progress=False)
+    assert plan["intermediate_size_after"] == 96 and plan["channel_multiple"] == 16  # 128 - 38 = 90 -> 96
+    save_model(model, tiny_tokenizer, tmp_path / "m")
+    assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m").config.intermediate_size == 96
+    with pytest.raises(PrunekitError, match="channel-multiple 0"):
+        prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=0.3, channel_multiple=0, progress=False)

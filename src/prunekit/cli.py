@@ -264,6 +264,7 @@ def cmd_prune(args) -> int:
         check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction, args.ratio,
                             args.allocation, args.min_keep)
         _damping(args.damping)
+        _positive("--channel-multiple", args.channel_multiple)
     elif plan is None:
         get_method(args.method)
         if args.remove is None and args.ratio is None:
@@ -281,7 +282,7 @@ def cmd_prune(args) -> int:
 
         windows = _calibration(args, loaded)
         width_plan = prune_width(model, windows, ffn_ratio=args.ffn_ratio, head_ratio=args.head_ratio, ratio=args.ratio,
-                                 ratio_heads=args.ratio_heads,
+                                 ratio_heads=args.ratio_heads, channel_multiple=args.channel_multiple,
                                  allocation=args.allocation, min_keep=args.min_keep, criterion=args.criterion,
                                  reconstruction=args.reconstruction, damping=_damping(args.damping), seed=args.seed, **options)
         width_plan["model"] = args.model
@@ -777,6 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--allocation", default="uniform", choices=["uniform", "adaptive"],
                        help="liar: same widths in every layer (standard config), or adaptive per-layer widths by global "
                             "ranking (needs prunekit.load_model to reload)")
+    prune.add_argument("--channel-multiple", type=int, default=1,
+                       help="liar: round each layer's kept FFN channels to a multiple of N (64 suits GPU matmuls; default 1)")
     prune.add_argument("--min-keep", type=float, default=0.1, help="liar --allocation adaptive: least share of a layer's FFN "
                                                                      "channels kept (and always one KV group; default 0.1)")
     prune.add_argument("--reconstruction", default="liar", help="liar: none, bias (FLAP) or liar (least squares)")

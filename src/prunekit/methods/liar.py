@@ -17,7 +17,7 @@ other projections keep it exact.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -366,6 +366,13 @@ def _layer_widths(adapter: ModelAdapter, shape: _Shape, runner, inputs, *, alloc
                            num_kv=shape.num_kv, ratio=unit_ratio, head_ratio=head_ratio, ffn_ratio=ffn_ratio, min_keep=min_keep)
 
 
+def _round_channels(channels: int, width: int, multiple: int) -> int:
+    """Kept channels rounded to the nearest multiple (at least one multiple; a layer keeping all stays whole)."""
+    if channels >= width or multiple == 1:
+        return channels
+    return min(width, max(multiple, multiple * round(channels / multiple)))
+
+
 def _check_statistics_fit(runner: SequentialRunner, adapter: ModelAdapter, shape: _Shape, holdout: int, heads: bool) -> None:
     """Refuse before any work when the widest statistics (with the solve's working copies) cannot fit."""
     width = max(shape.width, shape.num_heads * shape.head_dim if heads else 0)
@@ -393,7 +400,7 @@ def _peak_memory(device: torch.device) -> dict:
 def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: float | None = None, ratio: float | None = None,
                 allocation: str = "uniform", min_keep: float = 0.1, criterion: str = "wanda", reconstruction: str = "liar",
                 damping: float | str = "auto", device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
-                seed: int = 0, ratio_heads: bool = False) -> dict:
+                seed: int = 0, ratio_heads: bool = False, channel_multiple: int = 1) -> dict:
     """Prune KV groups (whole GQA groups) and FFN channels of every block, in place and block by block;
     returns the plan (JSON-able).
 
@@ -402,9 +409,14 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     on SmolLM2, with 3 groups per block, that was much worse: see the README); otherwise `head_ratio` / `ffn_ratio` are the shares of KV groups / FFN channels. `allocation`
     "uniform" prunes every layer alike (a standard config); "adaptive" ranks units across layers
     (see width_allocation.py) and saves per-layer widths that need `prunekit.load_model`.
+    `channel_multiple` rounds every pruned layer's kept FFN channels to the nearest multiple: GPU
+    matmuls want sizes that are multiples of 8 or more (on an H200 the 8B shape pruned to 10781
+    channels ran at 0.63x the dense speed; see the README).
     """
     check_width_options(ffn_ratio, head_ratio, criterion, reconstruction, ratio, allocation, min_keep)
     check_damping(damping)
+    if channel_multiple < 1:
+        raise PrunekitError(f"--channel-multiple {channel_multiple} must be at least 1")
     holdout = holdout_for(reconstruction, damping)
     adapter = ModelAdapter(model)
     family, config = adapter.family, adapter.config
@@ -429,6 +441,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     inputs = runner.capture(windows.input_ids)
     widths = _layer_widths(adapter, shape, runner, inputs, allocation=allocation, ratio=ratio, head_ratio=head_ratio,
                            ffn_ratio=ffn_ratio, heads=heads, min_keep=min_keep, criterion=criterion, seed=seed, taylor=taylor)
+    widths = [replace(w, channels=_round_channels(w.channels, shape.width, channel_multiple)) for w in widths]
     prunes_heads = any(w.kv_groups < shape.num_kv for w in widths)
     prunes_ffn = any(w.channels < shape.width for w in widths)
     mlp_field = MLP_BIAS_FIELD.get(model_type)
@@ -492,7 +505,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
                 attention.config = config
     return {
         "method": "liar", "criterion": criterion, "reconstruction": reconstruction, "allocation": allocation,
-        "ffn_ratio": ffn_ratio, "head_ratio": head_ratio, "block_ratio": ratio, "min_keep": min_keep if allocation == "adaptive" else None,
+        "ffn_ratio": ffn_ratio, "head_ratio": head_ratio, "block_ratio": ratio, "channel_multiple": channel_multiple, "min_keep": min_keep if allocation == "adaptive" else None,
         "intermediate_size_before": shape.width, "intermediate_size_after": max(w.channels for w in widths),
         "kv_heads_before": shape.num_kv, "kv_heads_after": max(w.kv_groups for w in widths), "per_layer_widths": per_layer,
         "ffn_channels_removed": 1 - sum(w.channels for w in widths) / (len(widths) * shape.width),
