@@ -18,10 +18,11 @@ from tqdm.auto import tqdm
 from prunekit.data.windows import TokenWindows
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import PrunekitError
-from prunekit.methods.liar import _check_finite, _input_statistics, _install_consumer, _kept_heads, _linear, check_width_options, holdout_for
+from prunekit.methods.liar import _check_finite, _input_statistics, _kept_heads, check_width_options, holdout_for
 from prunekit.methods.reconstruction import check_damping, fold_pruned_inputs
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import EncoderAdapter, record_encoder_widths
+from prunekit.models.width_surgery import install_consumer, linear_like
 from prunekit.scoring.channels import ffn_channel_scores
 
 
@@ -38,12 +39,12 @@ def encoder_windows(windows: TokenWindows, tokenizer) -> TokenWindows:
 
 def _slice_rows(adapter: EncoderAdapter, index: int, path: str, rows: torch.Tensor) -> None:
     old = adapter.unit(index, path)
-    adapter.replace(index, path, _linear(old.weight[rows], old.bias[rows] if old.bias is not None else None, old))
+    adapter.replace(index, path, linear_like(old.weight[rows], old.bias[rows] if old.bias is not None else None, old))
 
 
 def _install_folded(adapter: EncoderAdapter, index: int, path: str, folded) -> None:
     parent, name = path.rsplit(".", 1)
-    _install_consumer(adapter.unit(index, parent), name, folded.weight, folded.bias, use_bias=True)
+    install_consumer(adapter.unit(index, parent), name, folded.weight, folded.bias, use_bias=True)
 
 
 def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0, ffn_ratio: float = 0.0,

@@ -11,7 +11,8 @@ With uniform widths the result is a standard config (`intermediate_size`, head c
 layer, which no standard config can say, so they are saved as per-layer sizes and reloaded with
 `prunekit.load_model` (`models/layer_widths.py`). An added o_proj/down_proj bias is exported
 through `attention_bias`/`mlp_bias` only in families whose config has it, where zero biases on the
-other projections keep it exact.
+other projections keep it exact. Which projections and switches a family has is the family table's
+business (`models/adapters.py`); the slicing itself is `models/width_surgery.py`.
 """
 
 from __future__ import annotations
@@ -30,41 +31,9 @@ from prunekit.methods.width_allocation import ALLOCATIONS, LayerWidth, adaptive_
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.layer_widths import record_layer_widths
 from prunekit.models.loading import available_memory_bytes
+from prunekit.models.width_surgery import (attention_consumer, producer_weights, query_weight, share_attention_config,
+                                           slice_attention, slice_mlp)
 from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_channel_scores, statistics_peak_bytes
-
-# Families whose config can switch on an MLP bias (on gate, up and down projections alike).
-MLP_BIAS_FIELD = {"llama": "mlp_bias"}
-# Families whose config can switch on a bias for q, k, v and o projections alike.
-ATTENTION_BIAS_FIELD = {name: "attention_bias" for name in ("llama", "qwen3", "gemma", "gemma2", "gemma3_text")}
-
-
-def _linear(weight: torch.Tensor, bias: torch.Tensor | None, like: nn.Linear) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=like.weight.device, dtype=like.weight.dtype)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias)
-    return layer
-
-
-def _producer_rows(name: str, keep: torch.Tensor, width: int) -> torch.Tensor:
-    """Rows of a projection that writes the kept channels (fused gate_up holds gate then up)."""
-    return torch.cat([keep, keep + width]) if name == "gate_up_proj" else keep
-
-
-def slice_mlp(mlp: nn.Module, producers: list[str], consumer: str, keep: torch.Tensor, new_down: torch.Tensor,
-              added_bias: torch.Tensor | None, use_bias: bool) -> None:
-    """Keep `keep` intermediate channels; install the folded down_proj (and biases when used)."""
-    width = getattr(mlp, consumer).in_features
-    for name in producers:
-        old = getattr(mlp, name)
-        rows = _producer_rows(name, keep, width)
-        bias = old.bias[rows] if old.bias is not None else (torch.zeros(rows.numel(), dtype=old.weight.dtype) if use_bias else None)
-        setattr(mlp, name, _linear(old.weight[rows], bias, old))
-    _install_consumer(mlp, consumer, new_down, added_bias, use_bias)
-    if hasattr(mlp, "intermediate_size"):
-        mlp.intermediate_size = keep.numel()
-
 
 def _kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int, keep_groups: int):
     """Keep whole GQA groups (a KV head and its query heads): channel and KV-row indices to keep."""
@@ -74,55 +43,6 @@ def _kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int
     channels = torch.cat([torch.arange(g * per_group * head_dim, (g + 1) * per_group * head_dim) for g in groups.tolist()])
     kv_rows = torch.cat([torch.arange(g * head_dim, (g + 1) * head_dim) for g in groups.tolist()])
     return groups, channels, kv_rows
-
-
-def query_weight(attention: nn.Module) -> torch.Tensor:
-    """The rows that write the query heads (the front of a fused qkv_proj)."""
-    if hasattr(attention, "qkv_proj"):
-        return attention.qkv_proj.weight[: attention.o_proj.in_features]
-    return attention.q_proj.weight
-
-
-def _slice_fused_attention(attention: nn.Module, q_rows: torch.Tensor, kv_rows: torch.Tensor) -> None:
-    """Phi-3: keep rows of the fused [q | k | v] projection; the split sizes it reads at run time move
-    to a per-module config copy (the shared config gets the final counts after the last block)."""
-    import copy
-
-    q_total = attention.o_proj.in_features
-    kv_total = attention.num_key_value_heads * attention.head_dim
-    rows = torch.cat([q_rows, q_total + kv_rows, q_total + kv_total + kv_rows])
-    old = attention.qkv_proj
-    attention.qkv_proj = _linear(old.weight[rows], old.bias[rows] if old.bias is not None else None, old)
-    config = copy.copy(attention.config)
-    config.num_attention_heads = q_rows.numel() // attention.head_dim
-    config.num_key_value_heads = kv_rows.numel() // attention.head_dim
-    attention.config = config
-    attention.num_key_value_heads = config.num_key_value_heads
-
-
-def slice_attention(attention: nn.Module, q_rows: torch.Tensor, kv_rows: torch.Tensor, new_o: torch.Tensor,
-                    added_bias: torch.Tensor | None, use_bias: bool) -> None:
-    """Keep the given query channels and KV rows; install the folded o_proj (and biases when used)."""
-    if hasattr(attention, "qkv_proj"):
-        _slice_fused_attention(attention, q_rows, kv_rows)
-        _install_consumer(attention, "o_proj", new_o, added_bias, use_bias)
-        return
-    for name, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
-        old = getattr(attention, name)
-        bias = old.bias[rows] if old.bias is not None else (torch.zeros(rows.numel(), dtype=old.weight.dtype) if use_bias else None)
-        setattr(attention, name, _linear(old.weight[rows], bias, old))
-    _install_consumer(attention, "o_proj", new_o, added_bias, use_bias)
-
-
-def _install_consumer(module: nn.Module, name: str, weight: torch.Tensor, added_bias: torch.Tensor | None, use_bias: bool) -> None:
-    old = getattr(module, name)
-    device = weight.device
-    bias = old.bias.detach().to(device, torch.float64) if old.bias is not None else None
-    if added_bias is not None:
-        bias = added_bias.to(device) if bias is None else bias + added_bias.to(device)
-    if use_bias and bias is None:
-        bias = torch.zeros(old.out_features, dtype=torch.float64, device=device)
-    setattr(module, name, _linear(weight.to(old.weight.dtype), bias.to(old.weight.dtype) if bias is not None else None, old))
 
 
 def _input_statistics(runner: SequentialRunner, index: int, hidden, block_kwargs, module: nn.Module, width: int,
@@ -282,7 +202,6 @@ def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, f
 class _Shape:
     """What prune_width needs to know about the model's width units."""
 
-    producers: list[str]
     consumer: str
     width: int
     num_heads: int
@@ -296,23 +215,17 @@ class _Shape:
 
 def _shape(adapter: ModelAdapter) -> _Shape:
     family, config = adapter.family, adapter.config
-    *producers, consumer = family.mlp_projections
+    consumer = family.mlp_projections[-1]
     layer = adapter.layers[0]
     width = getattr(getattr(layer, family.mlp_attr), consumer).in_features
     head_dim = getattr(getattr(layer, family.attention_attr), "head_dim")
-    return _Shape(producers, consumer, width, config.num_attention_heads, config.num_key_value_heads, head_dim)
+    return _Shape(consumer, width, config.num_attention_heads, config.num_key_value_heads, head_dim)
 
 
-def _producer_weights(mlp: nn.Module, shape: _Shape) -> list[torch.Tensor]:
-    weights = [getattr(mlp, name).weight for name in shape.producers]
-    if shape.producers == ["gate_up_proj"]:
-        weights = list(weights[0].split(getattr(mlp, shape.consumer).in_features, dim=0))
-    return weights
-
-
-def _head_channel_scores(criterion: str, stats: InputStatistics, attention: nn.Module, seed: int, taylor) -> torch.Tensor:
-    """One score per o_proj input channel (query head channel)."""
-    return ffn_channel_scores(criterion, stats, attention.o_proj.weight, [query_weight(attention)], seed=seed, taylor=taylor)
+def _head_channel_scores(criterion: str, stats: InputStatistics, attention: nn.Module, family, seed: int, taylor) -> torch.Tensor:
+    """One score per input channel of the attention's output projection (query head channel)."""
+    return ffn_channel_scores(criterion, stats, attention_consumer(attention, family).weight, [query_weight(attention, family)],
+                              seed=seed, taylor=taylor)
 
 
 def _group_scores(channel_scores: torch.Tensor, shape: _Shape) -> torch.Tensor:
@@ -329,19 +242,20 @@ def _dense_unit_scores(runner: SequentialRunner, inputs, adapter: ModelAdapter, 
     for index, layer in enumerate(adapter.layers):
         attention, mlp = getattr(layer, family.attention_attr), getattr(layer, family.mlp_attr)
         down = getattr(mlp, shape.consumer)
-        ffn_stats, attn_stats = InputStatistics(shape.width), InputStatistics(attention.o_proj.in_features)
+        attention_out = attention_consumer(attention, family)
+        ffn_stats, attn_stats = InputStatistics(shape.width), InputStatistics(attention_out.in_features)
         hooks = [down.register_forward_pre_hook(lambda mod, args: ffn_stats.add(args[0]))]
         if heads:
-            hooks.append(attention.o_proj.register_forward_pre_hook(lambda mod, args: attn_stats.add(args[0])))
+            hooks.append(attention_out.register_forward_pre_hook(lambda mod, args: attn_stats.add(args[0])))
         try:
             outputs = runner.run_block(index, hidden, inputs.block_kwargs)
         finally:
             for hook in hooks:
                 hook.remove()
-        channel_scores.append(ffn_channel_scores(criterion, ffn_stats, down.weight, _producer_weights(mlp, shape), seed=seed + index,
+        channel_scores.append(ffn_channel_scores(criterion, ffn_stats, down.weight, producer_weights(mlp, family), seed=seed + index,
                                                  taylor=taylor[index]["ffn"] if taylor else None))
         if heads:
-            scores = _head_channel_scores(criterion, attn_stats, attention, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
+            scores = _head_channel_scores(criterion, attn_stats, attention, family, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
             group_scores.append(_group_scores(scores, shape))
         hidden = outputs
     return (group_scores if heads else None), channel_scores
@@ -353,7 +267,7 @@ def _layer_widths(adapter: ModelAdapter, shape: _Shape, runner, inputs, *, alloc
         return uniform_widths(adapter.num_blocks, shape.num_kv, shape.width, head_ratio, ffn_ratio)
     hidden = adapter.config.hidden_size
     group_cost = hidden * shape.head_dim * (2 * shape.per_group + 2)
-    channel_cost = len(shape.producers) * hidden * (2 if shape.producers == ["gate_up_proj"] else 1) + hidden
+    channel_cost = 3 * hidden  # a gated MLP channel: one row of gate and of up, one column of down (fused or not)
     unit_ratio = None
     if ratio is not None:  # share of the block parameters -> share of the ranked units' parameters
         prunable = (shape.num_kv * group_cost if heads else 0) + shape.width * channel_cost
@@ -420,7 +334,6 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     holdout = holdout_for(reconstruction, damping)
     adapter = ModelAdapter(model)
     family, config = adapter.family, adapter.config
-    model_type = config.model_type
     shape = _shape(adapter)
     heads = ratio_heads if ratio is not None else head_ratio not in (None, 0.0)
     if ratio is not None and allocation == "uniform":
@@ -444,8 +357,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     widths = [replace(w, channels=_round_channels(w.channels, shape.width, channel_multiple)) for w in widths]
     prunes_heads = any(w.kv_groups < shape.num_kv for w in widths)
     prunes_ffn = any(w.channels < shape.width for w in widths)
-    mlp_field = MLP_BIAS_FIELD.get(model_type)
-    attn_field = ATTENTION_BIAS_FIELD.get(model_type)
+    mlp_field, attn_field = family.mlp_bias_field, family.attention_bias_field
     wants_bias = reconstruction in ("bias", "liar")
     use_mlp_bias = prunes_ffn and mlp_field is not None and (wants_bias or getattr(config, mlp_field, False))
     use_attn_bias = prunes_heads and attn_field is not None and (wants_bias or getattr(config, attn_field, False))
@@ -460,15 +372,15 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
         # A layer that keeps everything is still rebuilt when the config's bias flag will cover every layer.
         if keep_groups < shape.num_kv or use_attn_bias:
             attention = getattr(layer, family.attention_attr)
-            o_proj = attention.o_proj
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, o_proj, o_proj.in_features, holdout)
-            scores = _head_channel_scores(criterion, stats, attention, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
+            attention_out = attention_consumer(attention, family)
+            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, attention_out, attention_out.in_features, holdout)
+            scores = _head_channel_scores(criterion, stats, attention, family, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
             groups, channels, kv_rows = _kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
-            folded = fold_pruned_inputs(o_proj.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping, release=True)
+            folded = fold_pruned_inputs(attention_out.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping, release=True)
             _check_finite(folded, index, "attention")
             entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=folded.output_error,
                          o_proj_damping=folded.damping)
-            slice_attention(attention, channels, kv_rows, folded.weight, folded.bias, use_attn_bias)
+            slice_attention(attention, family, channels, kv_rows, folded.weight, folded.bias, use_attn_bias)
         outputs = None
         if n_keep < shape.width or use_mlp_bias:
             mlp = getattr(layer, family.mlp_attr)
@@ -477,13 +389,13 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
             recompute = ffn_outputs == "recomputed" and ffn.can_recompute
             ffn.run(hidden, inputs.block_kwargs, keep_inputs=recompute)
             stats = ffn.stats
-            scores = ffn_channel_scores(criterion, stats, down.weight, _producer_weights(mlp, shape), seed=seed + index,
+            scores = ffn_channel_scores(criterion, stats, down.weight, producer_weights(mlp, family), seed=seed + index,
                                         taylor=taylor[index]["ffn"] if taylor else None)
             keep = torch.topk(scores, n_keep).indices.sort().values
             folded = fold_pruned_inputs(down.weight, keep, stats, reconstruction, with_bias=use_mlp_bias, damping=damping, release=True)
             _check_finite(folded, index, "FFN")
             entry.update(kept_channels=keep.tolist(), output_mse=folded.output_error, damping=folded.damping)
-            slice_mlp(mlp, shape.producers, shape.consumer, keep, folded.weight, folded.bias, use_mlp_bias)
+            slice_mlp(mlp, family, keep, folded.weight, folded.bias, use_mlp_bias)
             del stats, folded
             if recompute:
                 outputs = ffn.pruned_outputs(keep)
@@ -499,10 +411,7 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
         setattr(config, attn_field, True)
     per_layer = record_layer_widths(model)
     if not per_layer:  # uniform: every fused attention can read the shared config again
-        for layer in adapter.layers:
-            attention = getattr(layer, family.attention_attr)
-            if hasattr(attention, "qkv_proj"):
-                attention.config = config
+        share_attention_config([getattr(layer, family.attention_attr) for layer in adapter.layers], family, config)
     return {
         "method": "liar", "criterion": criterion, "reconstruction": reconstruction, "allocation": allocation,
         "ffn_ratio": ffn_ratio, "head_ratio": head_ratio, "block_ratio": ratio, "channel_multiple": channel_multiple, "min_keep": min_keep if allocation == "adaptive" else None,

@@ -38,18 +38,22 @@ class DecoderFamily:
     # Width pruning uses it to recompute a block's output after pruning its FFN without rerunning it.
     mlp_norm_attr: str = "post_attention_layernorm"
     mlp_post_norm_attr: str | None = None
+    # Config switches that give every MLP / attention projection a bias, where the family has one
+    # (width pruning stores a compensation bias only where the switch makes it exact).
+    mlp_bias_field: str | None = None
+    attention_bias_field: str | None = None
 
 
-_LLAMA = DecoderFamily("llama")
+_LLAMA = DecoderFamily("llama", mlp_bias_field="mlp_bias", attention_bias_field="attention_bias")
 FAMILIES: dict[str, DecoderFamily] = {
     "llama": _LLAMA,
     "mistral": DecoderFamily("mistral"),
     "qwen2": DecoderFamily("qwen2"),
-    "qwen3": DecoderFamily("qwen3"),
-    "gemma": DecoderFamily("gemma"),
-    "gemma2": DecoderFamily("gemma2", logit_softcap_field="final_logit_softcapping",
+    "qwen3": DecoderFamily("qwen3", attention_bias_field="attention_bias"),
+    "gemma": DecoderFamily("gemma", attention_bias_field="attention_bias"),
+    "gemma2": DecoderFamily("gemma2", logit_softcap_field="final_logit_softcapping", attention_bias_field="attention_bias",
                             mlp_norm_attr="pre_feedforward_layernorm", mlp_post_norm_attr="post_feedforward_layernorm"),
-    "gemma3_text": DecoderFamily("gemma3_text", logit_softcap_field="final_logit_softcapping",
+    "gemma3_text": DecoderFamily("gemma3_text", logit_softcap_field="final_logit_softcapping", attention_bias_field="attention_bias",
                                  mlp_norm_attr="pre_feedforward_layernorm", mlp_post_norm_attr="post_feedforward_layernorm"),
     "phi3": DecoderFamily(
         "phi3",

@@ -12,6 +12,7 @@ import torch
 
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter
+from prunekit.models.width_surgery import attention_consumer, qkv_row_values
 
 
 def _owned(weight: torch.nn.Parameter, dim: int) -> torch.Tensor:
@@ -22,7 +23,7 @@ def _owned(weight: torch.nn.Parameter, dim: int) -> torch.Tensor:
 
 
 def taylor_unit_scores(model, windows, *, device=None, heads: bool = True) -> list[dict[str, torch.Tensor]]:
-    """Per layer {"ffn": one score per intermediate channel, "heads": one per o_proj input channel}.
+    """Per layer {"ffn": one score per intermediate channel, "heads": one per input channel of the attention's output projection}.
 
     A KV head's own rows (k_proj, v_proj) are shared by its query heads, so their score is spread
     evenly over the query channels of its group; a whole group's sum is then its full score.
@@ -63,14 +64,8 @@ def taylor_unit_scores(model, windows, *, device=None, heads: bool = True) -> li
             entry = {"ffn": ffn}
             if heads:
                 head_dim = attention.head_dim
-                if hasattr(attention, "qkv_proj"):  # fused [q | k | v] rows (Phi-3)
-                    rows = _owned(attention.qkv_proj.weight, 1)
-                    q_total = attention.o_proj.in_features
-                    kv_total = (rows.numel() - q_total) // 2
-                    q_rows, k_rows, v_rows = rows[:q_total], rows[q_total:q_total + kv_total], rows[q_total + kv_total:]
-                else:
-                    q_rows, k_rows, v_rows = (_owned(getattr(attention, n).weight, 1) for n in ("q_proj", "k_proj", "v_proj"))
-                channels = q_rows + _owned(attention.o_proj.weight, 0)
+                q_rows, k_rows, v_rows = qkv_row_values(attention, family, lambda weight: _owned(weight, 1))
+                channels = q_rows + _owned(attention_consumer(attention, family).weight, 0)
                 kv = (k_rows + v_rows).view(-1, 1, head_dim)
                 per_group = channels.numel() // (kv.shape[0] * head_dim)
                 entry["heads"] = channels + (kv / per_group).expand(-1, per_group, -1).reshape(-1)
