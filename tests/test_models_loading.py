@@ -83,7 +83,8 @@ def test_a_config_that_asks_for_more_blocks_than_the_weights_hold_is_refused(tmp
 
 
 def test_an_unreachable_hub_fails_at_once_with_one_line(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(loading, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(PrunekitError, match="cannot reach the Hugging Face Hub .* not in the local cache"):
         loading.resolve_model_location("some-org/not-cached-model")

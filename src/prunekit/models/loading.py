@@ -155,8 +155,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def _hub_location(spec: str) -> tuple[str, bool]:
     """A hub id as it is when the Hub can be asked (or offline mode is on); otherwise its local
     snapshot from the cache, or a one-line error at once rather than minutes of retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or hub_reachable():
-        return spec, False
+    proxied = any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or proxied or hub_reachable():
+        return spec, False  # behind a proxy a direct connection says nothing: the libraries' own way is used
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(spec, "config.json")
