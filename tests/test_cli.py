@@ -361,3 +361,12 @@ def test_only_the_main_process_prints_the_summary(tiny_checkpoint, tmp_path, cap
     monkeypatch.setenv("RANK", "1")
     code, stdout, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "shortgpt", "--remove", 1, "--out", tmp_path / "o", *CALIB)
     assert code == 0 and stdout == ""
+
+
+def test_a_command_that_fails_after_claiming_its_output_releases_it(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from prunekit.methods import liar
+    from prunekit.models import export
+
+    monkeypatch.setattr(liar, "available_memory_bytes", lambda device: 10_000)
+    code, _, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ffn-ratio", 0.25, "--out", tmp_path / "o", *CALIB)
+    assert code == 2 and not export._CLAIMS and not list(tmp_path.glob(".*lock"))

@@ -899,6 +899,10 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(interrupt, _Terminated)
         print(f"prunekit: {'terminated' if terminated else 'interrupted'}; no partial output was written", file=sys.stderr)
         return 143 if terminated else 130
+    finally:
+        from prunekit.models.export import release_all_outputs
+
+        release_all_outputs()
 
 
 if __name__ == "__main__":

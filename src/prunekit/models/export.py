@@ -65,7 +65,8 @@ def release_output(out_path: Path) -> None:
 
 
 @atexit.register
-def _release_all() -> None:
+def release_all_outputs() -> None:
+    """Release every claim of this process (a command that stopped early still holds its `--out`)."""
     for out_path in list(_CLAIMS):
         release_output(out_path)
 
