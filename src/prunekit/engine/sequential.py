@@ -11,6 +11,7 @@ else stays on CPU, so a model far larger than the accelerator can be scanned.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -130,6 +131,16 @@ class SequentialRunner:
     def _leave(self, layer: nn.Module) -> None:
         if self.offload:
             layer.to("cpu")
+
+    @contextmanager
+    def block_on_device(self, index: int) -> Iterator[nn.Module]:
+        """Block `index` on the device for the duration (with offloading it goes back to the CPU after)."""
+        layer = self.adapter.layers[index]
+        self._enter(layer)
+        try:
+            yield layer
+        finally:
+            self._leave(layer)
 
     def run_block(self, index: int, hidden: list[torch.Tensor], block_kwargs: list[list[dict]],
                   kwargs_index: int | None = None) -> list[torch.Tensor]:

@@ -109,19 +109,17 @@ class _FfnPass:
     @torch.no_grad()
     def pruned_outputs(self, keep: torch.Tensor) -> list[torch.Tensor]:
         """The pruned block's outputs: residual + post(mlp'(x)) (or down'(z_kept) for the MLP on the CPU)."""
-        layer = self.adapter.layers[self.index]
         device, storage = self.runner.device, self.runner.storage_device
-        self.runner._enter(layer)
-        down = getattr(self.mlp, self.consumer)
         keep = keep.to(device)
         outputs = []
-        for residual, inputs in zip(self.residuals, self.inputs):
-            inputs = inputs.to(device)
-            out = down(inputs.index_select(-1, keep)) if self.keeps_down_inputs else self.mlp(inputs)
-            if self.post is not None:
-                out = self.post(out)
-            outputs.append((residual.to(device) + out).to(storage))
-        self.runner._leave(layer)
+        with self.runner.block_on_device(self.index):
+            down = getattr(self.mlp, self.consumer)
+            for residual, inputs in zip(self.residuals, self.inputs):
+                inputs = inputs.to(device)
+                out = down(inputs.index_select(-1, keep)) if self.keeps_down_inputs else self.mlp(inputs)
+                if self.post is not None:
+                    out = self.post(out)
+                outputs.append((residual.to(device) + out).to(storage))
         return outputs
 
 
