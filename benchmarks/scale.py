@@ -119,14 +119,18 @@ class Meter:
 
 
 @torch.no_grad()
-def forward_tokens_per_second(model, windows, device: torch.device) -> float:
-    """Plain forwards over the windows, one at a time (after one warm-up window)."""
+def timed_forwards(model, windows, device: torch.device) -> Meter:
+    """Plain forwards over the windows, one at a time, after one warm-up window: time and peak of the pass."""
     model(input_ids=windows.input_ids[:1].to(device), use_cache=False)
     meter = Meter(device)
     with meter:
         for row in windows.input_ids:
             model(input_ids=row[None].to(device), use_cache=False)
-    return windows.num_tokens / meter.seconds
+    return meter
+
+
+def forward_tokens_per_second(model, windows, device: torch.device) -> float:
+    return windows.num_tokens / timed_forwards(model, windows, device).seconds
 
 
 def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
@@ -155,11 +159,8 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
     engine = {"device": device, "offload": offload, "progress": False}
     meter = Meter(device)
     if row == "forward":
-        out["tokens_per_second"] = forward_tokens_per_second(model, windows, device)
-        with meter:
-            with torch.no_grad():
-                for ids in windows.input_ids:
-                    model(input_ids=ids[None].to(device), use_cache=False)
+        meter = timed_forwards(model, windows, device)
+        out["tokens_per_second"] = windows.num_tokens / meter.seconds
     elif row in ("bi", "angular", "removal-cosine", "removal-loss", "taylor"):
         with meter:
             scores = prunekit.scan_blocks(model, windows, row, **engine)

@@ -31,9 +31,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_text_field_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-field", default="text", help="the text field of .jsonl/.json records and hub rows (default text)")
+
+
 def _add_calibration_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="builtin", help="calibration data: builtin, wikitext2, c4, ptb, a hub id or a .txt/.raw/.jsonl/.json file")
-    parser.add_argument("--text-field", default="text", help="the text field of .jsonl/.json records and hub rows (default text)")
+    _add_text_field_option(parser)
     parser.add_argument("--windows", type=int, default=16, help="number of calibration windows (default 16)")
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per calibration window (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the calibration window offsets")
@@ -262,9 +266,8 @@ def cmd_prune(args) -> int:
         from prunekit.methods.liar import check_width_options
 
         check_width_options(args.ffn_ratio, args.head_ratio, args.criterion, args.reconstruction, args.ratio,
-                            args.allocation, args.min_keep)
+                            args.allocation, args.min_keep, args.channel_multiple)
         _damping(args.damping)
-        _positive("--channel-multiple", args.channel_multiple)
     elif plan is None:
         get_method(args.method)
         if args.remove is None and args.ratio is None:
@@ -826,7 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(recover_cmd)
     recover_cmd.add_argument("--teacher", help="the dense model to distil from (without one, plain next-token training)")
     recover_cmd.add_argument("--seed", type=int, default=0, help="seed for data order and self-generated text")
-    recover_cmd.add_argument("--text-field", default="text", help="the text field of .jsonl/.json records and hub rows (default text)")
+    _add_text_field_option(recover_cmd)
     recover_cmd.add_argument("--heldout-data", default="builtin", help="perplexity data checked before and after (default builtin)")
     recover_cmd.add_argument("--heldout-windows", type=int, default=4, help="held-out windows (0 = skip; default 4)")
     recover_cmd.add_argument("--out", required=True, help="output directory for the recovered checkpoint")
@@ -837,7 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     extend = sub.add_parser("extend", help="grow a model deeper by repeating blocks with their own adapters (FlexiGPT)")
     _add_model_options(extend)
     extend.add_argument("--to-blocks", type=int, required=True, help="number of blocks after extension")
-    extend.add_argument("--text-field", default="text", help="the text field of .jsonl/.json records and hub rows (default text)")
+    _add_text_field_option(extend)
     extend.add_argument("--pattern", default="block", help="block: each repeat right after its source, spread over the depth; "
                                                           "sequential: the last blocks repeated as one run")
     extend.add_argument("--seed", type=int, default=0)

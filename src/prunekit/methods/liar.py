@@ -31,8 +31,8 @@ from prunekit.methods.width_allocation import ALLOCATIONS, LayerWidth, adaptive_
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.layer_widths import record_layer_widths
 from prunekit.models.loading import available_memory_bytes
-from prunekit.models.width_surgery import (attention_consumer, producer_weights, query_weight, share_attention_config,
-                                           slice_attention, slice_mlp)
+from prunekit.models.width_surgery import (attention_consumer, mlp_consumer, producer_weights, query_weight,
+                                           share_attention_config, slice_attention, slice_mlp)
 from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_channel_scores, statistics_peak_bytes
 
 def _kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int, keep_groups: int):
@@ -70,11 +70,11 @@ class _FfnPass:
     inputs are kept instead and only down' runs again (fewer flops, more memory); on an
     accelerator the hidden-wide MLP input is kept (less memory, and the flops are cheap there)."""
 
-    def __init__(self, runner: SequentialRunner, adapter: ModelAdapter, index: int, consumer: str, width: int, holdout: int):
+    def __init__(self, runner: SequentialRunner, adapter: ModelAdapter, index: int, width: int, holdout: int):
         self.runner, self.adapter, self.index = runner, adapter, index
         family, layer = adapter.family, adapter.layers[index]
         self.mlp = getattr(layer, family.mlp_attr)
-        self.consumer = consumer
+        self.family = family
         self.norm = getattr(layer, family.mlp_norm_attr, None)
         self.post = getattr(layer, family.mlp_post_norm_attr) if family.mlp_post_norm_attr else None
         self.keeps_down_inputs = _keeps_down_inputs(runner.device)
@@ -95,7 +95,7 @@ class _FfnPass:
             if keep_down:
                 self.inputs.append(args[0].detach().to(storage))
 
-        hooks = [getattr(self.mlp, self.consumer).register_forward_pre_hook(on_down)]
+        hooks = [mlp_consumer(self.mlp, self.family).register_forward_pre_hook(on_down)]
         if keep_inputs:
             hooks.append(self.norm.register_forward_pre_hook(lambda module, args: self.residuals.append(args[0].detach().to(storage))))
         if keep_inputs and not keep_down:
@@ -113,7 +113,7 @@ class _FfnPass:
         keep = keep.to(device)
         outputs = []
         with self.runner.block_on_device(self.index):
-            down = getattr(self.mlp, self.consumer)
+            down = mlp_consumer(self.mlp, self.family)  # the pruned one
             for residual, inputs in zip(self.residuals, self.inputs):
                 inputs = inputs.to(device)
                 out = down(inputs.index_select(-1, keep)) if self.keeps_down_inputs else self.mlp(inputs)
@@ -137,7 +137,8 @@ def _check_finite(folded, index: int, what: str) -> None:
 
 
 def check_width_options(ffn_ratio: float | None, head_ratio: float | None, criterion: str, reconstruction: str,
-                        ratio: float | None = None, allocation: str = "uniform", min_keep: float = 0.1) -> None:
+                        ratio: float | None = None, allocation: str = "uniform", min_keep: float = 0.1,
+                        channel_multiple: int = 1) -> None:
     """The checks that need no model, so the CLI can fail before loading one."""
     if ratio is not None:
         if ffn_ratio is not None or head_ratio not in (None, 0.0):
@@ -159,6 +160,8 @@ def check_width_options(ffn_ratio: float | None, head_ratio: float | None, crite
         raise PrunekitError(f"unknown allocation '{allocation}'; choose one of {', '.join(ALLOCATIONS)}")
     if not 0.0 < min_keep <= 1.0:
         raise PrunekitError(f"--min-keep {min_keep} must be in (0, 1]")
+    if channel_multiple < 1:
+        raise PrunekitError(f"--channel-multiple {channel_multiple} must be at least 1")
 
 
 def holdout_for(reconstruction: str, damping) -> int:
@@ -200,7 +203,6 @@ def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, f
 class _Shape:
     """What prune_width needs to know about the model's width units."""
 
-    consumer: str
     width: int
     num_heads: int
     num_kv: int
@@ -213,11 +215,10 @@ class _Shape:
 
 def _shape(adapter: ModelAdapter) -> _Shape:
     family, config = adapter.family, adapter.config
-    consumer = family.mlp_projections[-1]
     layer = adapter.layers[0]
-    width = getattr(getattr(layer, family.mlp_attr), consumer).in_features
+    width = mlp_consumer(getattr(layer, family.mlp_attr), family).in_features
     head_dim = getattr(getattr(layer, family.attention_attr), "head_dim")
-    return _Shape(consumer, width, config.num_attention_heads, config.num_key_value_heads, head_dim)
+    return _Shape(width, config.num_attention_heads, config.num_key_value_heads, head_dim)
 
 
 def _head_channel_scores(criterion: str, stats: InputStatistics, attention: nn.Module, family, seed: int, taylor) -> torch.Tensor:
@@ -239,7 +240,7 @@ def _dense_unit_scores(runner: SequentialRunner, inputs, adapter: ModelAdapter, 
     hidden = inputs.hidden
     for index, layer in enumerate(adapter.layers):
         attention, mlp = getattr(layer, family.attention_attr), getattr(layer, family.mlp_attr)
-        down = getattr(mlp, shape.consumer)
+        down = mlp_consumer(mlp, family)
         attention_out = attention_consumer(attention, family)
         ffn_stats, attn_stats = InputStatistics(shape.width), InputStatistics(attention_out.in_features)
         hooks = [down.register_forward_pre_hook(lambda mod, args: ffn_stats.add(args[0]))]
@@ -291,7 +292,9 @@ def _check_statistics_fit(runner: SequentialRunner, adapter: ModelAdapter, shape
     need = statistics_peak_bytes(width, bool(holdout))
     device = runner.device
     if runner.offload:
-        need += sum(p.numel() * p.element_size() for p in adapter.layers[0].parameters())
+        from prunekit.evaluation.speed import weight_bytes
+
+        need += weight_bytes(adapter.layers[0])
     free = available_memory_bytes(device)
     if free is not None and need > free:
         hint = ("use --offload (only the block being pruned on the accelerator), " if device.type == "cuda" and not runner.offload else "")
@@ -325,10 +328,8 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     matmuls want sizes that are multiples of 8 or more (on an H200 the 8B shape pruned to 10781
     channels ran at 0.63x the dense speed; see the README).
     """
-    check_width_options(ffn_ratio, head_ratio, criterion, reconstruction, ratio, allocation, min_keep)
+    check_width_options(ffn_ratio, head_ratio, criterion, reconstruction, ratio, allocation, min_keep, channel_multiple)
     check_damping(damping)
-    if channel_multiple < 1:
-        raise PrunekitError(f"--channel-multiple {channel_multiple} must be at least 1")
     holdout = holdout_for(reconstruction, damping)
     adapter = ModelAdapter(model)
     family, config = adapter.family, adapter.config
@@ -382,8 +383,8 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
         outputs = None
         if n_keep < shape.width or use_mlp_bias:
             mlp = getattr(layer, family.mlp_attr)
-            down = getattr(mlp, shape.consumer)
-            ffn = _FfnPass(runner, adapter, index, shape.consumer, shape.width, holdout)
+            down = mlp_consumer(mlp, family)
+            ffn = _FfnPass(runner, adapter, index, shape.width, holdout)
             recompute = ffn_outputs == "recomputed" and ffn.can_recompute
             ffn.run(hidden, inputs.block_kwargs, keep_inputs=recompute)
             stats = ffn.stats

@@ -142,9 +142,13 @@ def resolve_model_location(spec: str, progress: bool = True) -> tuple[str, bool]
     raise PrunekitError(f"model not found: '{spec}' is not a directory, a .gguf file, a hub id (org/name) or an alias ({', '.join(ALIASES)})")
 
 
+def _hub_endpoint():
+    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hub's host takes a connection: one quick try instead of the libraries' retries."""
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    endpoint = _hub_endpoint()
     try:
         socket.create_connection((endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)), timeout=timeout).close()
     except OSError:
@@ -163,8 +167,7 @@ def _hub_location(spec: str) -> tuple[str, bool]:
     cached = try_to_load_from_cache(spec, "config.json")
     if isinstance(cached, str):
         return str(Path(cached).parent), True
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    raise PrunekitError(f"cannot reach the Hugging Face Hub ({host}) and '{spec}' is not in the local cache; download it where there "
+    raise PrunekitError(f"cannot reach the Hugging Face Hub ({_hub_endpoint().hostname}) and '{spec}' is not in the local cache; download it where there "
                         f"is network (`hf download {spec}`) and pass that directory, or set HF_HUB_OFFLINE=1 with a filled cache")
 
 
