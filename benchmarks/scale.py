@@ -137,7 +137,6 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
     """One measurement; `state` keeps the dense model of the shape between rows (rebuilt when a row changed it)."""
     import prunekit
     from prunekit.evaluation.speed import weight_bytes
-    from prunekit.methods.liar import prune_width
 
     settings = shape_settings(shape)
     offload = settings["offload"]
@@ -167,7 +166,7 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
         out["ranking"] = scores.ranking()[:5]
     elif row == "shortgpt-25":
         with meter:
-            pruned, plan = prunekit.prune(model, windows, method="shortgpt", ratio=0.25, **engine)
+            pruned, plan = prunekit.prune(model, "shortgpt", windows, ratio=0.25, **engine)
         out["removed"] = plan.removed_blocks
         out["dense_tokens_per_second"] = forward_tokens_per_second(model, windows, device)
         out["pruned_tokens_per_second"] = forward_tokens_per_second(pruned, windows, device)
@@ -177,7 +176,8 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
         multiple = int(row.split("-m")[1]) if "-m" in row else 1  # liar-20-m64: kept channels rounded to 64
         state["dirty"] = True
         with meter:
-            plan = prune_width(model, windows, ratio=ratio, channel_multiple=multiple, **engine)
+            result = prunekit.prune(model, "liar", windows, ratio=ratio, channel_multiple=multiple, inplace=True, **engine)
+        plan = result.plan.stages[0]["details"]
         out.update(ffn_channels_removed=plan["ffn_channels_removed"], ffn_outputs=plan["ffn_outputs"],
                    intermediate_size=plan["intermediate_size_after"],
                    dampings=sorted({layer["damping"] for layer in plan["layers"]}), plan_seconds=plan["seconds"],
@@ -185,14 +185,12 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
         if not offload:
             out["pruned_tokens_per_second"] = forward_tokens_per_second(model, windows, device)
     elif row == "flexigpt-25":
-        from prunekit.methods.flexigpt import replace_blocks
-
         state["dirty"] = True
-        scores = prunekit.scan_blocks(model, windows, "bi", **engine)
-        pruned_blocks = sorted(scores.ranking()[: max(1, round(0.25 * len(scores.scores)))])
-        with meter:
-            record = replace_blocks(model, pruned_blocks, progress=False)
-        out.update(replaced=pruned_blocks, rank=record.get("rank"), shared_tokens_per_second=forward_tokens_per_second(model, windows, device))
+        with meter:  # the BI scan and the replacement, no adapter training
+            result = prunekit.prune(model, prunekit.FlexiGPTConfig(ratio=0.25, recovery=None), windows, inplace=True, **engine)
+        record = result.plan.stages[0]["details"]
+        out.update(replaced=record["replaced_blocks"], rank=record["rank"],
+                   shared_tokens_per_second=forward_tokens_per_second(model, windows, device))
     elif row in ("iterabre-1", "recovery", "recovery-before"):
         out.update(recovery_row(shape, row, model, device, settings, state))
     else:
@@ -206,11 +204,10 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
 
 def recovery_row(shape: str, row: str, model, device: torch.device, settings: dict, state: dict) -> dict:
     """64k tokens of distillation from a dense copy: one IteRABRe iteration, or the trainer alone."""
-    import tempfile
+    import copy
 
     import prunekit
-    from prunekit import RecoveryConfig, recover
-    from prunekit.methods.iterabre import IterabreSettings, dense_teacher, iterabre
+    from prunekit import IterabreConfig, RecoveryConfig, recover
 
     state["dirty"] = True
     long = settings["recovery_seq_len"]
@@ -222,15 +219,15 @@ def recovery_row(shape: str, row: str, model, device: torch.device, settings: di
     config = RecoveryConfig(tokens=tokens, seq_len=seq, micro_batch_size=1, grad_accumulation=per_step,
                             fit_micro_batch=row != "recovery-before", scope="blocks")
     data = random_windows(model, max(1, tokens // seq), seq, seed=1)
-    teacher = dense_teacher(model)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
     meter = Meter(device)
     out = {"recovery_tokens": tokens, "recovery_seq_len": seq}
     if row == "iterabre-1":
         calibration = random_windows(model, settings["windows"], settings["seq_len"])
-        with tempfile.TemporaryDirectory() as run_dir, meter:
-            plan = iterabre(model, teacher, calibration, data, IterabreSettings(remove=1, recovery=config), run_dir=run_dir,
-                            device=device, progress=False)
-        step = plan.steps[0]
+        with meter:
+            result = prunekit.prune(model, IterabreConfig(remove=1, recovery=config), calibration, teacher=teacher, recovery_data=data,
+                                    inplace=True, device=device, progress=False)
+        step = result.plan.stages[0]["details"]["steps"][0]
         out.update(removed=step["removed"], scan_seconds=step["scan_seconds"], **{f"recovery_{k}": v for k, v in step["recovery"].items()
                                                                                if k in ("seconds", "tokens_per_second", "mfu", "micro_batch_size")})
     else:

@@ -66,16 +66,16 @@ def test_eval_prints_perplexity_json(tiny_checkpoint, capsys):
     (["prune", "--model", "{ckpt}", "--remove", "4", "--out", "{tmp}/o"], "smaller than the number of blocks"),
     (["prune", "--model", "{ckpt}", "--remove", "0", "--out", "{tmp}/o"], "at least 1"),
     (["prune", "--model", "{ckpt}", "--ratio", "1.5", "--out", "{tmp}/o"], "strictly between 0 and 1"),
-    (["prune", "--model", "{ckpt}", "--method", "magic", "--remove", "1", "--out", "{tmp}/o"], "unknown method"),
+    (["prune", "--model", "{ckpt}", "--method", "magic", "--remove", "1", "--out", "{tmp}/o"], "--method 'magic' is unknown"),
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--seq-len", "100000"], "exceeds the model's context"),
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{short}", "--seq-len", "64"], "fewer than one window"),
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{ckpt}", "--overwrite"], "overwrite the input model"),
     (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{tmp}/none.txt", "--seq-len", "64"], "data file not found"),
-    (["prune", "--model", "{ckpt}", "--method", "liar", "--out", "{tmp}/o"], "or --ffn-ratio R and/or --head-ratio"),
+    (["prune", "--model", "{ckpt}", "--method", "liar", "--out", "{tmp}/o"], "or --ffn-ratio and/or --head-ratio"),
     (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "1", "--out", "{tmp}/o"], "must be in [0, 1)"),
-    (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--criterion", "x", "--out", "{tmp}/o"], "unknown criterion"),
+    (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--criterion", "x", "--out", "{tmp}/o"], "--criterion 'x' is unknown"),
     (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--damping", "lots", "--out", "{tmp}/o"], "neither a number nor 'auto'"),
-    (["scan", "--model", "{ckpt}", "--metric", "nope", "--out", "{tmp}/o/scan.json"], "unknown metric"),
+    (["scan", "--model", "{ckpt}", "--metric", "nope", "--out", "{tmp}/o/scan.json"], "--metric 'nope' is unknown"),
     (["eval", "--model", "{tmp}/x.gguf", "--ppl", "builtin"], "GGUF file not found"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_checkpoint, tmp_path, capsys, argv, message):
@@ -101,7 +101,8 @@ def test_liar_width_pruning_from_the_command_line(tiny_checkpoint, tmp_path, cap
                           "--criterion", "fluctuation", "--out", out, "--compare", "--eval-windows", 2, "--eval-seq-len", 32, *CALIB)
     assert code == 0 and "FFN channels 128 -> 96" in stdout
     plan = json.loads((out / "prunekit_plan.json").read_text())
-    assert plan["method"] == "liar" and len(plan["layers"]) == 4 and len(plan["layers"][0]["kept_channels"]) == 96
+    layers = plan["stages"][0]["details"]["layers"]
+    assert plan["method"] == "liar" and len(layers) == 4 and len(layers[0]["kept_channels"]) == 96
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.config.intermediate_size == 96 and model.config.mlp_bias
     assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (2, 1) and model.config.attention_bias
@@ -116,8 +117,9 @@ def test_prune_iterabre_writes_checkpoint_plan_and_run_log(tiny_checkpoint, tmp_
                                "--protect-ends", "--recovery-data", "builtin", *RECOVERY, "--out", out, *CALIB)
     assert code == 0, stderr
     plan = json.loads((out / "prunekit_plan.json").read_text())
-    assert plan["method"] == "iterabre" and plan["removed_blocks"] == [1, 2] and len(plan["steps"]) == 2
-    assert plan["recovery"]["tokens"] == 64 and plan["steps"][0]["recovery"]["tokens_budget"] == 32
+    details = plan["stages"][0]["details"]
+    assert plan["method"] == "iterabre" and plan["removed_blocks"] == [1, 2] and len(details["steps"]) == 2
+    assert details["recovery"]["tokens"] == 64 and details["steps"][0]["recovery"]["tokens_budget"] == 32
     state = json.loads((tmp_path / "pruned.iterabre-run" / "state.json").read_text())
     assert state["status"] == "finished" and "iterabre: removed blocks" in stdout
     assert transformers.AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
@@ -133,7 +135,7 @@ def test_prune_iterabre_with_self_generated_data_resumes_a_finished_run(tiny_che
     args = ["prune", "--model", tiny_checkpoint, "--method", "iterabre", "--remove", 1, *RECOVERY, "--run-dir", tmp_path / "run", *CALIB]
     assert run(capsys, *args, "--out", tmp_path / "a")[0] == 0
     assert (tmp_path / "run" / "recovery_data.safetensors").is_file()
-    assert run(capsys, *args, "--out", tmp_path / "b", "--resume", tmp_path / "run")[0] == 0
+    assert run(capsys, *args, "--out", tmp_path / "b", "--resume")[0] == 0
     a = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()
     b = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "b").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -142,7 +144,7 @@ def test_prune_iterabre_with_self_generated_data_resumes_a_finished_run(tiny_che
 @pytest.mark.parametrize("extra, message", [
     (["--remove", 4], "must be smaller"), (["--target-blocks", 0], "--target-blocks"),
     (["--remove", 1, "--recovery-tokens", 0], "--recovery-tokens"), (["--remove", 1, "--scope", "some"], "scope"),
-    (["--remove", 1, "--metric", "nope"], "metric"), ([], "say how many"),
+    (["--remove", 1, "--metric", "nope"], "metric"), ([], "--remove or --ratio: give exactly one"),
 ])
 def test_prune_iterabre_bad_input_is_one_line_and_writes_nothing(tiny_checkpoint, tmp_path, capsys, extra, message):
     out = tmp_path / "pruned"
@@ -161,7 +163,7 @@ def test_recover_distils_a_teacher_into_a_pruned_checkpoint(tiny_checkpoint, tmp
     log = json.loads((recovered / "prunekit_recovery.json").read_text())
     assert log["tokens"] == 64 and log["config"]["scope"] == "lora" and log["heldout_perplexity_after"] > 0
     plan = json.loads((recovered / "prunekit_plan.json").read_text())
-    assert plan["method"] == "shortgpt" and plan["recovery"]["tokens"] == 64
+    assert [s["method"] for s in plan["stages"]] == ["shortgpt", "recover"] and plan["stages"][-1]["details"]["tokens"] == 64
     assert transformers.AutoModelForCausalLM.from_pretrained(recovered).config.num_hidden_layers == 3
     code, _, stderr = run(capsys, "recover", "--model", pruned, "--recovery-data", "self", "--out", tmp_path / "x", "--quiet")
     assert code == 2 and "--teacher" in stderr and not (tmp_path / "x").exists()
@@ -177,7 +179,8 @@ def test_prune_flexigpt_saves_shared_blocks_that_prunekit_reloads_identically(ti
                                "--recovery-data", "builtin", *RECOVERY, "--out", out, *CALIB)
     assert code == 0, stderr
     plan = json.loads((out / "prunekit_plan.json").read_text())
-    assert plan["method"] == "flexigpt" and len(plan["removed_blocks"]) == 2 and plan["recovery"]["tokens"] == 64
+    details = plan["stages"][0]["details"]
+    assert plan["method"] == "flexigpt" and len(details["replaced_blocks"]) == 2 and details["recovery"]["tokens"] == 64
     assert plan["params_after"] < plan["params_before"] and "shared blocks" in stdout
     loaded = load_model(str(out), device="cpu")
     assert loaded.adapter.num_blocks == 4
@@ -189,13 +192,13 @@ def test_prune_flexigpt_saves_shared_blocks_that_prunekit_reloads_identically(ti
 
 def test_flexigpt_merge_writes_a_plain_checkpoint(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "merged"
-    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 1, "--no-output-norm",
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 1, "--output-norm", "none",
                           "--merge", "--recovery-tokens", 0, "--out", out, *CALIB)
     assert code == 0, stderr
     assert transformers.AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 1, "--merge",
                           "--out", tmp_path / "refused", *CALIB)
-    assert code == 2 and "--no-output-norm" in stderr and not (tmp_path / "refused").exists()
+    assert code == 2 and "--output-norm none" in stderr and not (tmp_path / "refused").exists()
 
 
 def test_extend_grows_the_model_and_reloads(tiny_checkpoint, tmp_path, capsys):
@@ -209,7 +212,8 @@ def test_extend_grows_the_model_and_reloads(tiny_checkpoint, tmp_path, capsys):
     model = load_model(str(out), device="cpu").model
     assert model.config.num_hidden_layers == 6
     plan = json.loads((out / "prunekit_plan.json").read_text())
-    assert plan["recovery"]["config"]["lm_weight"] == 1.0 and plan["recovery"]["config"]["kd_weight"] == 0.0
+    recovery = plan["stages"][0]["details"]["recovery"]
+    assert recovery["config"]["lm_weight"] == 1.0 and recovery["config"]["kd_weight"] == 0.0
     code, _, stderr = run(capsys, "extend", "--model", tiny_checkpoint, "--to-blocks", 3, "--out", tmp_path / "x", "--quiet")
     assert code == 2 and "--to-blocks" in stderr
 
@@ -219,10 +223,10 @@ def test_liar_ratio_is_a_share_of_the_block_parameters(tiny_checkpoint, tmp_path
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ratio-heads",
                           "--out", out, *CALIB)
     assert code == 0, stderr
-    plan = json.loads((out / "prunekit_plan.json").read_text())
+    plan = json.loads((out / "prunekit_plan.json").read_text())["stages"][0]["details"]
     assert plan["block_ratio"] == 0.4 and plan["kv_heads_after"] == 1 and plan["intermediate_size_after"] < 128
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--out", tmp_path / "ffn", *CALIB)
-    plan = json.loads((tmp_path / "ffn" / "prunekit_plan.json").read_text())
+    plan = json.loads((tmp_path / "ffn" / "prunekit_plan.json").read_text())["stages"][0]["details"]
     assert code == 0 and plan["kv_heads_after"] == 2 and plan["intermediate_size_after"] < 128
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ffn-ratio", 0.2,
                           "--out", tmp_path / "x", *CALIB)
@@ -235,7 +239,7 @@ def test_liar_adaptive_widths_from_the_command_line_reload_with_prunekit(tiny_ch
                                "adaptive", "--min-keep", 0.2, "--out", out, *CALIB)
     assert code == 0, stderr
     assert "per-layer widths" in stdout or "FFN channels" in stdout
-    plan = json.loads((out / "prunekit_plan.json").read_text())
+    plan = json.loads((out / "prunekit_plan.json").read_text())["stages"][0]["details"]
     assert plan["allocation"] == "adaptive" and plan["min_keep"] == 0.2
     code, stdout, stderr = run(capsys, "eval", "--model", out, "--ppl", "builtin", "--windows", 1, "--seq-len", 16, "--quiet")
     assert code == 0, stderr
@@ -257,7 +261,7 @@ def test_liar_prunes_a_bert_encoder_from_the_command_line(tmp_path, capsys, bert
     assert loaded.model.config.prunekit_layer_widths["num_attention_heads"] == [2, 2, 2]
     code, _, stderr = run(capsys, "prune", "--model", source, "--method", "liar", "--ratio", 0.5, "--allocation", "adaptive",
                           "--out", tmp_path / "x", *CALIB)
-    assert code == 2 and "uniform only" in stderr
+    assert code == 2 and "must be uniform for encoders" in stderr
     code, _, stderr = run(capsys, "eval", "--model", out, "--ppl", "builtin")
     assert code == 2 and "sentence embeddings" in stderr
 
@@ -301,7 +305,7 @@ def test_plan_flags_that_conflict_and_plans_that_cannot_be_reapplied_are_refused
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--plan", plan, "--out", tmp_path / "o", "--quiet")
     assert code == 2 and "a liar plan cannot be re-applied" in stderr and not (tmp_path / "o").exists()
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "magic", "--remove", 1, "--out", tmp_path / "o")
-    assert code == 2 and "liar, iterabre, flexigpt" in stderr
+    assert code == 2 and "liar, iterabre, flexigpt, extend" in stderr
 
 
 @pytest.mark.parametrize("limit", [0, -3])
@@ -346,7 +350,7 @@ def test_a_bad_argument_type_is_one_line_that_points_to_help(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--method", "shortgpt", "--remove", 1, "--protect", 17], "protected block(s) 17 not in this model"),
+    (["--method", "shortgpt", "--remove", 1, "--protect", 17], "--protect block(s) 17 not in this model"),
     (["--method", "shortgpt", "--remove", 1, "--batch-size", 0], "--batch-size 0 must be at least 1"),
     (["--method", "flexigpt", "--remove", 1, "--rank", 100000, "--recovery-tokens", 0], "adapter rank 100000 must be between 1 and"),
     (["--method", "liar", "--ffn-ratio", 0], "remove nothing"),

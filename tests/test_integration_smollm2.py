@@ -32,7 +32,7 @@ def test_gguf_alias_loads_a_30_block_llama_that_predicts_text(smollm2):
 
 def test_pruned_embedded_model_exports_and_reloads_identically(smollm2, tmp_path):
     windows = load_windows("builtin", smollm2.tokenizer, purpose="calibration", num_windows=2, seq_len=64)
-    pruned, plan = prune(smollm2.model, windows, method="shortgpt", remove=3, progress=False)
+    pruned, plan = prune(smollm2.model, "shortgpt", windows, remove=3, progress=False)
     assert smollm2.adapter.num_blocks == 30 and len(plan.removed_blocks) == 3
     assert 0 not in plan.removed_blocks and 29 not in plan.removed_blocks  # the ends matter most
     out = save_model(pruned, smollm2.tokenizer, tmp_path / "pruned")

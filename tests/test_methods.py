@@ -5,7 +5,7 @@ from conftest import tiny_model, zero_block
 from prunekit.api import blocks_to_remove, prune
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
-from prunekit.methods import PrunePlan
+from prunekit.methods import Plan, PrunePlan
 from prunekit.models.adapters import ModelAdapter
 from prunekit.scoring.blocks import scan_blocks
 
@@ -18,7 +18,7 @@ def test_shortgpt_removes_the_lowest_bi_blocks_and_leaves_the_input_alone(ids):
     model = tiny_model("llama", num_layers=4)
     zero_block(model, 2)
     bi = scan_blocks(model, windows_of(ids), "bi", progress=False)
-    pruned, plan = prune(model, windows_of(ids), method="shortgpt", remove=2, progress=False)
+    pruned, plan = prune(model, "shortgpt", windows_of(ids), remove=2, progress=False)
     assert plan.removed_blocks == sorted(bi.ranking()[:2]) and 2 in plan.removed_blocks
     assert ModelAdapter(model).num_blocks == 4 and ModelAdapter(pruned).num_blocks == 2
     assert plan.params_after < plan.params_before
@@ -28,31 +28,32 @@ def test_angular_removes_a_contiguous_span(ids):
     model = tiny_model("mistral")
     zero_block(model, 1)
     zero_block(model, 2)
-    _, plan = prune(model, windows_of(ids), method="angular", remove=2, progress=False)
+    _, plan = prune(model, "angular", windows_of(ids), remove=2, progress=False)
     assert plan.removed_blocks == [1, 2]
 
 
 def test_sleb_rescores_after_each_removal(ids):
     model = tiny_model("qwen3")
     zero_block(model, 3)
-    _, plan = prune(model, windows_of(ids), method="sleb", remove=2, progress=False)
-    assert len(plan.steps) == 2 and plan.steps[0]["removed"] == 3
-    assert 3 not in plan.steps[1]["scores"] and len(plan.steps[1]["scores"]) == 3
-    assert plan.removed_blocks == sorted(s["removed"] for s in plan.steps)
+    _, plan = prune(model, "sleb", windows_of(ids), remove=2, progress=False)
+    steps = plan.details()["steps"]
+    assert len(steps) == 2 and steps[0]["removed"] == 3
+    assert 3 not in steps[1]["scores"] and len(steps[1]["scores"]) == 3
+    assert plan.removed_blocks == sorted(s["removed"] for s in steps)
 
 
 def test_protected_blocks_are_never_removed(ids):
     model = tiny_model("llama")
     zero_block(model, 0)
-    _, plan = prune(model, windows_of(ids), method="shortgpt", remove=1, protect=(0,), progress=False)
+    _, plan = prune(model, "shortgpt", windows_of(ids), remove=1, protect=(0,), progress=False)
     assert plan.removed_blocks != [0]
 
 
 def test_saved_plan_reapplies_to_the_same_model(tmp_path, ids):
     model = tiny_model("gemma2")
-    pruned, plan = prune(model, windows_of(ids), method="shortgpt", remove=2, progress=False)
+    pruned, plan = prune(model, "shortgpt", windows_of(ids), remove=2, progress=False)
     plan.save(tmp_path / "plan.json")
-    again, _ = prune(model, plan=PrunePlan.load(tmp_path / "plan.json"))
+    again, _ = prune(model, plan=Plan.load(tmp_path / "plan.json"))
     with torch.no_grad():
         torch.testing.assert_close(again(ids).logits, pruned(ids).logits, rtol=0, atol=0)
     with pytest.raises(PrunekitError, match="made for a model with 4 blocks"):

@@ -67,7 +67,7 @@ def test_removal_loss_is_the_loss_increase_of_the_shortened_model(ids):
 
 def test_unknown_metric_and_bad_span_are_refused(ids):
     model = tiny_model("llama")
-    with pytest.raises(PrunekitError, match="unknown metric 'foo'"):
+    with pytest.raises(PrunekitError, match="metric 'foo' is unknown"):
         scan_blocks(model, windows_of(ids), "foo")
     with pytest.raises(PrunekitError, match="span 4"):
         scan_blocks(model, windows_of(ids), "angular", span=4)

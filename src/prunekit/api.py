@@ -1,46 +1,200 @@
-"""The Python entry points the CLI is a thin layer over: prune a model by a method or a plan."""
+"""The Python entry points: `prune` runs any registered method or recipe, `save` writes the result.
+
+    result = prunekit.prune(model, "liar", windows, ratio=0.3)
+    result = prunekit.prune(model, [ShortGPTConfig(remove=4), LiarConfig(ratio=0.2), RecoveryConfig(tokens=200_000)],
+                            windows, tokenizer=tokenizer)
+    prunekit.save(result, "out/pruned", tokenizer)
+
+The CLI is a thin layer over these calls.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from prunekit.errors import PrunekitError
-from prunekit.methods import PrunePlan, get_method
-from prunekit.models.adapters import ModelAdapter, parameter_count
+from prunekit.errors import ParameterError, PrunekitError
+from prunekit.methods.depth import blocks_to_remove
+from prunekit.methods.plan import PLAN_FILE, Plan, PrunePlan
+from prunekit.methods.recipe import recipe_configs
+from prunekit.methods.registry import StageContext, config_from_options, config_to_dict, method_spec, spec_for_config
+from prunekit.models.adapters import parameter_count
+from prunekit.models.encoders import EncoderAdapter, is_encoder_config, save_encoder
+from prunekit.models.export import save_model
+from prunekit.models.shared_checkpoint import has_shared_blocks, save_shared_model
+from prunekit.recovery.config import RecoveryConfig
 
-
-def blocks_to_remove(num_blocks: int, remove: int | None = None, ratio: float | None = None) -> int:
-    """How many blocks `--remove N` or `--ratio R` (fraction of blocks) asks for, checked."""
-    if (remove is None) == (ratio is None):
-        raise PrunekitError("give exactly one of --remove N or --ratio R")
-    if ratio is not None:
-        if not 0.0 < ratio < 1.0:
-            raise PrunekitError(f"--ratio {ratio} must be strictly between 0 and 1")
-        remove = round(ratio * num_blocks)
-        if remove < 1:
-            raise PrunekitError(f"--ratio {ratio} of {num_blocks} blocks removes nothing; use a larger ratio")
-    if remove < 1:
-        raise PrunekitError(f"--remove {remove} must be at least 1")
-    if remove >= num_blocks:
-        raise PrunekitError(f"--remove {remove} must be smaller than the number of blocks ({num_blocks})")
-    return remove
+__all__ = ["PruneResult", "blocks_to_remove", "prune", "save"]
 
 
-def prune(model, windows=None, *, method: str = "shortgpt", remove: int | None = None, ratio: float | None = None,
-          plan: PrunePlan | None = None, inplace: bool = False, **options):
-    """Prune `model` by `method` (scored on calibration `windows`) or by a saved `plan`.
+@dataclass
+class PruneResult:
+    """The pruned model, the plan of what was done, and what was measured on the way."""
 
-    Returns (pruned model, plan). The input model is left untouched unless `inplace=True`, which
-    saves the memory of a copy.
+    model: object
+    plan: Plan
+    metrics: dict = field(default_factory=dict)
+
+    def __iter__(self):
+        """`model, plan = prunekit.prune(...)` unpacks like a pair."""
+        return iter((self.model, self.plan))
+
+
+def _num_blocks(model) -> int:
+    if is_encoder_config(model.config):
+        return EncoderAdapter(model).num_blocks
+    from prunekit.models.adapters import ModelAdapter
+
+    return ModelAdapter(model).num_blocks
+
+
+def _configs(method, options: dict, recovery) -> list:
+    """The stages asked for: a name with options, a config, or a list of them (a recipe)."""
+    if isinstance(method, (list, tuple)) or (isinstance(method, (str, Path)) and Path(method).suffix in (".yaml", ".yml", ".json")):
+        if options:
+            raise ParameterError(sorted(options)[0], "cannot go with a recipe; put the option into its stage")
+        configs = recipe_configs(method)
+    elif isinstance(method, str):
+        configs = [config_from_options(method, options)]
+    elif dataclasses.is_dataclass(method):
+        if options:
+            method = dataclasses.replace(method, **options)
+        spec_for_config(method)
+        configs = [method]
+    else:
+        raise ParameterError("method", f"must be a method name, a config or a list of them, not {type(method).__name__}")
+    if recovery is not None:
+        recovery = recovery if isinstance(recovery, RecoveryConfig) else (
+            RecoveryConfig(tokens=recovery) if isinstance(recovery, int) else RecoveryConfig(**recovery))
+        last = configs[-1]
+        if any(f.name == "recovery" for f in dataclasses.fields(last)):  # the method trains itself (iterabre, flexigpt, extend)
+            configs[-1] = dataclasses.replace(last, recovery=recovery)
+        else:
+            configs.append(recovery)
+    for config in configs:
+        config.check()
+    return configs
+
+
+def plan_needs_data(plan: Plan) -> bool:
+    """Whether re-applying `plan` reruns a stage on calibration data."""
+    specs = [method_spec(s["method"]) for s in plan.stages]
+    return all(s.reapply or s.rerun_from_plan for s in specs) and any(s.reapply is None and s.needs_data for s in specs)
+
+
+def check_against(model, configs) -> None:
+    """The checks of the first stage that need the model (how many blocks it has), before any data loads."""
+    first = configs[0] if configs else None
+    if first is not None and hasattr(first, "count") and hasattr(first, "protected"):
+        num_blocks = _num_blocks(model)
+        first.count(num_blocks)
+        first.protected(num_blocks)
+
+
+def _removed_original(alive: list[int], removed_now: list[int]) -> tuple[list[int], list[int]]:
+    gone = set(removed_now)
+    return [b for i, b in enumerate(alive) if i in gone], [b for i, b in enumerate(alive) if i not in gone]
+
+
+def prune(model, method=None, data=None, *, recovery=None, teacher=None, tokenizer=None, recovery_data="self",
+          plan: Plan | PrunePlan | None = None, heldout=None, device=None, offload: bool = False, batch_size: int = 1,
+          progress: bool = True, inplace: bool = False, seed: int = 0, model_name: str = "", **options) -> PruneResult:
+    """Prune `model` by a registered method, a config, a recipe (list of stages or a file), or a saved `plan`.
+
+    `data`: calibration windows (`prunekit.load_windows`); `recovery`: a RecoveryConfig (or a token
+    count) given to a method that trains, or run as a final recovery stage; `teacher`: the dense model
+    to distil from (default: the input model itself, kept unchanged unless `inplace=True`, in which
+    case a copy is made only if a stage needs one); `tokenizer` and `recovery_data` (a data SPEC,
+    "self" for text sampled from the teacher, or TokenWindows) make recovery windows.
+    Depth stages of a `plan` are re-applied without data; other stages rerun from their saved config.
     """
-    num_blocks = ModelAdapter(model).num_blocks
-    if plan is None:
-        if windows is None:
-            raise PrunekitError(f"method '{method}' needs calibration data (windows)")
-        count = blocks_to_remove(num_blocks, remove, ratio)
-        plan = get_method(method)(model, windows, count, **options)
-    params_before = parameter_count(model)
+    if plan is not None:
+        if method is not None or options:
+            raise ParameterError("plan", "decides what is done; leave out method and its options")
+        plan = plan if isinstance(plan, Plan) else Plan.from_depth_plan(plan)
+        configs = None
+    elif method is None:
+        raise ParameterError("method", "is missing: name a method (e.g. 'shortgpt'), pass a config, a recipe or a plan")
+    else:
+        configs = _configs(method, options, recovery)
+    for stage in plan.stages if plan is not None else []:
+        spec = method_spec(stage["method"])
+        if spec.reapply is None and not spec.rerun_from_plan:
+            raise PrunekitError(f"plan stage '{spec.name}' cannot be re-applied: {spec.why_not_reapplicable}")
     target = model if inplace else copy.deepcopy(model)
-    plan.apply(target)
-    plan.params_before, plan.params_after = params_before, parameter_count(target)
-    return target, plan
+    if teacher is not None:
+        teacher_factory = lambda: teacher  # noqa: E731
+    elif not inplace:
+        teacher_factory = lambda: _frozen(model)  # noqa: E731
+    else:
+        original = _snapshot_if_needed(model, configs)
+        teacher_factory = (lambda: original) if original is not None else None
+    context = StageContext(windows=data, tokenizer=tokenizer, teacher_factory=teacher_factory, recovery_data=recovery_data,
+                           heldout=heldout, device=device, offload=offload, batch_size=batch_size, progress=progress, seed=seed)
+    num_blocks = _num_blocks(target)
+    params_before = parameter_count(target)
+    alive, removed, stages = list(range(num_blocks)), [], []
+    steps = [(stage["method"], stage) for stage in plan.stages] if plan is not None else [(None, c) for c in configs]
+    for recorded_method, item in steps:
+        started = time.perf_counter()
+        if recorded_method is not None:
+            spec = method_spec(recorded_method)
+            if spec.reapply is not None and item.get("details"):
+                spec.reapply(target, item["details"])
+                details, config = item["details"], item.get("config", {})
+            else:
+                if not spec.rerun_from_plan:
+                    raise PrunekitError(f"plan stage '{recorded_method}' cannot be re-applied: {spec.why_not_reapplicable}")
+                if spec.needs_data and data is None:
+                    raise PrunekitError(f"plan stage '{recorded_method}' cannot be re-applied without data ({spec.why_not_reapplicable}); "
+                                        "pass calibration data to run it again from its saved config")
+                config_obj = config_from_options(recorded_method, item.get("config") or {})
+                config_obj.check()
+                details, config = spec.run(target, config_obj, context), config_to_dict(config_obj)
+        else:
+            spec = spec_for_config(item)
+            details, config = spec.run(target, item, context), config_to_dict(item)
+        if spec.removes_blocks:
+            gone, alive = _removed_original(alive, details["removed_blocks"])
+            removed += gone
+        stages.append({"method": spec.name, "config": config, "details": details, "reapplicable": spec.reapply is not None,
+                       "seconds": time.perf_counter() - started})
+    result_plan = Plan(stages=stages, num_blocks_before=num_blocks, num_blocks_after=_num_blocks(target),
+                       removed_blocks=sorted(removed), model=model_name, params_before=params_before,
+                       params_after=parameter_count(target))
+    return PruneResult(target, result_plan)
+
+
+def _frozen(model):
+    teacher = copy.deepcopy(model).eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
+
+
+def _snapshot_if_needed(model, configs):
+    """With inplace=True the dense model is gone once a stage runs: copy it first if any stage distils."""
+    def trains(config) -> bool:
+        recovery = config if isinstance(config, RecoveryConfig) else getattr(config, "recovery", None)
+        return recovery is not None
+    return _frozen(model) if configs and any(trains(c) for c in configs) else None
+
+
+def save(result, out: str | os.PathLike, tokenizer=None, *, overwrite: bool = False, extra_json: dict | None = None,
+         protected: list = (), source: str | os.PathLike | None = None) -> Path:
+    """Write a PruneResult (with its plan) or a model to `out`, in the format its structure needs:
+    a plain transformers checkpoint, one with per-layer widths, a shared-block checkpoint, or an
+    encoder. Atomic: `out` appears complete or not at all."""
+    model, plan = (result.model, result.plan) if isinstance(result, PruneResult) else (result, None)
+    extra = dict(extra_json or {})
+    if plan is not None:
+        extra.setdefault(PLAN_FILE, plan.to_dict())
+    if is_encoder_config(model.config):
+        return save_encoder(model, tokenizer, out, source=source, extra_json=extra, overwrite=overwrite)
+    if has_shared_blocks(model):
+        return save_shared_model(model, tokenizer, out, overwrite=overwrite, extra_json=extra, protected=protected)
+    return save_model(model, tokenizer, out, overwrite=overwrite, extra_json=extra, protected=protected)

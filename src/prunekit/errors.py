@@ -1,4 +1,4 @@
-"""The one exception type the CLI turns into a one-line message and exit code 2."""
+"""The exception types the CLI turns into a one-line message and exit code 2."""
 
 
 class PrunekitError(Exception):
@@ -6,3 +6,17 @@ class PrunekitError(Exception):
 
     The message must say what is wrong and what to do, on one line.
     """
+
+
+class ParameterError(PrunekitError):
+    """A bad value of one named option: the library names the parameter (`ffn_ratio`), the CLI its flag.
+
+    The message reads "<parameter> <detail>", so a front end can swap the name for its own spelling.
+    """
+
+    def __init__(self, parameter: str, detail: str):
+        self.parameter, self.detail = parameter, detail
+        super().__init__(f"{parameter} {detail}")
+
+    def named(self, name: str) -> str:
+        return f"{name} {self.detail}"

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 
 from prunekit.errors import PrunekitError
-from prunekit.jsonfiles import read_json_object
+from prunekit.jsonfiles import read_json_object, write_json_atomically
 from prunekit.models.export import output_dir
+from prunekit.plots import plot_block_scores
+from prunekit.scoring.blocks import BlockScores
 
 TASK_METRICS = ("acc", "acc_norm")
 
@@ -190,11 +193,7 @@ def make_plots(results: list[dict], base: dict, folder: Path) -> list[tuple[str,
         save(fig, ax, "languages.png", "Per-language perplexity ratio to the baseline")
 
     for r in results:
-        plan = r.get("plan")
-        if plan and plan.get("scores"):
-            from prunekit.plots import plot_block_scores
-            from prunekit.scoring.blocks import BlockScores
-
+        for plan in _scored_stages(r.get("plan")):
             scores = BlockScores(plan.get("metric") or "score", plan["scores"], plan.get("data") or {}, 0.0,
                                  span=len(plan["removed_blocks"]) if plan.get("method") == "angular" else 1)
             name = f"importance-{len(plots)}.png"
@@ -242,3 +241,44 @@ def write_report(result_paths: list[str | dict], out: str | Path, *, overwrite: 
         (tmp / "report.html").write_text(_html(tables, plots) + "\n")
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return {"markdown": out_path / "report.md", "html": out_path / "report.html", "folder": out_path}
+
+
+def _scored_stages(plan: dict | None) -> list[dict]:
+    """The details of every stage that scored blocks (a format-1 plan is its own single stage)."""
+    if not plan:
+        return []
+    stages = [stage.get("details") or {} for stage in plan["stages"]] if "stages" in plan else [plan]
+    return [d for d in stages if d.get("scores") and d.get("removed_blocks") is not None]
+
+
+def write_scan(scores: BlockScores, out: Path, model: str = "") -> dict:
+    """A scan's JSON and its chart beside it, both or neither (temporary names, then renamed)."""
+    payload = {"model": model, **scores.to_dict()}
+    png = out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_png = png.with_name(f".{png.stem}.tmp.png")
+    try:
+        plot_block_scores(scores, tmp_png, title=f"{model}: {scores.metric}")
+        write_json_atomically(out, payload)
+        os.replace(tmp_png, png)
+    finally:
+        tmp_png.unlink(missing_ok=True)
+    return {**payload, "json_path": str(out), "png_path": str(png)}
+
+
+def results_lines(model: str, results: dict) -> list[str]:
+    """The lines `prunekit eval` prints for one results dict."""
+    lines = [f"{model}: {results['blocks']} blocks, {results['parameters'] / 1e6:.1f}M parameters"]
+    for result in results.get("perplexity", {}).values():
+        lines.append(f"  perplexity {result['perplexity']:.3f} on {result['data']} ({result['windows']} windows x "
+                     f"{result['seq_len']} tokens), {result['tokens_per_second']:.0f} tokens/s forward")
+    for task, values in results.get("tasks", {}).items():
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k in ("acc", "acc_norm", "perplexity"))
+        lines.append(f"  {task}: {metrics} ({values.get('items')} items, {values['seconds']:.0f} s)")
+    for language, result in results.get("multilingual", {}).items():
+        lines.append(f"  {language}: perplexity {result['perplexity']:.2f}")
+    if "speed" in results:
+        speed = results["speed"]
+        lines.append(f"  prefill {speed['prefill_tokens_per_second']:.0f} tokens/s, decode {speed['decode_tokens_per_second']:.1f} "
+                     f"tokens/s, peak memory {speed['peak_memory_bytes'] / 2**20:.0f} MiB ({speed['peak_memory_kind']})")
+    return lines

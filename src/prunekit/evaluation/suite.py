@@ -9,7 +9,9 @@ from pathlib import Path
 
 from prunekit.data.windows import load_windows
 from prunekit.errors import PrunekitError
+from prunekit.evaluation.perplexity import perplexity
 from prunekit.models.adapters import ModelAdapter, parameter_count
+from prunekit.provenance import PLAN_FILE, library_versions
 
 
 @dataclass
@@ -30,8 +32,6 @@ class EvaluationRequest:
 
 
 def _plan_of(location: str) -> dict | None:
-    from prunekit.methods.plan import PLAN_FILE
-
     path = Path(location) / PLAN_FILE if location else None
     if path is not None and path.is_file():
         return json.loads(path.read_text())
@@ -40,8 +40,6 @@ def _plan_of(location: str) -> dict | None:
 
 def evaluate_model(loaded, request: EvaluationRequest, *, device, progress: bool = True, label: str | None = None) -> dict:
     """Run every requested measurement on `loaded` (a LoadedModel) and return the results dict."""
-    from prunekit.evaluation.perplexity import perplexity
-    from prunekit.methods.plan import library_versions
 
     model, tokenizer = loaded.model, loaded.tokenizer
     if not (request.ppl or request.tasks or request.flores or request.speed):

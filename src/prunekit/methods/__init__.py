@@ -1,18 +1,36 @@
-"""Depth-pruning methods, each a function (model, windows, num_remove, **options) -> PrunePlan."""
+"""Pruning methods, each a typed config plus a run function, registered once (see registry.py)."""
 
-from prunekit.errors import PrunekitError
-from prunekit.methods.angular import plan_angular
-from prunekit.methods.plan import PLAN_FILE, PrunePlan
-from prunekit.methods.shortgpt import plan_shortgpt
-from prunekit.methods.sleb import plan_sleb
+from prunekit.methods.angular import AngularConfig, plan_angular, run_angular
+from prunekit.methods.depth import DepthConfig, blocks_to_remove, reapply_removal
+from prunekit.methods.flexigpt import ExtendConfig, FlexiGPTConfig, run_extend, run_flexigpt
+from prunekit.methods.iterabre import IterabreConfig, run_iterabre
+from prunekit.methods.liar import LiarConfig, run_liar
+from prunekit.methods.plan import NOT_REAPPLICABLE, PLAN_FILE, Plan, PrunePlan
+from prunekit.methods.recovery_stage import run_recovery
+from prunekit.methods.registry import MethodSpec, StageContext, method_names, method_spec, register_method
+from prunekit.methods.shortgpt import ShortGPTConfig, plan_shortgpt, run_shortgpt
+from prunekit.methods.sleb import SLEBConfig, plan_sleb, run_sleb
+from prunekit.recovery.config import RecoveryConfig
 
-DEPTH_METHODS = {"shortgpt": plan_shortgpt, "angular": plan_angular, "sleb": plan_sleb}
+register_method("shortgpt", ShortGPTConfig, run_shortgpt, summary="one-shot removal of the lowest-scoring blocks (BI)",
+                reapply=reapply_removal, removes_blocks=True)
+register_method("angular", AngularConfig, run_angular, summary="removal of the span of blocks closest in angle",
+                reapply=reapply_removal, removes_blocks=True)
+register_method("sleb", SLEBConfig, run_sleb, summary="greedy removal re-scored after each step",
+                reapply=reapply_removal, removes_blocks=True)
+register_method("liar", LiarConfig, run_liar, summary="width pruning with least-squares reconstruction",
+                why_not_reapplicable=NOT_REAPPLICABLE["liar"], rerun_from_plan=True)
+register_method("iterabre", IterabreConfig, run_iterabre, summary="iterative removal with recovery after each step",
+                removes_blocks=True, why_not_reapplicable="its weights come from recovery training; keep its checkpoint")
+register_method("flexigpt", FlexiGPTConfig, run_flexigpt, summary="replace blocks by shared blocks with adapters",
+                why_not_reapplicable=NOT_REAPPLICABLE["flexigpt"])
+register_method("extend", ExtendConfig, run_extend, summary="grow the model deeper with shared blocks", needs_data=False,
+                why_not_reapplicable=NOT_REAPPLICABLE["extend"])
+register_method("recover", RecoveryConfig, run_recovery, summary="distil the dense model into the pruned one", needs_data=False,
+                why_not_reapplicable="it trains, so run it again")
 
+DEPTH_METHODS = ("shortgpt", "angular", "sleb")
 
-def get_method(name: str):
-    if name not in DEPTH_METHODS:
-        raise PrunekitError(f"unknown method '{name}'; choose one of {', '.join(DEPTH_METHODS)}")
-    return DEPTH_METHODS[name]
-
-
-__all__ = ["DEPTH_METHODS", "PLAN_FILE", "PrunePlan", "get_method", "plan_angular", "plan_shortgpt", "plan_sleb"]
+__all__ = ["AngularConfig", "DEPTH_METHODS", "DepthConfig", "ExtendConfig", "FlexiGPTConfig", "IterabreConfig", "LiarConfig",
+           "MethodSpec", "PLAN_FILE", "Plan", "PrunePlan", "RecoveryConfig", "SLEBConfig", "ShortGPTConfig", "StageContext",
+           "blocks_to_remove", "method_names", "method_spec", "plan_angular", "plan_shortgpt", "plan_sleb", "register_method"]

@@ -3,7 +3,11 @@ and output are closest in angle."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from prunekit.methods.depth import DepthConfig
 from prunekit.methods.plan import PrunePlan
+from prunekit.models.adapters import ModelAdapter
 from prunekit.scoring.blocks import scan_blocks
 
 
@@ -19,3 +23,16 @@ def plan_angular(model, windows, num_remove: int, *, protect: tuple[int, ...] = 
         reason=f"blocks {start}..{start + num_remove - 1}: the span of {num_remove} with the smallest angular distance",
         metric="angular", scores=scores.scores, data=scores.data, scan_seconds=scores.seconds,
     )
+
+
+@dataclass
+class AngularConfig(DepthConfig):
+    """Removes one span of consecutive blocks (its length is the count asked for)."""
+
+
+def run_angular(model, config: AngularConfig, context) -> dict:
+    num_blocks = ModelAdapter(model).num_blocks
+    plan = plan_angular(model, context.require_windows("angular"), config.count(num_blocks),
+                        protect=config.protected(num_blocks), **context.engine)
+    plan.apply(model)
+    return plan.to_dict()

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from prunekit.data.windows import TokenWindows
 from prunekit.engine.sequential import SequentialRunner
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
 from prunekit.methods.liar import _check_finite, _input_statistics, _kept_heads, check_width_options, holdout_for
 from prunekit.methods.reconstruction import check_damping, fold_pruned_inputs
 from prunekit.models.adapters import parameter_count
@@ -62,11 +62,11 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
     num_heads = adapter.num_heads(0)
     keep_heads = num_heads - int(round(head_ratio * num_heads))
     if keep_heads < 1:
-        raise PrunekitError(f"--head-ratio {head_ratio} would remove every head of a layer ({num_heads} per layer); use a smaller ratio")
+        raise ParameterError("head_ratio", f"{head_ratio} would remove every head of a layer ({num_heads} per layer); use a smaller ratio")
     width = adapter.unit(0, family.ffn_output).in_features
     keep_channels = width - int(round(ffn_ratio * width))
     if keep_channels < 1:
-        raise PrunekitError(f"--ffn-ratio {ffn_ratio} would remove every FFN channel; use a smaller ratio")
+        raise ParameterError("ffn_ratio", f"{ffn_ratio} would remove every FFN channel; use a smaller ratio")
     started = time.perf_counter()
     params_before = parameter_count(model)
     runner = SequentialRunner(model, device=device, batch_size=batch_size, progress=False, adapter=adapter)
@@ -107,3 +107,17 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
             "intermediate_size_before": width, "intermediate_size_after": keep_channels, "per_layer_widths": needs_loader,
             "params_before": params_before, "params_after": parameter_count(model), "data": windows.summary(),
             "seconds": time.perf_counter() - started, "layers": layers}
+
+
+def run_encoder_liar(model, config, context) -> dict:
+    """LiarConfig on an encoder: uniform widths only; `ratio` removes that share of heads and FFN channels."""
+    if config.allocation != "uniform":
+        raise ParameterError("allocation", "must be uniform for encoders (per-layer FFN widths are not supported for them yet)")
+    windows = context.require_windows("liar")
+    if context.tokenizer is not None:
+        windows = encoder_windows(windows, context.tokenizer)
+    head_ratio = config.ratio if config.ratio is not None else (config.head_ratio or 0.0)
+    ffn_ratio = config.ratio if config.ratio is not None else (config.ffn_ratio or 0.0)
+    return prune_encoder_width(model, windows, head_ratio=head_ratio, ffn_ratio=ffn_ratio, criterion=config.criterion,
+                               reconstruction=config.reconstruction, damping=config.damping, seed=config.seed,
+                               device=context.device, batch_size=context.batch_size, progress=context.progress)

@@ -16,13 +16,21 @@ import logging
 import math
 import time
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
+from prunekit.methods.depth import DepthConfig
+from prunekit.methods.shortgpt import lowest_scoring
 from prunekit.models.adapters import ModelAdapter, parameter_count
+from prunekit.options import option
 from prunekit.models.shared_blocks import _linear_paths, build_shared_block, is_shared_block, shared_linears
+from prunekit.models.shared_checkpoint import merge_shared_blocks
+from prunekit.recovery import RecoveryConfig, recover
+from prunekit.scoring.blocks import check_metric, scan_blocks
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +157,7 @@ def extend_model(model, to_blocks: int, *, pattern: str = "block", rank: int | N
         raise PrunekitError("this model already holds shared blocks; extend a plain model")
     added = to_blocks - num_blocks
     if added < 1 or added > num_blocks:
-        raise PrunekitError(f"--to-blocks {to_blocks} must be between {num_blocks + 1} and {2 * num_blocks} for a {num_blocks}-block model")
+        raise ParameterError("to_blocks", f"{to_blocks} must be between {num_blocks + 1} and {2 * num_blocks} for a {num_blocks}-block model")
     rank = checked_rank(model.config, rank)
     if pattern == "block":
         sources = sorted({math.floor((k + 0.5) * num_blocks / added) for k in range(added)})
@@ -193,19 +201,106 @@ def extend_model(model, to_blocks: int, *, pattern: str = "block", rank: int | N
             "params_before": params_before, "params_after": parameter_count(model)}
 
 
-def shared_structure(model) -> list[dict]:
-    """Per shared block: where it sits, which block it borrows from, rank and output-norm setting."""
-    adapter = ModelAdapter(model)
-    owners = {}
-    for position, layer in enumerate(adapter.layers):
-        if not is_shared_block(layer):
-            for module in layer.modules():
-                owners[id(module)] = position
-    structure = []
-    for position, layer in enumerate(adapter.layers):
-        if is_shared_block(layer):
-            linears = shared_linears(layer)
-            norms = [m for m in layer.modules() if type(m).__name__ == "OutputNorm"]
-            structure.append({"position": position, "shares_with": owners[id(linears[0].base)], "rank": linears[0].rank,
-                              "output_norm": float(norms[0].scale.detach().float().mean()) if norms else None})
-    return structure
+def _adapter_recovery() -> RecoveryConfig:
+    return RecoveryConfig(scope="adapters")
+
+
+@dataclass
+class SharedBlockOptions:
+    """The shared blocks' own settings (FlexiGPT and extend)."""
+
+    rank: int | None = option(None, "adapter rank (default hidden_size/16, e.g. 36 for a 576-wide model)")
+    output_norm: float | None = option(DEFAULT_NORM_SCALE, f"initial scale of the output normalisation (default "
+                                                           f"{DEFAULT_NORM_SCALE}); none leaves it out")
+    merge: bool = option(False, "write a plain checkpoint (no memory saving; needs output_norm none)")
+
+    def check_shared(self) -> None:
+        if self.rank is not None and self.rank < 1:
+            raise ParameterError("rank", f"{self.rank} must be at least 1")
+        if isinstance(self.output_norm, str):
+            raise ParameterError("output_norm", f"'{self.output_norm}' is neither a number nor none")
+        if self.merge and self.output_norm is not None:
+            raise ParameterError("merge", "needs `output_norm` none: output normalisation has no equivalent in a plain checkpoint")
+
+
+@dataclass
+class FlexiGPTConfig(DepthConfig, SharedBlockOptions):
+    """Replace the `remove` (or `ratio` of) lowest-`metric` blocks by shared blocks with adapters, then
+    train the adapters on `recovery` (None: no training)."""
+
+    metric: str = option("bi", "block score choosing the blocks to replace")
+    svd_init: bool = option(True, "start the adapters from the SVD of the weight difference", flag="--no-svd-init")
+    distance: str = option("low-rank", "low-rank or frobenius: how the shared block is chosen")
+    recovery: RecoveryConfig | None = option(factory=_adapter_recovery, help="adapter training (None: none)", config=RecoveryConfig)
+
+    def check(self) -> None:
+        super().check()
+        self.check_shared()
+        check_metric(self.metric, "metric")
+        if self.distance not in DISTANCES:
+            raise ParameterError("distance", f"'{self.distance}' is unknown; use one of {', '.join(DISTANCES)}")
+        if self.recovery is not None:
+            self.recovery.check(has_teacher=True)
+
+
+def _extend_recovery() -> RecoveryConfig:
+    return RecoveryConfig(scope="adapters", kd_weight=0.0, lm_weight=1.0)
+
+
+@dataclass
+class ExtendConfig(SharedBlockOptions):
+    """Grow the model to `to_blocks` blocks of repeated shared blocks (see extend_model), then train
+    the new adapters on `recovery` (None: no training; by default next-token loss on the data)."""
+
+    to_blocks: int = option(0, "number of blocks after extension")
+    pattern: str = option("block", "block: each repeat right after its source; sequential: the last blocks repeated as one run")
+    seed: int = option(0, "seed of the new adapters")
+    recovery: RecoveryConfig | None = option(factory=_extend_recovery, help="adapter training (None: none)", config=RecoveryConfig)
+
+    def check(self) -> None:
+        self.check_shared()
+        if self.to_blocks < 2:
+            raise ParameterError("to_blocks", f"{self.to_blocks} must be the number of blocks after extension")
+        if self.pattern not in PATTERNS:
+            raise ParameterError("pattern", f"'{self.pattern}' is unknown; use one of {', '.join(PATTERNS)}")
+        if self.recovery is not None:
+            self.recovery.check(has_teacher=True)
+
+
+def _train_adapters(model, config: RecoveryConfig | None, context) -> dict | None:
+    if config is None:
+        return None
+    distils = bool(config.kd_weight or config.hidden_weight)
+    teacher = context.teacher()  # also the source of self-generated text
+    windows = context.recovery_windows(config, teacher)
+    result = recover(model, windows, config, teacher=teacher if distils else None, device=context.device, progress=context.progress)
+    return {k: v for k, v in result.to_dict().items() if k != "history"}
+
+
+def run_flexigpt(model, config: FlexiGPTConfig, context) -> dict:
+    num_blocks = ModelAdapter(model).num_blocks
+    count, protect = config.count(num_blocks), config.protected(num_blocks)
+    windows = context.require_windows("flexigpt")
+    scores = scan_blocks(model, windows, config.metric, **context.engine)
+    replaced = lowest_scoring(scores.scores, count, protect)
+    if config.recovery is not None:
+        context.teacher()  # the dense copy must exist before the blocks change
+    record = replace_blocks(model, replaced, rank=config.rank, output_norm=config.output_norm, svd_init=config.svd_init,
+                            distance=config.distance, progress=context.progress)
+    recovery = _train_adapters(model, config.recovery, context)
+    if config.merge:
+        merge_shared_blocks(model)
+    return {"method": "flexigpt", "num_blocks_before": num_blocks, "metric": config.metric, "scores": scores.scores,
+            "data": windows.summary(), **record, "recovery": recovery, "merged": config.merge,
+            "params_after": parameter_count(model)}
+
+
+def run_extend(model, config: ExtendConfig, context) -> dict:
+    if config.recovery is not None:
+        context.teacher()
+    record = extend_model(model, config.to_blocks, pattern=config.pattern, rank=config.rank, output_norm=config.output_norm,
+                          seed=config.seed)
+    record["recovery"] = _train_adapters(model, config.recovery, context)
+    if config.merge:
+        merge_shared_blocks(model)
+    return {"method": "extend", **record, "merged": config.merge, "params_after": parameter_count(model)}

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from prunekit.data.windows import TokenWindows
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.perplexity import perplexity
+from prunekit.methods.depth import DepthConfig
 from prunekit.methods.plan import PrunePlan
 from prunekit.methods.run_directory import RunDirectory
 from prunekit.methods.shortgpt import lowest_scoring
 from prunekit.models.adapters import ModelAdapter
+from prunekit.options import option
 from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
 from prunekit.scoring.blocks import check_metric, scan_blocks
@@ -52,12 +54,12 @@ class IterabreSettings:
     def check(self, num_blocks: int) -> None:
         check_metric(self.metric)
         if self.per_step < 1:
-            raise PrunekitError(f"--per-step {self.per_step} must be at least 1")
+            raise ParameterError("per_step", f"{self.per_step} must be at least 1")
         if not 1 <= self.remove < num_blocks:
             raise PrunekitError(f"cannot remove {self.remove} of {num_blocks} blocks; remove between 1 and {num_blocks - 1}")
         bad = [i for i in self.protect if not 0 <= i < num_blocks]
         if bad:
-            raise PrunekitError(f"--protect {bad} is outside the model's blocks 0..{num_blocks - 1}")
+            raise ParameterError("protect", f"{bad} is outside the model's blocks 0..{num_blocks - 1}")
         if num_blocks - len(set(self.protect)) < self.remove:
             raise PrunekitError(f"only {num_blocks - len(set(self.protect))} blocks are unprotected; cannot remove {self.remove}")
         if self.metric == "angular":
@@ -201,3 +203,59 @@ def dense_teacher(model):
     for param in teacher.parameters():
         param.requires_grad_(False)
     return teacher
+
+
+@dataclass
+class IterabreConfig(DepthConfig):
+    """IteRABRe: remove `per_step` blocks at a time, each time recovering on an equal share of
+    `recovery.tokens`. `target_blocks` (blocks left) may replace remove/ratio. `run_dir` keeps the
+    per-iteration checkpoints (a temporary directory when None); `resume` continues a run there."""
+
+    target_blocks: int | None = option(None, "remove blocks until this many remain")
+    per_step: int = option(1, "blocks removed per iteration")
+    metric: str = option(DEFAULT_METRIC, f"block score inside the loop (default {DEFAULT_METRIC})")
+    recovery: RecoveryConfig = option(factory=RecoveryConfig, help="recovery after each removal")
+    run_dir: str | None = option(None, "where iteration checkpoints and the log go")
+    resume: bool = option(False, "continue the interrupted run in run_dir from its last finished iteration")
+    overwrite_run: bool = option(False, "start over in a run_dir that holds an earlier run")
+
+    def check(self) -> None:
+        if self.target_blocks is not None:
+            if self.remove is not None or self.ratio is not None:
+                raise ParameterError("target_blocks", "replaces `remove` and `ratio`; give only one of the three")
+        else:
+            super().check()
+        check_metric(self.metric, "metric")
+        if self.per_step < 1:
+            raise ParameterError("per_step", f"{self.per_step} must be at least 1")
+        if self.recovery is None:
+            raise ParameterError("tokens", "must be at least 1: IteRABRe recovers after every removal (use shortgpt for none)")
+        if self.resume and self.run_dir is None:
+            raise ParameterError("resume", "needs the run_dir of the interrupted run")
+        self.recovery.check(has_teacher=True)
+
+    def count(self, num_blocks: int) -> int:
+        if self.target_blocks is None:
+            return super().count(num_blocks)
+        if not 1 <= self.target_blocks < num_blocks:
+            raise ParameterError("target_blocks", f"{self.target_blocks} must be between 1 and {num_blocks - 1}")
+        return num_blocks - self.target_blocks
+
+
+def run_iterabre(model, config: IterabreConfig, context) -> dict:
+    import tempfile
+
+    num_blocks = ModelAdapter(model).num_blocks
+    settings = IterabreSettings(remove=config.count(num_blocks), per_step=config.per_step, metric=config.metric,
+                                protect=config.protected(num_blocks), recovery=config.recovery)
+    settings.check(num_blocks)
+    teacher = context.teacher()
+    with tempfile.TemporaryDirectory(prefix="prunekit-iterabre-") as scratch:
+        run_dir = config.run_dir or scratch
+        plan = iterabre(model, teacher, context.require_windows("iterabre"),
+                        lambda: context.recovery_windows(config.recovery, teacher), settings, run_dir=run_dir,
+                        heldout=context.heldout, resume=config.resume, overwrite_run=config.overwrite_run,
+                        run_info={"seed": context.seed}, **context.engine)
+    details = plan.to_dict()
+    details["recovery"] = {**config.recovery.to_dict(), "run_dir": config.run_dir}
+    return details

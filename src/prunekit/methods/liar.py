@@ -25,8 +25,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunekit.engine.sequential import SequentialRunner
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
 from prunekit.methods.reconstruction import HOLDOUT_EVERY, RECONSTRUCTIONS, check_damping, fold_pruned_inputs
+from prunekit.options import option
 from prunekit.methods.width_allocation import ALLOCATIONS, LayerWidth, adaptive_widths, standardised, uniform_widths
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.layer_widths import record_layer_widths
@@ -142,26 +143,26 @@ def check_width_options(ffn_ratio: float | None, head_ratio: float | None, crite
     """The checks that need no model, so the CLI can fail before loading one."""
     if ratio is not None:
         if ffn_ratio is not None or head_ratio not in (None, 0.0):
-            raise PrunekitError("give --ratio (share of the block parameters) or --ffn-ratio/--head-ratio, not both "
-                                "(--head-ratio 0 with --ratio keeps every head)")
+            raise ParameterError("ratio", "(share of the block parameters) or ffn_ratio/head_ratio: give one, not both "
+                                          "(head_ratio 0 with `ratio` keeps every head)")
         if not 0.0 < ratio < 1.0:
-            raise PrunekitError(f"--ratio {ratio} must be strictly between 0 and 1")
+            raise ParameterError("ratio", f"{ratio} must be strictly between 0 and 1")
     elif ffn_ratio is None and head_ratio is None:
-        raise PrunekitError("--method liar needs --ratio R, or --ffn-ratio R and/or --head-ratio R (fractions to remove, in [0, 1))")
+        raise ParameterError("ratio", "is missing: liar needs `ratio`, or ffn_ratio and/or head_ratio (fractions to remove, in [0, 1))")
     elif not (ffn_ratio or 0.0) and not (head_ratio or 0.0):
-        raise PrunekitError("--ffn-ratio 0 and no --head-ratio remove nothing; give a ratio above 0")
-    for flag, value in (("--ffn-ratio", ffn_ratio), ("--head-ratio", head_ratio)):
+        raise ParameterError("ffn_ratio", "0 and no head_ratio remove nothing; give a ratio above 0")
+    for flag, value in (("ffn_ratio", ffn_ratio), ("head_ratio", head_ratio)):
         if value is not None and not 0.0 <= value < 1.0:
-            raise PrunekitError(f"{flag} {value} must be in [0, 1)")
+            raise ParameterError(flag, f"{value} must be in [0, 1)")
     check_criterion(criterion)
     if reconstruction not in RECONSTRUCTIONS:
-        raise PrunekitError(f"unknown reconstruction '{reconstruction}'; choose one of {', '.join(RECONSTRUCTIONS)}")
+        raise ParameterError("reconstruction", f"'{reconstruction}' is unknown; choose one of {', '.join(RECONSTRUCTIONS)}")
     if allocation not in ALLOCATIONS:
-        raise PrunekitError(f"unknown allocation '{allocation}'; choose one of {', '.join(ALLOCATIONS)}")
+        raise ParameterError("allocation", f"'{allocation}' is unknown; choose one of {', '.join(ALLOCATIONS)}")
     if not 0.0 < min_keep <= 1.0:
-        raise PrunekitError(f"--min-keep {min_keep} must be in (0, 1]")
+        raise ParameterError("min_keep", f"{min_keep} must be in (0, 1]")
     if channel_multiple < 1:
-        raise PrunekitError(f"--channel-multiple {channel_multiple} must be at least 1")
+        raise ParameterError("channel_multiple", f"{channel_multiple} must be at least 1")
 
 
 def holdout_for(reconstruction: str, damping) -> int:
@@ -177,7 +178,7 @@ def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, f
     the FFN channels.
     """
     if not 0.0 < ratio < 1.0:
-        raise PrunekitError(f"--ratio {ratio} must be strictly between 0 and 1")
+        raise ParameterError("ratio", f"{ratio} must be strictly between 0 and 1")
     adapter = ModelAdapter(model)
     config, family = adapter.config, adapter.family
     hidden = config.hidden_size
@@ -195,7 +196,7 @@ def split_block_ratio(model, ratio: float, heads: bool = True) -> tuple[float, f
     per_channel = 3 * hidden
     channels = round((target - groups * per_group) / per_channel)
     if channels >= width:
-        raise PrunekitError(f"--ratio {ratio} would remove every FFN channel ({width} per block); use a smaller ratio")
+        raise ParameterError("ratio", f"{ratio} would remove every FFN channel ({width} per block); use a smaller ratio")
     return groups / num_kv, channels / width
 
 
@@ -272,7 +273,7 @@ def _layer_widths(adapter: ModelAdapter, shape: _Shape, runner, inputs, *, alloc
         prunable = (shape.num_kv * group_cost if heads else 0) + shape.width * channel_cost
         unit_ratio = ratio * adapter.block_parameter_count(0) / prunable
         if unit_ratio >= 1.0:
-            raise PrunekitError(f"--ratio {ratio} is more than the prunable share of a block; use a smaller ratio")
+            raise ParameterError("ratio", f"{ratio} is more than the prunable share of a block; use a smaller ratio")
     group_scores, channel_scores = _dense_unit_scores(runner, inputs, adapter, shape, criterion, seed, taylor,
                                                       heads and (ratio is not None or head_ratio > 0))
     return adaptive_widths(group_scores, channel_scores, group_cost=group_cost, channel_cost=channel_cost, width=shape.width,
@@ -339,9 +340,9 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
         head_ratio, ffn_ratio = split_block_ratio(model, ratio, heads=heads)
     head_ratio, ffn_ratio = head_ratio or 0.0, ffn_ratio or 0.0
     if allocation == "uniform" and shape.width - int(round(ffn_ratio * shape.width)) < 1:
-        raise PrunekitError(f"--ffn-ratio {ffn_ratio} would remove every FFN channel; use a smaller ratio")
+        raise ParameterError("ffn_ratio", f"{ffn_ratio} would remove every FFN channel; use a smaller ratio")
     if head_ratio > 0 and allocation == "uniform" and shape.num_kv - int(round(head_ratio * shape.num_kv)) < 1:
-        raise PrunekitError(f"--head-ratio {head_ratio} would remove every KV group of a layer ({shape.num_kv} per layer); use a smaller ratio")
+        raise ParameterError("head_ratio", f"{head_ratio} would remove every KV group of a layer ({shape.num_kv} per layer); use a smaller ratio")
     started = time.perf_counter()
     params_before = parameter_count(model)
     taylor = None
@@ -428,3 +429,41 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
 def prune_ffn_channels(model, windows, *, ffn_ratio: float, **options) -> dict:
     """FFN channels only (see prune_width)."""
     return prune_width(model, windows, ffn_ratio=ffn_ratio, **options)
+
+
+@dataclass
+class LiarConfig:
+    """LIAR width pruning: `ratio` of every block's parameters (spent on FFN channels unless
+    `ratio_heads`), or `ffn_ratio` / `head_ratio` of its FFN channels / KV groups; the pruned
+    inputs are folded into the consuming projection by `reconstruction` (see prune_width)."""
+
+    ratio: float | None = option(None, "fraction of every block's parameters to remove (spent on FFN channels)")
+    ffn_ratio: float | None = option(None, "fraction of every block's FFN channels to remove")
+    head_ratio: float | None = option(None, "fraction of every block's KV groups (with their query heads) to remove")
+    ratio_heads: bool = option(False, "with ratio: let whole KV groups take part")
+    criterion: str = option("wanda", "magnitude, wanda, fluctuation, taylor (one gradient pass) or random")
+    reconstruction: str = option("liar", "none, bias (FLAP) or liar (least squares)")
+    damping: float | str = option("auto", "ridge damping relative to the mean Gram diagonal, or auto (chosen on held-out "
+                                          "calibration batches)")
+    allocation: str = option("uniform", "uniform (same widths everywhere) or adaptive (per-layer widths; reload with "
+                                        "prunekit.load_model)")
+    min_keep: float = option(0.1, "allocation adaptive: least share of a layer's FFN channels kept")
+    channel_multiple: int = option(1, "round each layer's kept FFN channels to a multiple of N (64 suits GPU matmuls)")
+    seed: int = option(0, "seed of the random criterion")
+
+    def check(self) -> None:
+        check_width_options(self.ffn_ratio, self.head_ratio, self.criterion, self.reconstruction, self.ratio,
+                            self.allocation, self.min_keep, self.channel_multiple)
+        check_damping(self.damping)
+
+
+def run_liar(model, config: LiarConfig, context) -> dict:
+    """Decoders through prune_width; BERT-style encoders through the encoder variant (same config)."""
+    from prunekit.methods.encoder_width import run_encoder_liar
+    from prunekit.models.encoders import is_encoder_config
+
+    if is_encoder_config(model.config):
+        return run_encoder_liar(model, config, context)
+    options = {k: getattr(config, k) for k in ("ratio", "ffn_ratio", "head_ratio", "ratio_heads", "criterion", "reconstruction",
+                                                "damping", "allocation", "min_keep", "channel_multiple", "seed")}
+    return prune_width(model, context.require_windows("liar"), **options, **context.engine)

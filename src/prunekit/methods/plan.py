@@ -7,7 +7,6 @@ re-applied to the same model (`prunekit prune --plan prunekit_plan.json`).
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +15,8 @@ from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object
 from prunekit.models.adapters import ModelAdapter
 from prunekit.models.surgery import remove_blocks, validate_block_indices
+from prunekit.provenance import PLAN_FILE, library_versions
 
-PLAN_FILE = "prunekit_plan.json"
 PLAN_FORMAT = 1
 REAPPLICABLE = ("shortgpt", "angular", "sleb", "iterabre")  # iterabre's plan is a valid record; the CLI says why it is not re-run
 NOT_REAPPLICABLE = {
@@ -29,16 +28,6 @@ NOT_REAPPLICABLE = {
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def library_versions() -> dict:
-    import torch
-    import transformers
-
-    from prunekit import __version__
-
-    return {"prunekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
 
 
 @dataclass
@@ -118,3 +107,124 @@ class PrunePlan:
         if path.is_dir():
             path = path / PLAN_FILE
         return cls.from_dict(read_json_object(path, "plan"))
+
+
+PLAN_FORMAT_STAGES = 2
+
+
+@dataclass
+class Plan:
+    """What `prunekit.prune` did: one entry per stage (method, config, details), the parameter counts
+    before and after, the library versions and whether the whole plan can be re-applied without data.
+
+    A stage's `details` are the method's own record (for depth methods a PrunePlan's fields, with
+    `removed_blocks` in the numbering of that stage's input model); `removed_blocks` here are the
+    original model's indices of every block removed by any stage.
+    """
+
+    stages: list[dict]
+    num_blocks_before: int
+    num_blocks_after: int
+    removed_blocks: list[int] = field(default_factory=list)
+    model: str = ""
+    params_before: int | None = None
+    params_after: int | None = None
+    versions: dict = field(default_factory=library_versions)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    format: int = PLAN_FORMAT_STAGES
+
+    @property
+    def method(self) -> str:
+        return self.stages[0]["method"] if len(self.stages) == 1 else "recipe"
+
+    @property
+    def reapplicable(self) -> bool:
+        return all(stage.get("reapplicable") for stage in self.stages)
+
+    @property
+    def kept_blocks(self) -> list[int]:
+        removed = set(self.removed_blocks)
+        return [i for i in range(self.num_blocks_before) if i not in removed]
+
+    def details(self, method: str | None = None) -> dict:
+        """The details of the only stage, or of the first stage of `method`."""
+        stages = [s for s in self.stages if method is None or s["method"] == method]
+        if not stages or (method is None and len(self.stages) > 1):
+            raise PrunekitError(f"the plan has {'no ' + method if method else len(self.stages)} stage(s); name the method")
+        return stages[0]["details"]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["method"], out["reapplicable"], out["kept_blocks"] = self.method, self.reapplicable, self.kept_blocks
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_depth_plan(cls, plan: PrunePlan) -> "Plan":
+        """A one-stage plan around a (format 1) depth plan."""
+        details = plan.to_dict()
+        return cls(stages=[{"method": plan.method, "config": {}, "details": details, "reapplicable": True}],
+                   num_blocks_before=plan.num_blocks_before, num_blocks_after=len(plan.kept_blocks),
+                   removed_blocks=list(plan.removed_blocks), model=plan.model, params_before=plan.params_before,
+                   params_after=plan.params_after, versions=plan.versions, created=plan.created)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        """A plan from its JSON (format 2, or a format-1 depth plan), checked field by field."""
+        if data.get("format", PLAN_FORMAT) < PLAN_FORMAT_STAGES or "stages" not in data:
+            return cls.from_depth_plan(PrunePlan.from_dict(data))
+        stages = data["stages"]
+        if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) and isinstance(s.get("method"), str)
+                                                                 and isinstance(s.get("details", {}), dict) for s in stages):
+            raise PrunekitError("plan stages must be a non-empty list of {method, config, details}; pass a prunekit_plan.json "
+                                "written by prunekit prune")
+        for name in ("num_blocks_before", "num_blocks_after"):
+            if not _is_int(data.get(name)) or data[name] < 1:
+                raise PrunekitError(f"plan {name} must be a positive whole number, not {json.dumps(data.get(name))}")
+        removed = data.get("removed_blocks", [])
+        if not isinstance(removed, list) or not all(_is_int(b) for b in removed):
+            raise PrunekitError("plan removed_blocks must be a list of block indices (whole numbers)")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        path = Path(path)
+        if path.is_dir():
+            path = path / PLAN_FILE
+        return cls.from_dict(read_json_object(path, "plan"))
+
+
+def describe_stage(stage: dict) -> str:
+    """One line saying what a stage did, from its details."""
+    method, d = stage["method"], stage.get("details") or {}
+    if method == "liar":
+        if d.get("model_kind") == "encoder":
+            return (f"liar encoder: heads {d['heads_before']} -> {d['heads_after']}, FFN channels {d['intermediate_size_before']} -> "
+                    f"{d['intermediate_size_after']} per block ({d['criterion']} criterion, {d['reconstruction']} reconstruction)")
+        sizes = ("per-layer widths (load with prunekit.load_model)" if d["per_layer_widths"] else
+                 f"FFN channels {d['intermediate_size_before']} -> {d['intermediate_size_after']}, "
+                 f"KV groups {d['kv_heads_before']} -> {d['kv_heads_after']} per block")
+        return (f"liar: {sizes} ({d['criterion']} criterion, {d['reconstruction']} reconstruction, "
+                f"{d['params_after'] / d['params_before']:.1%} of the parameters kept; {d['seconds']:.0f} s, "
+                f"peak RSS {d.get('peak_rss_mib', 0):.0f} MiB)")
+    if method == "iterabre":
+        trail = ", ".join(str(s["removed"]) for s in d["steps"])
+        last = d["steps"][-1].get("heldout_perplexity_after_recovery")
+        return (f"iterabre: removed blocks {trail} in {len(d['steps'])} iterations ({d['recovery']['tokens']} recovery tokens in all"
+                f"{'' if last is None else f'; held-out ppl after the last {last:.2f}'})")
+    if method == "flexigpt":
+        trained = f", trained on {d['recovery']['tokens']} tokens" if d.get("recovery") else ""
+        return (f"flexigpt: blocks {d['replaced_blocks']} replaced by shared blocks {d['shares_with']} + rank-{d['rank']} adapters "
+                f"({d['own_parameters_fraction_of_block']:.1%} of a block each{trained})")
+    if method == "extend":
+        return f"extend: {d['blocks_before']} -> {d['blocks_after']} blocks ({d['pattern']} pattern, rank {d['rank']})"
+    if method == "recover":
+        mfu = f", MFU {d['mfu']:.0%}" if d.get("mfu") is not None else ""
+        return (f"recover: {d['tokens']} tokens of {d['data']} in {d['steps']} steps, {d['seconds']:.0f} s ({d['tokens_per_second']:.0f} "
+                f"tokens/s{mfu} on {d['device']}, micro-batch {d['micro_batch_size']}); objective {d['loss_first']:.4f} -> {d['loss_last']:.4f}")
+    if "removed_blocks" in d:
+        return f"{method}: removed blocks {d['removed_blocks']} of {d['num_blocks_before']} ({d.get('reason', '')})"
+    return method

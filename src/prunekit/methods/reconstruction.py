@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
 from prunekit.scoring.channels import InputStatistics
 
 RECONSTRUCTIONS = ("none", "bias", "liar")
@@ -33,8 +33,10 @@ HOLDOUT_EVERY = 4  # with damping "auto", every 4th calibration batch is held ou
 def check_damping(damping) -> None:
     if damping == "auto":
         return
-    if isinstance(damping, str) or not damping >= 0:
-        raise PrunekitError(f"--damping {damping} must be a number >= 0 or 'auto'")
+    if isinstance(damping, str):
+        raise ParameterError("damping", f"'{damping}' is neither a number nor 'auto'")
+    if not damping >= 0:
+        raise ParameterError("damping", f"{damping} must be a number >= 0 or 'auto'")
 
 
 @dataclass

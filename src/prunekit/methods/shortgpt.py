@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from prunekit.errors import PrunekitError
+from dataclasses import dataclass
+
+from prunekit.methods.depth import DepthConfig, check_protected
 from prunekit.methods.plan import PrunePlan
-from prunekit.scoring.blocks import scan_blocks
-
-
-def check_protected(protect: tuple[int, ...], num_blocks: int) -> None:
-    outside = sorted(i for i in set(protect) if not 0 <= i < num_blocks)
-    if outside:
-        raise PrunekitError(f"protected block(s) {', '.join(map(str, outside))} not in this model (blocks 0..{num_blocks - 1})")
+from prunekit.models.adapters import ModelAdapter
+from prunekit.options import option
+from prunekit.scoring.blocks import check_metric, scan_blocks
 
 
 def lowest_scoring(scores: list[float], count: int, protect: tuple[int, ...] = ()) -> list[int]:
@@ -29,3 +27,22 @@ def plan_shortgpt(model, windows, num_remove: int, *, metric: str = "bi", protec
         reason=f"the {num_remove} blocks with the lowest {metric} score", metric=metric,
         scores=scores.scores, data=scores.data, scan_seconds=scores.seconds,
     )
+
+
+@dataclass
+class ShortGPTConfig(DepthConfig):
+    """One-shot removal of the lowest-scoring blocks; `metric` is any block score (BI in the paper)."""
+
+    metric: str = option("bi", "block score: bi (default), angular, removal-cosine, removal-loss or taylor")
+
+    def check(self) -> None:
+        super().check()
+        check_metric(self.metric, "metric")
+
+
+def run_shortgpt(model, config: ShortGPTConfig, context) -> dict:
+    num_blocks = ModelAdapter(model).num_blocks
+    plan = plan_shortgpt(model, context.require_windows("shortgpt"), config.count(num_blocks), metric=config.metric,
+                         protect=config.protected(num_blocks), **context.engine)
+    plan.apply(model)
+    return plan.to_dict()

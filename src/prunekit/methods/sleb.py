@@ -4,11 +4,14 @@ raises the calibration loss least, re-scored on the already-pruned model; no ret
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from prunekit.engine.sequential import SequentialRunner
+from prunekit.methods.depth import DepthConfig
 from prunekit.methods.plan import PrunePlan
 from prunekit.models.adapters import ModelAdapter
-from prunekit.scoring.blocks import removal_scores
+from prunekit.options import option
+from prunekit.scoring.blocks import check_metric, removal_scores
 
 
 def plan_sleb(model, windows, num_remove: int, *, metric: str = "removal-loss", protect: tuple[int, ...] = (),
@@ -33,3 +36,22 @@ def plan_sleb(model, windows, num_remove: int, *, metric: str = "removal-loss", 
         metric=metric, scores=[first[i] for i in range(len(first))], data=windows.summary(), steps=steps,
         scan_seconds=time.perf_counter() - started,
     )
+
+
+@dataclass
+class SLEBConfig(DepthConfig):
+    """Greedy removal, re-scored after each step on the pruned model; `metric` is removal-loss or removal-cosine."""
+
+    metric: str = option("removal-loss", "block score re-measured after each removal (default removal-loss)")
+
+    def check(self) -> None:
+        super().check()
+        check_metric(self.metric, "metric")
+
+
+def run_sleb(model, config: SLEBConfig, context) -> dict:
+    num_blocks = ModelAdapter(model).num_blocks
+    plan = plan_sleb(model, context.require_windows("sleb"), config.count(num_blocks), metric=config.metric,
+                     protect=config.protected(num_blocks), **context.engine)
+    plan.apply(model)
+    return plan.to_dict()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
 
 ALLOCATIONS = ("uniform", "adaptive")
 
@@ -55,7 +55,7 @@ def adaptive_widths(group_scores: list[torch.Tensor] | None, channel_scores: lis
     type whose scores are None keeps every unit.
     """
     if not 0.0 < min_keep <= 1.0:
-        raise PrunekitError(f"--min-keep {min_keep} must be in (0, 1]")
+        raise ParameterError("min_keep", f"{min_keep} must be in (0, 1]")
     layers = len(channel_scores if channel_scores is not None else group_scores)
     # Units: (z-score, cost, layer, kind); the per-layer floor is forced in with an infinite score.
     pools: dict[str, list[tuple[float, int, int, str]]] = {}

@@ -233,3 +233,22 @@ def sentence_embeddings(model, tokenizer, texts: list[str], *, batch_size: int =
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
         out.append(torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled)
     return torch.cat(out).float().cpu()
+
+
+def is_encoder_spec(spec: str) -> bool:
+    """Whether a MODEL spec names an encoder (an encoder alias, or a local directory of an encoder family)."""
+    if spec in ENCODER_ALIASES:
+        return True
+    config = Path(spec).expanduser() / "config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text()).get("model_type") in ENCODER_FAMILIES
+    except ValueError:
+        return False
+
+
+def encoder_loaded(spec: str):
+    """An encoder as a LoadedModel, like the causal LMs load_model returns."""
+    from prunekit.models.loading import LoadedModel
+
+    model, tokenizer, directory = load_encoder(spec)
+    return LoadedModel(model, tokenizer, spec, str(directory))

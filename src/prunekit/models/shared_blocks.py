@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from prunekit.models.adapters import DecoderFamily
+from prunekit.models.adapters import DecoderFamily, ModelAdapter
 
 
 class SharedLoRALinear(nn.Module):
@@ -134,3 +134,21 @@ def shared_linears(block: nn.Module) -> list[SharedLoRALinear]:
 
 def is_shared_block(block: nn.Module) -> bool:
     return any(isinstance(m, SharedLoRALinear) for m in block.modules())
+
+
+def shared_structure(model) -> list[dict]:
+    """Per shared block: where it sits, which block it borrows from, rank and output-norm setting."""
+    adapter = ModelAdapter(model)
+    owners = {}
+    for position, layer in enumerate(adapter.layers):
+        if not is_shared_block(layer):
+            for module in layer.modules():
+                owners[id(module)] = position
+    structure = []
+    for position, layer in enumerate(adapter.layers):
+        if is_shared_block(layer):
+            linears = shared_linears(layer)
+            norms = [m for m in layer.modules() if type(m).__name__ == "OutputNorm"]
+            structure.append({"position": position, "shares_with": owners[id(linears[0].base)], "rank": linears[0].rank,
+                              "output_norm": float(norms[0].scale.detach().float().mean()) if norms else None})
+    return structure

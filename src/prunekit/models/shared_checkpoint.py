@@ -22,7 +22,7 @@ from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object
 from prunekit.models.adapters import ModelAdapter, family_for_config, parameter_count
 from prunekit.models.export import output_dir, strip_gguf_quantizer, truly_missing, unique_tensors
-from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear, build_shared_block, is_shared_block
+from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear, build_shared_block, is_shared_block, shared_structure
 
 STRUCTURE_FILE = "prunekit_shared_blocks.json"
 BASE_FILE = "shared_base.safetensors"
@@ -51,8 +51,6 @@ def _split_state(model, structure: list[dict]) -> tuple[dict, dict]:
 def save_shared_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bool = False, extra_json: dict | None = None,
                       protected: list = ()) -> Path:
     """Write the model with shared tensors stored once, atomically; returns the directory."""
-    from prunekit.methods.flexigpt import shared_structure
-
     out_path = Path(out).expanduser().resolve()
     structure = shared_structure(model)
     base, adapters = _split_state(model, structure)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError
+from prunekit.options import option
 
 SCOPES = ("blocks", "neighbours", "lora", "adapters", "full")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -19,52 +20,54 @@ class RecoveryConfig:
     grad_accumulation * processes), so runs with different batch shapes see the same amount of data.
     """
 
-    tokens: int = DEFAULT_RECOVERY_TOKENS
-    seq_len: int = 512
-    micro_batch_size: int = 1
-    grad_accumulation: int = 4
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 1.0
-    kd_weight: float = 1.0      # KL(teacher || student) on logits, times temperature^2
-    lm_weight: float = 0.0      # next-token cross-entropy on the data
-    hidden_weight: float = 0.0  # MSE between final hidden states, relative to the teacher's mean square
-    temperature: float = 1.0
+    tokens: int = option(DEFAULT_RECOVERY_TOKENS, "tokens to train on (default 2.5M); iterabre splits them over its iterations",
+                         flag="--recovery-tokens")
+    seq_len: int = option(512, "tokens per training window (default 512)", flag="--recovery-seq-len")
+    micro_batch_size: int = option(1, "windows per forward pass")
+    grad_accumulation: int = option(4, "micro-batches per optimizer step (default 4)")
+    learning_rate: float = option(1e-4, "peak AdamW learning rate (default 1e-4; linear warm-up, cosine decay)", flag="--lr")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.05, "share of steps spent warming up (default 0.05)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    kd_weight: float = option(1.0, "weight of KL(teacher || student) on logits, times temperature^2")
+    lm_weight: float = option(0.0, "weight of the next-token loss on the data")
+    hidden_weight: float = option(0.0, "weight of the final-hidden-state MSE, relative to the teacher's mean square")
+    temperature: float = option(1.0, "distillation temperature")
     # blocks: every decoder block; neighbours: given blocks; lora: peft LoRA; adapters: the shared
     # blocks' own LoRA pairs, bias deltas and output-norm scales (FlexiGPT); full: all weights
-    scope: str = "blocks"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    precision: str = "auto"     # auto: bf16 autocast on CUDA with bf16 support, fp32 elsewhere
-    gradient_checkpointing: bool = False
+    scope: str = option("blocks", f"what trains: {', '.join(SCOPES)}")
+    lora_rank: int = option(8, "scope lora: adapter rank (merged back before export)")
+    lora_alpha: float = option(16.0, "scope lora: adapter alpha")
+    precision: str = option("auto", f"{', '.join(PRECISIONS)} (auto: bf16 autocast on CUDA with bf16 support, fp32 elsewhere)")
+    gradient_checkpointing: bool = option(False, "trade compute for activation memory")
     # On a GPU, regroup each step's micro_batch_size x grad_accumulation windows into the largest
     # micro-batches that fit (activation checkpointing only when one window does not fit without it).
-    fit_micro_batch: bool = True
-    seed: int = 0
+    fit_micro_batch: bool = option(True, "on a GPU, regroup each step's windows into the largest micro-batches that fit",
+                                   flag="--fixed-micro-batch")
+    seed: int = option(0, "seed for the data order")
 
-    def check(self, has_teacher: bool) -> None:
+    def check(self, has_teacher: bool = True) -> None:
         """One-line errors for settings that cannot train."""
         if self.tokens < 1:
-            raise PrunekitError(f"--recovery-tokens {self.tokens} must be at least 1")
+            raise ParameterError("tokens", f"{self.tokens} must be at least 1")
         for name in ("seq_len", "micro_batch_size", "grad_accumulation", "lora_rank"):
             if getattr(self, name) < 1:
-                raise PrunekitError(f"recovery {name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+                raise ParameterError(name, f"{getattr(self, name)} must be at least 1")
         if not self.learning_rate > 0:
-            raise PrunekitError(f"--lr {self.learning_rate} must be positive")
+            raise ParameterError("learning_rate", f"{self.learning_rate} must be positive")
         if not 0 <= self.warmup_ratio < 1:
-            raise PrunekitError(f"--warmup-ratio {self.warmup_ratio} must be in [0, 1)")
+            raise ParameterError("warmup_ratio", f"{self.warmup_ratio} must be in [0, 1)")
         if self.temperature <= 0:
-            raise PrunekitError(f"--temperature {self.temperature} must be positive")
+            raise ParameterError("temperature", f"{self.temperature} must be positive")
         if self.scope not in SCOPES:
-            raise PrunekitError(f"unknown recovery scope '{self.scope}'; use one of {', '.join(SCOPES)}")
+            raise ParameterError("scope", f"'{self.scope}' is unknown; use one of {', '.join(SCOPES)}")
         if self.precision not in PRECISIONS:
-            raise PrunekitError(f"unknown precision '{self.precision}'; use one of {', '.join(PRECISIONS)}")
+            raise ParameterError("precision", f"'{self.precision}' is unknown; use one of {', '.join(PRECISIONS)}")
         weights = (self.kd_weight, self.lm_weight, self.hidden_weight)
         if min(weights) < 0 or sum(weights) == 0:
-            raise PrunekitError("loss weights must be non-negative and not all zero (--kd-weight, --lm-weight, --hidden-weight)")
+            raise ParameterError("kd_weight", "lm_weight and hidden_weight (the loss weights) must be non-negative and not all zero")
         if not has_teacher and (self.kd_weight or self.hidden_weight):
-            raise PrunekitError("distillation (--kd-weight/--hidden-weight) needs a --teacher; without one use --kd-weight 0 --lm-weight 1")
+            raise ParameterError("kd_weight", "(or hidden_weight) distils, which needs a teacher; without one use kd_weight 0 and lm_weight 1")
 
     def tokens_per_step(self, processes: int = 1) -> int:
         return self.micro_batch_size * self.seq_len * self.grad_accumulation * processes

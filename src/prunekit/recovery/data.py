@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from prunekit.data.sources import load_text
 from prunekit.data.windows import TokenWindows, tokenize_text
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
 
 log = logging.getLogger(__name__)
 SELF_GENERATED = "self"
@@ -59,7 +59,7 @@ def self_generated_windows(teacher, tokenizer, *, num_tokens: int, seq_len: int,
     are concatenated like pre-training documents. Costs generation time, needs no dataset.
     """
     if seq_len < 4:
-        raise PrunekitError(f"--recovery-seq-len {seq_len} is too short for self-generated data; use at least 4")
+        raise ParameterError("seq_len", f"{seq_len} is too short for self-generated data; use at least 4")
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     eos = tokenizer.eos_token_id

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from prunekit.data.windows import TokenWindows
 from prunekit.engine.sequential import BlockInputs, SequentialRunner
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.perplexity import next_token_nll
 from prunekit.models.adapters import ModelAdapter
 
@@ -58,9 +58,9 @@ class BlockScores:
         return out
 
 
-def check_metric(metric: str) -> str:
+def check_metric(metric: str, parameter: str = "metric") -> str:
     if metric not in METRICS:
-        raise PrunekitError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
+        raise ParameterError(parameter, f"'{metric}' is unknown; choose one of {', '.join(METRICS)}")
     return metric
 
 

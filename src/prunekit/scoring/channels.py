@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import torch
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
 
 CRITERIA = ("magnitude", "wanda", "fluctuation", "taylor", "random")
 # GPUs whose float64 throughput is half their float32 (datacentre parts: P100, V100, A100, H100/H200, B200).
@@ -191,7 +191,7 @@ class InputStatistics:
 
 def check_criterion(criterion: str) -> str:
     if criterion not in CRITERIA:
-        raise PrunekitError(f"unknown criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
+        raise ParameterError("criterion", f"'{criterion}' is unknown; choose one of {', '.join(CRITERIA)}")
     return criterion
 
 

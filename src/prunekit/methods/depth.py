@@ -1,0 +1,64 @@
+"""What every block-removal method is asked: how many blocks go, and which may never go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prunekit.errors import ParameterError
+from prunekit.methods.plan import PrunePlan
+from prunekit.options import option
+
+
+def blocks_to_remove(num_blocks: int, remove: int | None = None, ratio: float | None = None) -> int:
+    """How many blocks `remove=N` or `ratio=R` (fraction of blocks) asks for, checked."""
+    if (remove is None) == (ratio is None):
+        raise ParameterError("remove", "or `ratio`: give exactly one (blocks to remove, or their fraction)")
+    if ratio is not None:
+        if not 0.0 < ratio < 1.0:
+            raise ParameterError("ratio", f"{ratio} must be strictly between 0 and 1")
+        remove = round(ratio * num_blocks)
+        if remove < 1:
+            raise ParameterError("ratio", f"{ratio} of {num_blocks} blocks removes nothing; use a larger ratio")
+    if remove < 1:
+        raise ParameterError("remove", f"{remove} must be at least 1")
+    if remove >= num_blocks:
+        raise ParameterError("remove", f"{remove} must be smaller than the number of blocks ({num_blocks})")
+    return remove
+
+
+def check_protected(protect: tuple[int, ...], num_blocks: int) -> None:
+    outside = sorted(i for i in set(protect) if not 0 <= i < num_blocks)
+    if outside:
+        raise ParameterError("protect", f"block(s) {', '.join(map(str, outside))} not in this model (blocks 0..{num_blocks - 1})")
+
+
+@dataclass
+class DepthConfig:
+    """remove (a count) or ratio (a fraction of the blocks); protect: block indices never removed."""
+
+    remove: int | None = option(None, "number of blocks to remove")
+    ratio: float | None = option(None, "fraction of blocks to remove, in (0, 1); liar: fraction of every block's parameters")
+    protect: tuple[int, ...] = option((), "block indices never removed")
+    protect_ends: bool = option(False, "never remove the first and the last block")
+
+    def check(self) -> None:
+        """The checks that need no model."""
+        if (self.remove is None) == (self.ratio is None):
+            raise ParameterError("remove", "or `ratio`: give exactly one (blocks to remove, or their fraction)")
+        if self.ratio is not None and not 0.0 < self.ratio < 1.0:
+            raise ParameterError("ratio", f"{self.ratio} must be strictly between 0 and 1")
+        if self.remove is not None and self.remove < 1:
+            raise ParameterError("remove", f"{self.remove} must be at least 1")
+
+    def count(self, num_blocks: int) -> int:
+        return blocks_to_remove(num_blocks, self.remove, self.ratio)
+
+    def protected(self, num_blocks: int) -> tuple[int, ...]:
+        check_protected(tuple(self.protect), num_blocks)
+        ends = {0, num_blocks - 1} if self.protect_ends else set()
+        return tuple(sorted(set(self.protect) | ends))
+
+
+def reapply_removal(model, details: dict) -> None:
+    """Remove the recorded blocks again (a depth plan needs no data to repeat)."""
+    PrunePlan.from_dict(details).apply(model)

@@ -1,0 +1,14 @@
+"""Recovery as a recipe stage: distil the dense model into the pruned one on a token budget."""
+
+from __future__ import annotations
+
+from prunekit.recovery import RecoveryConfig, recover
+
+
+def run_recovery(model, config: RecoveryConfig, context) -> dict:
+    distils = bool(config.kd_weight or config.hidden_weight)
+    teacher = context.teacher() if distils or context.recovery_data == "self" else None
+    windows = context.recovery_windows(config, teacher)
+    result = recover(model, windows, config, teacher=teacher if distils else None, device=context.device,
+                     progress=context.progress)
+    return {"method": "recover", **{k: v for k, v in result.to_dict().items() if k != "history"}}

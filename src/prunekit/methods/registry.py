@@ -1,0 +1,161 @@
+"""One registry of pruning methods: a name, a typed config and a run function each, registered once.
+
+A method's run function takes (model, config, context), changes the model in place and returns the
+JSON-able details of what it did (the stage's part of the saved plan). The context carries what a
+run needs besides its own options: calibration windows, the dense teacher, recovery data and the
+engine settings. `prunekit.prune` looks methods up here; so does the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prunekit.data.windows import TokenWindows
+from prunekit.errors import ParameterError, PrunekitError
+
+
+@dataclass
+class StageContext:
+    """What every stage may use besides its own config."""
+
+    windows: TokenWindows | None = None        # calibration data
+    tokenizer: Any = None                        # for recovery data and self-generated text
+    teacher_factory: Callable[[], Any] | None = None  # the dense model, made on first use
+    recovery_data: Any = "self"                  # a data SPEC, TokenWindows, or a function making them
+    text_field: str = "text"
+    heldout: TokenWindows | None = None          # perplexity logged by iterative methods
+    device: Any = None
+    offload: bool = False
+    batch_size: int = 1
+    progress: bool = True
+    seed: int = 0
+    _teacher: Any = field(default=None, repr=False)
+
+    @property
+    def engine(self) -> dict:
+        return {"device": self.device, "offload": self.offload, "batch_size": self.batch_size, "progress": self.progress}
+
+    def teacher(self):
+        """The unpruned model to distil from (made once, on first use)."""
+        if self._teacher is None:
+            if self.teacher_factory is None:
+                raise PrunekitError("this stage distils from the dense model; pass teacher= (or run with inplace=False)")
+            self._teacher = self.teacher_factory()
+        return self._teacher
+
+    def require_windows(self, method: str) -> TokenWindows:
+        if self.windows is None:
+            raise ParameterError("data", f"is missing: method '{method}' needs calibration windows (prunekit.load_windows)")
+        return self.windows
+
+    def recovery_windows(self, config, teacher=None) -> TokenWindows:
+        """The windows a recovery run of `config` trains on, from `recovery_data`."""
+        from prunekit.recovery.data import SELF_GENERATED, recovery_windows, self_generated_windows
+
+        data = self.recovery_data
+        if isinstance(data, TokenWindows):
+            return data
+        if callable(data):
+            return data()
+        if self.tokenizer is None:
+            raise ParameterError("tokenizer", "is missing: recovery data is made from text, so pass tokenizer= "
+                                              "(or recovery_data= as TokenWindows)")
+        if data == SELF_GENERATED:
+            if teacher is None:
+                raise ParameterError("recovery_data", "'self' samples text from the dense teacher; give one, or a data SPEC")
+            return self_generated_windows(teacher, self.tokenizer, num_tokens=config.tokens, seq_len=config.seq_len,
+                                          seed=config.seed, device=self.device, progress=self.progress)
+        return recovery_windows(data, self.tokenizer, num_tokens=config.tokens, seq_len=config.seq_len, seed=config.seed,
+                                text_field=self.text_field)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its config type, run function and how its result may be re-applied."""
+
+    name: str
+    config_cls: type
+    run: Callable[[Any, Any, StageContext], dict]
+    summary: str
+    needs_data: bool = True
+    # (model, details) -> None: repeats the recorded change without data; None where a rerun is needed
+    reapply: Callable[[Any, dict], None] | None = None
+    why_not_reapplicable: str = ""
+    rerun_from_plan: bool = False  # a plan's stage may run again from its saved config on new data (deterministic methods)
+    removes_blocks: bool = False  # details["removed_blocks"] are indices of the stage's input model
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, config_cls: type, run: Callable, *, summary: str, **options) -> MethodSpec:
+    """Add a method; names are unique (a second registration under the same name is refused)."""
+    if name in _METHODS:
+        raise ValueError(f"method '{name}' is already registered")
+    spec = MethodSpec(name, config_cls, run, summary, **options)
+    _METHODS[name] = spec
+    return spec
+
+
+def method_names() -> list[str]:
+    return list(_METHODS)
+
+
+def method_spec(name: str) -> MethodSpec:
+    if name not in _METHODS:
+        raise ParameterError("method", f"'{name}' is unknown; choose one of {', '.join(_METHODS)}")
+    return _METHODS[name]
+
+
+def spec_for_config(config) -> MethodSpec:
+    for spec in _METHODS.values():
+        if type(config) is spec.config_cls:
+            return spec
+    raise ParameterError("method", f"{type(config).__name__} is not a registered method config")
+
+
+def config_from_options(name: str, options: dict, where: str = ""):
+    """The config of method `name` from keyword options; unknown options are named in the error."""
+    spec = method_spec(name)
+    fields = {f.name: f for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ParameterError(unknown[0], f"is not an option of {name}{where}; its options are {', '.join(fields)}")
+    values = dict(options)
+    for key, value in options.items():
+        nested = _nested_config_type(fields[key])
+        if nested is not None and isinstance(value, dict):
+            values[key] = nested_config(nested, value, f"{name}.{key}{where}")
+        elif isinstance(value, list) and key == "protect":
+            values[key] = tuple(value)
+    config = spec.config_cls(**values)
+    return config
+
+
+def nested_config(config_cls: type, options: dict, where: str):
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ParameterError(unknown[0], f"is not a setting of {where}; its settings are {', '.join(sorted(known))}")
+    return config_cls(**options)
+
+
+def _nested_config_type(field_: dataclasses.Field) -> type | None:
+    default = field_.default_factory() if field_.default_factory is not dataclasses.MISSING else field_.default
+    return type(default) if dataclasses.is_dataclass(default) else getattr(field_, "metadata", {}).get("config")
+
+
+def config_to_dict(config) -> dict:
+    """A config as JSON-able options (tuples as lists), loadable again by config_from_options."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out

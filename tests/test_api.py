@@ -1,0 +1,159 @@
+"""prunekit.prune / prunekit.save: every registered method, recipes, plans and their re-application."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import prunekit
+from prunekit import (ExtendConfig, FlexiGPTConfig, IterabreConfig, LiarConfig, ParameterError, Plan, PrunekitError,
+                      RecoveryConfig, ShortGPTConfig, TokenWindows)
+from prunekit.methods import method_names, method_spec
+from prunekit.models.adapters import ModelAdapter
+
+from conftest import VOCAB, tiny_model
+
+TRAIN = {"tokens": 64, "seq_len": 16, "grad_accumulation": 1}
+
+
+def windows_of(ids):
+    return TokenWindows(ids, "random ids", ids.numel())
+
+
+@pytest.fixture
+def recovery_windows():
+    torch.manual_seed(2)
+    return windows_of(torch.randint(3, VOCAB, (8, 16)))
+
+
+def test_every_method_is_registered_with_a_config_that_checks_itself():
+    assert set(method_names()) >= {"shortgpt", "angular", "sleb", "liar", "iterabre", "flexigpt", "extend", "recover"}
+    for name in method_names():
+        spec = method_spec(name)
+        assert spec.config_cls.__doc__ and callable(spec.run)
+
+
+@pytest.mark.parametrize("method,options", [
+    ("shortgpt", {"remove": 1}), ("angular", {"remove": 2}), ("sleb", {"remove": 1}),
+    ("liar", {"ffn_ratio": 0.25}), ("iterabre", {"remove": 1, "recovery": TRAIN}),
+    ("flexigpt", {"remove": 1, "recovery": TRAIN}), ("extend", {"to_blocks": 5, "recovery": TRAIN}),
+])
+def test_every_method_runs_through_prune_and_leaves_the_input_alone(method, options, ids, recovery_windows):
+    model = tiny_model("llama")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = prunekit.prune(model, method, windows_of(ids), recovery_data=recovery_windows, progress=False, **options)
+    assert result.plan.method == method and result.plan.stages[0]["config"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert result.plan.params_before == prunekit.parameter_count(model)
+    with torch.no_grad():
+        assert torch.isfinite(result.model(ids).logits).all()
+    if method in ("shortgpt", "angular", "sleb", "iterabre"):
+        assert result.plan.num_blocks_after == 4 - len(result.plan.removed_blocks)
+    if method == "extend":
+        assert result.plan.num_blocks_after == 5
+
+
+def test_unknown_options_and_bad_values_name_the_parameter(ids):
+    model = tiny_model("llama")
+    with pytest.raises(ParameterError, match="^ratioo is not an option of liar"):
+        prunekit.prune(model, "liar", windows_of(ids), ratioo=0.3)
+    with pytest.raises(ParameterError, match="^ffn_ratio 1.5 must be in"):
+        prunekit.prune(model, LiarConfig(ffn_ratio=1.5), windows_of(ids))
+    with pytest.raises(ParameterError, match="^method 'magic' is unknown"):
+        prunekit.prune(model, "magic", windows_of(ids))
+    with pytest.raises(ParameterError, match="^data is missing"):
+        prunekit.prune(model, "shortgpt", remove=1)
+
+
+def test_a_recipe_runs_its_stages_in_order_and_the_plan_lists_them(ids, recovery_windows, tmp_path, tiny_tokenizer):
+    model = tiny_model("llama", num_layers=5)
+    recipe = [{"method": "shortgpt", "remove": 2}, {"method": "liar", "ffn_ratio": 0.25}, {"recover": TRAIN}]
+    result = prunekit.prune(model, recipe, windows_of(ids), recovery_data=recovery_windows, progress=False)
+    plan = result.plan
+    assert [s["method"] for s in plan.stages] == ["shortgpt", "liar", "recover"] and plan.method == "recipe"
+    assert plan.num_blocks_after == 3 and len(plan.removed_blocks) == 2 and not plan.reapplicable
+    assert ModelAdapter(result.model).layers[0].mlp.down_proj.in_features == 96
+    out = prunekit.save(result, tmp_path / "out", tiny_tokenizer)
+    saved = json.loads((out / "prunekit_plan.json").read_text())
+    assert [s["method"] for s in saved["stages"]] == ["shortgpt", "liar", "recover"]
+    reloaded = prunekit.load_model(str(out), device="cpu", progress=False).model
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, result.model(ids).logits, atol=1e-5)
+
+
+def test_recipe_files_in_yaml_and_json_give_the_same_configs(tmp_path):
+    from prunekit.methods.recipe import recipe_configs
+
+    (tmp_path / "r.yaml").write_text("- {method: shortgpt, remove: 4}\n- {method: liar, ratio: 0.2}\n- recover: {tokens: 200000}\n")
+    (tmp_path / "r.json").write_text(json.dumps({"stages": [{"method": "shortgpt", "remove": 4}, {"liar": {"ratio": 0.2}},
+                                                            {"method": "recover", "tokens": 200000}]}))
+    expected = [ShortGPTConfig(remove=4), LiarConfig(ratio=0.2), RecoveryConfig(tokens=200000)]
+    assert recipe_configs(tmp_path / "r.yaml") == expected == recipe_configs(str(tmp_path / "r.json"))
+    (tmp_path / "bad.yaml").write_text("- {method: liar, ratio: 0.2, speed: fast}\n")
+    with pytest.raises(ParameterError, match="speed is not an option of liar .recipe stage 1."):
+        recipe_configs(tmp_path / "bad.yaml")
+    (tmp_path / "broken.json").write_text("[{")
+    with pytest.raises(PrunekitError, match="is not valid JSON"):
+        recipe_configs(tmp_path / "broken.json")
+
+
+def test_a_saved_depth_plan_reapplies_without_data_and_a_width_stage_reruns_with_it(ids, tmp_path):
+    model = tiny_model("llama", num_layers=5)
+    first = prunekit.prune(model, [ShortGPTConfig(remove=2), LiarConfig(ffn_ratio=0.25)], windows_of(ids), progress=False)
+    first.plan.save(tmp_path / "plan.json")
+    plan = Plan.load(tmp_path / "plan.json")
+    depth_only = prunekit.prune(model, [ShortGPTConfig(remove=2)], windows_of(ids), progress=False)
+    again = prunekit.prune(model, plan=Plan.from_dict({**depth_only.plan.to_dict()}))
+    assert again.plan.removed_blocks == depth_only.plan.removed_blocks and again.plan.reapplicable
+    with pytest.raises(PrunekitError, match="stage 'liar' cannot be re-applied"):
+        prunekit.prune(model, plan=plan)
+    rerun = prunekit.prune(model, plan=plan, data=windows_of(ids), progress=False)
+    with torch.no_grad():
+        assert torch.allclose(rerun.model(ids).logits, first.model(ids).logits, atol=1e-5)
+
+
+def test_format_one_depth_plans_still_load_and_apply(ids, tmp_path):
+    model = tiny_model("llama")
+    old = {"method": "shortgpt", "removed_blocks": [1, 2], "num_blocks_before": 4, "format": 1}
+    (tmp_path / "plan.json").write_text(json.dumps(old))
+    result = prunekit.prune(model, plan=Plan.load(tmp_path / "plan.json"))
+    assert result.plan.removed_blocks == [1, 2] and ModelAdapter(result.model).num_blocks == 2
+
+
+def test_recovery_goes_to_the_method_that_trains_or_becomes_a_final_stage(ids, recovery_windows):
+    model = tiny_model("llama")
+    data = windows_of(ids)
+    result = prunekit.prune(model, "shortgpt", data, remove=1, recovery=RecoveryConfig(**TRAIN), recovery_data=recovery_windows,
+                            progress=False)
+    assert [s["method"] for s in result.plan.stages] == ["shortgpt", "recover"]
+    result = prunekit.prune(model, FlexiGPTConfig(remove=1), data, recovery=TRAIN, recovery_data=recovery_windows, progress=False)
+    assert [s["method"] for s in result.plan.stages] == ["flexigpt"] and result.plan.stages[0]["details"]["recovery"]["tokens"] == 64
+
+
+def test_inplace_prunes_the_given_model_and_distils_from_a_copy_taken_first(ids, recovery_windows):
+    model = tiny_model("llama")
+    result = prunekit.prune(model, IterabreConfig(remove=1, recovery=RecoveryConfig(**TRAIN)), windows_of(ids),
+                            recovery_data=recovery_windows, inplace=True, progress=False)
+    assert result.model is model and ModelAdapter(model).num_blocks == 3
+
+
+def test_save_picks_the_shared_block_format_and_extend_needs_no_data(tmp_path, tiny_tokenizer):
+    model = tiny_model("llama")
+    result = prunekit.prune(model, ExtendConfig(to_blocks=6, recovery=None))
+    out = prunekit.save(result, tmp_path / "ext", tiny_tokenizer)
+    assert (out / "prunekit_shared_blocks.json").is_file()
+    reloaded = prunekit.load_model(str(out), device="cpu", progress=False).model
+    assert ModelAdapter(reloaded).num_blocks == 6
+
+
+def test_an_encoder_goes_through_the_same_call(bert_tokenizer, tmp_path):
+    from conftest import tiny_bert
+
+    model = tiny_bert()
+    ids = torch.randint(5, 300, (4, 20))
+    result = prunekit.prune(model, "liar", windows_of(ids), tokenizer=bert_tokenizer, ffn_ratio=0.5, progress=False)
+    assert result.plan.stages[0]["details"]["intermediate_size_after"] == 64
+    out = prunekit.save(result, tmp_path / "enc", bert_tokenizer)
+    assert (out / "config.json").is_file()
