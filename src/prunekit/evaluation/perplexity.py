@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,16 @@ class PerplexityResult:
     data: str
     seconds: float
     tokens_per_second: float  # forward tokens per second, first batch (warm-up) excluded when there are several
+    window_nll: list[float] = field(default_factory=list)  # mean NLL of each window: paired comparisons between models
+
+    @property
+    def nll_standard_error(self) -> float:
+        """Standard error of the mean NLL over windows (windows, not tokens, are the independent units)."""
+        n = len(self.window_nll)
+        if n < 2:
+            return float("nan")
+        mean = sum(self.window_nll) / n
+        return math.sqrt(sum((x - mean) ** 2 for x in self.window_nll) / (n - 1) / n)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -32,9 +42,16 @@ class PerplexityResult:
 
 def next_token_nll(logits: torch.Tensor, batch: torch.Tensor) -> tuple[float, int]:
     """Summed next-token negative log-likelihood inside each window, and how many tokens it covers."""
+    per_window = window_nll_sums(logits, batch)
+    return per_window.sum().item(), batch[:, 1:].numel()
+
+
+def window_nll_sums(logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    """Each window's summed next-token negative log-likelihood."""
     shift = logits[:, :-1].float()
     labels = batch[:, 1:].to(logits.device)
-    return F.cross_entropy(shift.reshape(-1, shift.shape[-1]), labels.reshape(-1), reduction="sum").item(), labels.numel()
+    losses = F.cross_entropy(shift.reshape(-1, shift.shape[-1]), labels.reshape(-1), reduction="none")
+    return losses.view(labels.shape).sum(dim=1)
 
 
 def _offloaded_logits(model, windows: TokenWindows, batch_size: int, device, progress: bool):
@@ -58,7 +75,7 @@ def perplexity(model, windows: TokenWindows, *, batch_size: int = 1, device=None
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total_nll, total_count = 0.0, 0
+    total_nll, total_count, per_window = 0.0, 0, []
     started = time.perf_counter()
 
     def plain_logits():
@@ -70,8 +87,9 @@ def perplexity(model, windows: TokenWindows, *, batch_size: int = 1, device=None
     try:
         batches = _offloaded_logits(model, windows, batch_size, device, progress) if offload else plain_logits()
         for index, (batch, logits) in enumerate(batches):
-            nll, count = next_token_nll(logits, batch)
-            total_nll, total_count = total_nll + nll, total_count + count
+            sums = window_nll_sums(logits, batch)
+            per_window += (sums / (batch.shape[1] - 1)).tolist()
+            total_nll, total_count = total_nll + sums.sum().item(), total_count + batch[:, 1:].numel()
             if index == 0 and not offload and windows.num_windows > batch.shape[0]:
                 # Throughput excludes the first batch, which pays one-off warm-up costs.
                 warm_started, warm_tokens = time.perf_counter(), windows.num_tokens - batch.numel()
@@ -83,7 +101,7 @@ def perplexity(model, windows: TokenWindows, *, batch_size: int = 1, device=None
     if not math.isfinite(nll):
         raise PrunekitError("perplexity is not finite: the model produces NaN/inf logits on this data (try --dtype float32)")
     return PerplexityResult(math.exp(nll), nll, total_count, windows.num_windows, windows.seq_len, windows.description,
-                            seconds, warm_tokens / warm_seconds if warm_seconds > 0 else float("inf"))
+                            seconds, warm_tokens / warm_seconds if warm_seconds > 0 else float("inf"), per_window)
 
 
 @dataclass
