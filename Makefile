@@ -24,6 +24,8 @@ demo: setup
 		--compare --out $(DEMO_OUT) --overwrite
 
 test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest -q --durations=10
 
 bench: setup

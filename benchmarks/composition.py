@@ -54,12 +54,15 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float]:
 
 def table(results: dict) -> str:
     rows = results["rows"]
-    lines = [f"Commit `{results['commit']}`; command: `{results['command']}`. `{results['model']}` fp32 on CPU (2 cores); "
-             f"calibration {results['calibration']}; recovery {results['recovery_tokens']} tokens of C4 (KL distillation from the "
-             f"dense model, every remaining block trains, lr 1e-4); WikiText-2 test {results['eval']}. Differences are paired over "
-             f"the same windows (mean NLL per window): 'better'/'worse' only beyond two standard errors, 'tie' otherwise.", "",
-             "| contender | recipe | parameters removed | WikiText-2 ppl | vs best single method | prune s | recovery s |",
-             "|---|---|---:|---:|---|---:|---:|"]
+    lines = [
+        f"Commit `{results['commit']}`; command: `{results['command']}`. `{results['model']}` fp32 on CPU (2 cores); "
+        f"calibration {results['calibration']}; recovery {results['recovery_tokens']} tokens of C4 (KL distillation from the "
+        f"dense model, every remaining block trains, lr 1e-4); WikiText-2 test {results['eval']}. Differences are paired over "
+        f"the same windows (mean NLL per window): 'better'/'worse' only beyond two standard errors, 'tie' otherwise.",
+        "",
+        "| contender | recipe | parameters removed | WikiText-2 ppl | vs best single method | prune s | recovery s |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
     for suffix in ("", "+recovery"):
         names = [n for n in ("shortgpt", "liar", "shortgpt+liar") if n + suffix in rows]
         singles = [rows[n + suffix] for n in ("shortgpt", "liar") if n + suffix in rows]
@@ -71,8 +74,10 @@ def table(results: dict) -> str:
                 mean, se = paired(best["window_nll"], row["window_nll"])
                 verdict = ("better" if mean < -2 * se else "worse" if mean > 2 * se else "tie") + f" ({mean:+.4f} ± {se:.4f} nats)"
             recipe = " + ".join(f"{s['method']} {s.get('remove', s.get('ratio'))}" for s in row["recipe"])
-            lines.append(f"| {name + suffix} | {recipe} | {row['removed_share']:.1%} | {row['ppl']:.2f} | {verdict} | "
-                         f"{row['prune_seconds']:.0f} | {row.get('recovery_seconds', 0):.0f} |")
+            lines.append(
+                f"| {name + suffix} | {recipe} | {row['removed_share']:.1%} | {row['ppl']:.2f} | {verdict} | "
+                f"{row['prune_seconds']:.0f} | {row.get('recovery_seconds', 0):.0f} |"
+            )
     dense = rows.get("dense")
     if dense:
         lines.append(f"| dense | - | 0% | {dense['ppl']:.2f} | - | - | - |")
@@ -94,8 +99,12 @@ def main() -> None:
     path = out / f"{args.name}.json"
     results = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    results.update(commit=commit, model=args.model, recovery_tokens=args.recovery_tokens,
-                   command=f"python benchmarks/composition.py --target {args.target} --recovery-tokens {args.recovery_tokens}")
+    results.update(
+        commit=commit,
+        model=args.model,
+        recovery_tokens=args.recovery_tokens,
+        command=f"python benchmarks/composition.py --target {args.target} --recovery-tokens {args.recovery_tokens}",
+    )
     loaded = prunekit.load_model(args.model, device="cpu", dtype="float32", progress=False)
     dense, tokenizer = loaded.model, loaded.tokenizer
     calibration = prunekit.load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=512)
@@ -118,10 +127,16 @@ def main() -> None:
         write_json(out, args.name, results)
         print(name, f"{rows[name]['ppl']:.2f}", flush=True)
         started = time.perf_counter()
-        prunekit.prune(result.model, recovery, teacher=dense, tokenizer=tokenizer, recovery_data=args.calibration, inplace=True,
-                       progress=False)
-        rows[name + "+recovery"] = {**evaluate(result.model, evaluation), "recipe": recipe, "removed_share": removed,
-                                    "prune_seconds": prune_seconds, "recovery_seconds": time.perf_counter() - started}
+        prunekit.prune(
+            result.model, recovery, teacher=dense, tokenizer=tokenizer, recovery_data=args.calibration, inplace=True, progress=False
+        )
+        rows[name + "+recovery"] = {
+            **evaluate(result.model, evaluation),
+            "recipe": recipe,
+            "removed_share": removed,
+            "prune_seconds": prune_seconds,
+            "recovery_seconds": time.perf_counter() - started,
+        }
         write_json(out, args.name, results)
         print(name + "+recovery", f"{rows[name + '+recovery']['ppl']:.2f}", flush=True)
     write_table(out, args.name, table(results))

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from _common import benchmark_parser
-
 from prunekit import PrunePlan, load_model, load_windows, parameter_count, perplexity, prune, scan_blocks
 from prunekit.methods import plan_angular, plan_sleb
 from prunekit.methods.plan import library_versions
 from prunekit.methods.shortgpt import lowest_scoring
 
+from _common import benchmark_parser
 
 
 def forward_seconds(model, windows) -> float:
@@ -54,18 +53,33 @@ def main() -> None:
     forward_s = forward_seconds(model, calibration)
     dense = perplexity(model, evaluation)
     print(f"dense: ppl {dense.perplexity:.2f}, {dense.tokens_per_second:.0f} tok/s; forward over calibration {forward_s:.1f} s")
-    results = {"model": args.model, "dense": dense.to_dict(), "forward_seconds_calibration": forward_s,
-               "calibration": calibration.summary(), "rows": [], "versions": library_versions(),
-               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "dtype": args.dtype,
-               "num_blocks": num_blocks, "dense_params": parameter_count(model)}
+    results = {
+        "model": args.model,
+        "dense": dense.to_dict(),
+        "forward_seconds_calibration": forward_s,
+        "calibration": calibration.summary(),
+        "rows": [],
+        "versions": library_versions(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "dtype": args.dtype,
+        "num_blocks": num_blocks,
+        "dense_params": parameter_count(model),
+    }
 
     def evaluate(label: str, removed: list[int], scan_seconds: float, extra: dict | None = None) -> None:
         plan = PrunePlan(method=label, removed_blocks=removed, num_blocks_before=num_blocks)
         pruned, plan = prune(model, plan=plan)
         result = perplexity(pruned, evaluation)
-        row = {"metric": label, "removed": len(removed), "blocks": removed, "perplexity": result.perplexity,
-               "tokens_per_second": result.tokens_per_second, "params": plan.params_after,
-               "scan_seconds": scan_seconds, **(extra or {})}
+        row = {
+            "metric": label,
+            "removed": len(removed),
+            "blocks": removed,
+            "perplexity": result.perplexity,
+            "tokens_per_second": result.tokens_per_second,
+            "params": plan.params_after,
+            "scan_seconds": scan_seconds,
+            **(extra or {}),
+        }
         results["rows"].append(row)
         print(f"{label:15s} -{len(removed)}: ppl {result.perplexity:8.2f}  blocks {removed}  scan {scan_seconds:.1f} s")
         del pruned
@@ -76,12 +90,15 @@ def main() -> None:
                 plan = plan_angular(model, calibration, count)
                 evaluate("angular", plan.removed_blocks, plan.scan_seconds)
         elif metric == "sleb":
-            sleb_windows = load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=args.sleb_windows, seq_len=args.seq_len)
+            sleb_windows = load_windows(
+                args.calibration, tokenizer, purpose="calibration", num_windows=args.sleb_windows, seq_len=args.seq_len
+            )
             plan = plan_sleb(model, sleb_windows, max(args.removals))
             # Greedy: the first k steps of the longest run are exactly the k-block plan.
             for count in args.removals:
-                evaluate("sleb", sorted(s["removed"] for s in plan.steps[:count]), plan.scan_seconds,
-                         {"calibration_windows": args.sleb_windows})
+                evaluate(
+                    "sleb", sorted(s["removed"] for s in plan.steps[:count]), plan.scan_seconds, {"calibration_windows": args.sleb_windows}
+                )
         else:
             scores = scan_blocks(model, calibration, metric)
             print(f"{metric}: least important first {scores.ranking()[:10]} ({scores.seconds:.1f} s)")
@@ -115,11 +132,18 @@ def markdown(results: dict, args) -> str:
         scan = sum(r["scan_seconds"] for r in rows.values()) if metric == "angular" else next(iter(rows.values()))["scan_seconds"]
         cells = " | ".join(f"{rows[k]['perplexity']:.2f}" if k in rows else "-" for k in removals)
         lines.append(f"| {metric} | {cells} | {scan:.1f} | {scan / results['forward_seconds_calibration']:.2f} |")
-    lines += ["", f"| model | blocks | parameters | forward tokens/s (seq {dense['seq_len']}) |", "|---|---:|---:|---:|",
-              f"| dense | {results['num_blocks']} | {results['dense_params'] / 1e6:.1f}M | {dense['tokens_per_second']:.0f} |"]
+    lines += [
+        "",
+        f"| model | blocks | parameters | forward tokens/s (seq {dense['seq_len']}) |",
+        "|---|---:|---:|---:|",
+        f"| dense | {results['num_blocks']} | {results['dense_params'] / 1e6:.1f}M | {dense['tokens_per_second']:.0f} |",
+    ]
     for row in results["rows"]:
         if row["metric"] == "bi":
-            lines.append(f"| bi -{row['removed']} | {results['num_blocks'] - row['removed']} | {row['params'] / 1e6:.1f}M | {row['tokens_per_second']:.0f} |")
+            lines.append(
+                f"| bi -{row['removed']} | {results['num_blocks'] - row['removed']} | "
+                f"{row['params'] / 1e6:.1f}M | {row['tokens_per_second']:.0f} |"
+            )
     return "\n".join(lines)
 
 

@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 import torch
-from _common import SHARED, benchmark_parser, write_json, write_table
 
 from prunekit import load_windows
 from prunekit.methods.encoder_width import encoder_windows, prune_encoder_width
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import load_encoder, sentence_embeddings
+
+from _common import SHARED, benchmark_parser, write_json, write_table
 
 
 def xquad_pairs(path: Path) -> tuple[list[str], list[str], list[int]]:
@@ -48,13 +49,21 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5])
     parser.add_argument("--criteria", nargs="+", default=["magnitude", "wanda", "fluctuation"])
     parser.add_argument("--reconstructions", nargs="+", default=["none", "bias", "liar"])
-    parser.add_argument("--dampings", type=lambda text: text if text == "auto" else float(text), nargs="+", default=[1e-4], help="LIAR ridge damping(s); one row per value")
+    parser.add_argument(
+        "--dampings",
+        type=lambda text: text if text == "auto" else float(text),
+        nargs="+",
+        default=[1e-4],
+        help="LIAR ridge damping(s); one row per value",
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
     dense, tokenizer, _ = load_encoder(args.model)
-    calibration = encoder_windows(load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=args.calib_windows,
-                                               seq_len=args.calib_seq_len - 2), tokenizer)
+    calibration = encoder_windows(
+        load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=args.calib_seq_len - 2),
+        tokenizer,
+    )
     sentences = [line.strip() for line in (SHARED / "flores200" / "dev" / "eng_Latn.dev").read_text().splitlines() if line.strip()]
     paragraphs, questions, answers = xquad_pairs(SHARED / "xquad" / "xquad.en.json")
     answers_tensor = torch.tensor(answers)
@@ -67,8 +76,13 @@ def main() -> None:
         return {"embeddings": emb, "retrieval_top1": top1, "eval_seconds": time.perf_counter() - started, "params": parameter_count(model)}
 
     reference = measure(dense)
-    results = {"model": args.model, "calibration": calibration.summary(), "held_out": "FLORES-200 eng_Latn dev",
-               "dense": {"retrieval_top1": reference["retrieval_top1"], "params": reference["params"]}, "rows": []}
+    results = {
+        "model": args.model,
+        "calibration": calibration.summary(),
+        "held_out": "FLORES-200 eng_Latn dev",
+        "dense": {"retrieval_top1": reference["retrieval_top1"], "params": reference["params"]},
+        "rows": [],
+    }
     print(f"dense: XQuAD-en retrieval top-1 {reference['retrieval_top1']:.4f}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,37 +90,62 @@ def main() -> None:
         for criterion in args.criteria:
             for reconstruction, damping in [(r, d) for r in args.reconstructions for d in (args.dampings if r == "liar" else [None])]:
                 model = copy.deepcopy(dense)
-                plan = prune_encoder_width(model, calibration, head_ratio=ratio, ffn_ratio=ratio, criterion=criterion,
-                                           reconstruction=reconstruction, damping=damping or 1e-4, progress=False)
+                plan = prune_encoder_width(
+                    model,
+                    calibration,
+                    head_ratio=ratio,
+                    ffn_ratio=ratio,
+                    criterion=criterion,
+                    reconstruction=reconstruction,
+                    damping=damping or 1e-4,
+                    progress=False,
+                )
                 measured = measure(model)
                 cosine = (measured.pop("embeddings") * reference["embeddings"]).sum(1)
-                row = {"ratio": ratio, "criterion": criterion, "reconstruction": reconstruction, "damping": damping,
-                       "prune_seconds": plan["seconds"],
-                       "params": measured["params"], "heads_after": plan["heads_after"],
-                       "intermediate_size_after": plan["intermediate_size_after"], "cosine_mean": cosine.mean().item(),
-                       "cosine_p05": cosine.quantile(0.05).item(), "retrieval_top1": measured["retrieval_top1"],
-                       "retrieval_kept": measured["retrieval_top1"] / reference["retrieval_top1"]}
+                row = {
+                    "ratio": ratio,
+                    "criterion": criterion,
+                    "reconstruction": reconstruction,
+                    "damping": damping,
+                    "prune_seconds": plan["seconds"],
+                    "params": measured["params"],
+                    "heads_after": plan["heads_after"],
+                    "intermediate_size_after": plan["intermediate_size_after"],
+                    "cosine_mean": cosine.mean().item(),
+                    "cosine_p05": cosine.quantile(0.05).item(),
+                    "retrieval_top1": measured["retrieval_top1"],
+                    "retrieval_kept": measured["retrieval_top1"] / reference["retrieval_top1"],
+                }
                 results["rows"].append(row)
-                print(f"{ratio:.0%} {criterion:11s} {reconstruction:5s} {damping or '':>6}: cos {row['cosine_mean']:.4f} (p5 {row['cosine_p05']:.4f}) "
-                      f"retrieval {row['retrieval_top1']:.4f} ({row['retrieval_kept']:.1%}) {row['prune_seconds']:.1f} s", flush=True)
+                print(
+                    f"{ratio:.0%} {criterion:11s} {reconstruction:5s} {damping or '':>6}: "
+                    f"cos {row['cosine_mean']:.4f} (p5 {row['cosine_p05']:.4f}) "
+                    f"retrieval {row['retrieval_top1']:.4f} ({row['retrieval_kept']:.1%}) {row['prune_seconds']:.1f} s",
+                    flush=True,
+                )
                 write_json(out, args.name, results)
     write_table(out, args.name, markdown(results))
 
 
 def markdown(results: dict) -> str:
     dense = results["dense"]
-    lines = [f"`{results['model']}` fp32 on CPU; calibration {results['calibration']['windows']} C4 windows "
-             f"({results['calibration']['tokens']} tokens); the same share of every block's heads and FFN channels removed. "
-             f"Cosine to the dense embedding on {results['held_out']}; XQuAD-en question->paragraph retrieval top-1 "
-             f"(dense {dense['retrieval_top1']:.4f}).", "",
-             "| ratio | criterion | reconstruction | params (M) | cosine mean | cosine p5 | retrieval top-1 | kept | prune s |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|",
-             f"| 0 | dense | - | {dense['params'] / 1e6:.1f} | 1.0000 | 1.0000 | {dense['retrieval_top1']:.4f} | 100% | - |"]
+    lines = [
+        f"`{results['model']}` fp32 on CPU; calibration {results['calibration']['windows']} C4 windows "
+        f"({results['calibration']['tokens']} tokens); the same share of every block's heads and FFN channels removed. "
+        f"Cosine to the dense embedding on {results['held_out']}; XQuAD-en question->paragraph retrieval top-1 "
+        f"(dense {dense['retrieval_top1']:.4f}).",
+        "",
+        "| ratio | criterion | reconstruction | params (M) | cosine mean | cosine p5 | retrieval top-1 | kept | prune s |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| 0 | dense | - | {dense['params'] / 1e6:.1f} | 1.0000 | 1.0000 | {dense['retrieval_top1']:.4f} | 100% | - |",
+    ]
     for row in results["rows"]:
         label = row["reconstruction"] + (f" (damping {row['damping']})" if row.get("damping") is not None else "")
-        lines.append(f"| {row['ratio']:.0%} | {row['criterion']} | {label} | {row['params'] / 1e6:.1f} | "
-                     f"{row['cosine_mean']:.4f} | {row['cosine_p05']:.4f} | {row['retrieval_top1']:.4f} | "
-                     f"{row['retrieval_kept']:.1%} | {row['prune_seconds']:.1f} |")
+        lines.append(
+            f"| {row['ratio']:.0%} | {row['criterion']} | {label} | {row['params'] / 1e6:.1f} | "
+            f"{row['cosine_mean']:.4f} | {row['cosine_p05']:.4f} | {row['retrieval_top1']:.4f} | "
+            f"{row['retrieval_kept']:.1%} | {row['prune_seconds']:.1f} |"
+        )
     return "\n".join(lines)
 
 

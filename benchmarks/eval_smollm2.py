@@ -35,24 +35,40 @@ def main() -> None:
 
     started = time.perf_counter()
     loaded = load_model(args.model, device="cpu", dtype="float32")
-    request = EvaluationRequest(ppl=[str(Path(args.data_dir) / "wikitext-2-raw-v1" / "wiki.test.raw")], seq_len=512,
-                                ppl_windows=args.ppl_windows, tasks=args.tasks.split(","), data_dir=args.data_dir,
-                                limit=args.limit, task_batch_size=args.batch_size)
+    request = EvaluationRequest(
+        ppl=[str(Path(args.data_dir) / "wikitext-2-raw-v1" / "wiki.test.raw")],
+        seq_len=512,
+        ppl_windows=args.ppl_windows,
+        tasks=args.tasks.split(","),
+        data_dir=args.data_dir,
+        limit=args.limit,
+        task_batch_size=args.batch_size,
+    )
     results = evaluate_model(loaded, request, device="cpu", label="SmolLM2-135M dense (fp32)")
     results["wall_seconds"] = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval_smollm2.json").write_text(json.dumps(results, indent=2) + "\n")
     ppl = next(iter(results["perplexity"].values()))
-    lines = [f"SmolLM2-135M-Instruct (Q4_1 GGUF dequantized to fp32), CPU (2 cores), lm-eval {version('lm_eval')}, "
-             f"batch {args.batch_size}; {'full sets' if args.limit is None else f'first {args.limit} items per task'}.", "",
-             "| task | items | acc | acc_norm | seconds |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF dequantized to fp32), CPU (2 cores), lm-eval {version('lm_eval')}, "
+        f"batch {args.batch_size}; {'full sets' if args.limit is None else f'first {args.limit} items per task'}.",
+        "",
+        "| task | items | acc | acc_norm | seconds |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for task, values in results["tasks"].items():
-        lines.append(f"| {task} | {values.get('items')} | {values.get('acc', float('nan')):.4f} | "
-                     f"{values['acc_norm']:.4f} | {values['seconds']:.0f} |" if "acc_norm" in values else
-                     f"| {task} | {values.get('items')} | {values.get('acc', float('nan')):.4f} | - | {values['seconds']:.0f} |")
-    lines += ["", f"WikiText-2 test perplexity (seq 512, {ppl['windows']} windows, {ppl['predicted_tokens']} predicted tokens): "
-              f"{ppl['perplexity']:.2f}, {ppl['seconds']:.0f} s. Total wall time {results['wall_seconds']:.0f} s."]
+        lines.append(
+            f"| {task} | {values.get('items')} | {values.get('acc', float('nan')):.4f} | "
+            f"{values['acc_norm']:.4f} | {values['seconds']:.0f} |"
+            if "acc_norm" in values
+            else f"| {task} | {values.get('items')} | {values.get('acc', float('nan')):.4f} | - | {values['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        f"WikiText-2 test perplexity (seq 512, {ppl['windows']} windows, {ppl['predicted_tokens']} predicted tokens): "
+        f"{ppl['perplexity']:.2f}, {ppl['seconds']:.0f} s. Total wall time {results['wall_seconds']:.0f} s.",
+    ]
     (out / "eval_smollm2.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

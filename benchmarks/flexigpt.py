@@ -20,8 +20,6 @@ import copy
 import time
 from pathlib import Path
 
-from _common import SHARED, benchmark_parser, write_json, write_table
-
 from prunekit import load_model, load_windows, perplexity
 from prunekit.evaluation.speed import measure_speed
 from prunekit.evaluation.tasks import DEFAULT_TASKS, run_tasks
@@ -31,6 +29,8 @@ from prunekit.methods.shortgpt import lowest_scoring
 from prunekit.models.adapters import parameter_count
 from prunekit.recovery import RecoveryConfig, recover, recovery_windows
 from prunekit.scoring.blocks import scan_blocks
+
+from _common import SHARED, benchmark_parser, write_json, write_table
 
 CONTENDERS = {
     "shortgpt": None,
@@ -69,15 +69,29 @@ def main() -> None:
 
     def evaluate(model) -> dict:
         speed = measure_speed(model, prompt_tokens=128, new_tokens=32, repeats=2)
-        return {"params": parameter_count(model), "wikitext2": perplexity(model, wikitext, progress=False).perplexity,
-                "decode_tokens_per_second": speed.decode_tokens_per_second, "weight_bytes": speed.weight_bytes,
-                "tasks": run_tasks(model, tokenizer, tasks, data_dir=SHARED, limit=args.limit, progress=False) if tasks else {}}
+        return {
+            "params": parameter_count(model),
+            "wikitext2": perplexity(model, wikitext, progress=False).perplexity,
+            "decode_tokens_per_second": speed.decode_tokens_per_second,
+            "weight_bytes": speed.weight_bytes,
+            "tasks": run_tasks(model, tokenizer, tasks, data_dir=SHARED, limit=args.limit, progress=False) if tasks else {},
+        }
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"model": args.model, "removed": removed, "budget": args.budget, "lr": args.lr, "limit": args.limit,
-               "rank": default_rank(dense.config), "lora_rank": args.lora_rank, "norm_scale": args.norm_scale,
-               "wikitext": wikitext.summary(), "dense": evaluate(dense), "rows": []}
+    results = {
+        "model": args.model,
+        "removed": removed,
+        "budget": args.budget,
+        "lr": args.lr,
+        "limit": args.limit,
+        "rank": default_rank(dense.config),
+        "lora_rank": args.lora_rank,
+        "norm_scale": args.norm_scale,
+        "wikitext": wikitext.summary(),
+        "dense": evaluate(dense),
+        "rows": [],
+    }
     print(f"dense: ppl {results['dense']['wikitext2']:.2f}; removing {removed}", flush=True)
     for name in args.contenders:
         options = CONTENDERS[name]
@@ -85,8 +99,14 @@ def main() -> None:
         started = time.perf_counter()
         row: dict = {"contender": name}
         if options is not None and not options.get("lora"):
-            record = replace_blocks(model, removed, output_norm=options.get("output_norm", args.norm_scale),
-                                    svd_init=options.get("svd_init", True), distance=options.get("distance", "low-rank"), progress=False)
+            record = replace_blocks(
+                model,
+                removed,
+                output_norm=options.get("output_norm", args.norm_scale),
+                svd_init=options.get("svd_init", True),
+                distance=options.get("distance", "low-rank"),
+                progress=False,
+            )
             row["shares_with"] = record["shares_with"]
             row["own_parameters_fraction_of_block"] = record["own_parameters_fraction_of_block"]
             scope = "adapters"
@@ -98,11 +118,24 @@ def main() -> None:
         row["ppl_before_training"] = perplexity(model, wikitext, progress=False).perplexity
         row["setup_seconds"] = time.perf_counter() - started
         if options is not None and args.budget:
-            config = RecoveryConfig(tokens=args.budget, seq_len=512, learning_rate=args.lr, precision=args.precision, scope=scope,
-                                    lora_rank=args.lora_rank, lora_alpha=2.0 * args.lora_rank, grad_accumulation=4)
+            config = RecoveryConfig(
+                tokens=args.budget,
+                seq_len=512,
+                learning_rate=args.lr,
+                precision=args.precision,
+                scope=scope,
+                lora_rank=args.lora_rank,
+                lora_alpha=2.0 * args.lora_rank,
+                grad_accumulation=4,
+            )
             result = recover(model, data, config, teacher=teacher, progress=False)
-            row.update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds,
-                       train_tokens=result.tokens, loss_first=result.loss_first, loss_last=result.loss_last)
+            row.update(
+                trainable_parameters=result.trainable_parameters,
+                train_seconds=result.seconds,
+                train_tokens=result.tokens,
+                loss_first=result.loss_first,
+                loss_last=result.loss_last,
+            )
         row.update(evaluate(model))
         results["rows"].append(row)
         print(f"{name}: ppl {row['ppl_before_training']:.2f} -> {row['wikitext2']:.2f}", flush=True)
@@ -113,12 +146,17 @@ def main() -> None:
 
 def markdown(results: dict, tasks: list[str]) -> str:
     dense = results["dense"]
-    lines = [f"`{results['model']}` fp32 on CPU, blocks {results['removed']} (BI) removed or replaced; "
-             f"{results['budget']:,} training tokens of C4 per trained contender (KL distillation, lr {results['lr']}, cosine); "
-             f"FlexiGPT rank {results['rank']}, output-norm scale {results['norm_scale']}; ShortGPT+LoRA rank {results['lora_rank']}; "
-             f"WikiText-2 {results['wikitext']['windows']}x512; tasks limited to {results['limit']} items.", "",
-             "| contender | params (M) | trainable (M) | ppl before training | ppl after | " + " | ".join(tasks)
-             + " | task mean | decode tok/s |", "|---|---:|---:|---:|---:|" + "---:|" * (len(tasks) + 2)]
+    lines = [
+        f"`{results['model']}` fp32 on CPU, blocks {results['removed']} (BI) removed or replaced; "
+        f"{results['budget']:,} training tokens of C4 per trained contender (KL distillation, lr {results['lr']}, cosine); "
+        f"FlexiGPT rank {results['rank']}, output-norm scale {results['norm_scale']}; ShortGPT+LoRA rank {results['lora_rank']}; "
+        f"WikiText-2 {results['wikitext']['windows']}x512; tasks limited to {results['limit']} items.",
+        "",
+        "| contender | params (M) | trainable (M) | ppl before training | ppl after | "
+        + " | ".join(tasks)
+        + " | task mean | decode tok/s |",
+        "|---|---:|---:|---:|---:|" + "---:|" * (len(tasks) + 2),
+    ]
 
     def acc(entry, task):
         values = entry["tasks"][task]
@@ -127,8 +165,11 @@ def markdown(results: dict, tasks: list[str]) -> str:
     def line(label, entry, before, trainable):
         accs = [acc(entry, t) for t in tasks]
         mean = sum(accs) / len(accs) if accs else float("nan")
-        return (f"| {label} | {entry['params'] / 1e6:.1f} | {trainable} | {before} | {entry['wikitext2']:.2f} | "
-                + " | ".join(f"{a:.3f}" for a in accs) + f" | {mean:.3f} | {entry['decode_tokens_per_second']:.0f} |")
+        return (
+            f"| {label} | {entry['params'] / 1e6:.1f} | {trainable} | {before} | {entry['wikitext2']:.2f} | "
+            + " | ".join(f"{a:.3f}" for a in accs)
+            + f" | {mean:.3f} | {entry['decode_tokens_per_second']:.0f} |"
+        )
 
     lines.append(line("dense", dense, "-", "-"))
     for row in results["rows"]:

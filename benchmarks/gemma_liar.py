@@ -60,10 +60,17 @@ def main() -> None:
     calibration = load_windows(args.calibration, loaded.tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=512)
     wikitext = load_windows(args.wikitext, loaded.tokenizer, purpose="evaluation", num_windows=args.eval_windows, seq_len=512)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    results = {"model": args.model, "model_type": loaded.model.config.model_type, "commit": commit,
-               "command": f"python benchmarks/gemma_liar.py --model {args.model}", "ffn_ratio": args.ffn_ratio,
-               "calibration": calibration.summary(), "eval": f"WikiText-2 test, {args.eval_windows} x 512",
-               "dense_ppl": perplexity(loaded.model, wikitext, progress=False).perplexity, "rows": []}
+    results = {
+        "model": args.model,
+        "model_type": loaded.model.config.model_type,
+        "commit": commit,
+        "command": f"python benchmarks/gemma_liar.py --model {args.model}",
+        "ffn_ratio": args.ffn_ratio,
+        "calibration": calibration.summary(),
+        "eval": f"WikiText-2 test, {args.eval_windows} x 512",
+        "dense_ppl": perplexity(loaded.model, wikitext, progress=False).perplexity,
+        "rows": [],
+    }
     out = Path(args.out)
     for name, options, switches in VARIANTS:
         model = copy.deepcopy(loaded.model)
@@ -71,17 +78,32 @@ def main() -> None:
         with switched(results["model_type"], **switches):
             plan = prune_width(model, calibration, ffn_ratio=args.ffn_ratio, progress=False, **options)
         seconds = time.perf_counter() - started
-        results["rows"].append({"variant": name, "ppl": perplexity(model, wikitext, progress=False).perplexity, "prune_seconds": seconds,
-                                "down_proj_mse_sum": sum(layer.get("output_mse") or 0.0 for layer in plan["layers"]),
-                                "dampings": sorted({str(layer.get("damping")) for layer in plan["layers"]}), "intercept": plan["mlp_bias"]})
+        results["rows"].append(
+            {
+                "variant": name,
+                "ppl": perplexity(model, wikitext, progress=False).perplexity,
+                "prune_seconds": seconds,
+                "down_proj_mse_sum": sum(layer.get("output_mse") or 0.0 for layer in plan["layers"]),
+                "dampings": sorted({str(layer.get("damping")) for layer in plan["layers"]}),
+                "intercept": plan["mlp_bias"],
+            }
+        )
         print(results["rows"][-1], flush=True)
         write_json(out, "gemma_liar", results)
     calib = results["calibration"]
-    lines = [f"`{results['model_type']}` fp32 on CPU; FFN {args.ffn_ratio:.0%} (Wanda); calibration {calib['windows']} x {calib['seq_len']} of {calib['data']}; "
-             f"{results['eval']}; dense ppl {results['dense_ppl']:.2f}; commit `{commit}`; `{results['command']}`.", "",
-             "| variant | ppl | down_proj MSE (sum over layers) | dampings | prune s |", "|---|---:|---:|---|---:|"]
+    lines = [
+        f"`{results['model_type']}` fp32 on CPU; FFN {args.ffn_ratio:.0%} (Wanda); "
+        f"calibration {calib['windows']} x {calib['seq_len']} of {calib['data']}; "
+        f"{results['eval']}; dense ppl {results['dense_ppl']:.2f}; commit `{commit}`; `{results['command']}`.",
+        "",
+        "| variant | ppl | down_proj MSE (sum over layers) | dampings | prune s |",
+        "|---|---:|---:|---|---:|",
+    ]
     for row in results["rows"]:
-        lines.append(f"| {row['variant']} | {row['ppl']:.2f} | {row['down_proj_mse_sum']:.2f} | {', '.join(row['dampings'])} | {row['prune_seconds']:.0f} |")
+        lines.append(
+            f"| {row['variant']} | {row['ppl']:.2f} | {row['down_proj_mse_sum']:.2f} | {', '.join(row['dampings'])} | "
+            f"{row['prune_seconds']:.0f} |"
+        )
     write_table(out, "gemma_liar", "\n".join(lines))
 
 

@@ -15,10 +15,10 @@ import copy
 import time
 from pathlib import Path
 
-from _common import benchmark_parser, write_json, write_table
-
 from prunekit import load_model, load_windows, perplexity
 from prunekit.methods.liar import prune_width
+
+from _common import benchmark_parser, write_json, write_table
 
 
 def main() -> None:
@@ -34,8 +34,14 @@ def main() -> None:
     loaded = load_model(args.model, device="cpu", dtype="float32")
     dense, tokenizer = loaded.model, loaded.tokenizer
     wikitext = load_windows(args.wikitext, tokenizer, purpose="evaluation", num_windows=args.eval_windows, seq_len=512)
-    results = {"model": args.model, "head_ratio": args.head_ratio, "criterion": args.criterion, "wikitext": wikitext.summary(),
-               "dense": perplexity(dense, wikitext, progress=False).perplexity, "rows": []}
+    results = {
+        "model": args.model,
+        "head_ratio": args.head_ratio,
+        "criterion": args.criterion,
+        "wikitext": wikitext.summary(),
+        "dense": perplexity(dense, wikitext, progress=False).perplexity,
+        "rows": [],
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for windows in args.calib_sizes:
@@ -44,26 +50,44 @@ def main() -> None:
         for reconstruction, damping in settings:
             model = copy.deepcopy(dense)
             started = time.perf_counter()
-            plan = prune_width(model, calibration, head_ratio=args.head_ratio, criterion=args.criterion,
-                               reconstruction=reconstruction, damping=damping or 1e-4, progress=False)
-            row = {"calib_windows": windows, "reconstruction": reconstruction, "damping": damping,
-                   "prune_seconds": time.perf_counter() - started,
-                   "o_proj_mse": sum(layer["o_proj_output_mse"] for layer in plan["layers"]) / len(plan["layers"]),
-                   "perplexity": perplexity(model, wikitext, progress=False).perplexity}
+            plan = prune_width(
+                model,
+                calibration,
+                head_ratio=args.head_ratio,
+                criterion=args.criterion,
+                reconstruction=reconstruction,
+                damping=damping or 1e-4,
+                progress=False,
+            )
+            row = {
+                "calib_windows": windows,
+                "reconstruction": reconstruction,
+                "damping": damping,
+                "prune_seconds": time.perf_counter() - started,
+                "o_proj_mse": sum(layer["o_proj_output_mse"] for layer in plan["layers"]) / len(plan["layers"]),
+                "perplexity": perplexity(model, wikitext, progress=False).perplexity,
+            }
             results["rows"].append(row)
-            print(f"{windows} windows {reconstruction} {damping}: ppl {row['perplexity']:.2f}  o_proj mse {row['o_proj_mse']:.4g}", flush=True)
+            print(
+                f"{windows} windows {reconstruction} {damping}: ppl {row['perplexity']:.2f}  o_proj mse {row['o_proj_mse']:.4g}", flush=True
+            )
             write_json(out, args.name, results)
     write_table(out, args.name, markdown(results))
 
 
 def markdown(results: dict) -> str:
-    lines = [f"`{results['model']}` heads only ({results['head_ratio']:.0%} of the KV groups of every block, "
-             f"{results['criterion']}); WikiText-2 {results['wikitext']['windows']}x512, dense {results['dense']:.2f}.", "",
-             "| calibration windows (x512) | reconstruction | damping | ppl | mean o_proj output MSE (calibration) |",
-             "|---:|---|---:|---:|---:|"]
+    lines = [
+        f"`{results['model']}` heads only ({results['head_ratio']:.0%} of the KV groups of every block, "
+        f"{results['criterion']}); WikiText-2 {results['wikitext']['windows']}x512, dense {results['dense']:.2f}.",
+        "",
+        "| calibration windows (x512) | reconstruction | damping | ppl | mean o_proj output MSE (calibration) |",
+        "|---:|---|---:|---:|---:|",
+    ]
     for row in results["rows"]:
         damping = "-" if row["damping"] is None else str(row["damping"])
-        lines.append(f"| {row['calib_windows']} | {row['reconstruction']} | {damping} | {row['perplexity']:.2f} | {row['o_proj_mse']:.4g} |")
+        lines.append(
+            f"| {row['calib_windows']} | {row['reconstruction']} | {damping} | {row['perplexity']:.2f} | {row['o_proj_mse']:.4g} |"
+        )
     return "\n".join(lines)
 
 

@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import SHARED, benchmark_parser, write_json, write_table
-
 from prunekit import load_model, load_windows, perplexity
 from prunekit.evaluation.multilingual import language_ratios, multilingual_perplexity
 from prunekit.evaluation.tasks import DEFAULT_TASKS, run_tasks
@@ -31,6 +29,8 @@ from prunekit.methods import plan_shortgpt, plan_sleb
 from prunekit.methods.iterabre import IterabreSettings, dense_teacher, iterabre
 from prunekit.models.adapters import parameter_count
 from prunekit.recovery import RecoveryConfig, recover, recovery_windows
+
+from _common import SHARED, benchmark_parser, write_json, write_table
 
 CONTENDERS = ("shortgpt", "shortgpt+recovery", "sleb", "iterabre")
 
@@ -60,25 +60,42 @@ def main() -> None:
     score_windows = load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=args.score_windows, seq_len=512, seed=1)
     wikitext = load_windows(args.wikitext, tokenizer, purpose="evaluation", num_windows=args.eval_windows, seq_len=512)
     recovery_data = recovery_windows(args.calibration, tokenizer, num_tokens=args.budget, seq_len=512, seed=0)
-    recovery = RecoveryConfig(tokens=args.budget, seq_len=512, learning_rate=args.lr, precision=args.precision,
-                              grad_accumulation=4, micro_batch_size=1, scope="blocks")
+    recovery = RecoveryConfig(
+        tokens=args.budget,
+        seq_len=512,
+        learning_rate=args.lr,
+        precision=args.precision,
+        grad_accumulation=4,
+        micro_batch_size=1,
+        scope="blocks",
+    )
     flores = SHARED / "flores200"
 
     def evaluate(model, label: str) -> dict:
         started = time.perf_counter()
-        result = {"label": label, "params": parameter_count(model),
-                  "wikitext2": perplexity(model, wikitext, progress=False).perplexity}
-        result["flores"] = {lang: r["perplexity"] for lang, r in multilingual_perplexity(
-            model, tokenizer, flores, max_windows=args.flores_windows, progress=False).items()}
+        result = {"label": label, "params": parameter_count(model), "wikitext2": perplexity(model, wikitext, progress=False).perplexity}
+        result["flores"] = {
+            lang: r["perplexity"]
+            for lang, r in multilingual_perplexity(model, tokenizer, flores, max_windows=args.flores_windows, progress=False).items()
+        }
         result["tasks"] = run_tasks(model, tokenizer, tasks, data_dir=SHARED, limit=args.limit, progress=False) if tasks else {}
         result["eval_seconds"] = time.perf_counter() - started
         return result
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"model": args.model, "remove": args.remove, "budget": args.budget, "limit": args.limit,
-               "recovery": recovery.to_dict(), "recovery_data": recovery_data.summary(), "calibration": calibration.summary(),
-               "score_windows": score_windows.summary(), "wikitext": wikitext.summary(), "rows": []}
+    results = {
+        "model": args.model,
+        "remove": args.remove,
+        "budget": args.budget,
+        "limit": args.limit,
+        "recovery": recovery.to_dict(),
+        "recovery_data": recovery_data.summary(),
+        "calibration": calibration.summary(),
+        "score_windows": score_windows.summary(),
+        "wikitext": wikitext.summary(),
+        "rows": [],
+    }
     results["dense"] = evaluate(dense, "dense")
     print(f"dense: ppl {results['dense']['wikitext2']:.2f}", flush=True)
     teacher = dense_teacher(dense)
@@ -92,8 +109,13 @@ def main() -> None:
             if name == "shortgpt+recovery":
                 detail["ppl_before_recovery"] = perplexity(model, wikitext, progress=False).perplexity
                 result = recover(model, recovery_data, recovery, teacher=teacher, progress=False)
-                detail.update(recovery_tokens=result.tokens, recovery_seconds=result.seconds,
-                              tokens_per_second=result.tokens_per_second, loss_first=result.loss_first, loss_last=result.loss_last)
+                detail.update(
+                    recovery_tokens=result.tokens,
+                    recovery_seconds=result.seconds,
+                    tokens_per_second=result.tokens_per_second,
+                    loss_first=result.loss_first,
+                    loss_last=result.loss_last,
+                )
             removed = plan.removed_blocks
         elif name == "sleb":
             plan = plan_sleb(model, score_windows, args.remove, progress=False)
@@ -104,15 +126,17 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="iterabre-run-") as run_dir:
                 plan = iterabre(model, teacher, score_windows, recovery_data, settings, run_dir=run_dir, progress=False)
             removed = [s["removed"][0] for s in plan.steps]
-            detail["iterations"] = [{k: s[k] for k in ("removed", "score", "loss_before_recovery", "loss_after_recovery", "seconds")}
-                                    for s in plan.steps]
+            detail["iterations"] = [
+                {k: s[k] for k in ("removed", "score", "loss_before_recovery", "loss_after_recovery", "seconds")} for s in plan.steps
+            ]
             detail["recovery_tokens"] = sum(s["recovery"]["tokens"] for s in plan.steps)
         else:
             raise SystemExit(f"unknown contender {name}; choose from {', '.join(CONTENDERS)}")
         prune_seconds = time.perf_counter() - started
         row = {"contender": name, "removed": removed, "prune_seconds": prune_seconds, **detail, **evaluate(model, name)}
-        row["flores_ratios"] = language_ratios({k: {"perplexity": v} for k, v in row["flores"].items()},
-                                               {k: {"perplexity": v} for k, v in results["dense"]["flores"].items()})
+        row["flores_ratios"] = language_ratios(
+            {k: {"perplexity": v} for k, v in row["flores"].items()}, {k: {"perplexity": v} for k, v in results["dense"]["flores"].items()}
+        )
         results["rows"].append(row)
         print(f"{name}: removed {removed}, ppl {row['wikitext2']:.2f}, {prune_seconds:.0f} s", flush=True)
         write_json(out, args.name, results)
@@ -127,20 +151,28 @@ def _accuracy(values: dict) -> float:
 def markdown(results: dict, tasks: list[str]) -> str:
     dense = results["dense"]
     languages = list(dense["flores"])
-    lines = [f"`{results['model']}` fp32 on CPU (2 cores), {results['remove']} of 30 blocks removed; recovery budget "
-             f"{results['budget']:,} tokens of C4 per contender (KL distillation, all remaining blocks, lr "
-             f"{results['recovery']['learning_rate']}, {results['recovery']['precision']} autocast); WikiText-2 test "
-             f"{results['wikitext']['windows']}x512; tasks limited to {results['limit']} items (acc_norm where lm-eval has it); "
-             "FLORES: mean pruned/dense perplexity ratio over " + ", ".join(languages) + ".", "",
-             "| contender | removed blocks | WikiText-2 ppl | x dense | " + " | ".join(tasks) + " | task mean | FLORES ratio (mean / worst) | wall time (s) |",
-             "|---|---|---:|---:|" + "---:|" * len(tasks) + "---:|---|---:|"]
+    lines = [
+        f"`{results['model']}` fp32 on CPU (2 cores), {results['remove']} of 30 blocks removed; recovery budget "
+        f"{results['budget']:,} tokens of C4 per contender (KL distillation, all remaining blocks, lr "
+        f"{results['recovery']['learning_rate']}, {results['recovery']['precision']} autocast); WikiText-2 test "
+        f"{results['wikitext']['windows']}x512; tasks limited to {results['limit']} items (acc_norm where lm-eval has it); "
+        "FLORES: mean pruned/dense perplexity ratio over " + ", ".join(languages) + ".",
+        "",
+        "| contender | removed blocks | WikiText-2 ppl | x dense | "
+        + " | ".join(tasks)
+        + " | task mean | FLORES ratio (mean / worst) | wall time (s) |",
+        "|---|---|---:|---:|" + "---:|" * len(tasks) + "---:|---|---:|",
+    ]
 
     def row(label, removed, entry, ratios, seconds):
         accs = [_accuracy(entry["tasks"][t]) for t in tasks]
         mean = sum(accs) / len(accs) if accs else float("nan")
         flores = f"{sum(ratios.values()) / len(ratios):.2f} / {max(ratios.values()):.2f} ({max(ratios, key=ratios.get)})" if ratios else "-"
-        return (f"| {label} | {removed} | {entry['wikitext2']:.2f} | {entry['wikitext2'] / dense['wikitext2']:.2f} | "
-                + " | ".join(f"{a:.3f}" for a in accs) + f" | {mean:.3f} | {flores} | {seconds} |")
+        return (
+            f"| {label} | {removed} | {entry['wikitext2']:.2f} | {entry['wikitext2'] / dense['wikitext2']:.2f} | "
+            + " | ".join(f"{a:.3f}" for a in accs)
+            + f" | {mean:.3f} | {flores} | {seconds} |"
+        )
 
     lines.append(row("dense", "-", dense, {}, "-"))
     for entry in results["rows"]:

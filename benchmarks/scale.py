@@ -36,41 +36,124 @@ HERE = Path(__file__).resolve().parent
 # Real model shapes (config fields). "-4" = the first 4 of 80 blocks: one block's cost and peak
 # memory are those of the whole model's blocks, and 70B weights do not fit beside the host's memory.
 SHAPES = {
-    "tiny": dict(model_type="llama", hidden_size=64, intermediate_size=256, num_hidden_layers=8, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=512, windows=8, seq_len=64, recovery_seq_len=64),
-    "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                         num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
-                         tie_word_embeddings=True, rope_theta=500000.0),
-    "llama-3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
-    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, rope_theta=1000000.0),
-    "llama-3.1-70b-4": dict(model_type="llama", hidden_size=8192, intermediate_size=28672, num_hidden_layers=4,
-                            num_attention_heads=64, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, offload=True),
+    "tiny": dict(
+        model_type="llama",
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+        windows=8,
+        seq_len=64,
+        recovery_seq_len=64,
+    ),
+    "llama-3.2-1b": dict(
+        model_type="llama",
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+    ),
+    "llama-3.1-8b": dict(
+        model_type="llama",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        rope_theta=500000.0,
+    ),
+    "qwen2.5-7b": dict(
+        model_type="qwen2",
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        rope_theta=1000000.0,
+    ),
+    "llama-3.1-70b-4": dict(
+        model_type="llama",
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=4,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        rope_theta=500000.0,
+        offload=True,
+    ),
 }
 DEFAULTS = dict(windows=32, seq_len=2048, recovery_seq_len=2048)
 # (priority, shape, row): lower runs first; the targets of issue 13 come first.
 PLAN = [
-    (0, "llama-3.1-8b", "forward"), (0, "llama-3.1-8b", "liar-20"), (0, "llama-3.2-1b", "recovery-before"),
-    (0, "llama-3.2-1b", "recovery"), (1, "llama-3.1-8b", "liar-20-m64"), (1, "llama-3.1-8b", "liar-50"), (1, "llama-3.1-8b", "bi"),
-    (1, "llama-3.1-8b", "shortgpt-25"), (1, "llama-3.1-70b-4", "liar-20"), (1, "qwen2.5-7b", "forward"),
-    (1, "qwen2.5-7b", "liar-20"), (1, "qwen2.5-7b", "liar-20-m64"), (2, "llama-3.2-1b", "forward"), (2, "llama-3.2-1b", "bi"), (2, "llama-3.2-1b", "angular"),
-    (2, "llama-3.2-1b", "shortgpt-25"), (2, "llama-3.2-1b", "liar-20"), (2, "llama-3.2-1b", "liar-50"),
-    (2, "llama-3.2-1b", "iterabre-1"), (2, "llama-3.2-1b", "flexigpt-25"), (2, "llama-3.1-8b", "angular"),
-    (2, "llama-3.1-8b", "iterabre-1"), (3, "llama-3.2-1b", "taylor"), (3, "llama-3.2-1b", "removal-cosine"),
-    (3, "llama-3.2-1b", "removal-loss"), (3, "llama-3.1-8b", "taylor"), (3, "qwen2.5-7b", "shortgpt-25"),
-    (3, "llama-3.1-8b", "removal-cosine"), (3, "llama-3.1-8b", "flexigpt-25"),
+    (0, "llama-3.1-8b", "forward"),
+    (0, "llama-3.1-8b", "liar-20"),
+    (0, "llama-3.2-1b", "recovery-before"),
+    (0, "llama-3.2-1b", "recovery"),
+    (1, "llama-3.1-8b", "liar-20-m64"),
+    (1, "llama-3.1-8b", "liar-50"),
+    (1, "llama-3.1-8b", "bi"),
+    (1, "llama-3.1-8b", "shortgpt-25"),
+    (1, "llama-3.1-70b-4", "liar-20"),
+    (1, "qwen2.5-7b", "forward"),
+    (1, "qwen2.5-7b", "liar-20"),
+    (1, "qwen2.5-7b", "liar-20-m64"),
+    (2, "llama-3.2-1b", "forward"),
+    (2, "llama-3.2-1b", "bi"),
+    (2, "llama-3.2-1b", "angular"),
+    (2, "llama-3.2-1b", "shortgpt-25"),
+    (2, "llama-3.2-1b", "liar-20"),
+    (2, "llama-3.2-1b", "liar-50"),
+    (2, "llama-3.2-1b", "iterabre-1"),
+    (2, "llama-3.2-1b", "flexigpt-25"),
+    (2, "llama-3.1-8b", "angular"),
+    (2, "llama-3.1-8b", "iterabre-1"),
+    (3, "llama-3.2-1b", "taylor"),
+    (3, "llama-3.2-1b", "removal-cosine"),
+    (3, "llama-3.2-1b", "removal-loss"),
+    (3, "llama-3.1-8b", "taylor"),
+    (3, "qwen2.5-7b", "shortgpt-25"),
+    (3, "llama-3.1-8b", "removal-cosine"),
+    (3, "llama-3.1-8b", "flexigpt-25"),
 ]
 # A tiny run exercises every row on the CPU.
-TINY_ROWS = ["forward", "bi", "angular", "removal-cosine", "removal-loss", "taylor", "shortgpt-25", "liar-20", "liar-20-m64", "liar-50",
-             "flexigpt-25", "iterabre-1", "recovery-before", "recovery"]
+TINY_ROWS = [
+    "forward",
+    "bi",
+    "angular",
+    "removal-cosine",
+    "removal-loss",
+    "taylor",
+    "shortgpt-25",
+    "liar-20",
+    "liar-20-m64",
+    "liar-50",
+    "flexigpt-25",
+    "iterabre-1",
+    "recovery-before",
+    "recovery",
+]
 
 
 def shape_settings(name: str) -> dict:
     settings = {**DEFAULTS, **SHAPES[name]}
     config_fields = {k: v for k, v in settings.items() if k not in ("windows", "seq_len", "recovery_seq_len", "offload")}
-    return {"config": config_fields, "windows": settings["windows"], "seq_len": settings["seq_len"],
-            "recovery_seq_len": settings["recovery_seq_len"], "offload": settings.get("offload", False)}
+    return {
+        "config": config_fields,
+        "windows": settings["windows"],
+        "seq_len": settings["seq_len"],
+        "recovery_seq_len": settings["recovery_seq_len"],
+        "offload": settings.get("offload", False),
+    }
 
 
 def build(name: str, device: torch.device, seed: int = 0):
@@ -152,9 +235,15 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
 
     model = fresh()
     windows = random_windows(model, settings["windows"], settings["seq_len"])
-    out = {"shape": shape, "row": row, "weights_gib": weight_bytes(model) / 2**30, "tokens": windows.num_tokens,
-           "parameters_b": prunekit.parameter_count(model) / 1e9,
-           "block_gib": weight_bytes(prunekit.ModelAdapter(model).layers[0]) / 2**30, "offload": offload}
+    out = {
+        "shape": shape,
+        "row": row,
+        "weights_gib": weight_bytes(model) / 2**30,
+        "tokens": windows.num_tokens,
+        "parameters_b": prunekit.parameter_count(model) / 1e9,
+        "block_gib": weight_bytes(prunekit.ModelAdapter(model).layers[0]) / 2**30,
+        "offload": offload,
+    }
     engine = {"device": device, "offload": offload, "progress": False}
     meter = Meter(device)
     if row == "forward":
@@ -178,10 +267,14 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
         with meter:
             result = prunekit.prune(model, "liar", windows, ratio=ratio, channel_multiple=multiple, inplace=True, **engine)
         plan = result.plan.stages[0]["details"]
-        out.update(ffn_channels_removed=plan["ffn_channels_removed"], ffn_outputs=plan["ffn_outputs"],
-                   intermediate_size=plan["intermediate_size_after"],
-                   dampings=sorted({layer["damping"] for layer in plan["layers"]}), plan_seconds=plan["seconds"],
-                   plan_peak_cuda_mib=plan.get("peak_cuda_mib"))
+        out.update(
+            ffn_channels_removed=plan["ffn_channels_removed"],
+            ffn_outputs=plan["ffn_outputs"],
+            intermediate_size=plan["intermediate_size_after"],
+            dampings=sorted({layer["damping"] for layer in plan["layers"]}),
+            plan_seconds=plan["seconds"],
+            plan_peak_cuda_mib=plan.get("peak_cuda_mib"),
+        )
         if not offload:
             out["pruned_tokens_per_second"] = forward_tokens_per_second(model, windows, device)
     elif row == "flexigpt-25":
@@ -189,8 +282,11 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
         with meter:  # the BI scan and the replacement, no adapter training
             result = prunekit.prune(model, prunekit.FlexiGPTConfig(ratio=0.25, recovery=None), windows, inplace=True, **engine)
         record = result.plan.stages[0]["details"]
-        out.update(replaced=record["replaced_blocks"], rank=record["rank"],
-                   shared_tokens_per_second=forward_tokens_per_second(model, windows, device))
+        out.update(
+            replaced=record["replaced_blocks"],
+            rank=record["rank"],
+            shared_tokens_per_second=forward_tokens_per_second(model, windows, device),
+        )
     elif row in ("iterabre-1", "recovery", "recovery-before"):
         out.update(recovery_row(shape, row, model, device, settings, state))
     else:
@@ -204,7 +300,6 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
 
 def recovery_row(shape: str, row: str, model, device: torch.device, settings: dict, state: dict) -> dict:
     """64k tokens of distillation from a dense copy: one IteRABRe iteration, or the trainer alone."""
-    import copy
 
     import prunekit
     from prunekit import IterabreConfig, RecoveryConfig, recover
@@ -216,8 +311,9 @@ def recovery_row(shape: str, row: str, model, device: torch.device, settings: di
     # same tokens per optimizer step in windows of `long`, regrouped to fill the GPU.
     seq = min(512, long) if row == "recovery-before" else long
     per_step = 4 * long // seq
-    config = RecoveryConfig(tokens=tokens, seq_len=seq, micro_batch_size=1, grad_accumulation=per_step,
-                            fit_micro_batch=row != "recovery-before", scope="blocks")
+    config = RecoveryConfig(
+        tokens=tokens, seq_len=seq, micro_batch_size=1, grad_accumulation=per_step, fit_micro_batch=row != "recovery-before", scope="blocks"
+    )
     data = random_windows(model, max(1, tokens // seq), seq, seed=1)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     meter = Meter(device)
@@ -225,27 +321,48 @@ def recovery_row(shape: str, row: str, model, device: torch.device, settings: di
     if row == "iterabre-1":
         calibration = random_windows(model, settings["windows"], settings["seq_len"])
         with meter:
-            result = prunekit.prune(model, IterabreConfig(remove=1, recovery=config), calibration, teacher=teacher, recovery_data=data,
-                                    inplace=True, device=device, progress=False)
+            result = prunekit.prune(
+                model,
+                IterabreConfig(remove=1, recovery=config),
+                calibration,
+                teacher=teacher,
+                recovery_data=data,
+                inplace=True,
+                device=device,
+                progress=False,
+            )
         step = result.plan.stages[0]["details"]["steps"][0]
-        out.update(removed=step["removed"], scan_seconds=step["scan_seconds"], **{f"recovery_{k}": v for k, v in step["recovery"].items()
-                                                                               if k in ("seconds", "tokens_per_second", "mfu", "micro_batch_size")})
+        out.update(
+            removed=step["removed"],
+            scan_seconds=step["scan_seconds"],
+            **{f"recovery_{k}": v for k, v in step["recovery"].items() if k in ("seconds", "tokens_per_second", "mfu", "micro_batch_size")},
+        )
     else:
         prunekit.remove_blocks(model, [len(prunekit.ModelAdapter(model).layers) // 2])  # a pruned student, as in real use
         with meter:
             result = recover(model, data, config, teacher=teacher, device=device, progress=False)
-        out.update(tokens_per_second=result.tokens_per_second, mfu=result.mfu, micro_batch_size=result.micro_batch_size,
-                   grad_accumulation=result.grad_accumulation, gradient_checkpointing=result.gradient_checkpointing,
-                   loss_first=result.loss_first, loss_last=result.loss_last)
+        out.update(
+            tokens_per_second=result.tokens_per_second,
+            mfu=result.mfu,
+            micro_batch_size=result.micro_batch_size,
+            grad_accumulation=result.grad_accumulation,
+            gradient_checkpointing=result.gradient_checkpointing,
+            loss_first=result.loss_first,
+            loss_last=result.loss_last,
+        )
     out["seconds"], out["peak_gib"] = meter.seconds, meter.peak / 2**30
     del teacher
     return out
 
 
 def table(results: dict) -> str:
-    lines = [f"Commit `{results['commit']}`, {results['device']}, torch {results['torch']}, transformers {results['transformers']}; "
-             f"command: `{results['command']}`. Calibration: {results['calibration']}. Random weights: time and memory only.", "",
-             "| shape | row | seconds | peak GiB | peak / weights | tokens/s | notes |", "|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Commit `{results['commit']}`, {results['device']}, torch {results['torch']}, transformers {results['transformers']}; "
+        f"command: `{results['command']}`. Calibration: {results['calibration']}. Random weights: time and memory only.",
+        "",
+        "| shape | row | seconds | peak GiB | peak / weights | tokens/s | notes |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in results["rows"]:
         if "error" in r:
             lines.append(f"| {r['shape']} | {r['row']} | - | - | - | - | failed: {r['error'][:80]} |")
@@ -253,14 +370,30 @@ def table(results: dict) -> str:
         speed = r.get("tokens_per_second")
         notes = []
         if "pruned_tokens_per_second" in r:
-            notes.append(f"pruned {r['pruned_tokens_per_second']:.0f} tok/s" + (f" vs dense {r['dense_tokens_per_second']:.0f}" if "dense_tokens_per_second" in r else ""))
-        for key in ("ffn_outputs", "dampings", "micro_batch_size", "mfu", "recovery_tokens_per_second", "recovery_mfu", "removed", "replaced"):
+            notes.append(
+                f"pruned {r['pruned_tokens_per_second']:.0f} tok/s"
+                + (f" vs dense {r['dense_tokens_per_second']:.0f}" if "dense_tokens_per_second" in r else "")
+            )
+        for key in (
+            "ffn_outputs",
+            "dampings",
+            "micro_batch_size",
+            "mfu",
+            "recovery_tokens_per_second",
+            "recovery_mfu",
+            "removed",
+            "replaced",
+        ):
             if r.get(key) is not None:
                 value = r[key]
-                notes.append(f"{key} {value:.1%}" if key.endswith("mfu") else f"{key} {value:.0f}" if isinstance(value, float) else f"{key} {value}")
+                notes.append(
+                    f"{key} {value:.1%}" if key.endswith("mfu") else f"{key} {value:.0f}" if isinstance(value, float) else f"{key} {value}"
+                )
         ratio = f"{r['peak_over_weights']:.2f}" if r.get("peak_over_weights") else "-"
-        lines.append(f"| {r['shape']} | {r['row']} | {r['seconds']:.1f} | {r['peak_gib']:.1f} | {ratio} | "
-                     f"{f'{speed:.0f}' if speed else '-'} | {'; '.join(notes)} |")
+        lines.append(
+            f"| {r['shape']} | {r['row']} | {r['seconds']:.1f} | {r['peak_gib']:.1f} | {ratio} | "
+            f"{f'{speed:.0f}' if speed else '-'} | {'; '.join(notes)} |"
+        )
     return "\n".join(lines)
 
 
@@ -295,10 +428,17 @@ def main(argv=None) -> int:
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"commit": commit or "unknown", "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
-               "torch": torch.__version__, "transformers": transformers.__version__,
-               "calibration": "random tokens, 32 x 2048 per shape (tiny: 8 x 64)", "rows": []}
+    results = {
+        "commit": commit or "unknown",
+        "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "calibration": "random tokens, 32 x 2048 per shape (tiny: 8 x 64)",
+        "rows": [],
+    }
     started = time.perf_counter()
     state: dict = {}
     # Rows run grouped by shape within a priority (one model build serves consecutive rows).
@@ -309,7 +449,11 @@ def main(argv=None) -> int:
         try:
             entry = run_row(shape, row, device, state)
         except Exception as error:  # a benchmark row that fails is reported, and the run goes on
-            entry = {"shape": shape, "row": row, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"}
+            entry = {
+                "shape": shape,
+                "row": row,
+                "error": f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}",
+            }
             state.clear()
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -31,7 +31,9 @@ def evaluate(model, tokenizer, args) -> dict:
 
     out = {"perplexity": {}}
     for length in (512, args.seq_len_short):
-        windows = load_windows(args.wikitext, tokenizer, purpose="evaluation", num_windows=args.eval_windows * 512 // length, seq_len=length)
+        windows = load_windows(
+            args.wikitext, tokenizer, purpose="evaluation", num_windows=args.eval_windows * 512 // length, seq_len=length
+        )
         out["perplexity"][str(length)] = perplexity(model, windows, progress=False).perplexity
     tasks = [t for t in args.tasks.split(",") if t]
     out["tasks"] = run_tasks(model, tokenizer, tasks, data_dir=SHARED, limit=args.limit, progress=False) if tasks else {}
@@ -51,21 +53,42 @@ def one_row(args) -> dict:
     ratio, criterion, reconstruction = args.row.split(":")
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    plan = prune_width(model, calibration, ratio=float(ratio), ratio_heads=args.with_heads,
-                       allocation=args.allocation, min_keep=args.min_keep, criterion=criterion, damping=args.damping,
-                       reconstruction=reconstruction, progress=False)
+    plan = prune_width(
+        model,
+        calibration,
+        ratio=float(ratio),
+        ratio_heads=args.with_heads,
+        allocation=args.allocation,
+        min_keep=args.min_keep,
+        criterion=criterion,
+        damping=args.damping,
+        reconstruction=reconstruction,
+        progress=False,
+    )
     head_ratio, ffn_ratio = plan["kv_groups_removed"], plan["ffn_channels_removed"]
     widths = [(layer["kv_groups"], layer["channels"]) for layer in plan["layers"]]
     seconds = time.perf_counter() - started
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     layers = plan["layers"]
-    return {"row": args.row, "ratio": float(ratio), "criterion": criterion, "reconstruction": reconstruction,
-            "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "allocation": args.allocation, "damping": args.damping, "widths": widths,
-            "prune_seconds": seconds, "rss_loaded_mib": rss_loaded,
-            "rss_peak_mib": rss_peak, "params": plan["params_after"], "params_before": plan["params_before"],
-            "mean_down_proj_mse": sum(layer.get("output_mse", 0.0) for layer in layers) / len(layers),
-            "mean_o_proj_mse": sum(layer.get("o_proj_output_mse", 0.0) for layer in layers) / len(layers),
-            **evaluate(model, tokenizer, args)}
+    return {
+        "row": args.row,
+        "ratio": float(ratio),
+        "criterion": criterion,
+        "reconstruction": reconstruction,
+        "head_ratio": head_ratio,
+        "ffn_ratio": ffn_ratio,
+        "allocation": args.allocation,
+        "damping": args.damping,
+        "widths": widths,
+        "prune_seconds": seconds,
+        "rss_loaded_mib": rss_loaded,
+        "rss_peak_mib": rss_peak,
+        "params": plan["params_after"],
+        "params_before": plan["params_before"],
+        "mean_down_proj_mse": sum(layer.get("output_mse", 0.0) for layer in layers) / len(layers),
+        "mean_o_proj_mse": sum(layer.get("o_proj_output_mse", 0.0) for layer in layers) / len(layers),
+        **evaluate(model, tokenizer, args),
+    }
 
 
 def main() -> None:
@@ -78,8 +101,9 @@ def main() -> None:
     parser.add_argument("--reconstructions", nargs="+", default=["none", "bias", "liar"])
     parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
     parser.add_argument("--limit", type=int, default=150)
-    parser.add_argument("--with-heads", action="store_true",
-                        help="split the ratio into whole KV groups and FFN channels (default: FFN channels only)")
+    parser.add_argument(
+        "--with-heads", action="store_true", help="split the ratio into whole KV groups and FFN channels (default: FFN channels only)"
+    )
     parser.add_argument("--allocation", default="uniform", choices=["uniform", "adaptive"])
     parser.add_argument("--min-keep", type=float, default=0.1)
     parser.add_argument("--damping", type=lambda text: text if text == "auto" else float(text), default=1e-4)
@@ -97,8 +121,17 @@ def main() -> None:
         write_table(out, args.name, markdown(json.loads((out / f"{args.name}.json").read_text())))
         return
     passthrough = sys.argv[1:]
-    results = {"model": args.model, "with_heads": args.with_heads, "allocation": args.allocation, "calib_windows": args.calib_windows, "eval_windows": args.eval_windows,
-               "seq_len_short": args.seq_len_short, "tasks": args.tasks, "limit": args.limit, "rows": []}
+    results = {
+        "model": args.model,
+        "with_heads": args.with_heads,
+        "allocation": args.allocation,
+        "calib_windows": args.calib_windows,
+        "eval_windows": args.eval_windows,
+        "seq_len_short": args.seq_len_short,
+        "tasks": args.tasks,
+        "limit": args.limit,
+        "rows": [],
+    }
     rows = ["dense"] + [f"{r}:{c}:{m}" for r in args.ratios for c in args.criteria for m in args.reconstructions]
     if args.dense_from:
         results["dense"] = json.loads(Path(args.dense_from).read_text())["dense"]
@@ -116,8 +149,10 @@ def main() -> None:
             results["dense"] = record
         else:
             results["rows"].append(record)
-        print(f"{row}: ppl {record['perplexity']}  {record.get('prune_seconds', 0):.0f} s prune, "
-              f"{record['wall_seconds']:.0f} s row", flush=True)
+        print(
+            f"{row}: ppl {record['perplexity']}  {record.get('prune_seconds', 0):.0f} s prune, {record['wall_seconds']:.0f} s row",
+            flush=True,
+        )
         write_json(out, args.name, results)
     write_table(out, args.name, markdown(results))
 
@@ -130,25 +165,36 @@ def markdown(results: dict) -> str:
     tasks = [t for t in results["tasks"].split(",") if t]
     short = results["seq_len_short"]
     dense = results["dense"]
-    header = (f"`{results['model']}` fp32 on CPU (2 cores); calibration {results['calib_windows']} x 512 C4 tokens; WikiText-2 test, "
-              f"first {results['eval_windows'] * 512} tokens; tasks: first {results['limit']} items (acc_norm where defined). "
-              "Ratio = share of every block's parameters removed.")
-    lines = [header, "",
-             f"| ratio | heads / FFN removed | criterion | reconstruction | ppl@512 | ppl@{short} | " + " | ".join(tasks)
-             + " | task mean | prune s | peak RSS MiB (loaded) |",
-             "|---:|---|---|---|---:|---:|" + "---:|" * (len(tasks) + 3)]
+    header = (
+        f"`{results['model']}` fp32 on CPU (2 cores); calibration {results['calib_windows']} x 512 C4 tokens; WikiText-2 test, "
+        f"first {results['eval_windows'] * 512} tokens; tasks: first {results['limit']} items (acc_norm where defined). "
+        "Ratio = share of every block's parameters removed."
+    )
+    lines = [
+        header,
+        "",
+        f"| ratio | heads / FFN removed | criterion | reconstruction | ppl@512 | ppl@{short} | "
+        + " | ".join(tasks)
+        + " | task mean | prune s | peak RSS MiB (loaded) |",
+        "|---:|---|---|---|---:|---:|" + "---:|" * (len(tasks) + 3),
+    ]
 
     def cells(record):
         accs = [_task_accuracy(record["tasks"][t]) for t in tasks if t in record["tasks"]]
         mean = sum(accs) / len(accs) if accs else float("nan")
-        return (f"{record['perplexity']['512']:.2f} | {record['perplexity'][str(short)]:.2f} | "
-                + " | ".join(f"{a:.3f}" for a in accs) + f" | {mean:.3f}")
+        return (
+            f"{record['perplexity']['512']:.2f} | {record['perplexity'][str(short)]:.2f} | "
+            + " | ".join(f"{a:.3f}" for a in accs)
+            + f" | {mean:.3f}"
+        )
 
     lines.append(f"| 0 | - | dense | - | {cells(dense)} | - | - |")
     for row in results["rows"]:
-        lines.append(f"| {row['ratio']:.0%} | {row['head_ratio']:.0%} / {row['ffn_ratio']:.1%} | {row['criterion']} | "
-                     f"{row['reconstruction']} | {cells(row)} | {row['prune_seconds']:.0f} | "
-                     f"{row['rss_peak_mib']:.0f} ({row['rss_loaded_mib']:.0f}) |")
+        lines.append(
+            f"| {row['ratio']:.0%} | {row['head_ratio']:.0%} / {row['ffn_ratio']:.1%} | {row['criterion']} | "
+            f"{row['reconstruction']} | {cells(row)} | {row['prune_seconds']:.0f} | "
+            f"{row['rss_peak_mib']:.0f} ({row['rss_loaded_mib']:.0f}) |"
+        )
     return "\n".join(lines)
 
 

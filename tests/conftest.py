@@ -19,9 +19,14 @@ FAMILY_CONFIGS = {
     "qwen3": (transformers.Qwen3Config, {"head_dim": 16}),
     "gemma": (transformers.GemmaConfig, {"head_dim": 16}),
     "gemma2": (transformers.Gemma2Config, {"head_dim": 16, "sliding_window": 8}),
-    "gemma3_text": (transformers.Gemma3TextConfig, {
-        "head_dim": 16, "sliding_window": 8,
-        "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]}),
+    "gemma3_text": (
+        transformers.Gemma3TextConfig,
+        {
+            "head_dim": 16,
+            "sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        },
+    ),
     "phi3": (transformers.Phi3Config, {}),
 }
 FAMILIES = list(FAMILY_CONFIGS)
@@ -30,9 +35,18 @@ FAMILIES = list(FAMILY_CONFIGS)
 def tiny_config(family: str, num_layers: int = 4):
     config_class, extra = FAMILY_CONFIGS[family]
     return config_class(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=num_layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False, **extra,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+        **extra,
     )
 
 
@@ -54,21 +68,26 @@ def zero_block(model, index: int) -> None:
     adapter = ModelAdapter(model)
     layer = adapter.layers[index]
     with torch.no_grad():
-        getattr(getattr(layer, adapter.family.attention_attr), "o_proj").weight.zero_()
-        getattr(getattr(layer, adapter.family.mlp_attr), "down_proj").weight.zero_()
+        getattr(layer, adapter.family.attention_attr).o_proj.weight.zero_()
+        getattr(layer, adapter.family.mlp_attr).down_proj.weight.zero_()
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A byte-level BPE trained on Python's own docs: real text in, ids < VOCAB out."""
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB - 8, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB - 8,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(list(topics.values())[:20], trainer)
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
@@ -95,8 +114,14 @@ BERT_VOCAB = 300
 def tiny_bert(seed: int = 0):
     """A randomly initialised 3-block BERT encoder (4 heads of 16, 128 FFN channels)."""
     torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=BERT_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                                     num_attention_heads=4, max_position_embeddings=128)
+    config = transformers.BertConfig(
+        vocab_size=BERT_VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+    )
     return transformers.BertModel(config).eval()
 
 

@@ -8,8 +8,18 @@ import pytest
 import torch
 
 import prunekit
-from prunekit import (ExtendConfig, FlexiGPTConfig, IterabreConfig, LiarConfig, ParameterError, Plan, PrunekitError,
-                      RecoveryConfig, ShortGPTConfig, TokenWindows)
+from prunekit import (
+    ExtendConfig,
+    FlexiGPTConfig,
+    IterabreConfig,
+    LiarConfig,
+    ParameterError,
+    Plan,
+    PrunekitError,
+    RecoveryConfig,
+    ShortGPTConfig,
+    TokenWindows,
+)
 from prunekit.methods import method_names, method_spec
 from prunekit.models.adapters import ModelAdapter
 
@@ -35,11 +45,18 @@ def test_every_method_is_registered_with_a_config_that_checks_itself():
         assert spec.config_cls.__doc__ and callable(spec.run)
 
 
-@pytest.mark.parametrize("method,options", [
-    ("shortgpt", {"remove": 1}), ("angular", {"remove": 2}), ("sleb", {"remove": 1}),
-    ("liar", {"ffn_ratio": 0.25}), ("iterabre", {"remove": 1, "recovery": TRAIN}),
-    ("flexigpt", {"remove": 1, "recovery": TRAIN}), ("extend", {"to_blocks": 5, "recovery": TRAIN}),
-])
+@pytest.mark.parametrize(
+    "method,options",
+    [
+        ("shortgpt", {"remove": 1}),
+        ("angular", {"remove": 2}),
+        ("sleb", {"remove": 1}),
+        ("liar", {"ffn_ratio": 0.25}),
+        ("iterabre", {"remove": 1, "recovery": TRAIN}),
+        ("flexigpt", {"remove": 1, "recovery": TRAIN}),
+        ("extend", {"to_blocks": 5, "recovery": TRAIN}),
+    ],
+)
 def test_every_method_runs_through_prune_and_leaves_the_input_alone(method, options, ids, recovery_windows):
     model = tiny_model("llama")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -87,8 +104,9 @@ def test_recipe_files_in_yaml_and_json_give_the_same_configs(tmp_path):
     from prunekit.methods.recipe import recipe_configs
 
     (tmp_path / "r.yaml").write_text("- {method: shortgpt, remove: 4}\n- {method: liar, ratio: 0.2}\n- recover: {tokens: 200000}\n")
-    (tmp_path / "r.json").write_text(json.dumps({"stages": [{"method": "shortgpt", "remove": 4}, {"liar": {"ratio": 0.2}},
-                                                            {"method": "recover", "tokens": 200000}]}))
+    (tmp_path / "r.json").write_text(
+        json.dumps({"stages": [{"method": "shortgpt", "remove": 4}, {"liar": {"ratio": 0.2}}, {"method": "recover", "tokens": 200000}]})
+    )
     expected = [ShortGPTConfig(remove=4), LiarConfig(ratio=0.2), RecoveryConfig(tokens=200000)]
     assert recipe_configs(tmp_path / "r.yaml") == expected == recipe_configs(str(tmp_path / "r.json"))
     (tmp_path / "bad.yaml").write_text("- {method: liar, ratio: 0.2, speed: fast}\n")
@@ -125,8 +143,9 @@ def test_format_one_depth_plans_still_load_and_apply(ids, tmp_path):
 def test_recovery_goes_to_the_method_that_trains_or_becomes_a_final_stage(ids, recovery_windows):
     model = tiny_model("llama")
     data = windows_of(ids)
-    result = prunekit.prune(model, "shortgpt", data, remove=1, recovery=RecoveryConfig(**TRAIN), recovery_data=recovery_windows,
-                            progress=False)
+    result = prunekit.prune(
+        model, "shortgpt", data, remove=1, recovery=RecoveryConfig(**TRAIN), recovery_data=recovery_windows, progress=False
+    )
     assert [s["method"] for s in result.plan.stages] == ["shortgpt", "recover"]
     result = prunekit.prune(model, FlexiGPTConfig(remove=1), data, recovery=TRAIN, recovery_data=recovery_windows, progress=False)
     assert [s["method"] for s in result.plan.stages] == ["flexigpt"] and result.plan.stages[0]["details"]["recovery"]["tokens"] == 64
@@ -134,8 +153,14 @@ def test_recovery_goes_to_the_method_that_trains_or_becomes_a_final_stage(ids, r
 
 def test_inplace_prunes_the_given_model_and_distils_from_a_copy_taken_first(ids, recovery_windows):
     model = tiny_model("llama")
-    result = prunekit.prune(model, IterabreConfig(remove=1, recovery=RecoveryConfig(**TRAIN)), windows_of(ids),
-                            recovery_data=recovery_windows, inplace=True, progress=False)
+    result = prunekit.prune(
+        model,
+        IterabreConfig(remove=1, recovery=RecoveryConfig(**TRAIN)),
+        windows_of(ids),
+        recovery_data=recovery_windows,
+        inplace=True,
+        progress=False,
+    )
     assert result.model is model and ModelAdapter(model).num_blocks == 3
 
 

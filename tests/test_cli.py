@@ -31,8 +31,24 @@ def test_scan_writes_json_and_png(tiny_checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize("method", ["shortgpt", "angular", "sleb"])
 def test_prune_writes_a_reloadable_checkpoint_and_plan(tiny_checkpoint, tmp_path, capsys, method):
     out = tmp_path / "pruned"
-    code, stdout, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", method, "--remove", 2, "--out", out,
-                          "--compare", "--eval-windows", 2, "--eval-seq-len", 32, *CALIB)
+    code, stdout, _ = run(
+        capsys,
+        "prune",
+        "--model",
+        tiny_checkpoint,
+        "--method",
+        method,
+        "--remove",
+        2,
+        "--out",
+        out,
+        "--compare",
+        "--eval-windows",
+        2,
+        "--eval-seq-len",
+        32,
+        *CALIB,
+    )
     assert code == 0, stdout
     assert "dense" in stdout and "pruned/dense" in stdout and (out / "report" / "report.md").is_file()
     plan = json.loads((out / "prunekit_plan.json").read_text())
@@ -55,29 +71,46 @@ def test_plan_reapplies_to_identical_weights(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_eval_prints_perplexity_json(tiny_checkpoint, capsys):
-    code, stdout, _ = run(capsys, "eval", "--model", tiny_checkpoint, "--ppl", "builtin", "--seq-len", 32, "--windows", 3, "--json", "--quiet")
+    code, stdout, _ = run(
+        capsys, "eval", "--model", tiny_checkpoint, "--ppl", "builtin", "--seq-len", 32, "--windows", 3, "--json", "--quiet"
+    )
     payload = json.loads(stdout)
     result = payload["perplexity"]["builtin"]
     assert code == 0 and result["windows"] == 3 and result["perplexity"] > 1 and payload["blocks"] == 4
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["prune", "--model", "{tmp}/missing", "--remove", "1", "--out", "{tmp}/o"], "model not found"),
-    (["prune", "--model", "{ckpt}", "--remove", "4", "--out", "{tmp}/o"], "smaller than the number of blocks"),
-    (["prune", "--model", "{ckpt}", "--remove", "0", "--out", "{tmp}/o"], "at least 1"),
-    (["prune", "--model", "{ckpt}", "--ratio", "1.5", "--out", "{tmp}/o"], "strictly between 0 and 1"),
-    (["prune", "--model", "{ckpt}", "--method", "magic", "--remove", "1", "--out", "{tmp}/o"], "--method 'magic' is unknown"),
-    (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--seq-len", "100000"], "exceeds the model's context"),
-    (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{short}", "--seq-len", "64"], "fewer than one window"),
-    (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{ckpt}", "--overwrite"], "overwrite the input model"),
-    (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{tmp}/none.txt", "--seq-len", "64"], "data file not found"),
-    (["prune", "--model", "{ckpt}", "--method", "liar", "--out", "{tmp}/o"], "or --ffn-ratio and/or --head-ratio"),
-    (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "1", "--out", "{tmp}/o"], "must be in [0, 1)"),
-    (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--criterion", "x", "--out", "{tmp}/o"], "--criterion 'x' is unknown"),
-    (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--damping", "lots", "--out", "{tmp}/o"], "neither a number nor 'auto'"),
-    (["scan", "--model", "{ckpt}", "--metric", "nope", "--out", "{tmp}/o/scan.json"], "--metric 'nope' is unknown"),
-    (["eval", "--model", "{tmp}/x.gguf", "--ppl", "builtin"], "GGUF file not found"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["prune", "--model", "{tmp}/missing", "--remove", "1", "--out", "{tmp}/o"], "model not found"),
+        (["prune", "--model", "{ckpt}", "--remove", "4", "--out", "{tmp}/o"], "smaller than the number of blocks"),
+        (["prune", "--model", "{ckpt}", "--remove", "0", "--out", "{tmp}/o"], "at least 1"),
+        (["prune", "--model", "{ckpt}", "--ratio", "1.5", "--out", "{tmp}/o"], "strictly between 0 and 1"),
+        (["prune", "--model", "{ckpt}", "--method", "magic", "--remove", "1", "--out", "{tmp}/o"], "--method 'magic' is unknown"),
+        (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--seq-len", "100000"], "exceeds the model's context"),
+        (
+            ["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{short}", "--seq-len", "64"],
+            "fewer than one window",
+        ),
+        (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{ckpt}", "--overwrite"], "overwrite the input model"),
+        (
+            ["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--data", "{tmp}/none.txt", "--seq-len", "64"],
+            "data file not found",
+        ),
+        (["prune", "--model", "{ckpt}", "--method", "liar", "--out", "{tmp}/o"], "or --ffn-ratio and/or --head-ratio"),
+        (["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "1", "--out", "{tmp}/o"], "must be in [0, 1)"),
+        (
+            ["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--criterion", "x", "--out", "{tmp}/o"],
+            "--criterion 'x' is unknown",
+        ),
+        (
+            ["prune", "--model", "{ckpt}", "--method", "liar", "--ffn-ratio", "0.5", "--damping", "lots", "--out", "{tmp}/o"],
+            "neither a number nor 'auto'",
+        ),
+        (["scan", "--model", "{ckpt}", "--metric", "nope", "--out", "{tmp}/o/scan.json"], "--metric 'nope' is unknown"),
+        (["eval", "--model", "{tmp}/x.gguf", "--ppl", "builtin"], "GGUF file not found"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_checkpoint, tmp_path, capsys, argv, message):
     (tmp_path / "short.txt").write_text("too short for a window")
     argv = [a.format(tmp=tmp_path, ckpt=tiny_checkpoint, short=tmp_path / "short.txt") for a in argv]
@@ -90,15 +123,36 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_checkpoint, tmp_pa
 
 
 def test_console_script_exit_code_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "prunekit.cli", "eval", "--model", str(tmp_path / "missing")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "prunekit.cli", "eval", "--model", str(tmp_path / "missing")], capture_output=True, text=True
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "model not found" in result.stderr
 
 
 def test_liar_width_pruning_from_the_command_line(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "narrow"
-    code, stdout, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ffn-ratio", 0.25, "--head-ratio", 0.5,
-                          "--criterion", "fluctuation", "--out", out, "--compare", "--eval-windows", 2, "--eval-seq-len", 32, *CALIB)
+    code, stdout, _ = run(
+        capsys,
+        "prune",
+        "--model",
+        tiny_checkpoint,
+        "--method",
+        "liar",
+        "--ffn-ratio",
+        0.25,
+        "--head-ratio",
+        0.5,
+        "--criterion",
+        "fluctuation",
+        "--out",
+        out,
+        "--compare",
+        "--eval-windows",
+        2,
+        "--eval-seq-len",
+        32,
+        *CALIB,
+    )
     assert code == 0 and "FFN channels 128 -> 96" in stdout
     plan = json.loads((out / "prunekit_plan.json").read_text())
     layers = plan["stages"][0]["details"]["layers"]
@@ -113,8 +167,23 @@ RECOVERY = ["--recovery-tokens", 64, "--recovery-seq-len", 16, "--grad-accumulat
 
 def test_prune_iterabre_writes_checkpoint_plan_and_run_log(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "pruned"
-    code, stdout, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "iterabre", "--target-blocks", 2,
-                               "--protect-ends", "--recovery-data", "builtin", *RECOVERY, "--out", out, *CALIB)
+    code, stdout, stderr = run(
+        capsys,
+        "prune",
+        "--model",
+        tiny_checkpoint,
+        "--method",
+        "iterabre",
+        "--target-blocks",
+        2,
+        "--protect-ends",
+        "--recovery-data",
+        "builtin",
+        *RECOVERY,
+        "--out",
+        out,
+        *CALIB,
+    )
     assert code == 0, stderr
     plan = json.loads((out / "prunekit_plan.json").read_text())
     details = plan["stages"][0]["details"]
@@ -124,8 +193,21 @@ def test_prune_iterabre_writes_checkpoint_plan_and_run_log(tiny_checkpoint, tmp_
     assert state["status"] == "finished" and "iterabre: removed blocks" in stdout
     assert transformers.AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
     # the same run again is refused unless resumed or overwritten; an iterabre plan cannot be re-applied
-    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "iterabre", "--remove", 1,
-                          "--out", tmp_path / "other", "--run-dir", tmp_path / "pruned.iterabre-run", *CALIB)
+    code, _, stderr = run(
+        capsys,
+        "prune",
+        "--model",
+        tiny_checkpoint,
+        "--method",
+        "iterabre",
+        "--remove",
+        1,
+        "--out",
+        tmp_path / "other",
+        "--run-dir",
+        tmp_path / "pruned.iterabre-run",
+        *CALIB,
+    )
     assert code == 2 and "--resume" in stderr
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--plan", out, "--out", tmp_path / "again", "--quiet")
     assert code == 2 and "cannot be re-applied" in stderr
@@ -141,11 +223,17 @@ def test_prune_iterabre_with_self_generated_data_resumes_a_finished_run(tiny_che
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--remove", 4], "must be smaller"), (["--target-blocks", 0], "--target-blocks"),
-    (["--remove", 1, "--recovery-tokens", 0], "--recovery-tokens"), (["--remove", 1, "--scope", "some"], "scope"),
-    (["--remove", 1, "--metric", "nope"], "metric"), ([], "--remove or --ratio: give exactly one"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--remove", 4], "must be smaller"),
+        (["--target-blocks", 0], "--target-blocks"),
+        (["--remove", 1, "--recovery-tokens", 0], "--recovery-tokens"),
+        (["--remove", 1, "--scope", "some"], "scope"),
+        (["--remove", 1, "--metric", "nope"], "metric"),
+        ([], "--remove or --ratio: give exactly one"),
+    ],
+)
 def test_prune_iterabre_bad_input_is_one_line_and_writes_nothing(tiny_checkpoint, tmp_path, capsys, extra, message):
     out = tmp_path / "pruned"
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "iterabre", *extra, "--out", out, *CALIB)
@@ -156,8 +244,22 @@ def test_prune_iterabre_bad_input_is_one_line_and_writes_nothing(tiny_checkpoint
 def test_recover_distils_a_teacher_into_a_pruned_checkpoint(tiny_checkpoint, tmp_path, capsys):
     pruned, recovered = tmp_path / "pruned", tmp_path / "recovered"
     assert run(capsys, "prune", "--model", tiny_checkpoint, "--remove", 1, "--out", pruned, *CALIB)[0] == 0
-    code, stdout, stderr = run(capsys, "recover", "--model", pruned, "--teacher", tiny_checkpoint, "--recovery-data", "builtin",
-                               *RECOVERY, "--scope", "lora", "--out", recovered, "--quiet")
+    code, stdout, stderr = run(
+        capsys,
+        "recover",
+        "--model",
+        pruned,
+        "--teacher",
+        tiny_checkpoint,
+        "--recovery-data",
+        "builtin",
+        *RECOVERY,
+        "--scope",
+        "lora",
+        "--out",
+        recovered,
+        "--quiet",
+    )
     assert code == 0, stderr
     assert "held-out perplexity" in stdout
     log = json.loads((recovered / "prunekit_recovery.json").read_text())
@@ -175,8 +277,24 @@ def test_prune_flexigpt_saves_shared_blocks_that_prunekit_reloads_identically(ti
     from prunekit import load_model
 
     out = tmp_path / "flexi"
-    code, stdout, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 2, "--rank", 4,
-                               "--recovery-data", "builtin", *RECOVERY, "--out", out, *CALIB)
+    code, stdout, stderr = run(
+        capsys,
+        "prune",
+        "--model",
+        tiny_checkpoint,
+        "--method",
+        "flexigpt",
+        "--remove",
+        2,
+        "--rank",
+        4,
+        "--recovery-data",
+        "builtin",
+        *RECOVERY,
+        "--out",
+        out,
+        *CALIB,
+    )
     assert code == 0, stderr
     plan = json.loads((out / "prunekit_plan.json").read_text())
     details = plan["stages"][0]["details"]
@@ -192,12 +310,29 @@ def test_prune_flexigpt_saves_shared_blocks_that_prunekit_reloads_identically(ti
 
 def test_flexigpt_merge_writes_a_plain_checkpoint(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "merged"
-    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 1, "--output-norm", "none",
-                          "--merge", "--recovery-tokens", 0, "--out", out, *CALIB)
+    code, _, stderr = run(
+        capsys,
+        "prune",
+        "--model",
+        tiny_checkpoint,
+        "--method",
+        "flexigpt",
+        "--remove",
+        1,
+        "--output-norm",
+        "none",
+        "--merge",
+        "--recovery-tokens",
+        0,
+        "--out",
+        out,
+        *CALIB,
+    )
     assert code == 0, stderr
     assert transformers.AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
-    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 1, "--merge",
-                          "--out", tmp_path / "refused", *CALIB)
+    code, _, stderr = run(
+        capsys, "prune", "--model", tiny_checkpoint, "--method", "flexigpt", "--remove", 1, "--merge", "--out", tmp_path / "refused", *CALIB
+    )
     assert code == 2 and "--output-norm none" in stderr and not (tmp_path / "refused").exists()
 
 
@@ -205,8 +340,24 @@ def test_extend_grows_the_model_and_reloads(tiny_checkpoint, tmp_path, capsys):
     from prunekit import load_model
 
     out = tmp_path / "deeper"
-    code, stdout, stderr = run(capsys, "extend", "--model", tiny_checkpoint, "--to-blocks", 6, "--pattern", "sequential",
-                               "--rank", 4, "--recovery-data", "builtin", *RECOVERY[:-2], "--out", out, "--quiet")
+    code, stdout, stderr = run(
+        capsys,
+        "extend",
+        "--model",
+        tiny_checkpoint,
+        "--to-blocks",
+        6,
+        "--pattern",
+        "sequential",
+        "--rank",
+        4,
+        "--recovery-data",
+        "builtin",
+        *RECOVERY[:-2],
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 0, stderr
     assert "4 -> 6 blocks" in stdout
     model = load_model(str(out), device="cpu").model
@@ -220,23 +371,42 @@ def test_extend_grows_the_model_and_reloads(tiny_checkpoint, tmp_path, capsys):
 
 def test_liar_ratio_is_a_share_of_the_block_parameters(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "liar"
-    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ratio-heads",
-                          "--out", out, *CALIB)
+    code, _, stderr = run(
+        capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ratio-heads", "--out", out, *CALIB
+    )
     assert code == 0, stderr
     plan = json.loads((out / "prunekit_plan.json").read_text())["stages"][0]["details"]
     assert plan["block_ratio"] == 0.4 and plan["kv_heads_after"] == 1 and plan["intermediate_size_after"] < 128
-    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--out", tmp_path / "ffn", *CALIB)
+    code, _, stderr = run(
+        capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--out", tmp_path / "ffn", *CALIB
+    )
     plan = json.loads((tmp_path / "ffn" / "prunekit_plan.json").read_text())["stages"][0]["details"]
     assert code == 0 and plan["kv_heads_after"] == 2 and plan["intermediate_size_after"] < 128
-    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ffn-ratio", 0.2,
-                          "--out", tmp_path / "x", *CALIB)
+    code, _, stderr = run(
+        capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.4, "--ffn-ratio", 0.2, "--out", tmp_path / "x", *CALIB
+    )
     assert code == 2 and "not both" in stderr
 
 
 def test_liar_adaptive_widths_from_the_command_line_reload_with_prunekit(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "adaptive"
-    code, stdout, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", 0.3, "--allocation",
-                               "adaptive", "--min-keep", 0.2, "--out", out, *CALIB)
+    code, stdout, stderr = run(
+        capsys,
+        "prune",
+        "--model",
+        tiny_checkpoint,
+        "--method",
+        "liar",
+        "--ratio",
+        0.3,
+        "--allocation",
+        "adaptive",
+        "--min-keep",
+        0.2,
+        "--out",
+        out,
+        *CALIB,
+    )
     assert code == 0, stderr
     assert "per-layer widths" in stdout or "FFN channels" in stdout
     plan = json.loads((out / "prunekit_plan.json").read_text())["stages"][0]["details"]
@@ -246,9 +416,9 @@ def test_liar_adaptive_widths_from_the_command_line_reload_with_prunekit(tiny_ch
 
 
 def test_liar_prunes_a_bert_encoder_from_the_command_line(tmp_path, capsys, bert_tokenizer):
-    from conftest import tiny_bert
-
     from prunekit.models.loading import load_model
+
+    from conftest import tiny_bert
 
     source = tmp_path / "encoder"
     tiny_bert().save_pretrained(source)
@@ -259,8 +429,9 @@ def test_liar_prunes_a_bert_encoder_from_the_command_line(tmp_path, capsys, bert
     assert "heads 4 -> 2" in stdout and "FFN channels 128 -> 64" in stdout
     loaded = load_model(str(out), device="cpu")
     assert loaded.model.config.prunekit_layer_widths["num_attention_heads"] == [2, 2, 2]
-    code, _, stderr = run(capsys, "prune", "--model", source, "--method", "liar", "--ratio", 0.5, "--allocation", "adaptive",
-                          "--out", tmp_path / "x", *CALIB)
+    code, _, stderr = run(
+        capsys, "prune", "--model", source, "--method", "liar", "--ratio", 0.5, "--allocation", "adaptive", "--out", tmp_path / "x", *CALIB
+    )
     assert code == 2 and "must be uniform for encoders" in stderr
     code, _, stderr = run(capsys, "eval", "--model", out, "--ppl", "builtin")
     assert code == 2 and "sentence embeddings" in stderr
@@ -278,8 +449,21 @@ def test_liar_statistics_that_cannot_fit_end_in_one_line_with_nothing_written(ti
 
 def test_recover_reports_throughput_and_where_it_trained(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "recovered"
-    code, stdout, stderr = run(capsys, "recover", "--model", tiny_checkpoint, "--teacher", tiny_checkpoint, "--recovery-data", "builtin",
-                               *RECOVERY, "--out", out, "--device", "cpu")
+    code, stdout, stderr = run(
+        capsys,
+        "recover",
+        "--model",
+        tiny_checkpoint,
+        "--teacher",
+        tiny_checkpoint,
+        "--recovery-data",
+        "builtin",
+        *RECOVERY,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert code == 0, stderr
     assert "tokens/s on cpu, micro-batch 1" in stdout
     log = json.loads((out / "prunekit_recovery.json").read_text())
@@ -349,12 +533,15 @@ def test_a_bad_argument_type_is_one_line_that_points_to_help(capsys):
     assert "invalid int value: 'many'" in stderr and "see prunekit prune --help" in stderr
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--method", "shortgpt", "--remove", 1, "--protect", 17], "--protect block(s) 17 not in this model"),
-    (["--method", "shortgpt", "--remove", 1, "--batch-size", 0], "--batch-size 0 must be at least 1"),
-    (["--method", "flexigpt", "--remove", 1, "--rank", 100000, "--recovery-tokens", 0], "adapter rank 100000 must be between 1 and"),
-    (["--method", "liar", "--ffn-ratio", 0], "remove nothing"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "shortgpt", "--remove", 1, "--protect", 17], "--protect block(s) 17 not in this model"),
+        (["--method", "shortgpt", "--remove", 1, "--batch-size", 0], "--batch-size 0 must be at least 1"),
+        (["--method", "flexigpt", "--remove", 1, "--rank", 100000, "--recovery-tokens", 0], "adapter rank 100000 must be between 1 and"),
+        (["--method", "liar", "--ffn-ratio", 0], "remove nothing"),
+    ],
+)
 def test_silently_accepted_options_are_refused(tiny_checkpoint, tmp_path, capsys, argv, message):
     out = tmp_path / "o"
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, *argv, "--out", out, *CALIB)
@@ -363,7 +550,9 @@ def test_silently_accepted_options_are_refused(tiny_checkpoint, tmp_path, capsys
 
 def test_only_the_main_process_prints_the_summary(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RANK", "1")
-    code, stdout, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "shortgpt", "--remove", 1, "--out", tmp_path / "o", *CALIB)
+    code, stdout, _ = run(
+        capsys, "prune", "--model", tiny_checkpoint, "--method", "shortgpt", "--remove", 1, "--out", tmp_path / "o", *CALIB
+    )
     assert code == 0 and stdout == ""
 
 

@@ -9,8 +9,27 @@ import pytest
 
 
 def prune_command(model, out):
-    return [sys.executable, "-m", "prunekit.cli", "prune", "--model", str(model), "--method", "shortgpt", "--remove", "1",
-            "--out", str(out), "--data", "builtin", "--windows", "2", "--seq-len", "32", "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "prunekit.cli",
+        "prune",
+        "--model",
+        str(model),
+        "--method",
+        "shortgpt",
+        "--remove",
+        "1",
+        "--out",
+        str(out),
+        "--data",
+        "builtin",
+        "--windows",
+        "2",
+        "--seq-len",
+        "32",
+        "--quiet",
+    ]
 
 
 def leftovers(parent):
@@ -24,8 +43,10 @@ def complete(out):
 def test_two_prunes_into_one_out_never_both_succeed(tiny_checkpoint, tmp_path):
     for attempt in range(3):
         out = tmp_path / f"out{attempt}"
-        runs = [subprocess.Popen(prune_command(tiny_checkpoint, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(2)]
+        runs = [
+            subprocess.Popen(prune_command(tiny_checkpoint, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         results = [(run.wait(timeout=300), run.communicate()[1]) for run in runs]
         assert sorted(code for code, _ in results) == [0, 2], results
         loser = next(stderr for code, stderr in results if code == 2)

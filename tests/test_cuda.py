@@ -6,13 +6,14 @@ import copy
 
 import pytest
 import torch
-from conftest import VOCAB, tiny_model
 
 from prunekit.data.windows import TokenWindows
 from prunekit.methods.liar import prune_width
 from prunekit.models.adapters import ModelAdapter
 from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, recover
+
+from conftest import VOCAB, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -27,7 +28,7 @@ def test_liar_on_the_gpu_matches_the_cpu_in_float32():
     gpu_model = copy.deepcopy(cpu_model).cuda()
     cpu_plan = prune_width(cpu_model, windows(), ffn_ratio=0.25, head_ratio=0.5, progress=False)
     gpu_plan = prune_width(gpu_model, windows(), ffn_ratio=0.25, head_ratio=0.5, device="cuda", progress=False)
-    assert [l["kept_channels"] for l in cpu_plan["layers"]] == [l["kept_channels"] for l in gpu_plan["layers"]]
+    assert [layer["kept_channels"] for layer in cpu_plan["layers"]] == [layer["kept_channels"] for layer in gpu_plan["layers"]]
     assert gpu_plan["ffn_outputs"] == "recomputed" and gpu_plan["peak_cuda_mib"] > 0
     cpu_state, gpu_state = cpu_model.state_dict(), gpu_model.state_dict()
     assert all(torch.allclose(cpu_state[k], gpu_state[k].cpu(), rtol=1e-3, atol=1e-5) for k in cpu_state)
@@ -65,6 +66,7 @@ def test_asked_for_the_gpu_both_models_move_and_micro_batches_are_regrouped():
     assert result.device.startswith("cuda") and next(student.parameters()).is_cuda and next(teacher.parameters()).is_cuda
     assert (result.micro_batch_size, result.grad_accumulation) == (4, 1) and not result.gradient_checkpointing
     assert result.peak_memory_mib > 0 and all(torch.isfinite(p.float()).all() for p in student.parameters())
-    fixed = recover(student, windows(), RecoveryConfig(**{**config.to_dict(), "fit_micro_batch": False}), teacher=teacher,
-                    device="cuda", progress=False)
+    fixed = recover(
+        student, windows(), RecoveryConfig(**{**config.to_dict(), "fit_micro_batch": False}), teacher=teacher, device="cuda", progress=False
+    )
     assert (fixed.micro_batch_size, fixed.grad_accumulation) == (1, 4)

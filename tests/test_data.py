@@ -19,13 +19,16 @@ def test_wikitext_raw_rows_join_like_gptq():
     assert wikitext_rows_to_text(raw) == "\n\n = Title = \n" + "\n\n" + "\n\n" + " Some text .\n"
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("a.txt", "plain text", "plain text"),
-    ("a.jsonl", '{"text": "one"}\n{"text": "two"}\n', "one\n\ntwo"),
-    ("a.json", json.dumps(["one", "two"]), "one\n\ntwo"),
-    ("b.json", json.dumps({"text": ["one", "two"]}), "one\n\ntwo"),
-    ("c.json", json.dumps([{"text": "one"}, {"text": "two"}]), "one\n\ntwo"),
-])
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("a.txt", "plain text", "plain text"),
+        ("a.jsonl", '{"text": "one"}\n{"text": "two"}\n', "one\n\ntwo"),
+        ("a.json", json.dumps(["one", "two"]), "one\n\ntwo"),
+        ("b.json", json.dumps({"text": ["one", "two"]}), "one\n\ntwo"),
+        ("c.json", json.dumps([{"text": "one"}, {"text": "two"}]), "one\n\ntwo"),
+    ],
+)
 def test_local_file_formats(tmp_path, name, content, expected):
     path = tmp_path / name
     path.write_text(content)
@@ -80,7 +83,10 @@ def test_builtin_windows_tokenize(tiny_tokenizer):
 def test_records_without_the_text_field_are_refused_not_guessed(tmp_path):
     data = tmp_path / "docs.jsonl"
     data.write_text("\n".join(json.dumps({"id": f"doc-{i}", "body": f"sentence number {i}."}) for i in range(3)))
-    with pytest.raises(PrunekitError, match=r"docs.jsonl:1: no 'text' string in this record \(its fields: id, body\); name the text field with --text-field"):
+    with pytest.raises(
+        PrunekitError,
+        match=r"docs.jsonl:1: no 'text' string in this record \(its fields: id, body\); name the text field with --text-field",
+    ):
         load_text(str(data))
     assert load_text(str(data), text_field="body").text == "sentence number 0.\n\nsentence number 1.\n\nsentence number 2."
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
-from conftest import FAMILIES, tiny_model
 
 from prunekit.engine import SequentialRunner
+
+from conftest import FAMILIES, tiny_model
 
 
 @pytest.mark.parametrize("family", FAMILIES)

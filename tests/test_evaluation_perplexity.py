@@ -2,10 +2,11 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_model
 
 from prunekit.data.windows import TokenWindows
 from prunekit.evaluation.perplexity import perplexity
+
+from conftest import tiny_model
 
 
 def test_perplexity_is_exp_of_the_models_own_mean_loss(ids):
@@ -30,9 +31,10 @@ def test_offloaded_block_by_block_perplexity_matches_the_plain_forward(ids):
 def test_rolling_loglikelihood_equals_lm_eval(tiny_tokenizer):
     """Same windows, same prefix token, same total as lm-eval's loglikelihood_rolling."""
     lm_eval = pytest.importorskip("lm_eval")
+    from pydoc_data.topics import topics
+
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
-    from pydoc_data.topics import topics
 
     from prunekit.evaluation.perplexity import rolling_loglikelihood
 

@@ -3,13 +3,14 @@
 import json
 
 import pytest
-from conftest import tiny_model
 
 from prunekit.cli import main
 from prunekit.errors import PrunekitError
 from prunekit.evaluation.multilingual import language_ratios, multilingual_perplexity
 from prunekit.evaluation.speed import measure_speed
 from prunekit.evaluation.tasks import LOCAL_TASKS, check_task_names, local_task_spec, run_tasks
+
+from conftest import tiny_model
 
 pytest.importorskip("lm_eval")
 
@@ -18,17 +19,30 @@ def write_local_tasks(root):
     """Two items per task, in the layout and formats of prunekit's shared data folder."""
     (root / "piqa").mkdir(parents=True)
     (root / "piqa" / "valid.jsonl").write_text(
-        '{"goal": "open a jar", "sol1": "twist the lid", "sol2": "eat the lid"}\n{"goal": "dry hair", "sol1": "use a towel", "sol2": "use soup"}\n')
+        '{"goal": "open a jar", "sol1": "twist the lid", "sol2": "eat the lid"}\n'
+        '{"goal": "dry hair", "sol1": "use a towel", "sol2": "use soup"}\n'
+    )
     (root / "piqa" / "valid-labels.lst").write_text("0\n0\n")
     (root / "arc_easy").mkdir()
     arc = {"id": "q1", "question": "What is warm?", "choices": {"text": ["sun", "ice", "snow"], "label": ["A", "B", "C"]}, "answerKey": "A"}
-    (root / "arc_easy" / "ARC-Easy-test.jsonl").write_text(json.dumps(arc) + "\n" + json.dumps({**arc, "id": "q2", "answerKey": "B"}) + "\n")
+    (root / "arc_easy" / "ARC-Easy-test.jsonl").write_text(
+        json.dumps(arc) + "\n" + json.dumps({**arc, "id": "q2", "answerKey": "B"}) + "\n"
+    )
     (root / "hellaswag").mkdir()
-    (root / "hellaswag" / "hellaswag_val_full.txt").write_text("Cooking: a man [step] cuts bread\n1\nand eats.\nwith a knife.\nslowly.\nthen sleeps.\n" * 2)
+    (root / "hellaswag" / "hellaswag_val_full.txt").write_text(
+        "Cooking: a man [step] cuts bread\n1\nand eats.\nwith a knife.\nslowly.\nthen sleeps.\n" * 2
+    )
     (root / "boolq").mkdir()
-    (root / "boolq" / "boolq.jsonl").write_text(json.dumps({"query": "Passage: The sky is blue.\nQuestion: is the sky blue?", "choices": ["no", "yes"], "gold": 1}) + "\n")
+    (root / "boolq" / "boolq.jsonl").write_text(
+        json.dumps({"query": "Passage: The sky is blue.\nQuestion: is the sky blue?", "choices": ["no", "yes"], "gold": 1}) + "\n"
+    )
     (root / "winogrande").mkdir()
-    (root / "winogrande" / "w.jsonl").write_text(json.dumps({"context_options": ["Ann gave Bo a gift because Ann", "Ann gave Bo a gift because Bo"], "continuation": "was kind.", "gold": 0}) + "\n")
+    (root / "winogrande" / "w.jsonl").write_text(
+        json.dumps(
+            {"context_options": ["Ann gave Bo a gift because Ann", "Ann gave Bo a gift because Bo"], "continuation": "was kind.", "gold": 0}
+        )
+        + "\n"
+    )
     (root / "lambada").mkdir()
     (root / "lambada" / "l.jsonl").write_text(json.dumps({"context": "The cat sat on the", "continuation": "mat"}) + "\n")
 
@@ -98,10 +112,39 @@ def test_speed_reports_prefill_decode_and_sizes():
 def test_eval_out_and_report_end_to_end(tiny_checkpoint, tmp_path, capsys):
     write_local_tasks(tmp_path / "data")
     pruned = tmp_path / "pruned"
-    common = ["--ppl", "builtin", "--seq-len", "32", "--windows", "2", "--tasks", "piqa,arc_easy", "--data-dir",
-              str(tmp_path / "data"), "--speed", "--quiet"]
-    assert main(["prune", "--model", str(tiny_checkpoint), "--remove", "1", "--out", str(pruned),
-                 "--windows", "2", "--seq-len", "32", "--quiet"]) == 0
+    common = [
+        "--ppl",
+        "builtin",
+        "--seq-len",
+        "32",
+        "--windows",
+        "2",
+        "--tasks",
+        "piqa,arc_easy",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--speed",
+        "--quiet",
+    ]
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                str(tiny_checkpoint),
+                "--remove",
+                "1",
+                "--out",
+                str(pruned),
+                "--windows",
+                "2",
+                "--seq-len",
+                "32",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "--model", str(tiny_checkpoint), *common, "--out", str(tmp_path / "dense.json"), "--label", "dense"]) == 0
     assert main(["eval", "--model", str(pruned), *common, "--out", str(tmp_path / "pruned.json")]) == 0
     capsys.readouterr()
@@ -119,8 +162,13 @@ def test_report_shows_language_ratios_against_the_baseline(tmp_path):
     from prunekit.reporting import write_report
 
     def result(label, blocks, eng, deu):
-        return {"label": label, "model": label, "blocks": blocks, "parameters": blocks * 10,
-                "multilingual": {"eng_Latn": {"perplexity": eng}, "deu_Latn": {"perplexity": deu}}}
+        return {
+            "label": label,
+            "model": label,
+            "blocks": blocks,
+            "parameters": blocks * 10,
+            "multilingual": {"eng_Latn": {"perplexity": eng}, "deu_Latn": {"perplexity": deu}},
+        }
 
     paths = write_report([result("pruned", 3, 20.0, 60.0), result("dense", 4, 10.0, 20.0)], tmp_path / "r")
     markdown = paths["markdown"].read_text()

@@ -26,7 +26,7 @@ def test_gguf_alias_loads_a_30_block_llama_that_predicts_text(smollm2):
     assert model.config.model_type == "llama" and smollm2.adapter.num_blocks == 30
     assert not hasattr(model.config, "quantization_config")
     prompt = tokenizer("The capital of France is", return_tensors="pt").input_ids
-    answer = tokenizer.decode(model.generate(prompt, max_new_tokens=3, do_sample=False)[0, prompt.shape[1]:])
+    answer = tokenizer.decode(model.generate(prompt, max_new_tokens=3, do_sample=False)[0, prompt.shape[1] :])
     assert "Paris" in answer
 
 
@@ -91,8 +91,9 @@ def test_iterabre_on_the_embedded_model_resumes_to_the_same_weights(smollm2, tmp
 
     def settings():
         # BI keeps the scan to one pass; the removal metrics are covered on tiny models.
-        return IterabreSettings(remove=2, metric="bi",
-                                recovery=RecoveryConfig(tokens=128, seq_len=64, grad_accumulation=1, learning_rate=1e-4))
+        return IterabreSettings(
+            remove=2, metric="bi", recovery=RecoveryConfig(tokens=128, seq_len=64, grad_accumulation=1, learning_rate=1e-4)
+        )
 
     def run(run_dir, **kwargs):
         model = dense_teacher(smollm2.model)

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from conftest import tiny_model, zero_block
 
 from prunekit.api import blocks_to_remove, prune
 from prunekit.data.windows import TokenWindows
@@ -8,6 +7,8 @@ from prunekit.errors import PrunekitError
 from prunekit.methods import Plan, PrunePlan
 from prunekit.models.adapters import ModelAdapter
 from prunekit.scoring.blocks import scan_blocks
+
+from conftest import tiny_model, zero_block
 
 
 def windows_of(ids):
@@ -60,9 +61,17 @@ def test_saved_plan_reapplies_to_the_same_model(tmp_path, ids):
         prune(tiny_model("gemma2", num_layers=3), plan=plan)
 
 
-@pytest.mark.parametrize("remove, ratio, message", [
-    (None, None, "exactly one"), (0, None, "at least 1"), (4, None, "smaller than"), (None, 1.0, "strictly between"),
-    (None, 0.01, "removes nothing"), (2, 0.5, "exactly one")])
+@pytest.mark.parametrize(
+    "remove, ratio, message",
+    [
+        (None, None, "exactly one"),
+        (0, None, "at least 1"),
+        (4, None, "smaller than"),
+        (None, 1.0, "strictly between"),
+        (None, 0.01, "removes nothing"),
+        (2, 0.5, "exactly one"),
+    ],
+)
 def test_impossible_amounts_are_refused(remove, ratio, message):
     with pytest.raises(PrunekitError, match=message):
         blocks_to_remove(4, remove, ratio)
@@ -72,13 +81,21 @@ def test_ratio_rounds_to_whole_blocks():
     assert blocks_to_remove(30, ratio=0.2) == 6
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"removed_blocks": 5}, "must be a list of block indices"), ({"removed_blocks": None}, "must be a list"),
-    ({"removed_blocks": ["x"]}, "must be a list"), ({"removed_blocks": "13"}, "must be a list"),
-    ({"removed_blocks": [1.7]}, "must be a list"), ({"num_blocks_before": "6"}, "num_blocks_before must be a positive"),
-    ({"method": "liar"}, "a liar plan cannot be re-applied: its reconstruction"), ({"method": "magic"}, "plan method 'magic' is unknown"),
-    ({"method": None}, "plan has no method"), ({"scores": "high"}, "scores must be a list"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"removed_blocks": 5}, "must be a list of block indices"),
+        ({"removed_blocks": None}, "must be a list"),
+        ({"removed_blocks": ["x"]}, "must be a list"),
+        ({"removed_blocks": "13"}, "must be a list"),
+        ({"removed_blocks": [1.7]}, "must be a list"),
+        ({"num_blocks_before": "6"}, "num_blocks_before must be a positive"),
+        ({"method": "liar"}, "a liar plan cannot be re-applied: its reconstruction"),
+        ({"method": "magic"}, "plan method 'magic' is unknown"),
+        ({"method": None}, "plan has no method"),
+        ({"scores": "high"}, "scores must be a list"),
+    ],
+)
 def test_hand_edited_plans_get_one_line_errors(change, message):
     plan = {"method": "shortgpt", "removed_blocks": [1, 3], "num_blocks_before": 6, "scores": [0.1] * 6}
     with pytest.raises(PrunekitError, match=message):

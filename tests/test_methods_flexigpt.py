@@ -1,6 +1,5 @@
 import pytest
 import torch
-from conftest import FAMILIES, VOCAB, tiny_model
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
@@ -9,6 +8,8 @@ from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.shared_blocks import shared_linears
 from prunekit.models.shared_checkpoint import load_shared_model, merge_shared_blocks, save_shared_model
 from prunekit.recovery import RecoveryConfig, recover
+
+from conftest import FAMILIES, VOCAB, tiny_model
 
 FULL_RANK = 64  # the hidden size: at least min(out, in) of every tiny linear
 
@@ -115,9 +116,13 @@ def test_training_adapters_only_touches_adapters_and_reduces_the_loss():
     replace_blocks(model, [1, 2], rank=4, progress=False)
     frozen = {k: v.clone() for k, v in model.state_dict().items() if "lora" not in k and "scale" not in k}
     data = torch.randint(3, VOCAB, (8, 16), generator=torch.Generator().manual_seed(0))
-    result = recover(model, TokenWindows(data, "random", data.numel()),
-                     RecoveryConfig(tokens=8 * 16 * 2, seq_len=16, grad_accumulation=1, micro_batch_size=2, learning_rate=1e-2,
-                                    scope="adapters"), teacher=teacher, progress=False)
+    result = recover(
+        model,
+        TokenWindows(data, "random", data.numel()),
+        RecoveryConfig(tokens=8 * 16 * 2, seq_len=16, grad_accumulation=1, micro_batch_size=2, learning_rate=1e-2, scope="adapters"),
+        teacher=teacher,
+        progress=False,
+    )
     assert result.loss_last < result.loss_first
     state = model.state_dict()
     assert all(torch.equal(v, state[k]) for k, v in frozen.items())

@@ -3,13 +3,14 @@ import json
 
 import pytest
 import torch
-from conftest import VOCAB, tiny_model
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
 from prunekit.methods.iterabre import IterabreSettings, blocks_next_to, dense_teacher, iterabre
 from prunekit.models.adapters import ModelAdapter
 from prunekit.recovery import RecoveryConfig
+
+from conftest import VOCAB, tiny_model
 
 
 def windows(count, seq_len=16, seed=0):
@@ -24,8 +25,17 @@ def settings(remove=2, **recovery):
 
 def run(model, run_dir, plan_settings=None, **kwargs):
     teacher = dense_teacher(tiny_model("llama"))
-    return iterabre(model, teacher, windows(4, seed=1), windows(16, seed=2), plan_settings or settings(), run_dir=str(run_dir),
-                    heldout=windows(2, seed=3), progress=False, **kwargs)
+    return iterabre(
+        model,
+        teacher,
+        windows(4, seed=1),
+        windows(16, seed=2),
+        plan_settings or settings(),
+        run_dir=str(run_dir),
+        heldout=windows(2, seed=3),
+        progress=False,
+        **kwargs,
+    )
 
 
 def test_each_iteration_removes_one_block_recovers_and_is_logged(tmp_path):

@@ -3,7 +3,6 @@ import dataclasses
 import pytest
 import torch
 import transformers
-from conftest import FAMILIES, tiny_model
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
@@ -13,6 +12,8 @@ from prunekit.methods.reconstruction import damping_errors, fold_pruned_inputs, 
 from prunekit.models.adapters import FAMILIES as FAMILY_TABLE
 from prunekit.models.export import save_model
 from prunekit.scoring.channels import InputStatistics
+
+from conftest import FAMILIES, tiny_model
 
 
 def windows_of(ids):
@@ -37,8 +38,9 @@ def test_liar_is_never_worse_than_bias_compensation_which_beats_dropping():
     stats = stats_of(x)
     weight = torch.randn(5, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     keep = torch.tensor([0, 2, 3, 5, 7, 8, 11])
-    errors = {m: output_error(weight, keep, fold_pruned_inputs(weight, keep, stats, m, damping=0.0), stats)
-              for m in ("none", "bias", "liar")}
+    errors = {
+        m: output_error(weight, keep, fold_pruned_inputs(weight, keep, stats, m, damping=0.0), stats) for m in ("none", "bias", "liar")
+    }
     assert errors["liar"] <= errors["bias"] + 1e-9 < errors["none"]
     # the Gram-matrix error equals the error measured on the activations themselves
     folded = fold_pruned_inputs(weight, keep, stats, "liar", damping=0.0)
@@ -166,7 +168,7 @@ def test_adaptive_widths_differ_per_layer_and_reload_through_prunekit_only(famil
 
     model = tiny_model(family)
     with torch.no_grad():  # make block 0's FFN channels far more uneven than the others'
-        getattr(ModelAdapter(model).layers[0].mlp, "down_proj").weight[:, :8].mul_(20)
+        ModelAdapter(model).layers[0].mlp.down_proj.weight[:, :8].mul_(20)
     block_before = sum(ModelAdapter(model).block_parameter_count(i) for i in range(4))
     plan = prune_width(model, windows_of(ids), ratio=0.3, ratio_heads=True, allocation="adaptive", min_keep=0.1, progress=False)
     assert plan["per_layer_widths"] is True and plan["peak_rss_mib"] > 0

@@ -1,9 +1,10 @@
 import pytest
 import transformers
-from conftest import FAMILIES, tiny_model
 
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, parameter_count, supported_model_types
+
+from conftest import FAMILIES, tiny_model
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -25,8 +26,9 @@ def test_unsupported_architecture_names_the_supported_ones():
 
 
 def test_tied_embeddings_are_counted_once():
-    config = transformers.LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, tie_word_embeddings=True)
+    config = transformers.LlamaConfig(
+        vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, tie_word_embeddings=True
+    )
     model = transformers.LlamaForCausalLM(config)
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert parameter_count(model) == sum(p.numel() for p in model.parameters())

@@ -3,12 +3,13 @@ import json
 import pytest
 import torch
 import transformers
-from conftest import FAMILIES, tiny_model
 
 from prunekit.errors import PrunekitError
 from prunekit.models import export
 from prunekit.models.export import save_model
 from prunekit.models.surgery import remove_blocks
+
+from conftest import FAMILIES, tiny_model
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -1,11 +1,12 @@
 import pytest
 import torch
 import transformers
-from conftest import tiny_model
 
 from prunekit.errors import PrunekitError
 from prunekit.models import loading
 from prunekit.models.loading import load_model
+
+from conftest import tiny_model
 
 
 def test_local_directory_loads_in_eval_mode_as_float32(tiny_checkpoint, ids):
@@ -21,12 +22,15 @@ def test_bfloat16_on_request(tiny_checkpoint):
     assert load_model(str(tiny_checkpoint), device="cpu", dtype="bfloat16").model.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "nope", "model not found"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "no config.json"),
-    (lambda p: (p / "bad.gguf").write_bytes(b"not a gguf") and p / "bad.gguf", "cannot read GGUF"),
-    (lambda p: p / "missing.gguf", "GGUF file not found"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "nope", "model not found"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "no config.json"),
+        (lambda p: (p / "bad.gguf").write_bytes(b"not a gguf") and p / "bad.gguf", "cannot read GGUF"),
+        (lambda p: p / "missing.gguf", "GGUF file not found"),
+    ],
+)
 def test_bad_model_paths_give_one_line_errors(tmp_path, monkeypatch, make, message):
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
     with pytest.raises(PrunekitError, match=message) as error:
@@ -64,7 +68,9 @@ def test_unknown_dtype_and_unavailable_cuda(tiny_checkpoint):
 
 def test_a_model_too_large_for_memory_is_refused_with_the_estimate(tiny_checkpoint, monkeypatch):
     monkeypatch.setattr(loading, "available_memory_bytes", lambda device: 1000)
-    with pytest.raises(PrunekitError, match=r"needs about 0\.0 GiB .* only 0\.0 GiB is free on cpu; use --dtype bfloat16 or a larger machine"):
+    with pytest.raises(
+        PrunekitError, match=r"needs about 0\.0 GiB .* only 0\.0 GiB is free on cpu; use --dtype bfloat16 or a larger machine"
+    ):
         load_model(str(tiny_checkpoint), device="cpu")
     needed = loading.estimated_weight_bytes(str(tiny_checkpoint), transformers.AutoConfig.from_pretrained(tiny_checkpoint), torch.bfloat16)
     assert 0 < needed < sum(f.stat().st_size for f in tiny_checkpoint.glob("*.safetensors"))

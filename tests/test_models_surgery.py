@@ -1,10 +1,11 @@
 import pytest
 import torch
-from conftest import FAMILIES, tiny_model, zero_block
 
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter
 from prunekit.models.surgery import remove_blocks
+
+from conftest import FAMILIES, tiny_model, zero_block
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -45,8 +46,9 @@ def test_cached_and_uncached_greedy_generation_agree_after_removal(family, ids):
     assert torch.equal(cached, uncached)
 
 
-@pytest.mark.parametrize("indices, message", [([], "at least one"), ([4], "out of range"), ([-1], "out of range"),
-                                               ([0, 1, 2, 3], "at least one must remain")])
+@pytest.mark.parametrize(
+    "indices, message", [([], "at least one"), ([4], "out of range"), ([-1], "out of range"), ([0, 1, 2, 3], "at least one must remain")]
+)
 def test_impossible_removals_are_refused(indices, message):
     model = tiny_model("llama")
     with pytest.raises(PrunekitError, match=message):

@@ -3,7 +3,6 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import VOCAB, tiny_model
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
@@ -11,6 +10,8 @@ from prunekit.models.adapters import ModelAdapter
 from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover, recovery_windows, self_generated_windows
 from prunekit.recovery.trainer import choose_micro_batch, training_device
+
+from conftest import VOCAB, tiny_model
 
 
 def windows(count=16, seq_len=24, seed=0):
@@ -84,8 +85,13 @@ def test_a_diverging_run_restores_the_weights_and_says_the_learning_rate(scope):
     teacher, student = pair()
     original = {k: v.clone() for k, v in student.state_dict().items()}
     with pytest.raises(RecoveryDiverged, match="learning rate") as caught:
-        recover(student, windows(), config(scope=scope, learning_rate=1e30, max_grad_norm=0.0, warmup_ratio=0.0),
-                teacher=teacher, progress=False)
+        recover(
+            student,
+            windows(),
+            config(scope=scope, learning_rate=1e30, max_grad_norm=0.0, warmup_ratio=0.0),
+            teacher=teacher,
+            progress=False,
+        )
     assert caught.value.step >= 2
     restored = student.state_dict()
     assert restored.keys() == original.keys() and all(torch.equal(original[k], restored[k]) for k in original)
@@ -105,10 +111,16 @@ def test_hidden_state_loss_is_relative_and_trains():
     assert 0 < result.history[0]["hidden"] and result.loss_last < result.loss_first
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"tokens": 0}, "tokens 0"), ({"scope": "everything"}, "scope"), ({"learning_rate": 0}, "learning_rate 0"),
-    ({"kd_weight": 0.0}, "not all zero"), ({"precision": "int8"}, "precision"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"tokens": 0}, "tokens 0"),
+        ({"scope": "everything"}, "scope"),
+        ({"learning_rate": 0}, "learning_rate 0"),
+        ({"kd_weight": 0.0}, "not all zero"),
+        ({"precision": "int8"}, "precision"),
+    ],
+)
 def test_bad_settings_get_one_line_errors(overrides, message):
     teacher, student = pair()
     with pytest.raises(PrunekitError, match=message):

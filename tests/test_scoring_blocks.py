@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAMILIES, tiny_model, zero_block
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
 from prunekit.scoring.blocks import METRICS, scan_blocks
+
+from conftest import FAMILIES, tiny_model, zero_block
 
 
 def windows_of(ids):

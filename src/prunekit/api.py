@@ -22,7 +22,7 @@ from prunekit.methods.depth import blocks_to_remove
 from prunekit.methods.plan import PLAN_FILE, Plan, PrunePlan
 from prunekit.methods.recipe import recipe_configs
 from prunekit.methods.registry import StageContext, config_from_options, config_to_dict, method_spec, spec_for_config
-from prunekit.models.adapters import parameter_count
+from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.encoders import EncoderAdapter, is_encoder_config, save_encoder
 from prunekit.models.export import save_model
 from prunekit.models.shared_checkpoint import has_shared_blocks, save_shared_model
@@ -47,7 +47,6 @@ class PruneResult:
 def _num_blocks(model) -> int:
     if is_encoder_config(model.config):
         return EncoderAdapter(model).num_blocks
-    from prunekit.models.adapters import ModelAdapter
 
     return ModelAdapter(model).num_blocks
 
@@ -68,8 +67,11 @@ def _configs(method, options: dict, recovery) -> list:
     else:
         raise ParameterError("method", f"must be a method name, a config or a list of them, not {type(method).__name__}")
     if recovery is not None:
-        recovery = recovery if isinstance(recovery, RecoveryConfig) else (
-            RecoveryConfig(tokens=recovery) if isinstance(recovery, int) else RecoveryConfig(**recovery))
+        recovery = (
+            recovery
+            if isinstance(recovery, RecoveryConfig)
+            else (RecoveryConfig(tokens=recovery) if isinstance(recovery, int) else RecoveryConfig(**recovery))
+        )
         last = configs[-1]
         if any(f.name == "recovery" for f in dataclasses.fields(last)):  # the method trains itself (iterabre, flexigpt, extend)
             configs[-1] = dataclasses.replace(last, recovery=recovery)
@@ -100,9 +102,26 @@ def _removed_original(alive: list[int], removed_now: list[int]) -> tuple[list[in
     return [b for i, b in enumerate(alive) if i in gone], [b for i, b in enumerate(alive) if i not in gone]
 
 
-def prune(model, method=None, data=None, *, recovery=None, teacher=None, tokenizer=None, recovery_data="self",
-          plan: Plan | PrunePlan | None = None, heldout=None, device=None, offload: bool = False, batch_size: int = 1,
-          progress: bool = True, inplace: bool = False, seed: int = 0, model_name: str = "", **options) -> PruneResult:
+def prune(
+    model,
+    method=None,
+    data=None,
+    *,
+    recovery=None,
+    teacher=None,
+    tokenizer=None,
+    recovery_data="self",
+    plan: Plan | PrunePlan | None = None,
+    heldout=None,
+    device=None,
+    offload: bool = False,
+    batch_size: int = 1,
+    progress: bool = True,
+    inplace: bool = False,
+    seed: int = 0,
+    model_name: str = "",
+    **options,
+) -> PruneResult:
     """Prune `model` by a registered method, a config, a recipe (list of stages or a file), or a saved `plan`.
 
     `data`: calibration windows (`prunekit.load_windows`); `recovery`: a RecoveryConfig (or a token
@@ -133,8 +152,18 @@ def prune(model, method=None, data=None, *, recovery=None, teacher=None, tokeniz
     else:
         original = _snapshot_if_needed(model, configs)
         teacher_factory = (lambda: original) if original is not None else None
-    context = StageContext(windows=data, tokenizer=tokenizer, teacher_factory=teacher_factory, recovery_data=recovery_data,
-                           heldout=heldout, device=device, offload=offload, batch_size=batch_size, progress=progress, seed=seed)
+    context = StageContext(
+        windows=data,
+        tokenizer=tokenizer,
+        teacher_factory=teacher_factory,
+        recovery_data=recovery_data,
+        heldout=heldout,
+        device=device,
+        offload=offload,
+        batch_size=batch_size,
+        progress=progress,
+        seed=seed,
+    )
     num_blocks = _num_blocks(target)
     params_before = parameter_count(target)
     alive, removed, stages = list(range(num_blocks)), [], []
@@ -150,8 +179,10 @@ def prune(model, method=None, data=None, *, recovery=None, teacher=None, tokeniz
                 if not spec.rerun_from_plan:
                     raise PrunekitError(f"plan stage '{recorded_method}' cannot be re-applied: {spec.why_not_reapplicable}")
                 if spec.needs_data and data is None:
-                    raise PrunekitError(f"plan stage '{recorded_method}' cannot be re-applied without data ({spec.why_not_reapplicable}); "
-                                        "pass calibration data to run it again from its saved config")
+                    raise PrunekitError(
+                        f"plan stage '{recorded_method}' cannot be re-applied without data ({spec.why_not_reapplicable}); "
+                        "pass calibration data to run it again from its saved config"
+                    )
                 config_obj = config_from_options(recorded_method, item.get("config") or {})
                 config_obj.check()
                 details, config = spec.run(target, config_obj, context), config_to_dict(config_obj)
@@ -161,11 +192,24 @@ def prune(model, method=None, data=None, *, recovery=None, teacher=None, tokeniz
         if spec.removes_blocks:
             gone, alive = _removed_original(alive, details["removed_blocks"])
             removed += gone
-        stages.append({"method": spec.name, "config": config, "details": details, "reapplicable": spec.reapply is not None,
-                       "seconds": time.perf_counter() - started})
-    result_plan = Plan(stages=stages, num_blocks_before=num_blocks, num_blocks_after=_num_blocks(target),
-                       removed_blocks=sorted(removed), model=model_name, params_before=params_before,
-                       params_after=parameter_count(target))
+        stages.append(
+            {
+                "method": spec.name,
+                "config": config,
+                "details": details,
+                "reapplicable": spec.reapply is not None,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+    result_plan = Plan(
+        stages=stages,
+        num_blocks_before=num_blocks,
+        num_blocks_after=_num_blocks(target),
+        removed_blocks=sorted(removed),
+        model=model_name,
+        params_before=params_before,
+        params_after=parameter_count(target),
+    )
     return PruneResult(target, result_plan)
 
 
@@ -178,14 +222,24 @@ def _frozen(model):
 
 def _snapshot_if_needed(model, configs):
     """With inplace=True the dense model is gone once a stage runs: copy it first if any stage distils."""
+
     def trains(config) -> bool:
         recovery = config if isinstance(config, RecoveryConfig) else getattr(config, "recovery", None)
         return recovery is not None
+
     return _frozen(model) if configs and any(trains(c) for c in configs) else None
 
 
-def save(result, out: str | os.PathLike, tokenizer=None, *, overwrite: bool = False, extra_json: dict | None = None,
-         protected: list = (), source: str | os.PathLike | None = None) -> Path:
+def save(
+    result,
+    out: str | os.PathLike,
+    tokenizer=None,
+    *,
+    overwrite: bool = False,
+    extra_json: dict | None = None,
+    protected: list = (),
+    source: str | os.PathLike | None = None,
+) -> Path:
     """Write a PruneResult (with its plan) or a model to `out`, in the format its structure needs:
     a plain transformers checkpoint, one with per-layer widths, a shared-block checkpoint, or an
     encoder. Atomic: `out` appears complete or not at all."""

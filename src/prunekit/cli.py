@@ -20,20 +20,23 @@ import threading
 from pathlib import Path
 
 from prunekit import api
-from prunekit.comparison import check_limit, check_seq_len, comparison_request, comparison_table, evaluate_pruned
-from prunekit.comparison import write_comparison_report
+from prunekit.comparison import check_limit, check_seq_len, comparison_request, comparison_table, evaluate_pruned, write_comparison_report
 from prunekit.data.windows import load_windows
 from prunekit.errors import ParameterError, PrunekitError
-from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
+from prunekit.evaluation.perplexity import perplexity
+from prunekit.evaluation.suite import evaluate_model
+from prunekit.jsonfiles import write_json_atomically
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_names, method_spec
 from prunekit.methods.plan import describe_stage
 from prunekit.methods.recipe import recipe_configs
-from prunekit.models.encoders import encoder_loaded, is_encoder_spec
+from prunekit.methods.registry import spec_for_config
+from prunekit.models.encoders import is_encoder_spec
 from prunekit.models.export import check_output_dir, release_all_outputs
-from prunekit.models.loading import load_model, resolve_device
+from prunekit.models.loading import encoder_loaded, load_model, resolve_device
 from prunekit.recovery.distributed import on_main_process
 from prunekit.reporting import results_lines, write_report, write_scan
 from prunekit.scoring.blocks import METRICS, check_metric, scan_blocks
+from prunekit.version import __version__
 
 EXIT_USAGE = 2
 RECOVERY = "recovery."  # namespace of the recovery flags' destinations
@@ -54,7 +57,9 @@ def _value_type(annotation: str):
                 return float(text)
             except ValueError:
                 return text  # the config's check names what it takes
+
         return parse
+
     if "float" in annotation and "str" in annotation:
         return number_or("auto")
     if annotation == "float | None":
@@ -68,8 +73,11 @@ def add_config_flags(group, config_cls, seen: set[str], prefix: str = "") -> Non
         if field.name in seen or "config" in field.metadata or field.name == "recovery":
             continue
         seen.add(field.name)
-        flag, kind, common = flag_of(field), str(field.type), {"dest": prefix + field.name, "default": argparse.SUPPRESS,
-                                                                "help": field.metadata.get("help")}
+        flag, kind, common = (
+            flag_of(field),
+            str(field.type),
+            {"dest": prefix + field.name, "default": argparse.SUPPRESS, "help": field.metadata.get("help")},
+        )
         if kind == "bool":
             group.add_argument(flag, action="store_const", const=not field.default, **common)
         elif kind.startswith("tuple"):
@@ -79,8 +87,11 @@ def add_config_flags(group, config_cls, seen: set[str], prefix: str = "") -> Non
 
 
 def config_options(args, config_cls, prefix: str = "") -> dict:
-    return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(config_cls)
-            if hasattr(args, prefix + f.name) and f.name != "recovery"}
+    return {
+        f.name: getattr(args, prefix + f.name)
+        for f in dataclasses.fields(config_cls)
+        if hasattr(args, prefix + f.name) and f.name != "recovery"
+    }
 
 
 def _flags() -> dict[str, str]:
@@ -93,8 +104,9 @@ def _cli_message(error: PrunekitError) -> str:
     if not isinstance(error, ParameterError):
         return str(error)
     flags = _flags()
-    detail = re.sub(r"`([a-z_]+)`|\b([a-z]+_[a-z_]+)\b", lambda m: flags.get(m.group(1) or m.group(2), m.group(1) or m.group(2)),
-                    error.detail)
+    detail = re.sub(
+        r"`([a-z_]+)`|\b([a-z]+_[a-z_]+)\b", lambda m: flags.get(m.group(1) or m.group(2), m.group(1) or m.group(2)), error.detail
+    )
     return f"{flags.get(error.parameter, error.parameter)} {detail}"
 
 
@@ -123,7 +135,9 @@ def _add_model_options(parser) -> None:
 
 
 def _add_calibration_options(parser) -> None:
-    parser.add_argument("--data", default="builtin", help="calibration data: builtin, wikitext2, c4, ptb, a hub id or a .txt/.raw/.jsonl/.json file")
+    parser.add_argument(
+        "--data", default="builtin", help="calibration data: builtin, wikitext2, c4, ptb, a hub id or a .txt/.raw/.jsonl/.json file"
+    )
     parser.add_argument("--windows", type=int, default=16, help="number of calibration windows (default 16)")
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per calibration window (default 512)")
 
@@ -135,8 +149,11 @@ def _add_output_options(parser, required: bool = True) -> None:
 
 def _add_recovery_flags(parser, seen: set[str]) -> None:
     group = parser.add_argument_group("recovery (distillation from the dense teacher; flags left out keep the method's defaults)")
-    group.add_argument("--recovery-data", default="self", help="self (text sampled from the teacher; default), builtin, wikitext2, c4, "
-                                                                "a hub id or a local file")
+    group.add_argument(
+        "--recovery-data",
+        default="self",
+        help="self (text sampled from the teacher; default), builtin, wikitext2, c4, a hub id or a local file",
+    )
     add_config_flags(group, RecoveryConfig, seen, RECOVERY)
 
 
@@ -147,8 +164,14 @@ def _load(args, out: bool = True):
     if is_encoder_spec(args.model):
         loaded = encoder_loaded(args.model)
     else:
-        loaded = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                            place_on_device=not args.offload, progress=not args.quiet)
+        loaded = load_model(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+            place_on_device=not args.offload,
+            progress=not args.quiet,
+        )
     if out:
         check_output_dir(args.out, args.overwrite, _protected(args, loaded))
     return loaded
@@ -160,8 +183,9 @@ def _protected(args, loaded) -> list[str]:
 
 def _windows(spec: str, loaded, args, purpose: str, count: int | None, seq_len: int, flag: str = "--seq-len"):
     check_seq_len(seq_len, loaded.model, flag)
-    return load_windows(spec, loaded.tokenizer, purpose=purpose, num_windows=count, text_field=args.text_field, seq_len=seq_len,
-                        seed=args.seed)
+    return load_windows(
+        spec, loaded.tokenizer, purpose=purpose, num_windows=count, text_field=args.text_field, seq_len=seq_len, seed=args.seed
+    )
 
 
 def _print(args, payload: dict, lines: list[str]) -> int:
@@ -187,12 +211,26 @@ def cmd_scan(args) -> int:
             raise PrunekitError(f"{existing} exists; pass --overwrite or choose another --out")
     loaded = _load(args, out=False)
     windows = _windows(args.data, loaded, args, "calibration", args.windows, args.seq_len)
-    scores = scan_blocks(loaded.model, windows, args.metric, span=args.span, device=resolve_device(args.device), offload=args.offload,
-                         batch_size=args.batch_size, progress=not args.quiet)
+    scores = scan_blocks(
+        loaded.model,
+        windows,
+        args.metric,
+        span=args.span,
+        device=resolve_device(args.device),
+        offload=args.offload,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
     payload = write_scan(scores, out, model=args.model)
-    return _print(args, payload, [f"{args.metric} scores for {len(scores.scores)} {'blocks' if scores.span == 1 else 'spans'} "
-                                  f"({windows.num_tokens} tokens, {scores.seconds:.1f} s); least important first: {scores.ranking()[:10]}",
-                                  f"wrote {out} and {out.with_suffix('.png')}"])
+    return _print(
+        args,
+        payload,
+        [
+            f"{args.metric} scores for {len(scores.scores)} {'blocks' if scores.span == 1 else 'spans'} "
+            f"({windows.num_tokens} tokens, {scores.seconds:.1f} s); least important first: {scores.ranking()[:10]}",
+            f"wrote {out} and {out.with_suffix('.png')}",
+        ],
+    )
 
 
 def _stages(args) -> tuple[list | None, Plan | None]:
@@ -209,7 +247,9 @@ def _stages(args) -> tuple[list | None, Plan | None]:
     spec = method_spec(name)
     extra = sorted(set(method_options) - {f.name for f in dataclasses.fields(spec.config_cls)})
     if extra:
-        raise PrunekitError(f"{', '.join(_flags()[n] for n in extra)} {'is' if len(extra) == 1 else 'are'} not an option of --method {name}")
+        raise PrunekitError(
+            f"{', '.join(_flags()[n] for n in extra)} {'is' if len(extra) == 1 else 'are'} not an option of --method {name}"
+        )
     options = config_options(args, spec.config_cls)
     if name == "iterabre":  # iteration checkpoints beside the output, so an interrupted run can --resume
         options.setdefault("run_dir", f"{Path(args.out).expanduser()}.iterabre-run")
@@ -227,8 +267,13 @@ def cmd_prune(args) -> int:
     configs, plan = _stages(args)
     if args.compare and is_encoder_spec(args.model):
         raise PrunekitError("--compare measures causal LMs; evaluate an encoder with benchmarks/encoder_width.py")
-    request = comparison_request(args.eval_data, args.eval_seq_len, args.eval_windows, _split(args.eval_tasks), args.eval_data_dir,
-                                 args.eval_limit, args.offload) if args.compare else None
+    request = (
+        comparison_request(
+            args.eval_data, args.eval_seq_len, args.eval_windows, _split(args.eval_tasks), args.eval_data_dir, args.eval_limit, args.offload
+        )
+        if args.compare
+        else None
+    )
     loaded = _load(args)
     device = resolve_device(args.device)
     encoder = is_encoder_spec(args.model)
@@ -236,30 +281,60 @@ def cmd_prune(args) -> int:
         api.check_against(loaded.model, configs)
     needs_data = api.plan_needs_data(plan) if plan is not None else any(method_spec(n).needs_data for n in _names(configs))
     windows = _windows(args.data, loaded, args, "calibration", args.windows, args.seq_len - 2 * encoder) if needs_data else None
-    heldout = (_windows(args.heldout_data, loaded, args, "evaluation", args.heldout_windows, args.seq_len)
-               if args.heldout_windows and "iterabre" in _names(configs) else None)
+    heldout = (
+        _windows(args.heldout_data, loaded, args, "evaluation", args.heldout_windows, args.seq_len)
+        if args.heldout_windows and "iterabre" in _names(configs)
+        else None
+    )
     dense = evaluate_model(loaded, request, device=device, progress=not args.quiet, label="dense") if request else None
-    result = api.prune(loaded.model, configs, windows, plan=plan, tokenizer=loaded.tokenizer, recovery_data=args.recovery_data,
-                       heldout=heldout, device=device, offload=args.offload, batch_size=args.batch_size, progress=not args.quiet,
-                       inplace=True, seed=args.seed, model_name=args.model)
+    result = api.prune(
+        loaded.model,
+        configs,
+        windows,
+        plan=plan,
+        tokenizer=loaded.tokenizer,
+        recovery_data=args.recovery_data,
+        heldout=heldout,
+        device=device,
+        offload=args.offload,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        inplace=True,
+        seed=args.seed,
+        model_name=args.model,
+    )
     extra = {}
     if request:
-        extra["prunekit_eval.json"] = {"dense": dense, "pruned": evaluate_pruned(loaded, request, result.plan, device=device,
-                                                                                 progress=not args.quiet)}
+        extra["prunekit_eval.json"] = {
+            "dense": dense,
+            "pruned": evaluate_pruned(loaded, request, result.plan, device=device, progress=not args.quiet),
+        }
     out = Path(args.out).expanduser().resolve()
-    on_main_process(lambda: api.save(result, out, loaded.tokenizer, overwrite=args.overwrite, extra_json=extra,
-                                     protected=_protected(args, loaded), source=loaded.location))
+    on_main_process(
+        lambda: api.save(
+            result,
+            out,
+            loaded.tokenizer,
+            overwrite=args.overwrite,
+            extra_json=extra,
+            protected=_protected(args, loaded),
+            source=loaded.location,
+        )
+    )
     lines = [describe_stage(stage) for stage in result.plan.stages]
     if request:
-        lines += [_table(comparison_table(dense, extra["prunekit_eval.json"]["pruned"])),
-                  f"report: {write_comparison_report(out, dense, extra['prunekit_eval.json']['pruned'])}"]
-    lines += [f"parameters: {result.plan.params_before / 1e6:.1f}M -> {result.plan.params_after / 1e6:.1f}M",
-              f"pruned checkpoint written to {out} (plan: {out / PLAN_FILE})"]
+        lines += [
+            _table(comparison_table(dense, extra["prunekit_eval.json"]["pruned"])),
+            f"report: {write_comparison_report(out, dense, extra['prunekit_eval.json']['pruned'])}",
+        ]
+    lines += [
+        f"parameters: {result.plan.params_before / 1e6:.1f}M -> {result.plan.params_after / 1e6:.1f}M",
+        f"pruned checkpoint written to {out} (plan: {out / PLAN_FILE})",
+    ]
     return _print(args, {"out": str(out), "plan": result.plan.to_dict(), "evaluation": extra.get("prunekit_eval.json", {})}, lines)
 
 
 def _names(configs) -> list[str]:
-    from prunekit.methods.registry import spec_for_config
 
     return [spec_for_config(c).name for c in configs or []]
 
@@ -270,8 +345,9 @@ def cmd_extend(args) -> int:
 
 
 def cmd_recover(args) -> int:
-    config = _recovery(args, RecoveryConfig(kd_weight=1.0 if args.teacher else 0.0, lm_weight=0.0 if args.teacher else 1.0),
-                       when_unset=True)
+    config = _recovery(
+        args, RecoveryConfig(kd_weight=1.0 if args.teacher else 0.0, lm_weight=0.0 if args.teacher else 1.0), when_unset=True
+    )
     if config is None:
         raise ParameterError("tokens", "0 trains nothing; give a positive budget")
     config.check(has_teacher=args.teacher is not None)
@@ -288,17 +364,34 @@ def cmd_recover(args) -> int:
     check_output_dir(args.out, args.overwrite, protected)
     check_seq_len(config.seq_len, loaded.model, "--recovery-seq-len")
     device = resolve_device(args.device)
-    heldout = _windows(args.heldout_data, loaded, args, "evaluation", args.heldout_windows, config.seq_len,
-                       "--recovery-seq-len") if args.heldout_windows else None
-    from prunekit.evaluation.perplexity import perplexity
+    heldout = (
+        _windows(args.heldout_data, loaded, args, "evaluation", args.heldout_windows, config.seq_len, "--recovery-seq-len")
+        if args.heldout_windows
+        else None
+    )
 
     before = perplexity(loaded.model, heldout, device=device, progress=False).perplexity if heldout else None
-    result = api.prune(loaded.model, config, teacher=teacher, tokenizer=loaded.tokenizer, recovery_data=args.recovery_data,
-                       device=device, progress=not args.quiet, inplace=True, model_name=args.model)
+    result = api.prune(
+        loaded.model,
+        config,
+        teacher=teacher,
+        tokenizer=loaded.tokenizer,
+        recovery_data=args.recovery_data,
+        device=device,
+        progress=not args.quiet,
+        inplace=True,
+        model_name=args.model,
+    )
     after = perplexity(loaded.model, heldout, device=device, progress=False).perplexity if heldout else None
     stage = result.plan.stages[0]
-    summary = {**stage["details"], "model": args.model, "teacher": args.teacher, "heldout": heldout.summary() if heldout else None,
-               "heldout_perplexity_before": before, "heldout_perplexity_after": after}
+    summary = {
+        **stage["details"],
+        "model": args.model,
+        "teacher": args.teacher,
+        "heldout": heldout.summary() if heldout else None,
+        "heldout_perplexity_before": before,
+        "heldout_perplexity_after": after,
+    }
     earlier = Path(loaded.location) / PLAN_FILE if loaded.location else None
     plan = Plan.load(earlier) if earlier is not None and earlier.is_file() else None
     extra = {"prunekit_recovery.json": summary}
@@ -311,8 +404,11 @@ def cmd_recover(args) -> int:
     lines = [describe_stage({"method": "recover", "details": summary})]
     if heldout:
         lines.append(f"held-out perplexity ({heldout.description}, {heldout.num_windows}x{heldout.seq_len}): {before:.2f} -> {after:.2f}")
-    return _print(args, {"out": str(out), "recovery": summary},
-                  lines + [f"recovered checkpoint written to {out} (log: {out / 'prunekit_recovery.json'})"])
+    return _print(
+        args,
+        {"out": str(out), "recovery": summary},
+        lines + [f"recovered checkpoint written to {out} (log: {out / 'prunekit_recovery.json'})"],
+    )
 
 
 def cmd_eval(args) -> int:
@@ -325,21 +421,28 @@ def cmd_eval(args) -> int:
     if args.data_dir and not Path(args.data_dir).expanduser().is_dir():
         raise PrunekitError(f"--data-dir {args.data_dir} is not a directory")
     if is_encoder_spec(args.model):
-        raise PrunekitError("prunekit eval measures causal LMs; for an encoder compare sentence embeddings "
-                            "(prunekit.models.encoders.sentence_embeddings, benchmarks/encoder_width.py)")
+        raise PrunekitError(
+            "prunekit eval measures causal LMs; for an encoder compare sentence embeddings "
+            "(prunekit.models.encoders.sentence_embeddings, benchmarks/encoder_width.py)"
+        )
     tasks = _split(args.tasks)
     request = comparison_request("builtin", args.seq_len, args.windows, tasks, args.data_dir, args.limit, args.offload)
-    request = dataclasses.replace(request, ppl=args.ppl or ([] if (tasks or args.flores or args.speed) else ["builtin"]),
-                                  task_batch_size=args.task_batch_size, flores=args.flores, languages=_split(args.languages) or None,
-                                  flores_windows=args.flores_windows, speed=args.speed, batch_size=args.batch_size)
+    request = dataclasses.replace(
+        request,
+        ppl=args.ppl or ([] if (tasks or args.flores or args.speed) else ["builtin"]),
+        task_batch_size=args.task_batch_size,
+        flores=args.flores,
+        languages=_split(args.languages) or None,
+        flores_windows=args.flores_windows,
+        speed=args.speed,
+        batch_size=args.batch_size,
+    )
     if args.windows is not None and args.windows < 1:
         raise ParameterError("windows", f"{args.windows} must be at least 1")
     loaded = _load(args, out=False)
     check_seq_len(args.seq_len, loaded.model)
     results = evaluate_model(loaded, request, device=resolve_device(args.device), progress=not args.quiet, label=args.label)
     if out is not None:
-        from prunekit.jsonfiles import write_json_atomically
-
         write_json_atomically(out, results)
     return _print(args, results, results_lines(args.model, results) + ([f"wrote {out}"] if out else []))
 
@@ -362,7 +465,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from prunekit import __version__
 
     parser = _Parser(prog="prunekit", description="Structured pruning of LLMs.")
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
@@ -383,8 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(prune)
     prune.add_argument("--method", help=f"one of {', '.join(n for n in method_names() if n != 'recover')} (default shortgpt)")
     prune.add_argument("--recipe", help="a .yaml/.json list of stages, e.g. [{method: shortgpt, remove: 4}, {recover: {tokens: 200000}}]")
-    prune.add_argument("--plan", help="re-apply a prunekit_plan.json (file or checkpoint directory): depth stages as recorded, "
-                                      "others rerun from their saved settings")
+    prune.add_argument(
+        "--plan",
+        help="re-apply a prunekit_plan.json (file or checkpoint directory): depth stages as recorded, "
+        "others rerun from their saved settings",
+    )
     prune.add_argument("--heldout-data", default="builtin", help="iterabre: perplexity data logged after each iteration")
     prune.add_argument("--heldout-windows", type=int, default=4, help="iterabre: held-out windows per check (0 = none; default 4)")
     prune.add_argument("--compare", "--eval", action="store_true", help="evaluate before and after; write DIR/report/")

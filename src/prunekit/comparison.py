@@ -23,14 +23,14 @@ def check_limit(limit: float | None, parameter: str = "limit") -> None:
         raise ParameterError(parameter, f"{limit:g} must be positive: items per task, or a fraction of each task below 1")
 
 
-def comparison_request(ppl: str, seq_len: int, windows: int, tasks: list[str], data_dir: str | None, limit: float | None,
-                       offload: bool = False) -> EvaluationRequest:
+def comparison_request(
+    ppl: str, seq_len: int, windows: int, tasks: list[str], data_dir: str | None, limit: float | None, offload: bool = False
+) -> EvaluationRequest:
     """What a before/after comparison measures (checked before anything is loaded)."""
     check_limit(limit, "eval_limit")
     if tasks:
         check_task_names(tasks, local=data_dir is not None)
-    return EvaluationRequest(ppl=[ppl], seq_len=seq_len, ppl_windows=windows, tasks=tasks, data_dir=data_dir, limit=limit,
-                             offload=offload)
+    return EvaluationRequest(ppl=[ppl], seq_len=seq_len, ppl_windows=windows, tasks=tasks, data_dir=data_dir, limit=limit, offload=offload)
 
 
 def stage_label(plan) -> str:
@@ -59,11 +59,15 @@ def write_comparison_report(out: Path, dense: dict, pruned: dict) -> Path:
 
 def comparison_table(dense: dict, pruned: dict) -> list[list[str]]:
     """Rows of a before/after table: blocks, parameters, perplexity, forward tokens/s and task accuracies."""
+
     def row(name, a, b, fmt="{:.2f}"):
         return [name, fmt.format(a), fmt.format(b), f"{b / a:.2f}" if a else "-"]
 
-    rows = [["", "dense", "pruned", "pruned/dense"], row("blocks", dense["blocks"], pruned["blocks"], "{}"),
-            row("parameters (M)", dense["parameters"] / 1e6, pruned["parameters"] / 1e6, "{:.1f}")]
+    rows = [
+        ["", "dense", "pruned", "pruned/dense"],
+        row("blocks", dense["blocks"], pruned["blocks"], "{}"),
+        row("parameters (M)", dense["parameters"] / 1e6, pruned["parameters"] / 1e6, "{:.1f}"),
+    ]
     for spec, result in dense.get("perplexity", {}).items():
         other = pruned["perplexity"][spec]
         rows.append(row(f"perplexity {spec} ({result['windows']}x{result['seq_len']})", result["perplexity"], other["perplexity"]))

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import platform
 
+import torch
+import transformers
+
+from prunekit.version import __version__
+
 PLAN_FILE = "prunekit_plan.json"
 
 
 def library_versions() -> dict:
-    import torch
-    import transformers
-
-    from prunekit import __version__
-
-    return {"prunekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    return {
+        "prunekit": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }

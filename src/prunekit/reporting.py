@@ -129,10 +129,17 @@ def build_tables(results: list[dict], base: dict) -> list[tuple[str, list[list[s
             s = r.get("speed")
             if not s:
                 continue
-            rows.append([r["label"], f"{s['prefill_tokens_per_second']:.0f}", f"{s['decode_tokens_per_second']:.1f}",
-                         _fmt(s["decode_tokens_per_second"] / base_decode) if base_decode else "-",
-                         f"{s['weight_bytes'] / 2**20:.0f}", f"{s['disk_bytes'] / 2**20:.0f}" if s.get("disk_bytes") else "-",
-                         f"{s['peak_memory_bytes'] / 2**20:.0f} ({s['peak_memory_kind']})"])
+            rows.append(
+                [
+                    r["label"],
+                    f"{s['prefill_tokens_per_second']:.0f}",
+                    f"{s['decode_tokens_per_second']:.1f}",
+                    _fmt(s["decode_tokens_per_second"] / base_decode) if base_decode else "-",
+                    f"{s['weight_bytes'] / 2**20:.0f}",
+                    f"{s['disk_bytes'] / 2**20:.0f}" if s.get("disk_bytes") else "-",
+                    f"{s['peak_memory_bytes'] / 2**20:.0f} ({s['peak_memory_kind']})",
+                ]
+            )
         tables.append(("Speed and memory", rows))
     return tables
 
@@ -175,7 +182,9 @@ def make_plots(results: list[dict], base: dict, folder: Path) -> list[tuple[str,
     if specs and len(results) > 1:
         fig, ax = plt.subplots(figsize=(6, 3.8))
         for spec in specs:
-            points = sorted((base["blocks"] - r["blocks"], r["perplexity"][spec]["perplexity"]) for r in results if spec in r.get("perplexity", {}))
+            points = sorted(
+                (base["blocks"] - r["blocks"], r["perplexity"][spec]["perplexity"]) for r in results if spec in r.get("perplexity", {})
+            )
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=spec)
         ax.set_xlabel("blocks removed")
         ax.set_ylabel("perplexity")
@@ -186,20 +195,41 @@ def make_plots(results: list[dict], base: dict, folder: Path) -> list[tuple[str,
     others = [r for r in results if r is not base and r.get("multilingual")]
     if languages and others:
         fig, ax = plt.subplots(figsize=(max(6, len(languages) * 0.9), 3.8))
-        _grouped_bars(ax, languages, [(r["label"], [r["multilingual"].get(lang, {}).get("perplexity", float("nan"))
-                                                    / base["multilingual"][lang]["perplexity"] for lang in languages]) for r in others])
+        _grouped_bars(
+            ax,
+            languages,
+            [
+                (
+                    r["label"],
+                    [
+                        r["multilingual"].get(lang, {}).get("perplexity", float("nan")) / base["multilingual"][lang]["perplexity"]
+                        for lang in languages
+                    ],
+                )
+                for r in others
+            ],
+        )
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_ylabel(f"perplexity / {base['label']}")
         save(fig, ax, "languages.png", "Per-language perplexity ratio to the baseline")
 
     for r in results:
         for plan in _scored_stages(r.get("plan")):
-            scores = BlockScores(plan.get("metric") or "score", plan["scores"], plan.get("data") or {}, 0.0,
-                                 span=len(plan["removed_blocks"]) if plan.get("method") == "angular" else 1)
+            scores = BlockScores(
+                plan.get("metric") or "score",
+                plan["scores"],
+                plan.get("data") or {},
+                0.0,
+                span=len(plan["removed_blocks"]) if plan.get("method") == "angular" else 1,
+            )
             name = f"importance-{len(plots)}.png"
             removed = plan["removed_blocks"]
-            plot_block_scores(scores, folder / name, title=f"{r['label']}: {plan['method']} removed {removed} (red)",
-                              highlight=removed if scores.span == 1 else [removed[0]])
+            plot_block_scores(
+                scores,
+                folder / name,
+                title=f"{r['label']}: {plan['method']} removed {removed} (red)",
+                highlight=removed if scores.span == 1 else [removed[0]],
+            )
             plots.append((f"Block importance behind {r['label']}", name))
     return plots
 
@@ -216,10 +246,12 @@ def _markdown(tables, plots) -> str:
 
 
 def _html(tables, plots) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>prunekit report</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}</style>",
-             "</head><body><h1>prunekit report</h1>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>prunekit report</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}</style>",
+        "</head><body><h1>prunekit report</h1>",
+    ]
     for title, rows in tables:
         parts.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]]
@@ -230,7 +262,9 @@ def _html(tables, plots) -> str:
     return "\n".join(parts)
 
 
-def write_report(result_paths: list[str | dict], out: str | Path, *, overwrite: bool = False, baseline: str | None = None) -> dict[str, Path]:
+def write_report(
+    result_paths: list[str | dict], out: str | Path, *, overwrite: bool = False, baseline: str | None = None
+) -> dict[str, Path]:
     results = load_results(result_paths)
     base = pick_baseline(results, baseline)
     out_path = Path(out).expanduser().resolve()
@@ -270,8 +304,10 @@ def results_lines(model: str, results: dict) -> list[str]:
     """The lines `prunekit eval` prints for one results dict."""
     lines = [f"{model}: {results['blocks']} blocks, {results['parameters'] / 1e6:.1f}M parameters"]
     for result in results.get("perplexity", {}).values():
-        lines.append(f"  perplexity {result['perplexity']:.3f} on {result['data']} ({result['windows']} windows x "
-                     f"{result['seq_len']} tokens), {result['tokens_per_second']:.0f} tokens/s forward")
+        lines.append(
+            f"  perplexity {result['perplexity']:.3f} on {result['data']} ({result['windows']} windows x "
+            f"{result['seq_len']} tokens), {result['tokens_per_second']:.0f} tokens/s forward"
+        )
     for task, values in results.get("tasks", {}).items():
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k in ("acc", "acc_norm", "perplexity"))
         lines.append(f"  {task}: {metrics} ({values.get('items')} items, {values['seconds']:.0f} s)")
@@ -279,6 +315,8 @@ def results_lines(model: str, results: dict) -> list[str]:
         lines.append(f"  {language}: perplexity {result['perplexity']:.2f}")
     if "speed" in results:
         speed = results["speed"]
-        lines.append(f"  prefill {speed['prefill_tokens_per_second']:.0f} tokens/s, decode {speed['decode_tokens_per_second']:.1f} "
-                     f"tokens/s, peak memory {speed['peak_memory_bytes'] / 2**20:.0f} MiB ({speed['peak_memory_kind']})")
+        lines.append(
+            f"  prefill {speed['prefill_tokens_per_second']:.0f} tokens/s, decode {speed['decode_tokens_per_second']:.1f} "
+            f"tokens/s, peak memory {speed['peak_memory_bytes'] / 2**20:.0f} MiB ({speed['peak_memory_kind']})"
+        )
     return lines

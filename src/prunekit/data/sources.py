@@ -32,12 +32,15 @@ class HubDataset:
 HUB_DATASETS: dict[str, HubDataset] = {
     "wikitext2": HubDataset("wikitext", "wikitext-2-raw-v1", {"calibration": "train", "evaluation": "test"}),
     "c4": HubDataset(
-        "allenai/c4", None, {"calibration": "train", "evaluation": "validation"},
+        "allenai/c4",
+        None,
+        {"calibration": "train", "evaluation": "validation"},
         data_files={"train": "en/c4-train.00000-of-01024.json.gz", "validation": "en/c4-validation.00000-of-00008.json.gz"},
         max_rows=3000,
     ),
-    "ptb": HubDataset("ptb-text-only/ptb_text_only", "penn_treebank", {"calibration": "train", "evaluation": "test"},
-                      field="sentence", joiner=" "),
+    "ptb": HubDataset(
+        "ptb-text-only/ptb_text_only", "penn_treebank", {"calibration": "train", "evaluation": "test"}, field="sentence", joiner=" "
+    ),
 }
 HUB_ALIASES = {"wikitext": "wikitext2", "wikitext-2": "wikitext2", "wikitext2-raw": "wikitext2", "c4-en": "c4", "penn_treebank": "ptb"}
 LOCAL_SUFFIXES = (".txt", ".raw", ".jsonl", ".json")
@@ -106,12 +109,17 @@ def load_hub_text(key: str, dataset: HubDataset, split: str) -> str:
     try:
         import datasets
     except ImportError as error:
-        raise PrunekitError(f"data '{key}' comes from the Hugging Face Hub and needs `pip install datasets` (or pass a local file)") from error
+        raise PrunekitError(
+            f"data '{key}' comes from the Hugging Face Hub and needs `pip install datasets` (or pass a local file)"
+        ) from error
     try:
         kwargs = {"data_files": dataset.data_files} if dataset.data_files else {}
         rows = datasets.load_dataset(dataset.path, dataset.name, split=split, **kwargs)
     except Exception as error:
-        raise PrunekitError(f"cannot load '{key}' ({dataset.path}, split {split}) from the Hub: {str(error).splitlines()[0][:160]}; pass a local file instead") from error
+        raise PrunekitError(
+            f"cannot load '{key}' ({dataset.path}, split {split}) from the Hub: {str(error).splitlines()[0][:160]}; "
+            "pass a local file instead"
+        ) from error
     if dataset.max_rows is not None:
         rows = rows.select(range(min(dataset.max_rows, len(rows))))
     return dataset.joiner.join(rows[dataset.field])

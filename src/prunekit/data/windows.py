@@ -44,7 +44,9 @@ def _require(ids: torch.Tensor, seq_len: int, description: str) -> None:
     if seq_len < 2:
         raise PrunekitError(f"sequence length {seq_len} is too short; use at least 2 tokens")
     if ids.numel() < seq_len:
-        raise PrunekitError(f"data {description} has {ids.numel()} tokens, fewer than one window of {seq_len}; use more text or a shorter --seq-len")
+        raise PrunekitError(
+            f"data {description} has {ids.numel()} tokens, fewer than one window of {seq_len}; use more text or a shorter --seq-len"
+        )
 
 
 def calibration_windows(ids: torch.Tensor, num_windows: int, seq_len: int, seed: int = 0, description: str = "") -> TokenWindows:
@@ -54,7 +56,7 @@ def calibration_windows(ids: torch.Tensor, num_windows: int, seq_len: int, seed:
         raise PrunekitError("ask for at least one calibration window")
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, ids.numel() - seq_len + 1, (num_windows,), generator=generator)
-    batch = torch.stack([ids[s: s + seq_len] for s in starts.tolist()])
+    batch = torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
     return TokenWindows(batch, description, ids.numel())
 
 
@@ -68,8 +70,9 @@ def evaluation_windows(ids: torch.Tensor, seq_len: int, max_windows: int | None 
     return TokenWindows(batch, description, ids.numel())
 
 
-def load_windows(spec: str, tokenizer, *, purpose: Purpose, num_windows: int | None, seq_len: int, seed: int = 0,
-                 text_field: str = "text") -> TokenWindows:
+def load_windows(
+    spec: str, tokenizer, *, purpose: Purpose, num_windows: int | None, seq_len: int, seed: int = 0, text_field: str = "text"
+) -> TokenWindows:
     """Text SPEC -> token windows: random windows for calibration, leading ones for evaluation."""
     source = load_text(spec, purpose, text_field)
     if not source.text.strip():

@@ -33,7 +33,6 @@ class BlockInputs:
     block_kwargs: list[list[dict]] = field(default_factory=list)  # [batch][block] -> kwargs
 
 
-
 def _first_tensor(output) -> torch.Tensor:
     """Decoder blocks return a tensor in transformers 5 and a tuple in older releases."""
     return output[0] if isinstance(output, (tuple, list)) else output
@@ -66,9 +65,17 @@ class SequentialRunner:
     whose blocks were removed is simply a shorter list.
     """
 
-    def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, offload: bool = False,
-                 batch_size: int = 1, storage_device: str | torch.device | None = None, progress: bool = True,
-                 adapter=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str | torch.device | None = None,
+        offload: bool = False,
+        batch_size: int = 1,
+        storage_device: str | torch.device | None = None,
+        progress: bool = True,
+        adapter=None,
+    ):
         self.model = model
         self.adapter = adapter if adapter is not None else ModelAdapter(model)  # encoders pass an EncoderAdapter
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -91,7 +98,7 @@ class SequentialRunner:
         hidden: list[torch.Tensor] = []
         block_kwargs: list[list[dict]] = []
         for start in range(0, input_ids.shape[0], self.batch_size):
-            batch = input_ids[start: start + self.batch_size].to(self.device)
+            batch = input_ids[start : start + self.batch_size].to(self.device)
             recorded: list[dict] = [None] * len(layers)  # type: ignore[list-item]
             first_hidden: list[torch.Tensor] = []
 
@@ -108,6 +115,7 @@ class SequentialRunner:
                     if index == len(layers) - 1:
                         raise _StopForward
                     return hidden_states
+
                 return record
 
             for index, layer in enumerate(layers):
@@ -142,8 +150,9 @@ class SequentialRunner:
         finally:
             self._leave(layer)
 
-    def run_block(self, index: int, hidden: list[torch.Tensor], block_kwargs: list[list[dict]],
-                  kwargs_index: int | None = None) -> list[torch.Tensor]:
+    def run_block(
+        self, index: int, hidden: list[torch.Tensor], block_kwargs: list[list[dict]], kwargs_index: int | None = None
+    ) -> list[torch.Tensor]:
         """Outputs of block `index` for every batch; `kwargs_index` picks whose captured kwargs to use."""
         layer = self.adapter.layers[index]
         kwargs_index = index if kwargs_index is None else kwargs_index
@@ -156,8 +165,9 @@ class SequentialRunner:
         self._leave(layer)
         return outputs
 
-    def iterate(self, inputs: BlockInputs, blocks: Iterable[int] | None = None,
-                desc: str | None = None) -> Iterator[tuple[int, list[torch.Tensor], list[torch.Tensor]]]:
+    def iterate(
+        self, inputs: BlockInputs, blocks: Iterable[int] | None = None, desc: str | None = None
+    ) -> Iterator[tuple[int, list[torch.Tensor], list[torch.Tensor]]]:
         """Yield (block index, inputs, outputs), feeding each block's outputs to the next listed block."""
         order = list(range(self.adapter.num_blocks)) if blocks is None else list(blocks)
         hidden = inputs.hidden

@@ -27,9 +27,18 @@ def flores_files(flores_dir: str | Path, languages: list[str] | None = None) -> 
     return files
 
 
-def multilingual_perplexity(model, tokenizer, flores_dir: str | Path, *, languages: list[str] | None = None,
-                            seq_len: int = 512, max_windows: int | None = None, batch_size: int = 1,
-                            device=None, progress: bool = True) -> dict[str, dict]:
+def multilingual_perplexity(
+    model,
+    tokenizer,
+    flores_dir: str | Path,
+    *,
+    languages: list[str] | None = None,
+    seq_len: int = 512,
+    max_windows: int | None = None,
+    batch_size: int = 1,
+    device=None,
+    progress: bool = True,
+) -> dict[str, dict]:
     """Per-language perplexity: each language's sentences joined by newlines, non-overlapping windows."""
     results = {}
     for language, path in flores_files(flores_dir, languages).items():

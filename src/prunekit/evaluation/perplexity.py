@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from prunekit.data.windows import TokenWindows
+from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import PrunekitError
 
 
@@ -56,17 +57,16 @@ def window_nll_sums(logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
 
 def _offloaded_logits(model, windows: TokenWindows, batch_size: int, device, progress: bool):
     """Per-batch logits from the sequential engine: one block on the device at a time."""
-    from prunekit.engine.sequential import SequentialRunner
-
     runner = SequentialRunner(model, device=device, offload=True, batch_size=batch_size, progress=progress)
     outputs = runner.run_blocks(runner.capture(windows.input_ids), range(runner.adapter.num_blocks))
     for start, hidden in zip(range(0, windows.num_windows, batch_size), outputs):
-        yield windows.input_ids[start: start + batch_size], runner.logits(hidden)
+        yield windows.input_ids[start : start + batch_size], runner.logits(hidden)
 
 
 @torch.no_grad()
-def perplexity(model, windows: TokenWindows, *, batch_size: int = 1, device=None, offload: bool = False,
-               progress: bool = True) -> PerplexityResult:
+def perplexity(
+    model, windows: TokenWindows, *, batch_size: int = 1, device=None, offload: bool = False, progress: bool = True
+) -> PerplexityResult:
     """exp(mean NLL) of every next-token prediction inside each window (GPTQ/SparseGPT protocol).
 
     With offload=True the model is run block by block (only one block on `device`), for models
@@ -80,7 +80,7 @@ def perplexity(model, windows: TokenWindows, *, batch_size: int = 1, device=None
 
     def plain_logits():
         for start in tqdm(range(0, windows.num_windows, batch_size), desc="perplexity", disable=not progress, leave=False):
-            batch = windows.input_ids[start: start + batch_size].to(device)
+            batch = windows.input_ids[start : start + batch_size].to(device)
             yield batch, model(input_ids=batch, use_cache=False).logits
 
     warm_started, warm_tokens = started, windows.num_tokens
@@ -100,8 +100,17 @@ def perplexity(model, windows: TokenWindows, *, batch_size: int = 1, device=None
     nll = total_nll / total_count
     if not math.isfinite(nll):
         raise PrunekitError("perplexity is not finite: the model produces NaN/inf logits on this data (try --dtype float32)")
-    return PerplexityResult(math.exp(nll), nll, total_count, windows.num_windows, windows.seq_len, windows.description,
-                            seconds, warm_tokens / warm_seconds if warm_seconds > 0 else float("inf"), per_window)
+    return PerplexityResult(
+        math.exp(nll),
+        nll,
+        total_count,
+        windows.num_windows,
+        windows.seq_len,
+        windows.description,
+        seconds,
+        warm_tokens / warm_seconds if warm_seconds > 0 else float("inf"),
+        per_window,
+    )
 
 
 @dataclass
@@ -130,8 +139,13 @@ class RollingResult:
         return self.nll / self.bytes / math.log(2)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "token_perplexity": self.token_perplexity, "word_perplexity": self.word_perplexity,
-                "byte_perplexity": self.byte_perplexity, "bits_per_byte": self.bits_per_byte}
+        return {
+            **asdict(self),
+            "token_perplexity": self.token_perplexity,
+            "word_perplexity": self.word_perplexity,
+            "byte_perplexity": self.byte_perplexity,
+            "bits_per_byte": self.bits_per_byte,
+        }
 
 
 def rolling_windows(ids: list[int], prefix_token_id: int, max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -144,14 +158,13 @@ def rolling_windows(ids: list[int], prefix_token_id: int, max_len: int) -> list[
     while predicted < len(ids):
         scored = min(len(ids) - predicted, max_len)
         end = predicted + scored
-        windows.append((ids[end - max_len - 1: end - 1], ids[end - scored: end]))
+        windows.append((ids[end - max_len - 1 : end - 1], ids[end - scored : end]))
         predicted += scored
     return windows
 
 
 @torch.no_grad()
-def rolling_loglikelihood(model, tokenizer, text: str, *, max_len: int, prefix_token_id: int | None = None,
-                          device=None) -> RollingResult:
+def rolling_loglikelihood(model, tokenizer, text: str, *, max_len: int, prefix_token_id: int | None = None, device=None) -> RollingResult:
     """Score every token of `text` (lm-eval's perplexity protocol for wikitext-style tasks)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
@@ -161,7 +174,7 @@ def rolling_loglikelihood(model, tokenizer, text: str, *, max_len: int, prefix_t
         prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     total = 0.0
     for inputs, targets in rolling_windows(ids, prefix_token_id, max_len):
-        logits = model(input_ids=torch.tensor([inputs], device=device), use_cache=False).logits[0, -len(targets):].float()
+        logits = model(input_ids=torch.tensor([inputs], device=device), use_cache=False).logits[0, -len(targets) :].float()
         target_ids = torch.tensor(targets, device=device)[:, None]
         total -= torch.log_softmax(logits, dim=-1).gather(-1, target_ids).sum().item()
     return RollingResult(total, len(ids), len(re.split(r"\s+", text)), len(text.encode("utf-8")))

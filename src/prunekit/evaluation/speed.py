@@ -76,8 +76,16 @@ def peak_rss_bytes() -> int:
 
 
 @torch.no_grad()
-def measure_speed(model, *, prompt_tokens: int = 512, new_tokens: int = 64, batch_size: int = 1, repeats: int = 3,
-                  source_dir: str | Path | None = None, seed: int = 0) -> SpeedResult:
+def measure_speed(
+    model,
+    *,
+    prompt_tokens: int = 512,
+    new_tokens: int = 64,
+    batch_size: int = 1,
+    repeats: int = 3,
+    source_dir: str | Path | None = None,
+    seed: int = 0,
+) -> SpeedResult:
     """Prefill = one forward over the prompt (building the KV cache); decode = greedy generation of
     `new_tokens` more tokens with the cache, its time net of the prefill."""
     device = next(model.parameters()).device
@@ -90,8 +98,13 @@ def measure_speed(model, *, prompt_tokens: int = 512, new_tokens: int = 64, batc
         torch.cuda.reset_peak_memory_stats(device)
     try:
         prefill = _timed(lambda: model(input_ids=prompt, use_cache=True), device, repeats)
-        generate_kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True,
-                               pad_token_id=model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0)
+        generate_kwargs = dict(
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0,
+        )
         full = _timed(lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), **generate_kwargs), device, repeats)
     finally:
         model.train(was_training)
@@ -103,7 +116,15 @@ def measure_speed(model, *, prompt_tokens: int = 512, new_tokens: int = 64, batc
     return SpeedResult(
         prefill_tokens_per_second=batch_size * prompt_tokens / prefill,
         decode_tokens_per_second=batch_size * new_tokens / decode_seconds,
-        prompt_tokens=prompt_tokens, new_tokens=new_tokens, batch_size=batch_size, repeats=repeats,
-        parameters=parameter_count(model), weight_bytes=weight_bytes(model), disk_bytes=disk_size(source_dir),
-        peak_memory_bytes=peak, peak_memory_kind=kind, device=str(device), dtype=str(next(model.parameters()).dtype),
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+        batch_size=batch_size,
+        repeats=repeats,
+        parameters=parameter_count(model),
+        weight_bytes=weight_bytes(model),
+        disk_bytes=disk_size(source_dir),
+        peak_memory_bytes=peak,
+        peak_memory_kind=kind,
+        device=str(device),
+        dtype=str(next(model.parameters()).dtype),
     )

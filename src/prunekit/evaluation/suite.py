@@ -9,7 +9,10 @@ from pathlib import Path
 
 from prunekit.data.windows import load_windows
 from prunekit.errors import PrunekitError
+from prunekit.evaluation.multilingual import multilingual_perplexity
 from prunekit.evaluation.perplexity import perplexity
+from prunekit.evaluation.speed import measure_speed
+from prunekit.evaluation.tasks import run_tasks
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.provenance import PLAN_FILE, library_versions
 
@@ -44,8 +47,13 @@ def evaluate_model(loaded, request: EvaluationRequest, *, device, progress: bool
     model, tokenizer = loaded.model, loaded.tokenizer
     if not (request.ppl or request.tasks or request.flores or request.speed):
         raise PrunekitError("nothing to evaluate: give --ppl, --tasks, --flores and/or --speed")
-    results: dict = {"model": loaded.source, "label": label or loaded.source, "blocks": ModelAdapter(model).num_blocks,
-                     "parameters": parameter_count(model), "versions": library_versions()}
+    results: dict = {
+        "model": loaded.source,
+        "label": label or loaded.source,
+        "blocks": ModelAdapter(model).num_blocks,
+        "parameters": parameter_count(model),
+        "versions": library_versions(),
+    }
     plan = _plan_of(loaded.location)
     if plan is not None:
         results["plan"] = plan
@@ -53,22 +61,33 @@ def evaluate_model(loaded, request: EvaluationRequest, *, device, progress: bool
         results["perplexity"] = {}
         for spec in request.ppl:
             windows = load_windows(spec, tokenizer, purpose="evaluation", num_windows=request.ppl_windows, seq_len=request.seq_len)
-            results["perplexity"][spec] = perplexity(model, windows, batch_size=request.batch_size, device=device,
-                                                     offload=request.offload, progress=progress).to_dict()
+            results["perplexity"][spec] = perplexity(
+                model, windows, batch_size=request.batch_size, device=device, offload=request.offload, progress=progress
+            ).to_dict()
     if request.tasks:
-        from prunekit.evaluation.tasks import run_tasks
-
-        results["tasks"] = run_tasks(model, tokenizer, request.tasks, data_dir=request.data_dir, limit=request.limit,
-                                     batch_size=request.task_batch_size, device=str(device), progress=progress)
+        results["tasks"] = run_tasks(
+            model,
+            tokenizer,
+            request.tasks,
+            data_dir=request.data_dir,
+            limit=request.limit,
+            batch_size=request.task_batch_size,
+            device=str(device),
+            progress=progress,
+        )
         results["task_limit"] = request.limit
     if request.flores:
-        from prunekit.evaluation.multilingual import multilingual_perplexity
-
         results["multilingual"] = multilingual_perplexity(
-            model, tokenizer, request.flores, languages=request.languages, seq_len=request.seq_len,
-            max_windows=request.flores_windows, batch_size=request.batch_size, device=device, progress=progress)
+            model,
+            tokenizer,
+            request.flores,
+            languages=request.languages,
+            seq_len=request.seq_len,
+            max_windows=request.flores_windows,
+            batch_size=request.batch_size,
+            device=device,
+            progress=progress,
+        )
     if request.speed:
-        from prunekit.evaluation.speed import measure_speed
-
         results["speed"] = measure_speed(model, source_dir=loaded.location or None).to_dict()
     return results

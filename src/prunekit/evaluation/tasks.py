@@ -63,8 +63,14 @@ def _hellaswag(folder: Path) -> list[dict]:
         lines = lines[:-1]
     if len(lines) % 6:
         raise PrunekitError(f"{folder}: hellaswag text must have 6 lines per item, found {len(lines)} lines")
-    return [{"query": hellaswag_preprocess(lines[i]), "label": int(lines[i + 1]),
-             "choices": [hellaswag_preprocess(e) for e in lines[i + 2: i + 6]]} for i in range(0, len(lines), 6)]
+    return [
+        {
+            "query": hellaswag_preprocess(lines[i]),
+            "label": int(lines[i + 1]),
+            "choices": [hellaswag_preprocess(e) for e in lines[i + 2 : i + 6]],
+        }
+        for i in range(0, len(lines), 6)
+    ]
 
 
 def _arc(folder: Path) -> list[dict]:
@@ -78,8 +84,7 @@ def _boolq(folder: Path) -> list[dict]:
         passage, sep, question = row["query"].rpartition("\nQuestion: ")
         if not sep or not passage.startswith("Passage: "):
             raise PrunekitError(f"{folder}: unexpected boolq query format: {row['query'][:60]!r}")
-        records.append({"passage": passage[len("Passage: "):], "question": question.rstrip().removesuffix("?"),
-                        "label": int(row["gold"])})
+        records.append({"passage": passage[len("Passage: ") :], "question": question.rstrip().removesuffix("?"), "label": int(row["gold"])})
     return records
 
 
@@ -111,33 +116,82 @@ def _winogrande_target(doc):
     return doc["continuation"].strip()
 
 
-_ARC_CONFIG = {"output_type": _MC, "doc_to_text": "Question: {{question}}\nAnswer:",
-               "doc_to_target": "{{choices.label.index(answerKey)}}", "doc_to_choice": "{{choices.text}}",
-               "metric_list": _ACC_NORM}
+_ARC_CONFIG = {
+    "output_type": _MC,
+    "doc_to_text": "Question: {{question}}\nAnswer:",
+    "doc_to_target": "{{choices.label.index(answerKey)}}",
+    "doc_to_choice": "{{choices.text}}",
+    "metric_list": _ACC_NORM,
+}
 LOCAL_TASKS: dict[str, LocalTask] = {
-    "piqa": LocalTask("piqa", _piqa, {"output_type": _MC, "doc_to_text": "Question: {{goal}}\nAnswer:",
-                                      "doc_to_target": "label", "doc_to_choice": "{{[sol1, sol2]}}", "metric_list": _ACC_NORM}),
-    "hellaswag": LocalTask("hellaswag", _hellaswag, {"output_type": _MC, "doc_to_text": "{{query}}", "doc_to_target": "{{label}}",
-                                                     "doc_to_choice": "choices", "metric_list": _ACC_NORM}),
+    "piqa": LocalTask(
+        "piqa",
+        _piqa,
+        {
+            "output_type": _MC,
+            "doc_to_text": "Question: {{goal}}\nAnswer:",
+            "doc_to_target": "label",
+            "doc_to_choice": "{{[sol1, sol2]}}",
+            "metric_list": _ACC_NORM,
+        },
+    ),
+    "hellaswag": LocalTask(
+        "hellaswag",
+        _hellaswag,
+        {
+            "output_type": _MC,
+            "doc_to_text": "{{query}}",
+            "doc_to_target": "{{label}}",
+            "doc_to_choice": "choices",
+            "metric_list": _ACC_NORM,
+        },
+    ),
     "arc_easy": LocalTask("arc_easy", _arc, _ARC_CONFIG),
     "arc_challenge": LocalTask("arc_challenge", _arc, _ARC_CONFIG),
-    "boolq": LocalTask("boolq", _boolq, {"output_type": _MC, "doc_to_text": "{{passage}}\nQuestion: {{question}}?\nAnswer:",
-                                         "doc_to_target": "label", "doc_to_choice": ["no", "yes"], "metric_list": _ACC}),
-    "winogrande": LocalTask("winogrande", _winogrande, {"output_type": _MC, "doc_to_text": _winogrande_text,
-                                                        "doc_to_target": _winogrande_target, "doc_to_choice": _winogrande_choices,
-                                                        "metric_list": _ACC}),
-    "lambada_openai": LocalTask("lambada", _lambada, {
-        "output_type": "loglikelihood", "doc_to_text": "{{text.split(' ')[:-1]|join(' ')}}",
-        "doc_to_target": "{{' '+text.split(' ')[-1]}}",
-        "metric_list": [{"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False},
-                        {"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}),
+    "boolq": LocalTask(
+        "boolq",
+        _boolq,
+        {
+            "output_type": _MC,
+            "doc_to_text": "{{passage}}\nQuestion: {{question}}?\nAnswer:",
+            "doc_to_target": "label",
+            "doc_to_choice": ["no", "yes"],
+            "metric_list": _ACC,
+        },
+    ),
+    "winogrande": LocalTask(
+        "winogrande",
+        _winogrande,
+        {
+            "output_type": _MC,
+            "doc_to_text": _winogrande_text,
+            "doc_to_target": _winogrande_target,
+            "doc_to_choice": _winogrande_choices,
+            "metric_list": _ACC,
+        },
+    ),
+    "lambada_openai": LocalTask(
+        "lambada",
+        _lambada,
+        {
+            "output_type": "loglikelihood",
+            "doc_to_text": "{{text.split(' ')[:-1]|join(' ')}}",
+            "doc_to_target": "{{' '+text.split(' ')[-1]}}",
+            "metric_list": [
+                {"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False},
+                {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            ],
+        },
+    ),
 }
 
 
 def local_task_spec(name: str, data_dir: str | Path, workdir: Path) -> dict:
     """An lm-eval task config dict that reads the converted local file for `name`."""
     if name not in LOCAL_TASKS:
-        raise PrunekitError(f"task '{name}' has no local-file loader; local tasks: {', '.join(LOCAL_TASKS)} (drop --data-dir to use lm-eval's own)")
+        raise PrunekitError(
+            f"task '{name}' has no local-file loader; local tasks: {', '.join(LOCAL_TASKS)} (drop --data-dir to use lm-eval's own)"
+        )
     task = LOCAL_TASKS[name]
     folder = Path(data_dir).expanduser() / task.folder
     if not folder.is_dir():
@@ -147,8 +201,14 @@ def local_task_spec(name: str, data_dir: str | Path, workdir: Path) -> dict:
         raise PrunekitError(f"task '{name}': {folder} holds no items")
     path = workdir / f"{name}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return {"task": f"{name}", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
-            "test_split": "test", "metadata": {"version": 1.0, "source": str(folder)}, **task.config}
+    return {
+        "task": f"{name}",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(path)}},
+        "test_split": "test",
+        "metadata": {"version": 1.0, "source": str(folder)},
+        **task.config,
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -183,8 +243,18 @@ def _metric_values(task_result: dict) -> dict:
     return out
 
 
-def run_tasks(model, tokenizer, tasks: list[str], *, data_dir: str | Path | None = None, limit: int | float | None = None,
-              batch_size: int = 8, device: str = "cpu", num_fewshot: int | None = None, progress: bool = True) -> dict:
+def run_tasks(
+    model,
+    tokenizer,
+    tasks: list[str],
+    *,
+    data_dir: str | Path | None = None,
+    limit: int | float | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    num_fewshot: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Evaluate the in-memory model on lm-eval tasks; returns {task: {metric: value, 'seconds': s, 'items': n}}."""
     try:
         from lm_eval import simple_evaluate
@@ -200,13 +270,24 @@ def run_tasks(model, tokenizer, tasks: list[str], *, data_dir: str | Path | None
         for name in tasks:
             spec = local_task_spec(name, data_dir, Path(workdir)) if data_dir is not None else name
             started = time.perf_counter()
-            out = simple_evaluate(model=lm, tasks=[spec], limit=limit, num_fewshot=num_fewshot, log_samples=False,
-                                  bootstrap_iters=1000, verbosity="ERROR", task_manager=task_manager())
+            out = simple_evaluate(
+                model=lm,
+                tasks=[spec],
+                limit=limit,
+                num_fewshot=num_fewshot,
+                log_samples=False,
+                bootstrap_iters=1000,
+                verbosity="ERROR",
+                task_manager=task_manager(),
+            )
             seconds = time.perf_counter() - started
             for task_name, values in out["results"].items():
                 samples = out.get("n-samples", {}).get(task_name, {})
-                results[task_name] = {**_metric_values(values), "seconds": seconds,
-                                      "items": samples.get("effective", samples.get("original")),
-                                      "source": "local" if data_dir is not None else "lm-eval"}
+                results[task_name] = {
+                    **_metric_values(values),
+                    "seconds": seconds,
+                    "items": samples.get("effective", samples.get("original")),
+                    "source": "local" if data_dir is not None else "lm-eval",
+                }
     model.train(was_training)
     return results

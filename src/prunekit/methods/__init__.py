@@ -4,33 +4,96 @@ from prunekit.methods.angular import AngularConfig, plan_angular, run_angular
 from prunekit.methods.depth import DepthConfig, blocks_to_remove, reapply_removal
 from prunekit.methods.flexigpt import ExtendConfig, FlexiGPTConfig, run_extend, run_flexigpt
 from prunekit.methods.iterabre import IterabreConfig, run_iterabre
-from prunekit.methods.liar import LiarConfig, run_liar
 from prunekit.methods.plan import NOT_REAPPLICABLE, PLAN_FILE, Plan, PrunePlan
 from prunekit.methods.recovery_stage import run_recovery
 from prunekit.methods.registry import MethodSpec, StageContext, method_names, method_spec, register_method
 from prunekit.methods.shortgpt import ShortGPTConfig, plan_shortgpt, run_shortgpt
 from prunekit.methods.sleb import SLEBConfig, plan_sleb, run_sleb
+from prunekit.methods.width import LiarConfig, run_liar
 from prunekit.recovery.config import RecoveryConfig
 
-register_method("shortgpt", ShortGPTConfig, run_shortgpt, summary="one-shot removal of the lowest-scoring blocks (BI)",
-                reapply=reapply_removal, removes_blocks=True)
-register_method("angular", AngularConfig, run_angular, summary="removal of the span of blocks closest in angle",
-                reapply=reapply_removal, removes_blocks=True)
-register_method("sleb", SLEBConfig, run_sleb, summary="greedy removal re-scored after each step",
-                reapply=reapply_removal, removes_blocks=True)
-register_method("liar", LiarConfig, run_liar, summary="width pruning with least-squares reconstruction",
-                why_not_reapplicable=NOT_REAPPLICABLE["liar"], rerun_from_plan=True)
-register_method("iterabre", IterabreConfig, run_iterabre, summary="iterative removal with recovery after each step",
-                removes_blocks=True, why_not_reapplicable="its weights come from recovery training; keep its checkpoint")
-register_method("flexigpt", FlexiGPTConfig, run_flexigpt, summary="replace blocks by shared blocks with adapters",
-                why_not_reapplicable=NOT_REAPPLICABLE["flexigpt"])
-register_method("extend", ExtendConfig, run_extend, summary="grow the model deeper with shared blocks", needs_data=False,
-                why_not_reapplicable=NOT_REAPPLICABLE["extend"])
-register_method("recover", RecoveryConfig, run_recovery, summary="distil the dense model into the pruned one", needs_data=False,
-                why_not_reapplicable="it trains, so run it again")
+register_method(
+    "shortgpt",
+    ShortGPTConfig,
+    run_shortgpt,
+    summary="one-shot removal of the lowest-scoring blocks (BI)",
+    reapply=reapply_removal,
+    removes_blocks=True,
+)
+register_method(
+    "angular",
+    AngularConfig,
+    run_angular,
+    summary="removal of the span of blocks closest in angle",
+    reapply=reapply_removal,
+    removes_blocks=True,
+)
+register_method(
+    "sleb", SLEBConfig, run_sleb, summary="greedy removal re-scored after each step", reapply=reapply_removal, removes_blocks=True
+)
+register_method(
+    "liar",
+    LiarConfig,
+    run_liar,
+    summary="width pruning with least-squares reconstruction",
+    why_not_reapplicable=NOT_REAPPLICABLE["liar"],
+    rerun_from_plan=True,
+)
+register_method(
+    "iterabre",
+    IterabreConfig,
+    run_iterabre,
+    summary="iterative removal with recovery after each step",
+    removes_blocks=True,
+    why_not_reapplicable="its weights come from recovery training; keep its checkpoint",
+)
+register_method(
+    "flexigpt",
+    FlexiGPTConfig,
+    run_flexigpt,
+    summary="replace blocks by shared blocks with adapters",
+    why_not_reapplicable=NOT_REAPPLICABLE["flexigpt"],
+)
+register_method(
+    "extend",
+    ExtendConfig,
+    run_extend,
+    summary="grow the model deeper with shared blocks",
+    needs_data=False,
+    why_not_reapplicable=NOT_REAPPLICABLE["extend"],
+)
+register_method(
+    "recover",
+    RecoveryConfig,
+    run_recovery,
+    summary="distil the dense model into the pruned one",
+    needs_data=False,
+    why_not_reapplicable="it trains, so run it again",
+)
 
 DEPTH_METHODS = ("shortgpt", "angular", "sleb")
 
-__all__ = ["AngularConfig", "DEPTH_METHODS", "DepthConfig", "ExtendConfig", "FlexiGPTConfig", "IterabreConfig", "LiarConfig",
-           "MethodSpec", "PLAN_FILE", "Plan", "PrunePlan", "RecoveryConfig", "SLEBConfig", "ShortGPTConfig", "StageContext",
-           "blocks_to_remove", "method_names", "method_spec", "plan_angular", "plan_shortgpt", "plan_sleb", "register_method"]
+__all__ = [
+    "AngularConfig",
+    "DEPTH_METHODS",
+    "DepthConfig",
+    "ExtendConfig",
+    "FlexiGPTConfig",
+    "IterabreConfig",
+    "LiarConfig",
+    "MethodSpec",
+    "PLAN_FILE",
+    "Plan",
+    "PrunePlan",
+    "RecoveryConfig",
+    "SLEBConfig",
+    "ShortGPTConfig",
+    "StageContext",
+    "blocks_to_remove",
+    "method_names",
+    "method_spec",
+    "plan_angular",
+    "plan_shortgpt",
+    "plan_sleb",
+    "register_method",
+]

@@ -18,10 +18,14 @@ def plan_angular(model, windows, num_remove: int, *, protect: tuple[int, ...] = 
     starts = [i for i in scores.ranking() if not protected.intersection(range(i, i + num_remove))]
     start = starts[0]
     return PrunePlan(
-        method="angular", removed_blocks=list(range(start, start + num_remove)),
+        method="angular",
+        removed_blocks=list(range(start, start + num_remove)),
         num_blocks_before=len(scores.scores) + num_remove - 1,
         reason=f"blocks {start}..{start + num_remove - 1}: the span of {num_remove} with the smallest angular distance",
-        metric="angular", scores=scores.scores, data=scores.data, scan_seconds=scores.seconds,
+        metric="angular",
+        scores=scores.scores,
+        data=scores.data,
+        scan_seconds=scores.seconds,
     )
 
 
@@ -32,7 +36,8 @@ class AngularConfig(DepthConfig):
 
 def run_angular(model, config: AngularConfig, context) -> dict:
     num_blocks = ModelAdapter(model).num_blocks
-    plan = plan_angular(model, context.require_windows("angular"), config.count(num_blocks),
-                        protect=config.protected(num_blocks), **context.engine)
+    plan = plan_angular(
+        model, context.require_windows("angular"), config.count(num_blocks), protect=config.protected(num_blocks), **context.engine
+    )
     plan.apply(model)
     return plan.to_dict()

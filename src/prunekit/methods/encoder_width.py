@@ -47,9 +47,20 @@ def _install_folded(adapter: EncoderAdapter, index: int, path: str, folded) -> N
     install_consumer(adapter.unit(index, parent), name, folded.weight, folded.bias, use_bias=True)
 
 
-def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0, ffn_ratio: float = 0.0,
-                        criterion: str = "wanda", reconstruction: str = "liar", damping: float | str = "auto", device=None,
-                        batch_size: int = 1, progress: bool = True, seed: int = 0) -> dict:
+def prune_encoder_width(
+    model,
+    windows: TokenWindows,
+    *,
+    head_ratio: float = 0.0,
+    ffn_ratio: float = 0.0,
+    criterion: str = "wanda",
+    reconstruction: str = "liar",
+    damping: float | str = "auto",
+    device=None,
+    batch_size: int = 1,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict:
     """Remove `head_ratio` of every block's heads and `ffn_ratio` of its FFN channels, in place."""
     check_width_options(ffn_ratio, head_ratio, criterion, reconstruction)
     if criterion == "taylor":
@@ -78,7 +89,9 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
         if keep_heads < num_heads:
             consumer = adapter.unit(index, family.attention_output)
             stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features, holdout)
-            scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.query).weight], seed=seed + 1000 + index)
+            scores = ffn_channel_scores(
+                criterion, stats, consumer.weight, [adapter.unit(index, family.query).weight], seed=seed + 1000 + index
+            )
             heads, channels, _ = _kept_heads(scores, num_heads, num_heads, head_size, keep_heads)
             folded = fold_pruned_inputs(consumer.weight, channels, stats, reconstruction, with_bias=True, damping=damping)
             _check_finite(folded, index, "attention")
@@ -87,12 +100,13 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
             _install_folded(adapter, index, family.attention_output, folded)
             attention = adapter.unit(index, family.self_attention)
             attention.num_attention_heads, attention.all_head_size = keep_heads, keep_heads * head_size
-            entry.update(kept_heads=heads.tolist(), attention_output_mse=folded.output_error,
-                         attention_damping=folded.damping)
+            entry.update(kept_heads=heads.tolist(), attention_output_mse=folded.output_error, attention_damping=folded.damping)
         if keep_channels < width:
             consumer = adapter.unit(index, family.ffn_output)
             stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, width, holdout)
-            scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.ffn_input).weight], seed=seed + index)
+            scores = ffn_channel_scores(
+                criterion, stats, consumer.weight, [adapter.unit(index, family.ffn_input).weight], seed=seed + index
+            )
             keep = torch.topk(scores, keep_channels).indices.sort().values
             folded = fold_pruned_inputs(consumer.weight, keep, stats, reconstruction, with_bias=True, damping=damping)
             _check_finite(folded, index, "FFN")
@@ -102,11 +116,24 @@ def prune_encoder_width(model, windows: TokenWindows, *, head_ratio: float = 0.0
         layers.append(entry)
         hidden = runner.run_block(index, hidden, inputs.block_kwargs)
     needs_loader = record_encoder_widths(model)
-    return {"method": "liar", "model_kind": "encoder", "criterion": criterion, "reconstruction": reconstruction,
-            "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "heads_before": num_heads, "heads_after": keep_heads,
-            "intermediate_size_before": width, "intermediate_size_after": keep_channels, "per_layer_widths": needs_loader,
-            "params_before": params_before, "params_after": parameter_count(model), "data": windows.summary(),
-            "seconds": time.perf_counter() - started, "layers": layers}
+    return {
+        "method": "liar",
+        "model_kind": "encoder",
+        "criterion": criterion,
+        "reconstruction": reconstruction,
+        "head_ratio": head_ratio,
+        "ffn_ratio": ffn_ratio,
+        "heads_before": num_heads,
+        "heads_after": keep_heads,
+        "intermediate_size_before": width,
+        "intermediate_size_after": keep_channels,
+        "per_layer_widths": needs_loader,
+        "params_before": params_before,
+        "params_after": parameter_count(model),
+        "data": windows.summary(),
+        "seconds": time.perf_counter() - started,
+        "layers": layers,
+    }
 
 
 def run_encoder_liar(model, config, context) -> dict:
@@ -118,6 +145,16 @@ def run_encoder_liar(model, config, context) -> dict:
         windows = encoder_windows(windows, context.tokenizer)
     head_ratio = config.ratio if config.ratio is not None else (config.head_ratio or 0.0)
     ffn_ratio = config.ratio if config.ratio is not None else (config.ffn_ratio or 0.0)
-    return prune_encoder_width(model, windows, head_ratio=head_ratio, ffn_ratio=ffn_ratio, criterion=config.criterion,
-                               reconstruction=config.reconstruction, damping=config.damping, seed=config.seed,
-                               device=context.device, batch_size=context.batch_size, progress=context.progress)
+    return prune_encoder_width(
+        model,
+        windows,
+        head_ratio=head_ratio,
+        ffn_ratio=ffn_ratio,
+        criterion=config.criterion,
+        reconstruction=config.reconstruction,
+        damping=config.damping,
+        seed=config.seed,
+        device=context.device,
+        batch_size=context.batch_size,
+        progress=context.progress,
+    )

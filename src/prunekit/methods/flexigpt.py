@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-
 from dataclasses import dataclass
 
 import torch
@@ -26,9 +25,9 @@ from prunekit.errors import ParameterError, PrunekitError
 from prunekit.methods.depth import DepthConfig
 from prunekit.methods.shortgpt import lowest_scoring
 from prunekit.models.adapters import ModelAdapter, parameter_count
-from prunekit.options import option
 from prunekit.models.shared_blocks import _linear_paths, build_shared_block, is_shared_block, shared_linears
 from prunekit.models.shared_checkpoint import merge_shared_blocks
+from prunekit.options import option
 from prunekit.recovery import RecoveryConfig, recover
 from prunekit.scoring.blocks import check_metric, scan_blocks
 
@@ -51,11 +50,17 @@ def checked_rank(config, rank: int | None) -> int:
     rank = rank or default_rank(config)
     hidden = config.hidden_size
     if not 1 <= rank <= hidden:
-        raise PrunekitError(f"adapter rank {rank} must be between 1 and the hidden size {hidden} (a weight difference has no "
-                            f"higher rank); the default is {default_rank(config)}")
+        raise PrunekitError(
+            f"adapter rank {rank} must be between 1 and the hidden size {hidden} (a weight difference has no "
+            f"higher rank); the default is {default_rank(config)}"
+        )
     if rank >= hidden // 2:
-        log.warning("adapter rank %d is at least half the hidden size %d: the shared blocks' adapters are as large as the "
-                    "weights they replace, so the model does not shrink", rank, hidden)
+        log.warning(
+            "adapter rank %d is at least half the hidden size %d: the shared blocks' adapters are as large as the "
+            "weights they replace, so the model does not shrink",
+            rank,
+            hidden,
+        )
     return rank
 
 
@@ -96,8 +101,16 @@ def distance_table(model, pruned: list[int], survivors: list[int], rank: int, di
     return table
 
 
-def replace_blocks(model, pruned: list[int], *, rank: int | None = None, output_norm: float | None = DEFAULT_NORM_SCALE,
-                   svd_init: bool = True, distance: str = "low-rank", progress: bool = True) -> dict:
+def replace_blocks(
+    model,
+    pruned: list[int],
+    *,
+    rank: int | None = None,
+    output_norm: float | None = DEFAULT_NORM_SCALE,
+    svd_init: bool = True,
+    distance: str = "low-rank",
+    progress: bool = True,
+) -> dict:
     """Replace blocks `pruned` of `model` in place by shared blocks; returns the record for the plan."""
     adapter = ModelAdapter(model)
     num_blocks = adapter.num_blocks
@@ -129,19 +142,25 @@ def replace_blocks(model, pruned: list[int], *, rank: int | None = None, output_
     adapters_per_block = sum(p.numel() for p in layers[pruned[0]].parameters())
     replaced_block = adapter.block_parameter_count(choice[pruned[0]])
     return {
-        "replaced_blocks": pruned, "shares_with": {str(i): choice[i] for i in pruned}, "rank": rank, "distance": distance,
+        "replaced_blocks": pruned,
+        "shares_with": {str(i): choice[i] for i in pruned},
+        "rank": rank,
+        "distance": distance,
         "distances": {str(i): {str(j): d for j, d in row.items()} for i, row in table.items()},
-        "output_norm": output_norm, "svd_init": svd_init,
+        "output_norm": output_norm,
+        "svd_init": svd_init,
         "svd_energy_kept": {str(i): e for i, e in kept_energy.items()},
         "own_parameters_per_replacement": adapters_per_block,
         "own_parameters_fraction_of_block": adapters_per_block / replaced_block,
-        "params_before": params_before, "params_after": parameter_count(model),
+        "params_before": params_before,
+        "params_after": parameter_count(model),
         "seconds": time.perf_counter() - started,
     }
 
 
-def extend_model(model, to_blocks: int, *, pattern: str = "block", rank: int | None = None,
-                 output_norm: float | None = DEFAULT_NORM_SCALE, seed: int = 0) -> dict:
+def extend_model(
+    model, to_blocks: int, *, pattern: str = "block", rank: int | None = None, output_norm: float | None = DEFAULT_NORM_SCALE, seed: int = 0
+) -> dict:
     """Grow `model` to `to_blocks` blocks by repeating blocks, each repeat with its own adapters.
 
     pattern `block`: repeats spread over the depth, each right after its source (A A' B B' ...);
@@ -157,7 +176,9 @@ def extend_model(model, to_blocks: int, *, pattern: str = "block", rank: int | N
         raise PrunekitError("this model already holds shared blocks; extend a plain model")
     added = to_blocks - num_blocks
     if added < 1 or added > num_blocks:
-        raise ParameterError("to_blocks", f"{to_blocks} must be between {num_blocks + 1} and {2 * num_blocks} for a {num_blocks}-block model")
+        raise ParameterError(
+            "to_blocks", f"{to_blocks} must be between {num_blocks + 1} and {2 * num_blocks} for a {num_blocks}-block model"
+        )
     rank = checked_rank(model.config, rank)
     if pattern == "block":
         sources = sorted({math.floor((k + 0.5) * num_blocks / added) for k in range(added)})
@@ -177,8 +198,9 @@ def extend_model(model, to_blocks: int, *, pattern: str = "block", rank: int | N
         if not repeat:
             layers.append(originals[source])
             continue
-        block = build_shared_block(originals[source], originals[source], adapter.family, rank=rank, output_norm=output_norm,
-                                   layer_idx=position)
+        block = build_shared_block(
+            originals[source], originals[source], adapter.family, rank=rank, output_norm=output_norm, layer_idx=position
+        )
         for linear in shared_linears(block):
             bound = 1 / math.sqrt(linear.in_features)
             with torch.no_grad():
@@ -196,9 +218,16 @@ def extend_model(model, to_blocks: int, *, pattern: str = "block", rank: int | N
         if isinstance(values, (list, tuple)) and len(values) == num_blocks:
             setattr(config, field, [values[source] for source, _ in order])
     config.num_hidden_layers = len(layers)
-    return {"pattern": pattern, "blocks_before": num_blocks, "blocks_after": len(layers), "rank": rank, "output_norm": output_norm,
-            "layout": [{"position": p, "source": s, "repeat": r} for p, (s, r) in enumerate(order)],
-            "params_before": params_before, "params_after": parameter_count(model)}
+    return {
+        "pattern": pattern,
+        "blocks_before": num_blocks,
+        "blocks_after": len(layers),
+        "rank": rank,
+        "output_norm": output_norm,
+        "layout": [{"position": p, "source": s, "repeat": r} for p, (s, r) in enumerate(order)],
+        "params_before": params_before,
+        "params_after": parameter_count(model),
+    }
 
 
 def _adapter_recovery() -> RecoveryConfig:
@@ -210,8 +239,9 @@ class SharedBlockOptions:
     """The shared blocks' own settings (FlexiGPT and extend)."""
 
     rank: int | None = option(None, "adapter rank (default hidden_size/16, e.g. 36 for a 576-wide model)")
-    output_norm: float | None = option(DEFAULT_NORM_SCALE, f"initial scale of the output normalisation (default "
-                                                           f"{DEFAULT_NORM_SCALE}); none leaves it out")
+    output_norm: float | None = option(
+        DEFAULT_NORM_SCALE, f"initial scale of the output normalisation (default {DEFAULT_NORM_SCALE}); none leaves it out"
+    )
     merge: bool = option(False, "write a plain checkpoint (no memory saving; needs output_norm none)")
 
     def check_shared(self) -> None:
@@ -285,21 +315,37 @@ def run_flexigpt(model, config: FlexiGPTConfig, context) -> dict:
     replaced = lowest_scoring(scores.scores, count, protect)
     if config.recovery is not None:
         context.teacher()  # the dense copy must exist before the blocks change
-    record = replace_blocks(model, replaced, rank=config.rank, output_norm=config.output_norm, svd_init=config.svd_init,
-                            distance=config.distance, progress=context.progress)
+    record = replace_blocks(
+        model,
+        replaced,
+        rank=config.rank,
+        output_norm=config.output_norm,
+        svd_init=config.svd_init,
+        distance=config.distance,
+        progress=context.progress,
+    )
     recovery = _train_adapters(model, config.recovery, context)
     if config.merge:
         merge_shared_blocks(model)
-    return {"method": "flexigpt", "num_blocks_before": num_blocks, "metric": config.metric, "scores": scores.scores,
-            "data": windows.summary(), **record, "recovery": recovery, "merged": config.merge,
-            "params_after": parameter_count(model)}
+    return {
+        "method": "flexigpt",
+        "num_blocks_before": num_blocks,
+        "metric": config.metric,
+        "scores": scores.scores,
+        "data": windows.summary(),
+        **record,
+        "recovery": recovery,
+        "merged": config.merge,
+        "params_after": parameter_count(model),
+    }
 
 
 def run_extend(model, config: ExtendConfig, context) -> dict:
     if config.recovery is not None:
         context.teacher()
-    record = extend_model(model, config.to_blocks, pattern=config.pattern, rank=config.rank, output_norm=config.output_norm,
-                          seed=config.seed)
+    record = extend_model(
+        model, config.to_blocks, pattern=config.pattern, rank=config.rank, output_norm=config.output_norm, seed=config.seed
+    )
     record["recovery"] = _train_adapters(model, config.recovery, context)
     if config.merge:
         merge_shared_blocks(model)

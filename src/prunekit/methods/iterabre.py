@@ -26,8 +26,8 @@ from prunekit.methods.plan import PrunePlan
 from prunekit.methods.run_directory import RunDirectory
 from prunekit.methods.shortgpt import lowest_scoring
 from prunekit.models.adapters import ModelAdapter
-from prunekit.options import option
 from prunekit.models.surgery import remove_blocks
+from prunekit.options import option
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
 from prunekit.scoring.blocks import check_metric, scan_blocks
 
@@ -71,8 +71,13 @@ class IterabreSettings:
         return base + (1 if iteration > self.iterations - extra else 0)
 
     def to_dict(self) -> dict:
-        return {"remove": self.remove, "per_step": self.per_step, "metric": self.metric, "protect": list(self.protect),
-                **{k: v for k, v in self.recovery.to_dict().items()}}
+        return {
+            "remove": self.remove,
+            "per_step": self.per_step,
+            "metric": self.metric,
+            "protect": list(self.protect),
+            **{k: v for k, v in self.recovery.to_dict().items()},
+        }
 
 
 def _windows_slice(windows: TokenWindows, start: int, count: int) -> TokenWindows:
@@ -80,11 +85,24 @@ def _windows_slice(windows: TokenWindows, start: int, count: int) -> TokenWindow
     return TokenWindows(windows.input_ids[rows], windows.description, windows.total_tokens_available)
 
 
-def iterabre(model, teacher, calibration: TokenWindows, recovery_data: TokenWindows | Callable[[], TokenWindows],
-             settings: IterabreSettings, *,
-             run_dir: str, heldout: TokenWindows | None = None, resume: bool = False, overwrite_run: bool = False,
-             run_info: dict | None = None, device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
-             on_iteration: Callable[[dict], None] | None = None) -> PrunePlan:
+def iterabre(
+    model,
+    teacher,
+    calibration: TokenWindows,
+    recovery_data: TokenWindows | Callable[[], TokenWindows],
+    settings: IterabreSettings,
+    *,
+    run_dir: str,
+    heldout: TokenWindows | None = None,
+    resume: bool = False,
+    overwrite_run: bool = False,
+    run_info: dict | None = None,
+    device=None,
+    offload: bool = False,
+    batch_size: int = 1,
+    progress: bool = True,
+    on_iteration: Callable[[dict], None] | None = None,
+) -> PrunePlan:
     """Prune `model` in place by IteRABRe and return the plan with one step per iteration.
 
     `teacher` is the dense model (unchanged). `run_dir` receives the state log and the checkpoint
@@ -97,8 +115,7 @@ def iterabre(model, teacher, calibration: TokenWindows, recovery_data: TokenWind
     settings.check(num_blocks)
     settings.recovery.check(teacher is not None)
     directory = RunDirectory(run_dir)
-    run_settings = {**settings.to_dict(), **(run_info or {}), "num_blocks_before": num_blocks,
-                    "calibration": calibration.summary()}
+    run_settings = {**settings.to_dict(), **(run_info or {}), "num_blocks_before": num_blocks, "calibration": calibration.summary()}
     if resume:
         state = directory.load(run_settings, may_differ=RESUMABLE_CHANGES)
         for entry in state["iterations"]:
@@ -133,36 +150,70 @@ def iterabre(model, teacher, calibration: TokenWindows, recovery_data: TokenWind
         share = math.ceil(tokens / recovery_data.seq_len)
         config = replace(settings.recovery, tokens=tokens, seed=settings.recovery.seed + iteration)
         try:
-            result = recover(model, _windows_slice(recovery_data, windows_used, share), config, teacher=teacher,
-                             blocks=neighbours, device=device, progress=progress)
+            result = recover(
+                model,
+                _windows_slice(recovery_data, windows_used, share),
+                config,
+                teacher=teacher,
+                blocks=neighbours,
+                device=device,
+                progress=progress,
+            )
         except RecoveryDiverged as error:
             failed = {"iteration": iteration, "removed": removed, "error": str(error), "learning_rate": error.learning_rate}
             directory.update(state, status="diverged", failure=failed)
             where = f"{directory.path / state['checkpoint']}" if state["checkpoint"] else "the input model (no iteration finished)"
-            raise PrunekitError(f"iteration {iteration}: recovery diverged at step {error.step} (loss {error.loss}, "
-                                f"learning rate {error.learning_rate:.3g}); nothing was exported; the last good weights are "
-                                f"{where}; rerun with --resume {directory.path} --lr {settings.recovery.learning_rate / 4:.3g}") from error
+            raise PrunekitError(
+                f"iteration {iteration}: recovery diverged at step {error.step} (loss {error.loss}, "
+                f"learning rate {error.learning_rate:.3g}); nothing was exported; the last good weights are "
+                f"{where}; rerun with --resume {directory.path} --lr {settings.recovery.learning_rate / 4:.3g}"
+            ) from error
         windows_used += share
         heldout_recovered = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None
         before, original = original, [b for p, b in enumerate(original) if p not in set(chosen)]
         removed_total += count
         entry = {
-            "iteration": iteration, "removed": removed, "removed_current": chosen,
-            "score": [scores.scores[p] for p in chosen], "scores": dict(zip(map(str, before), scores.scores)),
-            "metric": settings.metric, "blocks_left": len(original),
-            "loss_before_recovery": result.loss_first, "loss_after_recovery": result.loss_last,
-            "heldout_perplexity_after_removal": heldout_removed, "heldout_perplexity_after_recovery": heldout_recovered,
-            "recovery": {"tokens_budget": tokens, "tokens": result.tokens, "steps": result.steps, "seconds": result.seconds,
-                         "tokens_per_second": result.tokens_per_second, "trainable_parameters": result.trainable_parameters,
-                         "learning_rate": config.learning_rate, "seed": config.seed, "epochs": result.epochs,
-                         "device": result.device, "micro_batch_size": result.micro_batch_size,
-                         "gradient_checkpointing": result.gradient_checkpointing, "mfu": result.mfu,
-                         "model_flops_per_token": result.model_flops_per_token, "peak_memory_mib": result.peak_memory_mib},
-            "scan_seconds": scan_seconds, "seconds": time.perf_counter() - started,
+            "iteration": iteration,
+            "removed": removed,
+            "removed_current": chosen,
+            "score": [scores.scores[p] for p in chosen],
+            "scores": dict(zip(map(str, before), scores.scores)),
+            "metric": settings.metric,
+            "blocks_left": len(original),
+            "loss_before_recovery": result.loss_first,
+            "loss_after_recovery": result.loss_last,
+            "heldout_perplexity_after_removal": heldout_removed,
+            "heldout_perplexity_after_recovery": heldout_recovered,
+            "recovery": {
+                "tokens_budget": tokens,
+                "tokens": result.tokens,
+                "steps": result.steps,
+                "seconds": result.seconds,
+                "tokens_per_second": result.tokens_per_second,
+                "trainable_parameters": result.trainable_parameters,
+                "learning_rate": config.learning_rate,
+                "seed": config.seed,
+                "epochs": result.epochs,
+                "device": result.device,
+                "micro_batch_size": result.micro_batch_size,
+                "gradient_checkpointing": result.gradient_checkpointing,
+                "mfu": result.mfu,
+                "model_flops_per_token": result.model_flops_per_token,
+                "peak_memory_mib": result.peak_memory_mib,
+            },
+            "scan_seconds": scan_seconds,
+            "seconds": time.perf_counter() - started,
         }
         state = directory.save_iteration(state, entry, model)
-        log.info("iteration %d: removed block %s (%s %.4g), held-out ppl %s -> %s", iteration, removed, settings.metric,
-                 entry["score"][0], heldout_removed, heldout_recovered)
+        log.info(
+            "iteration %d: removed block %s (%s %.4g), held-out ppl %s -> %s",
+            iteration,
+            removed,
+            settings.metric,
+            entry["score"][0],
+            heldout_removed,
+            heldout_recovered,
+        )
         if on_iteration is not None:
             on_iteration(entry)
     state = directory.update(state, status="finished")
@@ -170,11 +221,18 @@ def iterabre(model, teacher, calibration: TokenWindows, recovery_data: TokenWind
     removed_all = [b for entry in steps for b in entry["removed"]]
     first_scores = steps[0]["scores"]
     return PrunePlan(
-        method="iterabre", removed_blocks=sorted(removed_all), num_blocks_before=num_blocks,
-        reason=(f"iterative: {len(steps)} iterations, each removing the {settings.per_step} block(s) with the lowest "
-                f"{settings.metric} on the current model, then {settings.recovery.scope} recovery by distillation"),
-        metric=settings.metric, scores=[first_scores[str(i)] for i in range(num_blocks)], data=calibration.summary(),
-        steps=steps, scan_seconds=time.perf_counter() - started_all,
+        method="iterabre",
+        removed_blocks=sorted(removed_all),
+        num_blocks_before=num_blocks,
+        reason=(
+            f"iterative: {len(steps)} iterations, each removing the {settings.per_step} block(s) with the lowest "
+            f"{settings.metric} on the current model, then {settings.recovery.scope} recovery by distillation"
+        ),
+        metric=settings.metric,
+        scores=[first_scores[str(i)] for i in range(num_blocks)],
+        data=calibration.summary(),
+        steps=steps,
+        scan_seconds=time.perf_counter() - started_all,
     )
 
 
@@ -246,16 +304,30 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
     import tempfile
 
     num_blocks = ModelAdapter(model).num_blocks
-    settings = IterabreSettings(remove=config.count(num_blocks), per_step=config.per_step, metric=config.metric,
-                                protect=config.protected(num_blocks), recovery=config.recovery)
+    settings = IterabreSettings(
+        remove=config.count(num_blocks),
+        per_step=config.per_step,
+        metric=config.metric,
+        protect=config.protected(num_blocks),
+        recovery=config.recovery,
+    )
     settings.check(num_blocks)
     teacher = context.teacher()
     with tempfile.TemporaryDirectory(prefix="prunekit-iterabre-") as scratch:
         run_dir = config.run_dir or scratch
-        plan = iterabre(model, teacher, context.require_windows("iterabre"),
-                        lambda: context.recovery_windows(config.recovery, teacher), settings, run_dir=run_dir,
-                        heldout=context.heldout, resume=config.resume, overwrite_run=config.overwrite_run,
-                        run_info={"seed": context.seed}, **context.engine)
+        plan = iterabre(
+            model,
+            teacher,
+            context.require_windows("iterabre"),
+            lambda: context.recovery_windows(config.recovery, teacher),
+            settings,
+            run_dir=run_dir,
+            heldout=context.heldout,
+            resume=config.resume,
+            overwrite_run=config.overwrite_run,
+            run_info={"seed": context.seed},
+            **context.engine,
+        )
     details = plan.to_dict()
     details["recovery"] = {**config.recovery.to_dict(), "run_dir": config.run_dir}
     return details

@@ -26,15 +26,24 @@ from tqdm.auto import tqdm
 
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import ParameterError, PrunekitError
+from prunekit.evaluation.speed import peak_rss_bytes, weight_bytes
 from prunekit.methods.reconstruction import HOLDOUT_EVERY, RECONSTRUCTIONS, check_damping, fold_pruned_inputs
-from prunekit.options import option
 from prunekit.methods.width_allocation import ALLOCATIONS, LayerWidth, adaptive_widths, standardised, uniform_widths
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.layer_widths import record_layer_widths
 from prunekit.models.loading import available_memory_bytes
-from prunekit.models.width_surgery import (attention_consumer, mlp_consumer, producer_weights, query_weight,
-                                           share_attention_config, slice_attention, slice_mlp)
+from prunekit.models.width_surgery import (
+    attention_consumer,
+    mlp_consumer,
+    producer_weights,
+    query_weight,
+    share_attention_config,
+    slice_attention,
+    slice_mlp,
+)
 from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_channel_scores, statistics_peak_bytes
+from prunekit.scoring.gradients import taylor_unit_scores
+
 
 def _kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int, keep_groups: int):
     """Keep whole GQA groups (a KV head and its query heads): channel and KV-row indices to keep."""
@@ -46,8 +55,9 @@ def _kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int
     return groups, channels, kv_rows
 
 
-def _input_statistics(runner: SequentialRunner, index: int, hidden, block_kwargs, module: nn.Module, width: int,
-                      holdout_every: int = 0) -> InputStatistics:
+def _input_statistics(
+    runner: SequentialRunner, index: int, hidden, block_kwargs, module: nn.Module, width: int, holdout_every: int = 0
+) -> InputStatistics:
     """Run block `index` once, streaming the statistics of `module`'s inputs (on the block's device)."""
     stats = InputStatistics(width, holdout_every)
     handle = module.register_forward_pre_hook(lambda mod, args: stats.add(args[0]))
@@ -134,17 +144,28 @@ def _matches_a_real_run(runner: SequentialRunner, index: int, hidden, block_kwar
 
 def _check_finite(folded, index: int, what: str) -> None:
     if not torch.isfinite(folded.weight).all() or (folded.bias is not None and not torch.isfinite(folded.bias).all()):
-        raise PrunekitError(f"reconstruction of block {index} ({what}) produced non-finite weights; raise --damping or use --reconstruction bias")
+        raise PrunekitError(
+            f"reconstruction of block {index} ({what}) produced non-finite weights; raise --damping or use --reconstruction bias"
+        )
 
 
-def check_width_options(ffn_ratio: float | None, head_ratio: float | None, criterion: str, reconstruction: str,
-                        ratio: float | None = None, allocation: str = "uniform", min_keep: float = 0.1,
-                        channel_multiple: int = 1) -> None:
+def check_width_options(
+    ffn_ratio: float | None,
+    head_ratio: float | None,
+    criterion: str,
+    reconstruction: str,
+    ratio: float | None = None,
+    allocation: str = "uniform",
+    min_keep: float = 0.1,
+    channel_multiple: int = 1,
+) -> None:
     """The checks that need no model, so the CLI can fail before loading one."""
     if ratio is not None:
         if ffn_ratio is not None or head_ratio not in (None, 0.0):
-            raise ParameterError("ratio", "(share of the block parameters) or ffn_ratio/head_ratio: give one, not both "
-                                          "(head_ratio 0 with `ratio` keeps every head)")
+            raise ParameterError(
+                "ratio",
+                "(share of the block parameters) or ffn_ratio/head_ratio: give one, not both (head_ratio 0 with `ratio` keeps every head)",
+            )
         if not 0.0 < ratio < 1.0:
             raise ParameterError("ratio", f"{ratio} must be strictly between 0 and 1")
     elif ffn_ratio is None and head_ratio is None:
@@ -218,14 +239,15 @@ def _shape(adapter: ModelAdapter) -> _Shape:
     family, config = adapter.family, adapter.config
     layer = adapter.layers[0]
     width = mlp_consumer(getattr(layer, family.mlp_attr), family).in_features
-    head_dim = getattr(getattr(layer, family.attention_attr), "head_dim")
+    head_dim = getattr(layer, family.attention_attr).head_dim
     return _Shape(width, config.num_attention_heads, config.num_key_value_heads, head_dim)
 
 
 def _head_channel_scores(criterion: str, stats: InputStatistics, attention: nn.Module, family, seed: int, taylor) -> torch.Tensor:
     """One score per input channel of the attention's output projection (query head channel)."""
-    return ffn_channel_scores(criterion, stats, attention_consumer(attention, family).weight, [query_weight(attention, family)],
-                              seed=seed, taylor=taylor)
+    return ffn_channel_scores(
+        criterion, stats, attention_consumer(attention, family).weight, [query_weight(attention, family)], seed=seed, taylor=taylor
+    )
 
 
 def _group_scores(channel_scores: torch.Tensor, shape: _Shape) -> torch.Tensor:
@@ -233,8 +255,9 @@ def _group_scores(channel_scores: torch.Tensor, shape: _Shape) -> torch.Tensor:
     return standardised(channel_scores).view(shape.num_kv, -1).mean(1)
 
 
-def _dense_unit_scores(runner: SequentialRunner, inputs, adapter: ModelAdapter, shape: _Shape, criterion: str, seed: int,
-                       taylor: list | None, heads: bool) -> tuple[list | None, list]:
+def _dense_unit_scores(
+    runner: SequentialRunner, inputs, adapter: ModelAdapter, shape: _Shape, criterion: str, seed: int, taylor: list | None, heads: bool
+) -> tuple[list | None, list]:
     """Per-layer KV-group and FFN-channel scores of the unpruned model (one sequential pass)."""
     family = adapter.family
     group_scores, channel_scores = [], []
@@ -252,17 +275,41 @@ def _dense_unit_scores(runner: SequentialRunner, inputs, adapter: ModelAdapter, 
         finally:
             for hook in hooks:
                 hook.remove()
-        channel_scores.append(ffn_channel_scores(criterion, ffn_stats, down.weight, producer_weights(mlp, family), seed=seed + index,
-                                                 taylor=taylor[index]["ffn"] if taylor else None))
+        channel_scores.append(
+            ffn_channel_scores(
+                criterion,
+                ffn_stats,
+                down.weight,
+                producer_weights(mlp, family),
+                seed=seed + index,
+                taylor=taylor[index]["ffn"] if taylor else None,
+            )
+        )
         if heads:
-            scores = _head_channel_scores(criterion, attn_stats, attention, family, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
+            scores = _head_channel_scores(
+                criterion, attn_stats, attention, family, seed + 1000 + index, taylor[index].get("heads") if taylor else None
+            )
             group_scores.append(_group_scores(scores, shape))
         hidden = outputs
     return (group_scores if heads else None), channel_scores
 
 
-def _layer_widths(adapter: ModelAdapter, shape: _Shape, runner, inputs, *, allocation: str, ratio, head_ratio: float,
-                  ffn_ratio: float, heads: bool, min_keep: float, criterion: str, seed: int, taylor) -> list[LayerWidth]:
+def _layer_widths(
+    adapter: ModelAdapter,
+    shape: _Shape,
+    runner,
+    inputs,
+    *,
+    allocation: str,
+    ratio,
+    head_ratio: float,
+    ffn_ratio: float,
+    heads: bool,
+    min_keep: float,
+    criterion: str,
+    seed: int,
+    taylor,
+) -> list[LayerWidth]:
     if allocation == "uniform":
         return uniform_widths(adapter.num_blocks, shape.num_kv, shape.width, head_ratio, ffn_ratio)
     hidden = adapter.config.hidden_size
@@ -274,10 +321,21 @@ def _layer_widths(adapter: ModelAdapter, shape: _Shape, runner, inputs, *, alloc
         unit_ratio = ratio * adapter.block_parameter_count(0) / prunable
         if unit_ratio >= 1.0:
             raise ParameterError("ratio", f"{ratio} is more than the prunable share of a block; use a smaller ratio")
-    group_scores, channel_scores = _dense_unit_scores(runner, inputs, adapter, shape, criterion, seed, taylor,
-                                                      heads and (ratio is not None or head_ratio > 0))
-    return adaptive_widths(group_scores, channel_scores, group_cost=group_cost, channel_cost=channel_cost, width=shape.width,
-                           num_kv=shape.num_kv, ratio=unit_ratio, head_ratio=head_ratio, ffn_ratio=ffn_ratio, min_keep=min_keep)
+    group_scores, channel_scores = _dense_unit_scores(
+        runner, inputs, adapter, shape, criterion, seed, taylor, heads and (ratio is not None or head_ratio > 0)
+    )
+    return adaptive_widths(
+        group_scores,
+        channel_scores,
+        group_cost=group_cost,
+        channel_cost=channel_cost,
+        width=shape.width,
+        num_kv=shape.num_kv,
+        ratio=unit_ratio,
+        head_ratio=head_ratio,
+        ffn_ratio=ffn_ratio,
+        min_keep=min_keep,
+    )
 
 
 def _round_channels(channels: int, width: int, multiple: int) -> int:
@@ -293,36 +351,51 @@ def _check_statistics_fit(runner: SequentialRunner, adapter: ModelAdapter, shape
     need = statistics_peak_bytes(width, bool(holdout))
     device = runner.device
     if runner.offload:
-        from prunekit.evaluation.speed import weight_bytes
-
         need += weight_bytes(adapter.layers[0])
     free = available_memory_bytes(device)
     if free is not None and need > free:
-        hint = ("use --offload (only the block being pruned on the accelerator), " if device.type == "cuda" and not runner.offload else "")
-        raise PrunekitError(f"LIAR's statistics for {width} channels need about {need / 2**30:.1f} GiB on {device}, but only "
-                            f"{free / 2**30:.1f} GiB are free; {hint}a fixed --damping (no held-out copy), or a device with more memory")
+        hint = "use --offload (only the block being pruned on the accelerator), " if device.type == "cuda" and not runner.offload else ""
+        raise PrunekitError(
+            f"LIAR's statistics for {width} channels need about {need / 2**30:.1f} GiB on {device}, but only "
+            f"{free / 2**30:.1f} GiB are free; {hint}a fixed --damping (no held-out copy), or a device with more memory"
+        )
 
 
 def _peak_memory(device: torch.device) -> dict:
     """Peak memory for the plan: process RSS (CPU side) and, on CUDA, the accelerator's peak allocation."""
-    from prunekit.evaluation.speed import peak_rss_bytes
-
     out = {"peak_rss_mib": peak_rss_bytes() / 2**20}
     if device.type == "cuda":
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
 
 
-def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: float | None = None, ratio: float | None = None,
-                allocation: str = "uniform", min_keep: float = 0.1, criterion: str = "wanda", reconstruction: str = "liar",
-                damping: float | str = "auto", device=None, offload: bool = False, batch_size: int = 1, progress: bool = True,
-                seed: int = 0, ratio_heads: bool = False, channel_multiple: int = 1) -> dict:
+def prune_width(
+    model,
+    windows,
+    *,
+    ffn_ratio: float | None = None,
+    head_ratio: float | None = None,
+    ratio: float | None = None,
+    allocation: str = "uniform",
+    min_keep: float = 0.1,
+    criterion: str = "wanda",
+    reconstruction: str = "liar",
+    damping: float | str = "auto",
+    device=None,
+    offload: bool = False,
+    batch_size: int = 1,
+    progress: bool = True,
+    seed: int = 0,
+    ratio_heads: bool = False,
+    channel_multiple: int = 1,
+) -> dict:
     """Prune KV groups (whole GQA groups) and FFN channels of every block, in place and block by block;
     returns the plan (JSON-able).
 
     `ratio` is the share of every block's parameters to remove, spent on FFN channels unless
     `ratio_heads` lets whole KV groups take part (uniform: where they fit; adaptive: ranked jointly;
-    on SmolLM2, with 3 groups per block, that was much worse: see the README); otherwise `head_ratio` / `ffn_ratio` are the shares of KV groups / FFN channels. `allocation`
+    on SmolLM2, with 3 groups per block, that was much worse: see the README); otherwise `head_ratio` /
+    `ffn_ratio` are the shares of KV groups / FFN channels. `allocation`
     "uniform" prunes every layer alike (a standard config); "adaptive" ranks units across layers
     (see width_allocation.py) and saves per-layer widths that need `prunekit.load_model`.
     `channel_multiple` rounds every pruned layer's kept FFN channels to the nearest multiple: GPU
@@ -342,18 +415,31 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     if allocation == "uniform" and shape.width - int(round(ffn_ratio * shape.width)) < 1:
         raise ParameterError("ffn_ratio", f"{ffn_ratio} would remove every FFN channel; use a smaller ratio")
     if head_ratio > 0 and allocation == "uniform" and shape.num_kv - int(round(head_ratio * shape.num_kv)) < 1:
-        raise ParameterError("head_ratio", f"{head_ratio} would remove every KV group of a layer ({shape.num_kv} per layer); use a smaller ratio")
+        raise ParameterError(
+            "head_ratio", f"{head_ratio} would remove every KV group of a layer ({shape.num_kv} per layer); use a smaller ratio"
+        )
     started = time.perf_counter()
     params_before = parameter_count(model)
     taylor = None
     if criterion == "taylor":
-        from prunekit.scoring.gradients import taylor_unit_scores
-
         taylor = taylor_unit_scores(model, windows, device=device if not offload else None, heads=heads)
     runner = SequentialRunner(model, device=device, offload=offload, batch_size=batch_size, progress=False)
     inputs = runner.capture(windows.input_ids)
-    widths = _layer_widths(adapter, shape, runner, inputs, allocation=allocation, ratio=ratio, head_ratio=head_ratio,
-                           ffn_ratio=ffn_ratio, heads=heads, min_keep=min_keep, criterion=criterion, seed=seed, taylor=taylor)
+    widths = _layer_widths(
+        adapter,
+        shape,
+        runner,
+        inputs,
+        allocation=allocation,
+        ratio=ratio,
+        head_ratio=head_ratio,
+        ffn_ratio=ffn_ratio,
+        heads=heads,
+        min_keep=min_keep,
+        criterion=criterion,
+        seed=seed,
+        taylor=taylor,
+    )
     widths = [replace(w, channels=_round_channels(w.channels, shape.width, channel_multiple)) for w in widths]
     prunes_heads = any(w.kv_groups < shape.num_kv for w in widths)
     prunes_ffn = any(w.channels < shape.width for w in widths)
@@ -374,12 +460,15 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
             attention = getattr(layer, family.attention_attr)
             attention_out = attention_consumer(attention, family)
             stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, attention_out, attention_out.in_features, holdout)
-            scores = _head_channel_scores(criterion, stats, attention, family, seed + 1000 + index, taylor[index].get("heads") if taylor else None)
+            scores = _head_channel_scores(
+                criterion, stats, attention, family, seed + 1000 + index, taylor[index].get("heads") if taylor else None
+            )
             groups, channels, kv_rows = _kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
-            folded = fold_pruned_inputs(attention_out.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping, release=True)
+            folded = fold_pruned_inputs(
+                attention_out.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping, release=True
+            )
             _check_finite(folded, index, "attention")
-            entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=folded.output_error,
-                         o_proj_damping=folded.damping)
+            entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=folded.output_error, o_proj_damping=folded.damping)
             slice_attention(attention, family, channels, kv_rows, folded.weight, folded.bias, use_attn_bias)
         outputs = None
         if n_keep < shape.width or use_mlp_bias:
@@ -389,8 +478,14 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
             recompute = ffn_outputs == "recomputed" and ffn.can_recompute
             ffn.run(hidden, inputs.block_kwargs, keep_inputs=recompute)
             stats = ffn.stats
-            scores = ffn_channel_scores(criterion, stats, down.weight, producer_weights(mlp, family), seed=seed + index,
-                                        taylor=taylor[index]["ffn"] if taylor else None)
+            scores = ffn_channel_scores(
+                criterion,
+                stats,
+                down.weight,
+                producer_weights(mlp, family),
+                seed=seed + index,
+                taylor=taylor[index]["ffn"] if taylor else None,
+            )
             keep = torch.topk(scores, n_keep).indices.sort().values
             folded = fold_pruned_inputs(down.weight, keep, stats, reconstruction, with_bias=use_mlp_bias, damping=damping, release=True)
             _check_finite(folded, index, "FFN")
@@ -413,57 +508,35 @@ def prune_width(model, windows, *, ffn_ratio: float | None = None, head_ratio: f
     if not per_layer:  # uniform: every fused attention can read the shared config again
         share_attention_config([getattr(layer, family.attention_attr) for layer in adapter.layers], family, config)
     return {
-        "method": "liar", "criterion": criterion, "reconstruction": reconstruction, "allocation": allocation,
-        "ffn_ratio": ffn_ratio, "head_ratio": head_ratio, "block_ratio": ratio, "channel_multiple": channel_multiple, "min_keep": min_keep if allocation == "adaptive" else None,
-        "intermediate_size_before": shape.width, "intermediate_size_after": max(w.channels for w in widths),
-        "kv_heads_before": shape.num_kv, "kv_heads_after": max(w.kv_groups for w in widths), "per_layer_widths": per_layer,
+        "method": "liar",
+        "criterion": criterion,
+        "reconstruction": reconstruction,
+        "allocation": allocation,
+        "ffn_ratio": ffn_ratio,
+        "head_ratio": head_ratio,
+        "block_ratio": ratio,
+        "channel_multiple": channel_multiple,
+        "min_keep": min_keep if allocation == "adaptive" else None,
+        "intermediate_size_before": shape.width,
+        "intermediate_size_after": max(w.channels for w in widths),
+        "kv_heads_before": shape.num_kv,
+        "kv_heads_after": max(w.kv_groups for w in widths),
+        "per_layer_widths": per_layer,
         "ffn_channels_removed": 1 - sum(w.channels for w in widths) / (len(widths) * shape.width),
         "kv_groups_removed": 1 - sum(w.kv_groups for w in widths) / (len(widths) * shape.num_kv),
-        "mlp_bias": use_mlp_bias, "attention_bias": use_attn_bias, "damping": damping,
-        "params_before": params_before, "params_after": parameter_count(model), "data": windows.summary(),
+        "mlp_bias": use_mlp_bias,
+        "attention_bias": use_attn_bias,
+        "damping": damping,
+        "params_before": params_before,
+        "params_after": parameter_count(model),
+        "data": windows.summary(),
         "ffn_outputs": ffn_outputs if prunes_ffn or use_mlp_bias else None,
-        "seconds": time.perf_counter() - started, **_peak_memory(runner.device), "layers": layers_plan,
+        "seconds": time.perf_counter() - started,
+        **_peak_memory(runner.device),
+        "layers": layers_plan,
     }
 
 
 def prune_ffn_channels(model, windows, *, ffn_ratio: float, **options) -> dict:
     """FFN channels only (see prune_width)."""
     return prune_width(model, windows, ffn_ratio=ffn_ratio, **options)
-
-
-@dataclass
-class LiarConfig:
-    """LIAR width pruning: `ratio` of every block's parameters (spent on FFN channels unless
-    `ratio_heads`), or `ffn_ratio` / `head_ratio` of its FFN channels / KV groups; the pruned
-    inputs are folded into the consuming projection by `reconstruction` (see prune_width)."""
-
-    ratio: float | None = option(None, "fraction of every block's parameters to remove (spent on FFN channels)")
-    ffn_ratio: float | None = option(None, "fraction of every block's FFN channels to remove")
-    head_ratio: float | None = option(None, "fraction of every block's KV groups (with their query heads) to remove")
-    ratio_heads: bool = option(False, "with ratio: let whole KV groups take part")
-    criterion: str = option("wanda", "magnitude, wanda, fluctuation, taylor (one gradient pass) or random")
-    reconstruction: str = option("liar", "none, bias (FLAP) or liar (least squares)")
-    damping: float | str = option("auto", "ridge damping relative to the mean Gram diagonal, or auto (chosen on held-out "
-                                          "calibration batches)")
-    allocation: str = option("uniform", "uniform (same widths everywhere) or adaptive (per-layer widths; reload with "
-                                        "prunekit.load_model)")
-    min_keep: float = option(0.1, "allocation adaptive: least share of a layer's FFN channels kept")
-    channel_multiple: int = option(1, "round each layer's kept FFN channels to a multiple of N (64 suits GPU matmuls)")
-    seed: int = option(0, "seed of the random criterion")
-
-    def check(self) -> None:
-        check_width_options(self.ffn_ratio, self.head_ratio, self.criterion, self.reconstruction, self.ratio,
-                            self.allocation, self.min_keep, self.channel_multiple)
-        check_damping(self.damping)
-
-
-def run_liar(model, config: LiarConfig, context) -> dict:
-    """Decoders through prune_width; BERT-style encoders through the encoder variant (same config)."""
-    from prunekit.methods.encoder_width import run_encoder_liar
-    from prunekit.models.encoders import is_encoder_config
-
-    if is_encoder_config(model.config):
-        return run_encoder_liar(model, config, context)
-    options = {k: getattr(config, k) for k in ("ratio", "ffn_ratio", "head_ratio", "ratio_heads", "criterion", "reconstruction",
-                                                "damping", "allocation", "min_keep", "channel_multiple", "seed")}
-    return prune_width(model, context.require_windows("liar"), **options, **context.engine)

@@ -80,8 +80,10 @@ class PrunePlan:
         if not isinstance(method, str):
             raise PrunekitError("plan has no method name; pass a prunekit_plan.json written by prunekit prune")
         if method in NOT_REAPPLICABLE:
-            raise PrunekitError(f"a {method} plan cannot be re-applied: {NOT_REAPPLICABLE[method]}; only shortgpt, angular and sleb "
-                                "plans (blocks to remove) can")
+            raise PrunekitError(
+                f"a {method} plan cannot be re-applied: {NOT_REAPPLICABLE[method]}; only shortgpt, angular and sleb "
+                "plans (blocks to remove) can"
+            )
         if method not in REAPPLICABLE:
             raise PrunekitError(f"plan method '{method}' is unknown; re-applicable plans are {', '.join(REAPPLICABLE)}")
         missing = [k for k in ("removed_blocks", "num_blocks_before") if k not in data]
@@ -93,7 +95,9 @@ class PrunePlan:
         if not isinstance(blocks, list) or not all(_is_int(b) for b in blocks):
             raise PrunekitError(f"plan removed_blocks must be a list of block indices (whole numbers), not {json.dumps(blocks)[:60]}")
         scores = data.get("scores")
-        if scores is not None and (not isinstance(scores, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores)):
+        if scores is not None and (
+            not isinstance(scores, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores)
+        ):
             raise PrunekitError("plan scores must be a list of numbers")
         for name in ("reason", "model"):
             if name in data and not isinstance(data[name], str):
@@ -165,10 +169,17 @@ class Plan:
     def from_depth_plan(cls, plan: PrunePlan) -> "Plan":
         """A one-stage plan around a (format 1) depth plan."""
         details = plan.to_dict()
-        return cls(stages=[{"method": plan.method, "config": {}, "details": details, "reapplicable": True}],
-                   num_blocks_before=plan.num_blocks_before, num_blocks_after=len(plan.kept_blocks),
-                   removed_blocks=list(plan.removed_blocks), model=plan.model, params_before=plan.params_before,
-                   params_after=plan.params_after, versions=plan.versions, created=plan.created)
+        return cls(
+            stages=[{"method": plan.method, "config": {}, "details": details, "reapplicable": True}],
+            num_blocks_before=plan.num_blocks_before,
+            num_blocks_after=len(plan.kept_blocks),
+            removed_blocks=list(plan.removed_blocks),
+            model=plan.model,
+            params_before=plan.params_before,
+            params_after=plan.params_after,
+            versions=plan.versions,
+            created=plan.created,
+        )
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
@@ -176,10 +187,14 @@ class Plan:
         if data.get("format", PLAN_FORMAT) < PLAN_FORMAT_STAGES or "stages" not in data:
             return cls.from_depth_plan(PrunePlan.from_dict(data))
         stages = data["stages"]
-        if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) and isinstance(s.get("method"), str)
-                                                                 and isinstance(s.get("details", {}), dict) for s in stages):
-            raise PrunekitError("plan stages must be a non-empty list of {method, config, details}; pass a prunekit_plan.json "
-                                "written by prunekit prune")
+        if (
+            not isinstance(stages, list)
+            or not stages
+            or not all(isinstance(s, dict) and isinstance(s.get("method"), str) and isinstance(s.get("details", {}), dict) for s in stages)
+        ):
+            raise PrunekitError(
+                "plan stages must be a non-empty list of {method, config, details}; pass a prunekit_plan.json written by prunekit prune"
+            )
         for name in ("num_blocks_before", "num_blocks_after"):
             if not _is_int(data.get(name)) or data[name] < 1:
                 raise PrunekitError(f"plan {name} must be a positive whole number, not {json.dumps(data.get(name))}")
@@ -202,29 +217,42 @@ def describe_stage(stage: dict) -> str:
     method, d = stage["method"], stage.get("details") or {}
     if method == "liar":
         if d.get("model_kind") == "encoder":
-            return (f"liar encoder: heads {d['heads_before']} -> {d['heads_after']}, FFN channels {d['intermediate_size_before']} -> "
-                    f"{d['intermediate_size_after']} per block ({d['criterion']} criterion, {d['reconstruction']} reconstruction)")
-        sizes = ("per-layer widths (load with prunekit.load_model)" if d["per_layer_widths"] else
-                 f"FFN channels {d['intermediate_size_before']} -> {d['intermediate_size_after']}, "
-                 f"KV groups {d['kv_heads_before']} -> {d['kv_heads_after']} per block")
-        return (f"liar: {sizes} ({d['criterion']} criterion, {d['reconstruction']} reconstruction, "
-                f"{d['params_after'] / d['params_before']:.1%} of the parameters kept; {d['seconds']:.0f} s, "
-                f"peak RSS {d.get('peak_rss_mib', 0):.0f} MiB)")
+            return (
+                f"liar encoder: heads {d['heads_before']} -> {d['heads_after']}, FFN channels {d['intermediate_size_before']} -> "
+                f"{d['intermediate_size_after']} per block ({d['criterion']} criterion, {d['reconstruction']} reconstruction)"
+            )
+        sizes = (
+            "per-layer widths (load with prunekit.load_model)"
+            if d["per_layer_widths"]
+            else f"FFN channels {d['intermediate_size_before']} -> {d['intermediate_size_after']}, "
+            f"KV groups {d['kv_heads_before']} -> {d['kv_heads_after']} per block"
+        )
+        return (
+            f"liar: {sizes} ({d['criterion']} criterion, {d['reconstruction']} reconstruction, "
+            f"{d['params_after'] / d['params_before']:.1%} of the parameters kept; {d['seconds']:.0f} s, "
+            f"peak RSS {d.get('peak_rss_mib', 0):.0f} MiB)"
+        )
     if method == "iterabre":
         trail = ", ".join(str(s["removed"]) for s in d["steps"])
         last = d["steps"][-1].get("heldout_perplexity_after_recovery")
-        return (f"iterabre: removed blocks {trail} in {len(d['steps'])} iterations ({d['recovery']['tokens']} recovery tokens in all"
-                f"{'' if last is None else f'; held-out ppl after the last {last:.2f}'})")
+        return (
+            f"iterabre: removed blocks {trail} in {len(d['steps'])} iterations ({d['recovery']['tokens']} recovery tokens in all"
+            f"{'' if last is None else f'; held-out ppl after the last {last:.2f}'})"
+        )
     if method == "flexigpt":
         trained = f", trained on {d['recovery']['tokens']} tokens" if d.get("recovery") else ""
-        return (f"flexigpt: blocks {d['replaced_blocks']} replaced by shared blocks {d['shares_with']} + rank-{d['rank']} adapters "
-                f"({d['own_parameters_fraction_of_block']:.1%} of a block each{trained})")
+        return (
+            f"flexigpt: blocks {d['replaced_blocks']} replaced by shared blocks {d['shares_with']} + rank-{d['rank']} adapters "
+            f"({d['own_parameters_fraction_of_block']:.1%} of a block each{trained})"
+        )
     if method == "extend":
         return f"extend: {d['blocks_before']} -> {d['blocks_after']} blocks ({d['pattern']} pattern, rank {d['rank']})"
     if method == "recover":
         mfu = f", MFU {d['mfu']:.0%}" if d.get("mfu") is not None else ""
-        return (f"recover: {d['tokens']} tokens of {d['data']} in {d['steps']} steps, {d['seconds']:.0f} s ({d['tokens_per_second']:.0f} "
-                f"tokens/s{mfu} on {d['device']}, micro-batch {d['micro_batch_size']}); objective {d['loss_first']:.4f} -> {d['loss_last']:.4f}")
+        return (
+            f"recover: {d['tokens']} tokens of {d['data']} in {d['steps']} steps, {d['seconds']:.0f} s ({d['tokens_per_second']:.0f} "
+            f"tokens/s{mfu} on {d['device']}, micro-batch {d['micro_batch_size']}); objective {d['loss_first']:.4f} -> {d['loss_last']:.4f}"
+        )
     if "removed_blocks" in d:
         return f"{method}: removed blocks {d['removed_blocks']} of {d['num_blocks_before']} ({d.get('reason', '')})"
     return method

@@ -27,7 +27,7 @@ def _stage_config(stage, position: int):
         options = {k: v for k, v in stage.items() if k != "method"}
         return config_from_options(stage["method"], options, where)
     if len(stage) == 1:
-        (name, options), = stage.items()
+        ((name, options),) = stage.items()
         if isinstance(options, dict):
             return config_from_options(name, options, where)
     raise ParameterError("recipe", f"stage {position} {json.dumps(stage)[:80]} needs a 'method' key (or one key naming the method)")
@@ -47,8 +47,9 @@ def read_recipe_file(path: str | Path) -> list:
         else:
             data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as error:
-        raise PrunekitError(f"recipe {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
-                            f"{str(error).splitlines()[0]}") from None
+        raise PrunekitError(
+            f"recipe {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {str(error).splitlines()[0]}"
+        ) from None
     except Exception as error:  # yaml.YAMLError without importing yaml at module level
         raise PrunekitError(f"recipe {path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if isinstance(data, dict) and "stages" in data:

@@ -98,8 +98,16 @@ def _device_of(stats: InputStatistics, weight: torch.Tensor) -> torch.device:
     return stats.device if stats.device is not None else weight.device
 
 
-def fold_pruned_inputs(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, method: str,
-                       *, with_bias: bool = True, damping: float | str = 1e-4, release: bool = False) -> Folded:
+def fold_pruned_inputs(
+    weight: torch.Tensor,
+    keep: torch.Tensor,
+    stats: InputStatistics,
+    method: str,
+    *,
+    with_bias: bool = True,
+    damping: float | str = 1e-4,
+    release: bool = False,
+) -> Folded:
     """New weight for the kept input columns (and an added bias) of a layer that loses inputs.
 
     Everything runs in float64 on the device that holds the statistics (the block's device).
@@ -117,7 +125,10 @@ def fold_pruned_inputs(weight: torch.Tensor, keep: torch.Tensor, stats: InputSta
         return folded
     if method == "bias":
         if not with_bias:
-            raise PrunekitError("bias compensation needs a bias on the consuming projection, which this model family cannot hold in its config; use --reconstruction liar or none")
+            raise PrunekitError(
+                "bias compensation needs a bias on the consuming projection, which this model family cannot hold in its config; "
+                "use --reconstruction liar or none"
+            )
         coefficients = W.new_zeros(kept.numel() + 1, pruned.numel())
         coefficients[-1] = stats.mean[pruned]
         folded = Folded(W_P.clone(), W_M @ stats.mean[pruned], coefficients=coefficients)
@@ -180,8 +191,9 @@ class _DampingSearch:
         return errors
 
 
-def damping_errors(weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, with_bias: bool,
-                   exhaustive: bool = False) -> dict[float, float]:
+def damping_errors(
+    weight: torch.Tensor, keep: torch.Tensor, stats: InputStatistics, with_bias: bool, exhaustive: bool = False
+) -> dict[float, float]:
     """Held-out output error of each candidate damping that `damping='auto'` tries (all if `exhaustive`)."""
     device = _device_of(stats, weight)
     W = weight.detach().to(device, torch.float64)

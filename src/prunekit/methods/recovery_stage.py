@@ -9,6 +9,5 @@ def run_recovery(model, config: RecoveryConfig, context) -> dict:
     distils = bool(config.kd_weight or config.hidden_weight)
     teacher = context.teacher() if distils or context.recovery_data == "self" else None
     windows = context.recovery_windows(config, teacher)
-    result = recover(model, windows, config, teacher=teacher if distils else None, device=context.device,
-                     progress=context.progress)
+    result = recover(model, windows, config, teacher=teacher if distils else None, device=context.device, progress=context.progress)
     return {"method": "recover", **{k: v for k, v in result.to_dict().items() if k != "history"}}

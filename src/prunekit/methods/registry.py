@@ -15,18 +15,19 @@ from typing import Any
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import ParameterError, PrunekitError
+from prunekit.recovery.data import SELF_GENERATED, recovery_windows, self_generated_windows
 
 
 @dataclass
 class StageContext:
     """What every stage may use besides its own config."""
 
-    windows: TokenWindows | None = None        # calibration data
-    tokenizer: Any = None                        # for recovery data and self-generated text
+    windows: TokenWindows | None = None  # calibration data
+    tokenizer: Any = None  # for recovery data and self-generated text
     teacher_factory: Callable[[], Any] | None = None  # the dense model, made on first use
-    recovery_data: Any = "self"                  # a data SPEC, TokenWindows, or a function making them
+    recovery_data: Any = "self"  # a data SPEC, TokenWindows, or a function making them
     text_field: str = "text"
-    heldout: TokenWindows | None = None          # perplexity logged by iterative methods
+    heldout: TokenWindows | None = None  # perplexity logged by iterative methods
     device: Any = None
     offload: bool = False
     batch_size: int = 1
@@ -53,23 +54,30 @@ class StageContext:
 
     def recovery_windows(self, config, teacher=None) -> TokenWindows:
         """The windows a recovery run of `config` trains on, from `recovery_data`."""
-        from prunekit.recovery.data import SELF_GENERATED, recovery_windows, self_generated_windows
-
         data = self.recovery_data
         if isinstance(data, TokenWindows):
             return data
         if callable(data):
             return data()
         if self.tokenizer is None:
-            raise ParameterError("tokenizer", "is missing: recovery data is made from text, so pass tokenizer= "
-                                              "(or recovery_data= as TokenWindows)")
+            raise ParameterError(
+                "tokenizer", "is missing: recovery data is made from text, so pass tokenizer= (or recovery_data= as TokenWindows)"
+            )
         if data == SELF_GENERATED:
             if teacher is None:
                 raise ParameterError("recovery_data", "'self' samples text from the dense teacher; give one, or a data SPEC")
-            return self_generated_windows(teacher, self.tokenizer, num_tokens=config.tokens, seq_len=config.seq_len,
-                                          seed=config.seed, device=self.device, progress=self.progress)
-        return recovery_windows(data, self.tokenizer, num_tokens=config.tokens, seq_len=config.seq_len, seed=config.seed,
-                                text_field=self.text_field)
+            return self_generated_windows(
+                teacher,
+                self.tokenizer,
+                num_tokens=config.tokens,
+                seq_len=config.seq_len,
+                seed=config.seed,
+                device=self.device,
+                progress=self.progress,
+            )
+        return recovery_windows(
+            data, self.tokenizer, num_tokens=config.tokens, seq_len=config.seq_len, seed=config.seed, text_field=self.text_field
+        )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object, write_json_atomically
-from prunekit.models.export import atomic_output_dir, truly_missing, unique_tensors
+from prunekit.models.export import atomic_output_dir
+from prunekit.models.tied_tensors import truly_missing, unique_tensors
 from prunekit.recovery.distributed import on_main_process
 
 STATE_FILE = "state.json"
@@ -46,6 +47,7 @@ class RunDirectory:
         """A fresh state; refuses a directory holding another run unless `overwrite`."""
         if self.exists() and not overwrite:
             raise PrunekitError(f"{self.path} already holds a run; continue it with --resume {self.path} or pass --overwrite")
+
         def reset() -> None:
             if self.path.exists() and overwrite:
                 shutil.rmtree(self.path)
@@ -117,4 +119,3 @@ class RunDirectory:
         with safe_open(str(file), "pt") as handle:
             description = (handle.metadata() or {}).get("description", "cached recovery data")
         return load_file(str(file))["input_ids"], description
-

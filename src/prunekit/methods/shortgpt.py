@@ -23,9 +23,14 @@ def plan_shortgpt(model, windows, num_remove: int, *, metric: str = "bi", protec
     scores = scan_blocks(model, windows, metric, **engine)
     removed = lowest_scoring(scores.scores, num_remove, protect)
     return PrunePlan(
-        method="shortgpt", removed_blocks=removed, num_blocks_before=len(scores.scores),
-        reason=f"the {num_remove} blocks with the lowest {metric} score", metric=metric,
-        scores=scores.scores, data=scores.data, scan_seconds=scores.seconds,
+        method="shortgpt",
+        removed_blocks=removed,
+        num_blocks_before=len(scores.scores),
+        reason=f"the {num_remove} blocks with the lowest {metric} score",
+        metric=metric,
+        scores=scores.scores,
+        data=scores.data,
+        scan_seconds=scores.seconds,
     )
 
 
@@ -42,7 +47,13 @@ class ShortGPTConfig(DepthConfig):
 
 def run_shortgpt(model, config: ShortGPTConfig, context) -> dict:
     num_blocks = ModelAdapter(model).num_blocks
-    plan = plan_shortgpt(model, context.require_windows("shortgpt"), config.count(num_blocks), metric=config.metric,
-                         protect=config.protected(num_blocks), **context.engine)
+    plan = plan_shortgpt(
+        model,
+        context.require_windows("shortgpt"),
+        config.count(num_blocks),
+        metric=config.metric,
+        protect=config.protected(num_blocks),
+        **context.engine,
+    )
     plan.apply(model)
     return plan.to_dict()

@@ -14,8 +14,18 @@ from prunekit.options import option
 from prunekit.scoring.blocks import check_metric, removal_scores
 
 
-def plan_sleb(model, windows, num_remove: int, *, metric: str = "removal-loss", protect: tuple[int, ...] = (),
-              device=None, offload: bool = False, batch_size: int = 1, progress: bool = True) -> PrunePlan:
+def plan_sleb(
+    model,
+    windows,
+    num_remove: int,
+    *,
+    metric: str = "removal-loss",
+    protect: tuple[int, ...] = (),
+    device=None,
+    offload: bool = False,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> PrunePlan:
     """Greedy removal scored on a virtually pruned model (the real one is untouched)."""
     started = time.perf_counter()
     runner = SequentialRunner(model, device=device, offload=offload, batch_size=batch_size, progress=progress)
@@ -26,14 +36,18 @@ def plan_sleb(model, windows, num_remove: int, *, metric: str = "removal-loss", 
         scores, details = removal_scores(runner, inputs, windows, metric, active)
         candidates = [p for p, block in enumerate(active) if block not in set(protect)]
         best = min(candidates, key=lambda p: (scores[p], active[p]))
-        steps.append({"step": step + 1, "removed": active[best], "score": scores[best],
-                      "scores": dict(zip(active, scores)), **details})
+        steps.append({"step": step + 1, "removed": active[best], "score": scores[best], "scores": dict(zip(active, scores)), **details})
         del active[best]
     first = steps[0]["scores"]
     return PrunePlan(
-        method="sleb", removed_blocks=[s["removed"] for s in steps], num_blocks_before=len(first),
+        method="sleb",
+        removed_blocks=[s["removed"] for s in steps],
+        num_blocks_before=len(first),
         reason=f"greedy: {num_remove} steps, each removing the block with the lowest {metric} on the pruned model",
-        metric=metric, scores=[first[i] for i in range(len(first))], data=windows.summary(), steps=steps,
+        metric=metric,
+        scores=[first[i] for i in range(len(first))],
+        data=windows.summary(),
+        steps=steps,
         scan_seconds=time.perf_counter() - started,
     )
 
@@ -51,7 +65,13 @@ class SLEBConfig(DepthConfig):
 
 def run_sleb(model, config: SLEBConfig, context) -> dict:
     num_blocks = ModelAdapter(model).num_blocks
-    plan = plan_sleb(model, context.require_windows("sleb"), config.count(num_blocks), metric=config.metric,
-                     protect=config.protected(num_blocks), **context.engine)
+    plan = plan_sleb(
+        model,
+        context.require_windows("sleb"),
+        config.count(num_blocks),
+        metric=config.metric,
+        protect=config.protected(num_blocks),
+        **context.engine,
+    )
     plan.apply(model)
     return plan.to_dict()

@@ -45,9 +45,19 @@ def _floor_channels(width: int, min_keep: float) -> int:
     return max(1, math.ceil(min_keep * width))
 
 
-def adaptive_widths(group_scores: list[torch.Tensor] | None, channel_scores: list[torch.Tensor] | None, *,
-                    group_cost: int, channel_cost: int, width: int, num_kv: int, ratio: float | None = None,
-                    head_ratio: float = 0.0, ffn_ratio: float = 0.0, min_keep: float = 0.1) -> list[LayerWidth]:
+def adaptive_widths(
+    group_scores: list[torch.Tensor] | None,
+    channel_scores: list[torch.Tensor] | None,
+    *,
+    group_cost: int,
+    channel_cost: int,
+    width: int,
+    num_kv: int,
+    ratio: float | None = None,
+    head_ratio: float = 0.0,
+    ffn_ratio: float = 0.0,
+    min_keep: float = 0.1,
+) -> list[LayerWidth]:
     """Per-layer kept counts from per-layer unit scores (higher = more important).
 
     `ratio` ranks KV groups and FFN channels together against one budget (that share of their
@@ -65,7 +75,8 @@ def adaptive_widths(group_scores: list[torch.Tensor] | None, channel_scores: lis
             z = standardised(scores)
             top = set(torch.topk(z, floor).indices.tolist())
             pools.setdefault(pool, []).extend(
-                (math.inf if i in top else float(value), cost, layer, kind) for i, value in enumerate(z.tolist()))
+                (math.inf if i in top else float(value), cost, layer, kind) for i, value in enumerate(z.tolist())
+            )
 
     joint = ratio is not None
     if group_scores is not None and (joint or head_ratio > 0):
@@ -80,8 +91,10 @@ def adaptive_widths(group_scores: list[torch.Tensor] | None, channel_scores: lis
         allowed = (1.0 - budgets[pool]) * total
         floor_cost = sum(unit[1] for unit in units if unit[0] == math.inf)
         if floor_cost > allowed + 1e-9:
-            raise PrunekitError(f"the per-layer floor alone keeps {floor_cost / total:.0%} of the prunable parameters, more than "
-                                f"the {1 - budgets[pool]:.0%} allowed; lower --min-keep or the ratio")
+            raise PrunekitError(
+                f"the per-layer floor alone keeps {floor_cost / total:.0%} of the prunable parameters, more than "
+                f"the {1 - budgets[pool]:.0%} allowed; lower --min-keep or the ratio"
+            )
         spent = 0.0
         for score, cost, layer, kind in sorted(units, key=lambda unit: -unit[0]):
             if spent + cost > allowed + 1e-9:

@@ -5,5 +5,13 @@ from prunekit.models.export import save_model
 from prunekit.models.loading import LoadedModel, load_model
 from prunekit.models.surgery import remove_blocks
 
-__all__ = ["FAMILIES", "LoadedModel", "ModelAdapter", "load_model", "parameter_count", "remove_blocks",
-           "save_model", "supported_model_types"]
+__all__ = [
+    "FAMILIES",
+    "LoadedModel",
+    "ModelAdapter",
+    "load_model",
+    "parameter_count",
+    "remove_blocks",
+    "save_model",
+    "supported_model_types",
+]

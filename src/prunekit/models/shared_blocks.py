@@ -60,7 +60,7 @@ class SharedLoRALinear(nn.Module):
 
         Returns the singular values of the difference (for reporting what the rank keeps).
         """
-        difference = (target.weight.double() - self.base.weight.double())
+        difference = target.weight.double() - self.base.weight.double()
         u, s, vh = torch.linalg.svd(difference, full_matrices=False)
         r = min(self.rank, s.numel())
         self.lora_A.zero_()
@@ -106,8 +106,9 @@ def _linear_paths(family: DecoderFamily) -> list[tuple[str, str, bool]]:
     return paths + [(family.mlp_attr, name, name == family.mlp_projections[-1]) for name in family.mlp_projections]
 
 
-def build_shared_block(template: nn.Module, shared: nn.Module, family: DecoderFamily, *, rank: int,
-                       output_norm: float | None, layer_idx: int) -> nn.Module:
+def build_shared_block(
+    template: nn.Module, shared: nn.Module, family: DecoderFamily, *, rank: int, output_norm: float | None, layer_idx: int
+) -> nn.Module:
     """A block shaped like `template` (its norms are copied) whose linears borrow `shared`'s weights.
 
     The LoRA pairs start at zero; call `init_from_difference` to make them approximate `template`.
@@ -149,6 +150,12 @@ def shared_structure(model) -> list[dict]:
         if is_shared_block(layer):
             linears = shared_linears(layer)
             norms = [m for m in layer.modules() if type(m).__name__ == "OutputNorm"]
-            structure.append({"position": position, "shares_with": owners[id(linears[0].base)], "rank": linears[0].rank,
-                              "output_norm": float(norms[0].scale.detach().float().mean()) if norms else None})
+            structure.append(
+                {
+                    "position": position,
+                    "shares_with": owners[id(linears[0].base)],
+                    "rank": linears[0].rank,
+                    "output_norm": float(norms[0].scale.detach().float().mean()) if norms else None,
+                }
+            )
     return structure

@@ -21,8 +21,9 @@ from torch import nn
 from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object
 from prunekit.models.adapters import ModelAdapter, family_for_config, parameter_count
-from prunekit.models.export import output_dir, strip_gguf_quantizer, truly_missing, unique_tensors
+from prunekit.models.export import output_dir, strip_gguf_quantizer
 from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear, build_shared_block, is_shared_block, shared_structure
+from prunekit.models.tied_tensors import truly_missing, unique_tensors
 
 STRUCTURE_FILE = "prunekit_shared_blocks.json"
 BASE_FILE = "shared_base.safetensors"
@@ -48,8 +49,9 @@ def _split_state(model, structure: list[dict]) -> tuple[dict, dict]:
     return base, adapters
 
 
-def save_shared_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bool = False, extra_json: dict | None = None,
-                      protected: list = ()) -> Path:
+def save_shared_model(
+    model, tokenizer, out: str | os.PathLike, *, overwrite: bool = False, extra_json: dict | None = None, protected: list = ()
+) -> Path:
     """Write the model with shared tensors stored once, atomically; returns the directory."""
     out_path = Path(out).expanduser().resolve()
     structure = shared_structure(model)
@@ -63,8 +65,12 @@ def save_shared_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bo
             tokenizer.save_pretrained(tmp)
         save_file(base, str(tmp / BASE_FILE), metadata={"format": "pt"})
         save_file(adapters, str(tmp / ADAPTERS_FILE), metadata={"format": "pt"})
-        payload = {"format": FORMAT, "blocks": structure, "parameters": parameter_count(model),
-                   "bytes_on_disk_weights": (tmp / BASE_FILE).stat().st_size + (tmp / ADAPTERS_FILE).stat().st_size}
+        payload = {
+            "format": FORMAT,
+            "blocks": structure,
+            "parameters": parameter_count(model),
+            "bytes_on_disk_weights": (tmp / BASE_FILE).stat().st_size + (tmp / ADAPTERS_FILE).stat().st_size,
+        }
         (tmp / STRUCTURE_FILE).write_text(json.dumps(payload, indent=2) + "\n")
         for name, content in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
@@ -87,9 +93,12 @@ def load_shared_model(directory: str | os.PathLike, *, dtype: torch.dtype = torc
     for entry in payload["blocks"]:
         position, owner = entry["position"], entry["shares_with"]
         if not (0 <= position < len(layers) and 0 <= owner < len(layers)):
-            raise PrunekitError(f"{directory / STRUCTURE_FILE}: block {position} borrows from {owner}, outside the model's {len(layers)} blocks")
-        layers[position] = build_shared_block(layers[position], layers[owner], family, rank=entry["rank"],
-                                              output_norm=entry["output_norm"], layer_idx=position)
+            raise PrunekitError(
+                f"{directory / STRUCTURE_FILE}: block {position} borrows from {owner}, outside the model's {len(layers)} blocks"
+            )
+        layers[position] = build_shared_block(
+            layers[position], layers[owner], family, rank=entry["rank"], output_norm=entry["output_norm"], layer_idx=position
+        )
     adapter.layers = nn.ModuleList(layers)
     state = {**load_file(str(directory / BASE_FILE)), **load_file(str(directory / ADAPTERS_FILE))}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -109,16 +118,23 @@ def merge_shared_blocks(model) -> None:
     """
     adapter = ModelAdapter(model)
     if any(isinstance(m, OutputNorm) for layer in adapter.layers for m in layer.modules()):
-        raise PrunekitError(f"cannot merge: the output normalisation of the shared blocks has no equivalent in a plain "
-                            f"{model.config.model_type} block; keep the shared checkpoint (load it with prunekit.load_model) "
-                            "or build it with --no-output-norm")
+        raise PrunekitError(
+            f"cannot merge: the output normalisation of the shared blocks has no equivalent in a plain "
+            f"{model.config.model_type} block; keep the shared checkpoint (load it with prunekit.load_model) "
+            "or build it with --no-output-norm"
+        )
     for layer in adapter.layers:
         for parent in list(layer.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, SharedLoRALinear):
                     bias = child.effective_bias()
-                    linear = nn.Linear(child.in_features, child.out_features, bias=bias is not None,
-                                       dtype=child.base.weight.dtype, device=child.base.weight.device)
+                    linear = nn.Linear(
+                        child.in_features,
+                        child.out_features,
+                        bias=bias is not None,
+                        dtype=child.base.weight.dtype,
+                        device=child.base.weight.device,
+                    )
                     linear.weight.copy_(child.weight)
                     if bias is not None:
                         linear.bias.copy_(bias)

@@ -60,8 +60,9 @@ def producer_weights(mlp: nn.Module, family: DecoderFamily) -> list[torch.Tensor
     return weights
 
 
-def slice_mlp(mlp: nn.Module, family: DecoderFamily, keep: torch.Tensor, new_down: torch.Tensor,
-              added_bias: torch.Tensor | None, use_bias: bool) -> None:
+def slice_mlp(
+    mlp: nn.Module, family: DecoderFamily, keep: torch.Tensor, new_down: torch.Tensor, added_bias: torch.Tensor | None, use_bias: bool
+) -> None:
     """Keep `keep` intermediate channels; install the folded down projection (and biases when used)."""
     *producers, consumer = family.mlp_projections
     width = getattr(mlp, consumer).in_features
@@ -93,11 +94,18 @@ def qkv_row_values(attention: nn.Module, family: DecoderFamily, per_row) -> tupl
     rows = per_row(getattr(attention, producers[0]).weight)
     q_total = getattr(attention, consumer).in_features
     kv_total = (rows.numel() - q_total) // 2
-    return rows[:q_total], rows[q_total:q_total + kv_total], rows[q_total + kv_total:]
+    return rows[:q_total], rows[q_total : q_total + kv_total], rows[q_total + kv_total :]
 
 
-def slice_attention(attention: nn.Module, family: DecoderFamily, q_rows: torch.Tensor, kv_rows: torch.Tensor,
-                    new_o: torch.Tensor, added_bias: torch.Tensor | None, use_bias: bool) -> None:
+def slice_attention(
+    attention: nn.Module,
+    family: DecoderFamily,
+    q_rows: torch.Tensor,
+    kv_rows: torch.Tensor,
+    new_o: torch.Tensor,
+    added_bias: torch.Tensor | None,
+    use_bias: bool,
+) -> None:
     """Keep the given query channels and KV rows; install the folded output projection (and biases when used).
 
     A fused [q | k | v] projection (Phi-3) reads its split sizes from its config at run time: the

@@ -20,8 +20,9 @@ class RecoveryConfig:
     grad_accumulation * processes), so runs with different batch shapes see the same amount of data.
     """
 
-    tokens: int = option(DEFAULT_RECOVERY_TOKENS, "tokens to train on (default 2.5M); iterabre splits them over its iterations",
-                         flag="--recovery-tokens")
+    tokens: int = option(
+        DEFAULT_RECOVERY_TOKENS, "tokens to train on (default 2.5M); iterabre splits them over its iterations", flag="--recovery-tokens"
+    )
     seq_len: int = option(512, "tokens per training window (default 512)", flag="--recovery-seq-len")
     micro_batch_size: int = option(1, "windows per forward pass")
     grad_accumulation: int = option(4, "micro-batches per optimizer step (default 4)")
@@ -42,8 +43,9 @@ class RecoveryConfig:
     gradient_checkpointing: bool = option(False, "trade compute for activation memory")
     # On a GPU, regroup each step's micro_batch_size x grad_accumulation windows into the largest
     # micro-batches that fit (activation checkpointing only when one window does not fit without it).
-    fit_micro_batch: bool = option(True, "on a GPU, regroup each step's windows into the largest micro-batches that fit",
-                                   flag="--fixed-micro-batch")
+    fit_micro_batch: bool = option(
+        True, "on a GPU, regroup each step's windows into the largest micro-batches that fit", flag="--fixed-micro-batch"
+    )
     seed: int = option(0, "seed for the data order")
 
     def check(self, has_teacher: bool = True) -> None:
@@ -67,7 +69,9 @@ class RecoveryConfig:
         if min(weights) < 0 or sum(weights) == 0:
             raise ParameterError("kd_weight", "lm_weight and hidden_weight (the loss weights) must be non-negative and not all zero")
         if not has_teacher and (self.kd_weight or self.hidden_weight):
-            raise ParameterError("kd_weight", "(or hidden_weight) distils, which needs a teacher; without one use kd_weight 0 and lm_weight 1")
+            raise ParameterError(
+                "kd_weight", "(or hidden_weight) distils, which needs a teacher; without one use kd_weight 0 and lm_weight 1"
+            )
 
     def tokens_per_step(self, processes: int = 1) -> int:
         return self.micro_batch_size * self.seq_len * self.grad_accumulation * processes

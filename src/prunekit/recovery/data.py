@@ -19,8 +19,10 @@ SELF_GENERATED = "self"
 def _shuffled_windows(ids: torch.Tensor, seq_len: int, needed: int, seed: int, description: str) -> TokenWindows:
     count = ids.numel() // seq_len
     if count < 1:
-        raise PrunekitError(f"recovery data {description} has {ids.numel()} tokens, fewer than one window of {seq_len}; "
-                            "use more text or a shorter --recovery-seq-len")
+        raise PrunekitError(
+            f"recovery data {description} has {ids.numel()} tokens, fewer than one window of {seq_len}; "
+            "use more text or a shorter --recovery-seq-len"
+        )
     windows = ids[: count * seq_len].view(count, seq_len)
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
     windows = windows[order[:needed]]
@@ -51,8 +53,19 @@ def _start_ids(tokenizer, count: int, generator: torch.Generator) -> torch.Tenso
 
 
 @torch.no_grad()
-def self_generated_windows(teacher, tokenizer, *, num_tokens: int, seq_len: int, seed: int = 0, batch_size: int = 16,
-                           top_p: float = 0.95, temperature: float = 1.0, device=None, progress: bool = True) -> TokenWindows:
+def self_generated_windows(
+    teacher,
+    tokenizer,
+    *,
+    num_tokens: int,
+    seq_len: int,
+    seed: int = 0,
+    batch_size: int = 16,
+    top_p: float = 0.95,
+    temperature: float = 1.0,
+    device=None,
+    progress: bool = True,
+) -> TokenWindows:
     """Text sampled from the teacher (seeded), packed into windows of `seq_len` tokens.
 
     Each sample starts from BOS plus one random token and runs to EOS or `seq_len` tokens; samples
@@ -73,12 +86,20 @@ def self_generated_windows(teacher, tokenizer, *, num_tokens: int, seq_len: int,
         while len(stream) < needed_windows * seq_len:
             starts = _start_ids(tokenizer, batch_size, generator).to(device)
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-            output = teacher.generate(input_ids=starts, attention_mask=torch.ones_like(starts), do_sample=True,
-                                      top_p=top_p, top_k=0, temperature=temperature,
-                                      max_new_tokens=seq_len - starts.shape[1], pad_token_id=pad, eos_token_id=eos)
+            output = teacher.generate(
+                input_ids=starts,
+                attention_mask=torch.ones_like(starts),
+                do_sample=True,
+                top_p=top_p,
+                top_k=0,
+                temperature=temperature,
+                max_new_tokens=seq_len - starts.shape[1],
+                pad_token_id=pad,
+                eos_token_id=eos,
+            )
             before = len(stream)
             for row in output.cpu().tolist():
-                if eos is not None and eos in row[starts.shape[1]:]:
+                if eos is not None and eos in row[starts.shape[1] :]:
                     row = row[: row.index(eos, starts.shape[1]) + 1]
                 stream.extend(row)
             bar.update(len(stream) - before)

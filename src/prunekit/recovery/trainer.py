@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter
+from prunekit.models.loading import resolve_device
+from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
 from prunekit.recovery.config import RecoveryConfig
 from prunekit.recovery.throughput import distillation_flops_per_token, peak_flops, utilisation
 
@@ -39,8 +41,10 @@ class RecoveryDiverged(PrunekitError):
 
     def __init__(self, step: int, learning_rate: float, loss: float):
         self.step, self.learning_rate, self.loss = step, learning_rate, loss
-        super().__init__(f"recovery diverged at step {step} (loss {loss}, learning rate {learning_rate:.3g}); "
-                         "the weights from before recovery were restored; retry with a lower --lr or --precision fp32")
+        super().__init__(
+            f"recovery diverged at step {step} (loss {loss}, learning rate {learning_rate:.3g}); "
+            "the weights from before recovery were restored; retry with a lower --lr or --precision fp32"
+        )
 
 
 @dataclass
@@ -49,19 +53,19 @@ class RecoveryResult:
     tokens: int
     seconds: float
     tokens_per_second: float
-    loss_first: float     # mean objective over the first optimizer step (before any update)
-    loss_last: float      # mean objective over the last optimizer step
+    loss_first: float  # mean objective over the first optimizer step (before any update)
+    loss_last: float  # mean objective over the last optimizer step
     trainable_parameters: int
     data: str
-    epochs: float         # how often the data was seen (over 1 means it was repeated)
+    epochs: float  # how often the data was seen (over 1 means it was repeated)
     config: dict
     history: list[dict] = field(default_factory=list)  # one entry per optimizer step
     device: str = "cpu"
-    micro_batch_size: int = 1          # as run (regrouped to fit the accelerator unless fit_micro_batch is off)
+    micro_batch_size: int = 1  # as run (regrouped to fit the accelerator unless fit_micro_batch is off)
     grad_accumulation: int = 1
     gradient_checkpointing: bool = False
     model_flops_per_token: float = 0.0  # 6 N_student + 2 N_teacher
-    mfu: float | None = None           # model-flops utilisation of the device's bf16 peak (GPUs we know)
+    mfu: float | None = None  # model-flops utilisation of the device's bf16 peak (GPUs we know)
     peak_memory_mib: float | None = None  # CUDA peak allocation during the run
 
     def to_dict(self) -> dict:
@@ -79,8 +83,6 @@ def training_device(student, device: str | torch.device | None = None) -> torch.
     process's device; otherwise the student's own (a model loaded on the CPU trains on the CPU even
     on a machine with a GPU, and comes back where it was)."""
     if device is not None:
-        from prunekit.models.loading import resolve_device
-
         return resolve_device(str(device))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by accelerate launch / torchrun
         from accelerate.state import PartialState
@@ -120,14 +122,18 @@ def _select_trainable(model, config: RecoveryConfig, blocks: list[int] | None):
     if config.scope == "lora":
         from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                          target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
         return get_peft_model(model, lora)
     for param in model.parameters():
         param.requires_grad_(config.scope == "full")
     if config.scope == "adapters":
-        from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
-
         owned = [m for m in model.modules() if isinstance(m, (SharedLoRALinear, OutputNorm))]
         if not owned:
             raise PrunekitError("recovery scope 'adapters' needs shared blocks (FlexiGPT); this model has none")
@@ -161,12 +167,17 @@ def shared_vocabulary(student, teacher, windows: TokenWindows) -> int:
     sizes = {_vocabulary(student)} | ({_vocabulary(teacher)} if teacher is not None else set())
     shared, larger = min(sizes), max(sizes)
     if larger != shared and not (larger % 64 == 0 and larger - shared < 128):
-        raise PrunekitError(f"the teacher's vocabulary has {_vocabulary(teacher)} entries and the student's {_vocabulary(student)}: "
-                            "more than padding apart, so they do not share a tokenizer; distil from a teacher with the student's tokenizer")
+        raise PrunekitError(
+            f"the teacher's vocabulary has {_vocabulary(teacher)} entries and the student's {_vocabulary(student)}: "
+            "more than padding apart, so they do not share a tokenizer; distil from a teacher with the student's tokenizer"
+        )
     top = int(windows.input_ids.max()) if windows.input_ids.numel() else -1
     if top >= shared:
-        raise PrunekitError(f"the recovery data holds token id {top}, but the {'teacher' if teacher is not None and _vocabulary(teacher) == shared else 'student'} "
-                            f"knows only {shared} tokens; tokenize the data with the models' own tokenizer")
+        raise PrunekitError(
+            f"the recovery data holds token id {top}, but the "
+            f"{'teacher' if teacher is not None and _vocabulary(teacher) == shared else 'student'} "
+            f"knows only {shared} tokens; tokenize the data with the models' own tokenizer"
+        )
     return shared
 
 
@@ -206,23 +217,25 @@ def _release_gradients(parameters) -> None:
         param.grad = None
 
 
-def choose_micro_batch(per_step: int, peak_bytes, capacity: int, optimizer_bytes: int,
-                       checkpointing: bool = False) -> tuple[int, bool]:
+def choose_micro_batch(per_step: int, peak_bytes, capacity: int, optimizer_bytes: int, checkpointing: bool = False) -> tuple[int, bool]:
     """(micro-batch, gradient checkpointing): the largest divisor of the windows per step whose
     measured peak (`peak_bytes(micro, checkpointing)`, None when it ran out of memory) leaves room
     for AdamW's two moments in 90% of `capacity`; without activation checkpointing first (it costs a
     third more compute), with it only when not even one window fits otherwise."""
-    for use_checkpointing in ([True] if checkpointing else [False, True]):
+    for use_checkpointing in [True] if checkpointing else [False, True]:
         for micro in [d for d in range(per_step, 0, -1) if per_step % d == 0]:
             peak = peak_bytes(micro, use_checkpointing)
             if peak is not None and peak + optimizer_bytes <= 0.9 * capacity:
                 return micro, use_checkpointing
-    raise PrunekitError(f"recovery does not fit in {capacity / 2**30:.0f} GiB even one window at a time with gradient "
-                        "checkpointing; use --scope lora, a shorter --recovery-seq-len, or a larger GPU")
+    raise PrunekitError(
+        f"recovery does not fit in {capacity / 2**30:.0f} GiB even one window at a time with gradient "
+        "checkpointing; use --scope lora, a shorter --recovery-seq-len, or a larger GPU"
+    )
 
 
-def fit_micro_batch(prepared, teacher, sample: torch.Tensor, config: RecoveryConfig, accelerator, trainable,
-                    vocabulary: int | None = None) -> tuple[int, bool]:
+def fit_micro_batch(
+    prepared, teacher, sample: torch.Tensor, config: RecoveryConfig, accelerator, trainable, vocabulary: int | None = None
+) -> tuple[int, bool]:
     """`choose_micro_batch` on this GPU, measuring each size with one forward and backward of student
     and teacher; the weights are not changed (no optimizer step, gradients dropped). Leaves the
     model with the chosen checkpointing."""
@@ -268,8 +281,17 @@ def fit_micro_batch(prepared, teacher, sample: torch.Tensor, config: RecoveryCon
     return micro, checkpointing
 
 
-def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None, *, teacher=None,
-            blocks: list[int] | None = None, device=None, progress: bool = True, accelerator=None) -> RecoveryResult:
+def recover(
+    student,
+    windows: TokenWindows,
+    config: RecoveryConfig | None = None,
+    *,
+    teacher=None,
+    blocks: list[int] | None = None,
+    device=None,
+    progress: bool = True,
+    accelerator=None,
+) -> RecoveryResult:
     """Train `student` in place on `windows` for `config.tokens` tokens; returns what happened.
 
     `teacher` (the dense model) is needed for the distillation losses and is never changed.
@@ -289,11 +311,21 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     windows_needed = steps * per_step * processes
     epochs = windows_needed / windows.num_windows
     if config.tokens < config.tokens_per_step(processes):
-        log.warning("the budget of %d tokens is less than one optimizer step (%d windows of %d tokens): the step repeats "
-                    "windows; raise --recovery-tokens or lower --grad-accumulation", config.tokens, per_step * processes, config.seq_len)
+        log.warning(
+            "the budget of %d tokens is less than one optimizer step (%d windows of %d tokens): the step repeats "
+            "windows; raise --recovery-tokens or lower --grad-accumulation",
+            config.tokens,
+            per_step * processes,
+            config.seq_len,
+        )
     elif epochs > 1:
-        log.warning("recovery data has %d windows but the budget needs %d: each window is seen %.1f times; "
-                    "pass more data for a larger --recovery-tokens", windows.num_windows, windows_needed, epochs)
+        log.warning(
+            "recovery data has %d windows but the budget needs %d: each window is seen %.1f times; "
+            "pass more data for a larger --recovery-tokens",
+            windows.num_windows,
+            windows_needed,
+            epochs,
+        )
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.cat([torch.randperm(windows.num_windows, generator=generator) for _ in range(math.ceil(epochs))])[:windows_needed]
 
@@ -318,8 +350,9 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     micro_batch, checkpointing = config.micro_batch_size, config.gradient_checkpointing
     if config.fit_micro_batch and target.type == "cuda" and processes == 1:
-        micro_batch, checkpointing = fit_micro_batch(prepared, teacher, windows.input_ids[order[:per_step]], config, accelerator,
-                                                     trainable, vocabulary)
+        micro_batch, checkpointing = fit_micro_batch(
+            prepared, teacher, windows.input_ids[order[:per_step]], config, accelerator, trainable, vocabulary
+        )
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     accumulation = per_step // micro_batch
@@ -335,7 +368,7 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
             step_loss, parts_sum = 0.0, {}
             for micro in range(accumulation):
                 index = (step * accumulation + micro) * processes + rank
-                rows = order[index * micro_batch: (index + 1) * micro_batch]
+                rows = order[index * micro_batch : (index + 1) * micro_batch]
                 input_ids = windows.input_ids[rows].to(accelerator.device)
                 teacher_out = None
                 if teacher is not None:
@@ -359,8 +392,15 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            history.append({"step": step + 1, "loss": step_loss, "lr": learning_rate,
-                            "grad_norm": float(norm) if norm is not None else None, **parts_sum})
+            history.append(
+                {
+                    "step": step + 1,
+                    "loss": step_loss,
+                    "lr": learning_rate,
+                    "grad_norm": float(norm) if norm is not None else None,
+                    **parts_sum,
+                }
+            )
             bar.set_postfix(loss=f"{step_loss:.4f}")
     except RecoveryDiverged as error:
         diverged = error
@@ -386,10 +426,22 @@ def recover(student, windows: TokenWindows, config: RecoveryConfig | None = None
     flops_per_token = distillation_flops_per_token(student, teacher)
     peak = peak_flops(target, accelerator.mixed_precision)
     return RecoveryResult(
-        steps=steps, tokens=tokens, seconds=seconds, tokens_per_second=tokens_per_second,
-        loss_first=history[0]["loss"], loss_last=history[-1]["loss"], trainable_parameters=sum(p.numel() for p in trainable),
-        data=windows.description, epochs=epochs, config=config.to_dict(), history=history, device=str(target),
-        micro_batch_size=micro_batch, grad_accumulation=accumulation, gradient_checkpointing=checkpointing,
-        model_flops_per_token=flops_per_token, mfu=utilisation(tokens_per_second / processes, flops_per_token, peak),
+        steps=steps,
+        tokens=tokens,
+        seconds=seconds,
+        tokens_per_second=tokens_per_second,
+        loss_first=history[0]["loss"],
+        loss_last=history[-1]["loss"],
+        trainable_parameters=sum(p.numel() for p in trainable),
+        data=windows.description,
+        epochs=epochs,
+        config=config.to_dict(),
+        history=history,
+        device=str(target),
+        micro_batch_size=micro_batch,
+        grad_accumulation=accumulation,
+        gradient_checkpointing=checkpointing,
+        model_flops_per_token=flops_per_token,
+        mfu=utilisation(tokens_per_second / processes, flops_per_token, peak),
         peak_memory_mib=torch.cuda.max_memory_allocated(target) / 2**20 if target.type == "cuda" else None,
     )

@@ -70,7 +70,7 @@ def _token_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _batches(windows: TokenWindows, batch_size: int) -> list[torch.Tensor]:
-    return [windows.input_ids[s: s + batch_size] for s in range(0, windows.num_windows, batch_size)]
+    return [windows.input_ids[s : s + batch_size] for s in range(0, windows.num_windows, batch_size)]
 
 
 def _similarity_scan(runner: SequentialRunner, inputs: BlockInputs, metric: str, span: int) -> list[float]:
@@ -92,8 +92,9 @@ def _similarity_scan(runner: SequentialRunner, inputs: BlockInputs, metric: str,
     return [s / c for s, c in zip(sums, counts)]
 
 
-def removal_scores(runner: SequentialRunner, inputs: BlockInputs, windows: TokenWindows, metric: str,
-                   active: list[int] | None = None) -> tuple[list[float], dict]:
+def removal_scores(
+    runner: SequentialRunner, inputs: BlockInputs, windows: TokenWindows, metric: str, active: list[int] | None = None
+) -> tuple[list[float], dict]:
     """Output change with each block of `active` removed, reusing the cached input of every block.
 
     `active` lists the blocks that make up the model being judged (default: all), so iterative
@@ -124,7 +125,7 @@ def removal_scores(runner: SequentialRunner, inputs: BlockInputs, windows: Token
     base_value, reference = measure(final, None)
     scores = []
     for position in tqdm(range(len(active)), desc=f"scan {metric}", disable=not runner.progress, leave=False):
-        later = active[position + 1:]
+        later = active[position + 1 :]
         hidden = runner.run_blocks(BlockInputs(block_inputs[position], inputs.block_kwargs), later)
         value, _ = measure(hidden, reference)
         scores.append(value - base_value if metric == "removal-loss" else value)
@@ -147,8 +148,7 @@ def _taylor_scan(model, windows: TokenWindows, device: torch.device, batch_size:
             (loss * batch.shape[0] / windows.num_windows).backward()
         scores = []
         for layer in adapter.layers:
-            total = sum((p.detach().float() * p.grad.float()).abs().sum().item()
-                        for p in layer.parameters() if p.grad is not None)
+            total = sum((p.detach().float() * p.grad.float()).abs().sum().item() for p in layer.parameters() if p.grad is not None)
             scores.append(total)
     finally:
         for p, flag in zip(params, previous):
@@ -157,13 +157,24 @@ def _taylor_scan(model, windows: TokenWindows, device: torch.device, batch_size:
     return scores
 
 
-def scan_blocks(model, windows: TokenWindows, metric: str = "bi", *, span: int = 1, device=None,
-                offload: bool = False, batch_size: int = 1, progress: bool = True) -> BlockScores:
+def scan_blocks(
+    model,
+    windows: TokenWindows,
+    metric: str = "bi",
+    *,
+    span: int = 1,
+    device=None,
+    offload: bool = False,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> BlockScores:
     """Score every decoder block of `model` on calibration `windows` by `metric`."""
     check_metric(metric)
     adapter = ModelAdapter(model)
     if metric == "angular" and not 1 <= span < adapter.num_blocks:
-        raise PrunekitError(f"angular span {span} must be between 1 and {adapter.num_blocks - 1} (the model has {adapter.num_blocks} blocks)")
+        raise PrunekitError(
+            f"angular span {span} must be between 1 and {adapter.num_blocks - 1} (the model has {adapter.num_blocks} blocks)"
+        )
     was_training = model.training
     model.eval()
     started = time.perf_counter()
@@ -184,6 +195,9 @@ def scan_blocks(model, windows: TokenWindows, metric: str = "bi", *, span: int =
     seconds = time.perf_counter() - started
     for value in scores:
         if not math.isfinite(value):
-            raise PrunekitError(f"metric {metric} produced a non-finite score; the model gives NaN/inf activations on this data (try --dtype float32)")
-    return BlockScores(metric, [float(s) for s in scores], windows.summary(), seconds,
-                       span=span if metric == "angular" else 1, details=details)
+            raise PrunekitError(
+                f"metric {metric} produced a non-finite score; the model gives NaN/inf activations on this data (try --dtype float32)"
+            )
+    return BlockScores(
+        metric, [float(s) for s in scores], windows.summary(), seconds, span=span if metric == "angular" else 1, details=details
+    )

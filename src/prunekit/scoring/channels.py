@@ -149,11 +149,11 @@ class InputStatistics:
             if out is None:
                 out = torch.empty(rows.numel(), cols.numel(), dtype=gram.dtype, device=gram.device)
             for start in range(0, rows.numel(), 4096):
-                piece = gram.index_select(0, rows[start:start + 4096])[:, cols]
+                piece = gram.index_select(0, rows[start : start + 4096])[:, cols]
                 if part is self:
-                    out[start:start + 4096] = piece
+                    out[start : start + 4096] = piece
                 else:
-                    out[start:start + 4096] += piece
+                    out[start : start + 4096] += piece
         return out
 
     @property
@@ -181,7 +181,7 @@ class InputStatistics:
 
     @property
     def variance(self) -> torch.Tensor:
-        return (self.diagonal() / self.count - self.mean ** 2).clamp_min(0)
+        return (self.diagonal() / self.count - self.mean**2).clamp_min(0)
 
     @property
     def norm(self) -> torch.Tensor:
@@ -195,8 +195,14 @@ def check_criterion(criterion: str) -> str:
     return criterion
 
 
-def ffn_channel_scores(criterion: str, stats: InputStatistics, down_weight: torch.Tensor,
-                       producer_weights: list[torch.Tensor], seed: int = 0, taylor: torch.Tensor | None = None) -> torch.Tensor:
+def ffn_channel_scores(
+    criterion: str,
+    stats: InputStatistics,
+    down_weight: torch.Tensor,
+    producer_weights: list[torch.Tensor],
+    seed: int = 0,
+    taylor: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One score per intermediate channel. `producer_weights` are the [d_int, hidden] matrices
     that write the channel (gate and up); `down_weight` [hidden, d_int] consumes it; `taylor` is
     the precomputed gradient score (criterion `taylor` only). Computed where the statistics live;

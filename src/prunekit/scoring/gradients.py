@@ -48,10 +48,12 @@ def taylor_unit_scores(model, windows, *, device=None, heads: bool = True) -> li
     count = windows.input_ids.shape[0]
     try:
         for row in range(count):
-            batch = windows.input_ids[row: row + 1].to(device)
+            batch = windows.input_ids[row : row + 1].to(device)
             loss = model(input_ids=batch, labels=batch, use_cache=False).loss
             if not torch.isfinite(loss):
-                raise PrunekitError("the Taylor gradient pass produced a non-finite loss; use another criterion or check the model in float32")
+                raise PrunekitError(
+                    "the Taylor gradient pass produced a non-finite loss; use another criterion or check the model in float32"
+                )
             (loss / count).backward()
         scores = []
         *producers, consumer = family.mlp_projections
