@@ -26,8 +26,9 @@ LAYERS = {
     "reporting": 7,
     "api": 7,
     "comparison": 8,
-    "cli": 9,
-    "": 10,  # the package's __init__ re-exports the public API
+    "jobs": 9,
+    "cli": 10,
+    "": 11,  # the package's __init__ re-exports the public API
 }
 
 

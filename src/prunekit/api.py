@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prunekit.errors import ParameterError, PrunekitError
+from prunekit.evaluation.perplexity import perplexity
 from prunekit.methods.depth import blocks_to_remove
 from prunekit.methods.plan import PLAN_FILE, Plan, PrunePlan
 from prunekit.methods.recipe import recipe_configs
@@ -124,7 +125,8 @@ def prune(
 ) -> PruneResult:
     """Prune `model` by a registered method, a config, a recipe (list of stages or a file), or a saved `plan`.
 
-    `data`: calibration windows (`prunekit.load_windows`); `recovery`: a RecoveryConfig (or a token
+    `heldout`: windows whose perplexity is measured before and after (in `metrics`; IteRABRe also logs it
+    after every iteration). `data`: calibration windows (`prunekit.load_windows`); `recovery`: a RecoveryConfig (or a token
     count) given to a method that trains, or run as a final recovery stage; `teacher`: the dense model
     to distil from (default: the input model itself, kept unchanged unless `inplace=True`, in which
     case a copy is made only if a stage needs one); `tokenizer` and `recovery_data` (a data SPEC,
@@ -166,6 +168,9 @@ def prune(
     )
     num_blocks = _num_blocks(target)
     params_before = parameter_count(target)
+    metrics = {}
+    if heldout is not None:
+        metrics["heldout_perplexity_before"] = perplexity(target, heldout, device=device, progress=False).perplexity
     alive, removed, stages = list(range(num_blocks)), [], []
     steps = [(stage["method"], stage) for stage in plan.stages] if plan is not None else [(None, c) for c in configs]
     for recorded_method, item in steps:
@@ -210,7 +215,10 @@ def prune(
         params_before=params_before,
         params_after=parameter_count(target),
     )
-    return PruneResult(target, result_plan)
+    if heldout is not None:
+        metrics["heldout_perplexity_after"] = perplexity(target, heldout, device=device, progress=False).perplexity
+        metrics["heldout"] = heldout.summary()
+    return PruneResult(target, result_plan, metrics)
 
 
 def _frozen(model):

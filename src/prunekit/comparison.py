@@ -76,3 +76,10 @@ def comparison_table(dense: dict, pruned: dict) -> list[list[str]]:
         metric = "acc_norm" if "acc_norm" in values else "acc"
         rows.append(row(f"{task} {metric}", values[metric], pruned["tasks"][task][metric], "{:.4f}"))
     return rows
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Rows as aligned text columns, the first row a header."""
+    widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]))]
+    lines = [" | ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))) for row in rows]
+    return "\n".join(lines[:1] + ["-+-".join("-" * w for w in widths)] + lines[1:])

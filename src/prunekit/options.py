@@ -1,9 +1,18 @@
-"""Config fields that carry their own help, so every front end (CLI flags, docs) reads one source."""
+"""Config fields that carry their own help and flag, so every front end reads one source.
+
+`option()` declares a field; `add_config_flags` turns a config's fields into argparse flags (unset
+flags stay absent, so the config's own defaults apply) and `config_options` reads them back;
+`flag_message` rewrites a ParameterError from parameter names to flag names.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import re
 from typing import Any
+
+from prunekit.errors import ParameterError
 
 
 def option(default: Any = None, help: str = "", *, factory=None, flag: str | None = None, **metadata) -> Any:
@@ -12,3 +21,69 @@ def option(default: Any = None, help: str = "", *, factory=None, flag: str | Non
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def flag_of(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def _parse_number_or(word: str | None):
+    """A number, or `word` ("auto"; "none" for None); anything else passes through for the config's check to name."""
+
+    def parse(text: str):
+        if text == (word or "none"):
+            return word
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    return parse
+
+
+def _value_type(annotation: str):
+    if "float" in annotation and "str" in annotation:
+        return _parse_number_or("auto")
+    if annotation == "float | None":
+        return _parse_number_or(None)
+    return int if annotation.startswith("int") else float if annotation.startswith("float") else str
+
+
+def _flagged_fields(config_cls) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(config_cls) if "config" not in f.metadata and f.name != "recovery"]
+
+
+def add_config_flags(group, config_cls, seen: set[str], prefix: str = "") -> None:
+    """One flag per field (dest = prefix + field name), skipping names in `seen` (shared with another config)."""
+    for field in _flagged_fields(config_cls):
+        if field.name in seen:
+            continue
+        seen.add(field.name)
+        kind = str(field.type)
+        common = {"dest": prefix + field.name, "default": argparse.SUPPRESS, "help": field.metadata.get("help")}
+        if kind == "bool":
+            group.add_argument(flag_of(field), action="store_const", const=not field.default, **common)
+        elif kind.startswith("tuple"):
+            group.add_argument(flag_of(field), type=int, nargs="*", **common)
+        else:
+            group.add_argument(flag_of(field), type=_value_type(kind), **common)
+
+
+def config_options(args, config_cls, prefix: str = "") -> dict:
+    """The options of `config_cls` given on the command line."""
+    return {f.name: getattr(args, prefix + f.name) for f in _flagged_fields(config_cls) if hasattr(args, prefix + f.name)}
+
+
+def flag_names(*config_classes) -> dict[str, str]:
+    return {f.name: flag_of(f) for cls in config_classes for f in dataclasses.fields(cls)}
+
+
+def flag_message(error: ParameterError, flags: dict[str, str]) -> str:
+    """The error with parameter names (ffn_ratio, or `ratio` quoted) spelled as flags (--ffn-ratio, --ratio)."""
+
+    def spell(match) -> str:
+        name = match.group(1) or match.group(2)
+        return flags.get(name, name)
+
+    detail = re.sub(r"`([a-z_]+)`|\b([a-z]+_[a-z_]+)\b", spell, error.detail)
+    return f"{flags.get(error.parameter, error.parameter)} {detail}"

@@ -157,6 +157,18 @@ class Plan:
             raise PrunekitError(f"the plan has {'no ' + method if method else len(self.stages)} stage(s); name the method")
         return stages[0]["details"]
 
+    def followed_by(self, later: "Plan") -> "Plan":
+        """This plan with the stages of a later run on its output appended (e.g. `prunekit recover`)."""
+        return Plan(
+            stages=self.stages + later.stages,
+            num_blocks_before=self.num_blocks_before,
+            num_blocks_after=later.num_blocks_after,
+            removed_blocks=sorted(self.removed_blocks + [self.kept_blocks[i] for i in later.removed_blocks]),
+            model=self.model,
+            params_before=self.params_before,
+            params_after=later.params_after,
+        )
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["method"], out["reapplicable"], out["kept_blocks"] = self.method, self.reapplicable, self.kept_blocks
@@ -249,10 +261,18 @@ def describe_stage(stage: dict) -> str:
         return f"extend: {d['blocks_before']} -> {d['blocks_after']} blocks ({d['pattern']} pattern, rank {d['rank']})"
     if method == "recover":
         mfu = f", MFU {d['mfu']:.0%}" if d.get("mfu") is not None else ""
-        return (
+        text = (
             f"recover: {d['tokens']} tokens of {d['data']} in {d['steps']} steps, {d['seconds']:.0f} s ({d['tokens_per_second']:.0f} "
-            f"tokens/s{mfu} on {d['device']}, micro-batch {d['micro_batch_size']}); objective {d['loss_first']:.4f} -> {d['loss_last']:.4f}"
+            f"tokens/s{mfu} on {d['device']}, micro-batch {d['micro_batch_size']}); "
+            f"objective {d['loss_first']:.4f} -> {d['loss_last']:.4f}"
         )
+        heldout = d.get("heldout")  # measured before and after by prunekit recover
+        if heldout:
+            text += (
+                f"\nheld-out perplexity ({heldout['data']}, {heldout['windows']}x{heldout['seq_len']}): "
+                f"{d['heldout_perplexity_before']:.2f} -> {d['heldout_perplexity_after']:.2f}"
+            )
+        return text
     if "removed_blocks" in d:
         return f"{method}: removed blocks {d['removed_blocks']} of {d['num_blocks_before']} ({d.get('reason', '')})"
     return method
