@@ -85,7 +85,7 @@ def _configs(method, options: dict, recovery) -> list:
 
 def plan_needs_data(plan: Plan) -> bool:
     """Whether re-applying `plan` reruns a stage on calibration data."""
-    specs = [method_spec(s["method"]) for s in plan.stages]
+    specs = [method_spec(s["method"]) for s in plan.stages if not method_spec(s["method"]).skipped_on_replay]
     return all(s.reapply or s.rerun_from_plan for s in specs) and any(s.reapply is None and s.needs_data for s in specs)
 
 
@@ -131,7 +131,9 @@ def prune(
     to distil from (default: the input model itself, kept unchanged unless `inplace=True`, in which
     case a copy is made only if a stage needs one); `tokenizer` and `recovery_data` (a data SPEC,
     "self" for text sampled from the teacher, or TokenWindows) make recovery windows.
-    Depth stages of a `plan` are re-applied without data; other stages rerun from their saved config.
+    Depth stages of a `plan` are re-applied without data, LIAR stages rerun from their saved config on
+    `data`, recovery stages are left out (listed in `metrics["skipped_stages"]`), and a plan with a
+    stage whose structure came from training (iterabre, flexigpt, extend) is refused.
     """
     if plan is not None:
         if method is not None or options:
@@ -144,7 +146,7 @@ def prune(
         configs = _configs(method, options, recovery)
     for stage in plan.stages if plan is not None else []:
         spec = method_spec(stage["method"])
-        if spec.reapply is None and not spec.rerun_from_plan:
+        if spec.reapply is None and not spec.rerun_from_plan and not spec.skipped_on_replay:
             raise PrunekitError(f"plan stage '{spec.name}' cannot be re-applied: {spec.why_not_reapplicable}")
     target = model if inplace else copy.deepcopy(model)
     if teacher is not None:
@@ -173,6 +175,10 @@ def prune(
         metrics["heldout_perplexity_before"] = perplexity(target, heldout, device=device, progress=False).perplexity
     alive, removed, stages = list(range(num_blocks)), [], []
     steps = [(stage["method"], stage) for stage in plan.stages] if plan is not None else [(None, c) for c in configs]
+    if plan is not None:
+        skipped = [name for name, _ in steps if method_spec(name).skipped_on_replay]
+        steps = [(name, stage) for name, stage in steps if not method_spec(name).skipped_on_replay]
+        metrics["skipped_stages"] = skipped
     for recorded_method, item in steps:
         started = time.perf_counter()
         if recorded_method is not None:

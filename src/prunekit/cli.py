@@ -198,6 +198,10 @@ def cmd_prune(args) -> int:
     job = jobs.prune_job(loaded, args.out, protected=jobs.input_paths(loaded), **options, **_run_options(args))
     plan = job.result.plan
     lines = [describe_stage(stage) for stage in plan.stages]
+    lines += [
+        f"left out stage '{name}' of the plan: it trains; run it again with prunekit recover"
+        for name in job.result.metrics.get("skipped_stages", [])
+    ]
     if job.report:
         lines += [format_table(comparison_table(job.evaluation["dense"], job.evaluation["pruned"])), f"report: {job.report}"]
     lines += [

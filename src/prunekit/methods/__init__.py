@@ -69,6 +69,7 @@ register_method(
     summary="distil the dense model into the pruned one",
     needs_data=False,
     why_not_reapplicable="it trains, so run it again",
+    skipped_on_replay=True,
 )
 
 DEPTH_METHODS = ("shortgpt", "angular", "sleb")

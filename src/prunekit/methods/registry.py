@@ -93,6 +93,7 @@ class MethodSpec:
     reapply: Callable[[Any, dict], None] | None = None
     why_not_reapplicable: str = ""
     rerun_from_plan: bool = False  # a plan's stage may run again from its saved config on new data (deterministic methods)
+    skipped_on_replay: bool = False  # re-applying a plan leaves this stage out (recovery: rerun it if wanted), and says so
     removes_blocks: bool = False  # details["removed_blocks"] are indices of the stage's input model
 
 
