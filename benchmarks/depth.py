@@ -10,6 +10,7 @@ dense and pruned models. Writes benchmarks/results/depth.{json,md}.
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import time
@@ -17,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-from prunekit import PrunePlan, load_model, load_windows, parameter_count, perplexity, prune, scan_blocks
-from prunekit.methods import plan_angular, plan_sleb
-from prunekit.methods.plan import library_versions
-from prunekit.methods.shortgpt import lowest_scoring
+import prunekit
+from prunekit import load_model, load_windows, parameter_count, perplexity, remove_blocks, scan_blocks
+from prunekit.provenance import library_versions
 
 from _common import benchmark_parser
 
@@ -67,8 +67,8 @@ def main() -> None:
     }
 
     def evaluate(label: str, removed: list[int], scan_seconds: float, extra: dict | None = None) -> None:
-        plan = PrunePlan(method=label, removed_blocks=removed, num_blocks_before=num_blocks)
-        pruned, plan = prune(model, plan=plan)
+        pruned = copy.deepcopy(model)
+        remove_blocks(pruned, removed)
         result = perplexity(pruned, evaluation)
         row = {
             "metric": label,
@@ -76,7 +76,7 @@ def main() -> None:
             "blocks": removed,
             "perplexity": result.perplexity,
             "tokens_per_second": result.tokens_per_second,
-            "params": plan.params_after,
+            "params": parameter_count(pruned),
             "scan_seconds": scan_seconds,
             **(extra or {}),
         }
@@ -87,23 +87,22 @@ def main() -> None:
     for metric in args.metrics:
         if metric == "angular":
             for count in args.removals:
-                plan = plan_angular(model, calibration, count)
-                evaluate("angular", plan.removed_blocks, plan.scan_seconds)
+                plan = prunekit.prune(model, "angular", calibration, remove=count).plan
+                evaluate("angular", plan.removed_blocks, plan.details()["scan_seconds"])
         elif metric == "sleb":
             sleb_windows = load_windows(
                 args.calibration, tokenizer, purpose="calibration", num_windows=args.sleb_windows, seq_len=args.seq_len
             )
-            plan = plan_sleb(model, sleb_windows, max(args.removals))
+            details = prunekit.prune(model, "sleb", sleb_windows, remove=max(args.removals)).plan.details()
             # Greedy: the first k steps of the longest run are exactly the k-block plan.
             for count in args.removals:
-                evaluate(
-                    "sleb", sorted(s["removed"] for s in plan.steps[:count]), plan.scan_seconds, {"calibration_windows": args.sleb_windows}
-                )
+                removed = sorted(s["removed"] for s in details["steps"][:count])
+                evaluate("sleb", removed, details["scan_seconds"], {"calibration_windows": args.sleb_windows})
         else:
             scores = scan_blocks(model, calibration, metric)
             print(f"{metric}: least important first {scores.ranking()[:10]} ({scores.seconds:.1f} s)")
             for count in args.removals:
-                evaluate(metric, lowest_scoring(scores.scores, count), scores.seconds, {"ranking": scores.ranking()})
+                evaluate(metric, sorted(scores.ranking()[:count]), scores.seconds, {"ranking": scores.ranking()})
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,16 +14,14 @@ Writes benchmarks/results/encoder_width.{json,md}.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from prunekit import load_windows
-from prunekit.methods.encoder_width import encoder_windows, prune_encoder_width
-from prunekit.models.adapters import parameter_count
+import prunekit
+from prunekit import load_windows, parameter_count
 from prunekit.models.encoders import load_encoder, sentence_embeddings
 
 from _common import SHARED, benchmark_parser, write_json, write_table
@@ -60,9 +58,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     dense, tokenizer, _ = load_encoder(args.model)
-    calibration = encoder_windows(
-        load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=args.calib_seq_len - 2),
-        tokenizer,
+    # prunekit.prune wraps each window in [CLS] ... [SEP] when given the tokenizer
+    calibration = load_windows(
+        args.calibration, tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=args.calib_seq_len - 2
     )
     sentences = [line.strip() for line in (SHARED / "flores200" / "dev" / "eng_Latn.dev").read_text().splitlines() if line.strip()]
     paragraphs, questions, answers = xquad_pairs(SHARED / "xquad" / "xquad.en.json")
@@ -89,17 +87,9 @@ def main() -> None:
     for ratio in args.ratios:
         for criterion in args.criteria:
             for reconstruction, damping in [(r, d) for r in args.reconstructions for d in (args.dampings if r == "liar" else [None])]:
-                model = copy.deepcopy(dense)
-                plan = prune_encoder_width(
-                    model,
-                    calibration,
-                    head_ratio=ratio,
-                    ffn_ratio=ratio,
-                    criterion=criterion,
-                    reconstruction=reconstruction,
-                    damping=damping or 1e-4,
-                    progress=False,
-                )
+                options = {"head_ratio": ratio, "ffn_ratio": ratio, "criterion": criterion, "reconstruction": reconstruction}
+                result = prunekit.prune(dense, "liar", calibration, tokenizer=tokenizer, damping=damping or 1e-4, progress=False, **options)
+                model, plan = result.model, result.plan.details()
                 measured = measure(model)
                 cosine = (measured.pop("embeddings") * reference["embeddings"]).sum(1)
                 row = {

@@ -16,19 +16,14 @@ counts (shared weights once) and decode tokens/s. JSON is rewritten after every 
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
-from prunekit import load_model, load_windows, perplexity
+import prunekit
+from prunekit import FlexiGPTConfig, RecoveryConfig, load_model, load_windows, parameter_count, perplexity
 from prunekit.evaluation.speed import measure_speed
 from prunekit.evaluation.tasks import DEFAULT_TASKS, run_tasks
-from prunekit.methods.flexigpt import default_rank, replace_blocks
-from prunekit.methods.iterabre import dense_teacher
-from prunekit.methods.shortgpt import lowest_scoring
-from prunekit.models.adapters import parameter_count
-from prunekit.recovery import RecoveryConfig, recover, recovery_windows
-from prunekit.scoring.blocks import scan_blocks
+from prunekit.recovery import recovery_windows
 
 from _common import SHARED, benchmark_parser, write_json, write_table
 
@@ -63,9 +58,7 @@ def main() -> None:
     calibration = load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=512)
     wikitext = load_windows(args.wikitext, tokenizer, purpose="evaluation", num_windows=args.eval_windows, seq_len=512)
     data = recovery_windows(args.calibration, tokenizer, num_tokens=args.budget, seq_len=512, seed=0) if args.budget else None
-    scores = scan_blocks(dense, calibration, "bi", progress=False)
-    removed = lowest_scoring(scores.scores, args.remove)
-    teacher = dense_teacher(dense)
+    removed = prunekit.prune(dense, "shortgpt", calibration, remove=args.remove, progress=False).plan.removed_blocks
 
     def evaluate(model) -> dict:
         speed = measure_speed(model, prompt_tokens=128, new_tokens=32, repeats=2)
@@ -85,7 +78,7 @@ def main() -> None:
         "budget": args.budget,
         "lr": args.lr,
         "limit": args.limit,
-        "rank": default_rank(dense.config),
+        "rank": max(1, dense.config.hidden_size // 16),  # FlexiGPTConfig's default rank
         "lora_rank": args.lora_rank,
         "norm_scale": args.norm_scale,
         "wikitext": wikitext.summary(),
@@ -95,25 +88,23 @@ def main() -> None:
     print(f"dense: ppl {results['dense']['wikitext2']:.2f}; removing {removed}", flush=True)
     for name in args.contenders:
         options = CONTENDERS[name]
-        model = copy.deepcopy(dense)
         started = time.perf_counter()
         row: dict = {"contender": name}
         if options is not None and not options.get("lora"):
-            record = replace_blocks(
-                model,
-                removed,
+            config = FlexiGPTConfig(
+                remove=args.remove,
+                recovery=None,
                 output_norm=options.get("output_norm", args.norm_scale),
                 svd_init=options.get("svd_init", True),
                 distance=options.get("distance", "low-rank"),
-                progress=False,
             )
+            replaced = prunekit.prune(dense, config, calibration, progress=False)
+            model, record = replaced.model, replaced.plan.details()
             row["shares_with"] = record["shares_with"]
             row["own_parameters_fraction_of_block"] = record["own_parameters_fraction_of_block"]
             scope = "adapters"
         else:
-            from prunekit.models.surgery import remove_blocks
-
-            remove_blocks(model, removed)
+            model = prunekit.prune(dense, "shortgpt", calibration, remove=args.remove, progress=False).model
             scope = "lora"
         row["ppl_before_training"] = perplexity(model, wikitext, progress=False).perplexity
         row["setup_seconds"] = time.perf_counter() - started
@@ -128,13 +119,13 @@ def main() -> None:
                 lora_alpha=2.0 * args.lora_rank,
                 grad_accumulation=4,
             )
-            result = recover(model, data, config, teacher=teacher, progress=False)
+            trained = prunekit.prune(model, config, teacher=dense, recovery_data=data, inplace=True, progress=False).plan.details()
             row.update(
-                trainable_parameters=result.trainable_parameters,
-                train_seconds=result.seconds,
-                train_tokens=result.tokens,
-                loss_first=result.loss_first,
-                loss_last=result.loss_last,
+                trainable_parameters=trained["trainable_parameters"],
+                train_seconds=trained["seconds"],
+                train_tokens=trained["tokens"],
+                loss_first=trained["loss_first"],
+                loss_last=trained["loss_last"],
             )
         row.update(evaluate(model))
         results["rows"].append(row)

@@ -53,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     from pathlib import Path
 
+    import prunekit
     from prunekit import load_model, load_windows, perplexity
-    from prunekit.methods.liar import prune_width
 
     loaded = load_model(args.model, device="cpu", progress=False)
     calibration = load_windows(args.calibration, loaded.tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=512)
@@ -76,7 +76,9 @@ def main() -> None:
         model = copy.deepcopy(loaded.model)
         started = time.perf_counter()
         with switched(results["model_type"], **switches):
-            plan = prune_width(model, calibration, ffn_ratio=args.ffn_ratio, progress=False, **options)
+            plan = prunekit.prune(
+                model, "liar", calibration, ffn_ratio=args.ffn_ratio, inplace=True, progress=False, **options
+            ).plan.details()
         seconds = time.perf_counter() - started
         results["rows"].append(
             {

@@ -11,12 +11,11 @@ Writes benchmarks/results/head_damping.{json,md}.
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
+import prunekit
 from prunekit import load_model, load_windows, perplexity
-from prunekit.methods.liar import prune_width
 
 from _common import benchmark_parser, write_json, write_table
 
@@ -48,10 +47,10 @@ def main() -> None:
         calibration = load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=windows, seq_len=512)
         settings = [("none", None), ("bias", None)] + [("liar", d) for d in args.dampings]
         for reconstruction, damping in settings:
-            model = copy.deepcopy(dense)
             started = time.perf_counter()
-            plan = prune_width(
-                model,
+            result = prunekit.prune(
+                dense,
+                "liar",
                 calibration,
                 head_ratio=args.head_ratio,
                 criterion=args.criterion,
@@ -59,6 +58,7 @@ def main() -> None:
                 damping=damping or 1e-4,
                 progress=False,
             )
+            model, plan = result.model, result.plan.details()
             row = {
                 "calib_windows": windows,
                 "reconstruction": reconstruction,

@@ -17,18 +17,14 @@ contender, so a long run that is stopped keeps what it finished.
 
 from __future__ import annotations
 
-import copy
-import tempfile
 import time
 from pathlib import Path
 
-from prunekit import load_model, load_windows, perplexity
+import prunekit
+from prunekit import IterabreConfig, RecoveryConfig, load_model, load_windows, parameter_count, perplexity
 from prunekit.evaluation.multilingual import language_ratios, multilingual_perplexity
 from prunekit.evaluation.tasks import DEFAULT_TASKS, run_tasks
-from prunekit.methods import plan_shortgpt, plan_sleb
-from prunekit.methods.iterabre import IterabreSettings, dense_teacher, iterabre
-from prunekit.models.adapters import parameter_count
-from prunekit.recovery import RecoveryConfig, recover, recovery_windows
+from prunekit.recovery import recovery_windows
 
 from _common import SHARED, benchmark_parser, write_json, write_table
 
@@ -98,38 +94,36 @@ def main() -> None:
     }
     results["dense"] = evaluate(dense, "dense")
     print(f"dense: ppl {results['dense']['wikitext2']:.2f}", flush=True)
-    teacher = dense_teacher(dense)
     for name in args.contenders:
-        model = copy.deepcopy(dense)
         started = time.perf_counter()
         detail: dict = {}
         if name.startswith("shortgpt"):
-            plan = plan_shortgpt(model, calibration, args.remove, progress=False)
-            plan.apply(model)
+            result = prunekit.prune(dense, "shortgpt", calibration, remove=args.remove, progress=False)
+            model, removed = result.model, result.plan.removed_blocks
             if name == "shortgpt+recovery":
                 detail["ppl_before_recovery"] = perplexity(model, wikitext, progress=False).perplexity
-                result = recover(model, recovery_data, recovery, teacher=teacher, progress=False)
+                trained = prunekit.prune(model, recovery, teacher=dense, recovery_data=recovery_data, inplace=True, progress=False)
+                d = trained.plan.details()
                 detail.update(
-                    recovery_tokens=result.tokens,
-                    recovery_seconds=result.seconds,
-                    tokens_per_second=result.tokens_per_second,
-                    loss_first=result.loss_first,
-                    loss_last=result.loss_last,
+                    recovery_tokens=d["tokens"],
+                    recovery_seconds=d["seconds"],
+                    tokens_per_second=d["tokens_per_second"],
+                    loss_first=d["loss_first"],
+                    loss_last=d["loss_last"],
                 )
-            removed = plan.removed_blocks
         elif name == "sleb":
-            plan = plan_sleb(model, score_windows, args.remove, progress=False)
-            plan.apply(model)
-            removed = [s["removed"] for s in plan.steps]
+            result = prunekit.prune(dense, "sleb", score_windows, remove=args.remove, progress=False)
+            model, removed = result.model, [s["removed"] for s in result.plan.details()["steps"]]
         elif name == "iterabre":
-            settings = IterabreSettings(remove=args.remove, recovery=recovery)
-            with tempfile.TemporaryDirectory(prefix="iterabre-run-") as run_dir:
-                plan = iterabre(model, teacher, score_windows, recovery_data, settings, run_dir=run_dir, progress=False)
-            removed = [s["removed"][0] for s in plan.steps]
+            result = prunekit.prune(
+                dense, IterabreConfig(remove=args.remove, recovery=recovery), score_windows, recovery_data=recovery_data, progress=False
+            )
+            model, steps = result.model, result.plan.details()["steps"]
+            removed = [s["removed"][0] for s in steps]
             detail["iterations"] = [
-                {k: s[k] for k in ("removed", "score", "loss_before_recovery", "loss_after_recovery", "seconds")} for s in plan.steps
+                {k: s[k] for k in ("removed", "score", "loss_before_recovery", "loss_after_recovery", "seconds")} for s in steps
             ]
-            detail["recovery_tokens"] = sum(s["recovery"]["tokens"] for s in plan.steps)
+            detail["recovery_tokens"] = sum(s["recovery"]["tokens"] for s in steps)
         else:
             raise SystemExit(f"unknown contender {name}; choose from {', '.join(CONTENDERS)}")
         prune_seconds = time.perf_counter() - started

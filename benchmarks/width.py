@@ -42,8 +42,8 @@ def evaluate(model, tokenizer, args) -> dict:
 
 def one_row(args) -> dict:
     """Prune one copy and measure it (runs in a child process)."""
+    import prunekit
     from prunekit import load_model, load_windows
-    from prunekit.methods.liar import prune_width
 
     loaded = load_model(args.model, device="cpu", dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -53,9 +53,11 @@ def one_row(args) -> dict:
     ratio, criterion, reconstruction = args.row.split(":")
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    plan = prune_width(
+    plan = prunekit.prune(
         model,
+        "liar",
         calibration,
+        inplace=True,
         ratio=float(ratio),
         ratio_heads=args.with_heads,
         allocation=args.allocation,
@@ -64,7 +66,7 @@ def one_row(args) -> dict:
         damping=args.damping,
         reconstruction=reconstruction,
         progress=False,
-    )
+    ).plan.details()
     head_ratio, ffn_ratio = plan["kv_groups_removed"], plan["ffn_channels_removed"]
     widths = [(layer["kv_groups"], layer["channels"]) for layer in plan["layers"]]
     seconds = time.perf_counter() - started
