@@ -23,8 +23,8 @@ from prunekit.methods.depth import blocks_to_remove
 from prunekit.methods.plan import PLAN_FILE, Plan, PrunePlan
 from prunekit.methods.recipe import recipe_configs
 from prunekit.methods.registry import StageContext, config_from_options, config_to_dict, method_spec, spec_for_config
-from prunekit.models.adapters import ModelAdapter, parameter_count
-from prunekit.models.encoders import EncoderAdapter, is_encoder_config, save_encoder
+from prunekit.models.adapters import parameter_count
+from prunekit.models.encoders import adapter_for, is_encoder_config, save_encoder
 from prunekit.models.export import save_model
 from prunekit.models.shared_checkpoint import has_shared_blocks, save_shared_model
 from prunekit.recovery.config import RecoveryConfig
@@ -46,10 +46,7 @@ class PruneResult:
 
 
 def _num_blocks(model) -> int:
-    if is_encoder_config(model.config):
-        return EncoderAdapter(model).num_blocks
-
-    return ModelAdapter(model).num_blocks
+    return adapter_for(model).num_blocks
 
 
 def _configs(method, options: dict, recovery) -> list:

@@ -8,6 +8,7 @@ HF `model_type`), not in scattered name checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -141,6 +142,53 @@ class ModelAdapter:
 
     def block_parameter_count(self, index: int) -> int:
         return sum(p.numel() for p in self.layers[index].parameters())
+
+    # -- the width interface shared with EncoderAdapter (see BlockAdapter) --
+    def attention(self, index: int) -> nn.Module:
+        return getattr(self.layers[index], self.family.attention_attr)
+
+    def mlp(self, index: int) -> nn.Module:
+        return getattr(self.layers[index], self.family.mlp_attr)
+
+    def attention_inputs(self, index: int) -> list[nn.Module]:
+        """The projections that read the attention's input (q, k, v; Phi-3's one fused qkv)."""
+        return [getattr(self.attention(index), name) for name in self.family.attention_projections[:-1]]
+
+    def attention_output(self, index: int) -> nn.Module:
+        """The projection that consumes the heads (o_proj)."""
+        return getattr(self.attention(index), self.family.attention_projections[-1])
+
+    def mlp_inputs(self, index: int) -> list[nn.Module]:
+        """The projections that make the FFN channels (gate and up; Phi-3's fused gate_up)."""
+        return [getattr(self.mlp(index), name) for name in self.family.mlp_projections[:-1]]
+
+    def mlp_output(self, index: int) -> nn.Module:
+        """The projection that consumes the FFN channels (down_proj)."""
+        return getattr(self.mlp(index), self.family.mlp_projections[-1])
+
+    def head_size(self, index: int = 0) -> int:
+        return self.attention(index).head_dim
+
+    def num_heads(self, index: int) -> int:
+        return self.attention_output(index).in_features // self.head_size(index)
+
+
+class BlockAdapter(Protocol):
+    """What every method may ask of a model, decoder or encoder: blocks, the modules around them, and
+    per block the projections that feed and consume its heads and FFN channels."""
+
+    config: object
+    layers: nn.ModuleList
+    num_blocks: int
+
+    def non_block_modules(self) -> list[nn.Module]: ...
+    def block_parameter_count(self, index: int) -> int: ...
+    def attention_inputs(self, index: int) -> list[nn.Module]: ...
+    def attention_output(self, index: int) -> nn.Module: ...
+    def mlp_inputs(self, index: int) -> list[nn.Module]: ...
+    def mlp_output(self, index: int) -> nn.Module: ...
+    def head_size(self, index: int = 0) -> int: ...
+    def num_heads(self, index: int) -> int: ...
 
 
 def parameter_count(model: nn.Module) -> int:

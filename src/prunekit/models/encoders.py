@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.models.adapters import ModelAdapter
 from prunekit.models.cache import cache_root
 from prunekit.models.export import atomic_output_dir, output_dir
 from prunekit.models.layer_widths import WIDTHS_KEY, check_layer_widths, has_layer_widths, load_weights
@@ -103,7 +104,8 @@ class EncoderAdapter:
     def non_block_modules(self) -> list[nn.Module]:
         encoder_path, _ = self.family.layers_path.rsplit(".", 1)
         encoder = _get(self.base, encoder_path)
-        return [m for m in self.base.children() if m is not encoder] + [m for m in self.model.children() if m is not self.base]
+        outer = [] if self.model is self.base else [m for m in self.model.children() if m is not self.base]  # a task head
+        return [m for m in self.base.children() if m is not encoder] + outer
 
     def unit(self, index: int, path: str) -> nn.Module:
         return _get(self.layers[index], path)
@@ -119,6 +121,24 @@ class EncoderAdapter:
 
     def block_parameter_count(self, index: int) -> int:
         return sum(p.numel() for p in self.layers[index].parameters())
+
+    # -- the width interface shared with the decoders' ModelAdapter (see adapters.BlockAdapter) --
+    def attention_inputs(self, index: int) -> list[nn.Module]:
+        return [self.unit(index, path) for path in (self.family.query, self.family.key, self.family.value)]
+
+    def attention_output(self, index: int) -> nn.Module:
+        return self.unit(index, self.family.attention_output)
+
+    def mlp_inputs(self, index: int) -> list[nn.Module]:
+        return [self.unit(index, self.family.ffn_input)]
+
+    def mlp_output(self, index: int) -> nn.Module:
+        return self.unit(index, self.family.ffn_output)
+
+
+def adapter_for(model) -> ModelAdapter | EncoderAdapter:
+    """The one adapter interface (adapters.BlockAdapter) for a decoder or a BERT-style encoder."""
+    return EncoderAdapter(model) if is_encoder_config(model.config) else ModelAdapter(model)
 
 
 def record_encoder_widths(model) -> bool:
