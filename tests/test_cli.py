@@ -1,3 +1,4 @@
+import argparse
 import json
 import subprocess
 import sys
@@ -563,3 +564,18 @@ def test_a_command_that_fails_after_claiming_its_output_releases_it(tiny_checkpo
     monkeypatch.setattr(liar, "available_memory_bytes", lambda device: 10_000)
     code, _, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ffn-ratio", 0.25, "--out", tmp_path / "o", *CALIB)
     assert code == 2 and not export._CLAIMS and not list(tmp_path.glob(".*lock"))
+
+
+def test_every_config_option_is_a_prune_flag_and_every_method_flag_is_a_config_option():
+    import dataclasses
+
+    from prunekit.cli import CONFIGS, build_parser
+    from prunekit.methods import RecoveryConfig
+    from prunekit.options import flag_of
+
+    prune = build_parser()._subparsers._group_actions[0].choices["prune"]
+    flags = {option for action in prune._actions for option in action.option_strings}
+    fields = [f for cls in (*CONFIGS, RecoveryConfig) for f in dataclasses.fields(cls) if f.name != "recovery"]
+    assert {flag_of(f) for f in fields} <= flags
+    generated = {a.dest.removeprefix("recovery.") for a in prune._actions if a.default is argparse.SUPPRESS and a.dest != "help"}
+    assert generated <= {f.name for f in fields} and all(f.metadata.get("help") for f in fields)

@@ -77,7 +77,7 @@ def test_resume_refuses_other_settings_and_a_fresh_start_refuses_an_old_run(tmp_
     run(tiny_model("llama"), tmp_path / "run")
     with pytest.raises(PrunekitError, match="different settings"):
         run(tiny_model("llama"), tmp_path / "run", settings(remove=3), resume=True)
-    with pytest.raises(PrunekitError, match="--resume"):
+    with pytest.raises(PrunekitError, match="`resume`"):
         run(tiny_model("llama"), tmp_path / "run")
     with pytest.raises(PrunekitError, match="nothing to resume"):
         run(tiny_model("llama"), tmp_path / "empty", resume=True)
@@ -99,7 +99,7 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_writes_nothing_else
         plan_settings.recovery.max_grad_norm = 0.0
 
     plan_settings = settings(remove=2, warmup_ratio=0.0)
-    with pytest.raises(PrunekitError, match=r"iteration 2: recovery diverged .* learning rate \d.*e\+29.*--resume"):
+    with pytest.raises(PrunekitError, match=r"iteration 2: recovery diverged .* learning rate \d.*e\+29.*`resume`"):
         run(model, tmp_path / "run", plan_settings, on_iteration=make_lr_explode)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["status"] == "diverged" and state["checkpoint"] == "checkpoint-001" and len(state["iterations"]) == 1

@@ -7,7 +7,7 @@ import transformers
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
 from prunekit.methods import liar
-from prunekit.methods.liar import prune_ffn_channels, prune_width
+from prunekit.methods.liar import prune_width
 from prunekit.methods.reconstruction import damping_errors, fold_pruned_inputs, output_error
 from prunekit.models.adapters import FAMILIES as FAMILY_TABLE
 from prunekit.models.export import save_model
@@ -70,7 +70,7 @@ def test_singular_gram_is_damped_not_nan():
 def test_ffn_pruning_reloads_with_plain_transformers(family, ids, tmp_path, tiny_tokenizer):
     model = tiny_model(family)
     reconstruction = "liar"
-    plan = prune_ffn_channels(model, windows_of(ids), ffn_ratio=0.5, criterion="wanda", reconstruction=reconstruction, progress=False)
+    plan = prune_width(model, windows_of(ids), ffn_ratio=0.5, criterion="wanda", reconstruction=reconstruction, progress=False)
     assert model.config.intermediate_size == 64 and plan["params_after"] < plan["params_before"]
     out = save_model(model, tiny_tokenizer, tmp_path / "w")
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
@@ -89,7 +89,7 @@ def test_reconstruction_improves_the_pruned_model_on_calibration_data(criterion,
     errors = {}
     for reconstruction in ("none", "bias", "liar"):
         model = tiny_model("llama")
-        prune_ffn_channels(model, windows_of(ids), ffn_ratio=0.5, criterion=criterion, reconstruction=reconstruction, progress=False)
+        prune_width(model, windows_of(ids), ffn_ratio=0.5, criterion=criterion, reconstruction=reconstruction, progress=False)
         with torch.no_grad():
             errors[reconstruction] = (model(ids).logits - reference).pow(2).mean().item()
     assert errors["liar"] < errors["none"]
@@ -97,11 +97,11 @@ def test_reconstruction_improves_the_pruned_model_on_calibration_data(criterion,
 
 def test_bad_ratios_and_bias_without_config_support_are_refused(ids):
     with pytest.raises(PrunekitError, match=r"must be in \[0, 1\)"):
-        prune_ffn_channels(tiny_model("llama"), windows_of(ids), ffn_ratio=1.0)
+        prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=1.0)
     with pytest.raises(PrunekitError, match="cannot hold"):
-        prune_ffn_channels(tiny_model("qwen2"), windows_of(ids), ffn_ratio=0.5, reconstruction="bias", progress=False)
+        prune_width(tiny_model("qwen2"), windows_of(ids), ffn_ratio=0.5, reconstruction="bias", progress=False)
     with pytest.raises(PrunekitError, match="criterion 'vibes' is unknown"):
-        prune_ffn_channels(tiny_model("llama"), windows_of(ids), ffn_ratio=0.5, criterion="vibes")
+        prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=0.5, criterion="vibes")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

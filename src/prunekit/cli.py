@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 
 from prunekit import jobs
 from prunekit.comparison import check_limit, comparison_request, comparison_table, format_table
-from prunekit.errors import ParameterError, PrunekitError
+from prunekit.errors import PrunekitError
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_names, method_spec
 from prunekit.methods.plan import describe_stage
 from prunekit.methods.recipe import recipe_configs
@@ -40,7 +40,15 @@ EVALUATION_FIELDS = (
 )
 RECOVERY = "recovery."  # namespace of the recovery flags' destinations (--recovery-seq-len is not --seq-len)
 CONFIGS = [method_spec(name).config_cls for name in method_names() if name != "recover"]
-FLAGS = {**flag_names(*CONFIGS, RecoveryConfig), "data": "--data", "method": "--method", "recipe": "--recipe", "limit": "--limit"}
+FLAGS = {
+    **flag_names(*CONFIGS, RecoveryConfig),
+    "data": "--data",
+    "method": "--method",
+    "recipe": "--recipe",
+    "limit": "--limit",
+    "offload": "--offload",
+    "overwrite_run": "--overwrite",
+}
 
 MODEL_OPTIONS = [
     ("--model", {"required": True, "help": "hub id, local directory, .gguf file, or the alias smollm2-135m"}),
@@ -324,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         with report:
             return args.func(args)
     except PrunekitError as error:
-        print(f"prunekit: error: {flag_message(error, FLAGS) if isinstance(error, ParameterError) else error}", file=sys.stderr)
+        print(f"prunekit: error: {flag_message(error, FLAGS)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, _Terminated)

@@ -78,12 +78,17 @@ def flag_names(*config_classes) -> dict[str, str]:
     return {f.name: flag_of(f) for cls in config_classes for f in dataclasses.fields(cls)}
 
 
-def flag_message(error: ParameterError, flags: dict[str, str]) -> str:
-    """The error with parameter names (ffn_ratio, or `ratio` quoted) spelled as flags (--ffn-ratio, --ratio)."""
+def flag_message(error: Exception, flags: dict[str, str]) -> str:
+    """The error with parameter names (a ParameterError's own, `quoted` ones, and any_with_underscores)
+    spelled as flags (--ffn-ratio); other text is left as it is."""
 
     def spell(match) -> str:
         name = match.group(1) or match.group(2)
         return flags.get(name, name)
 
-    detail = re.sub(r"`([a-z_]+)`|\b([a-z]+_[a-z_]+)\b", spell, error.detail)
-    return f"{flags.get(error.parameter, error.parameter)} {detail}"
+    def spelled(text: str) -> str:
+        return re.sub(r"`([a-z_]+)`|\b([a-z]+_[a-z_]+)\b", spell, text)
+
+    if isinstance(error, ParameterError):
+        return f"{flags.get(error.parameter, error.parameter)} {spelled(error.detail)}"
+    return re.sub(r"`([a-z_]+)`", spell, str(error))

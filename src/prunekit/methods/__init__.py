@@ -72,11 +72,8 @@ register_method(
     skipped_on_replay=True,
 )
 
-DEPTH_METHODS = ("shortgpt", "angular", "sleb")
-
 __all__ = [
     "AngularConfig",
-    "DEPTH_METHODS",
     "DepthConfig",
     "ExtendConfig",
     "FlexiGPTConfig",

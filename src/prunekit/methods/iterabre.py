@@ -166,7 +166,7 @@ def iterabre(
             raise PrunekitError(
                 f"iteration {iteration}: recovery diverged at step {error.step} (loss {error.loss}, "
                 f"learning rate {error.learning_rate:.3g}); nothing was exported; the last good weights are "
-                f"{where}; rerun with --resume {directory.path} --lr {settings.recovery.learning_rate / 4:.3g}"
+                f"{where}; rerun with `resume` in `run_dir` {directory.path} and `learning_rate` {settings.recovery.learning_rate / 4:.3g}"
             ) from error
         windows_used += share
         heldout_recovered = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None

@@ -145,7 +145,7 @@ def _matches_a_real_run(runner: SequentialRunner, index: int, hidden, block_kwar
 def _check_finite(folded, index: int, what: str) -> None:
     if not torch.isfinite(folded.weight).all() or (folded.bias is not None and not torch.isfinite(folded.bias).all()):
         raise PrunekitError(
-            f"reconstruction of block {index} ({what}) produced non-finite weights; raise --damping or use --reconstruction bias"
+            f"reconstruction of block {index} ({what}) produced non-finite weights; raise `damping` or use `reconstruction` bias"
         )
 
 
@@ -354,10 +354,10 @@ def _check_statistics_fit(runner: SequentialRunner, adapter: ModelAdapter, shape
         need += weight_bytes(adapter.layers[0])
     free = available_memory_bytes(device)
     if free is not None and need > free:
-        hint = "use --offload (only the block being pruned on the accelerator), " if device.type == "cuda" and not runner.offload else ""
+        hint = "use `offload` (only the block being pruned on the accelerator), " if device.type == "cuda" and not runner.offload else ""
         raise PrunekitError(
             f"LIAR's statistics for {width} channels need about {need / 2**30:.1f} GiB on {device}, but only "
-            f"{free / 2**30:.1f} GiB are free; {hint}a fixed --damping (no held-out copy), or a device with more memory"
+            f"{free / 2**30:.1f} GiB are free; {hint}a fixed `damping` (no held-out copy), or a device with more memory"
         )
 
 
@@ -535,8 +535,3 @@ def prune_width(
         **_peak_memory(runner.device),
         "layers": layers_plan,
     }
-
-
-def prune_ffn_channels(model, windows, *, ffn_ratio: float, **options) -> dict:
-    """FFN channels only (see prune_width)."""
-    return prune_width(model, windows, ffn_ratio=ffn_ratio, **options)

@@ -85,7 +85,7 @@ def _solve_psd(matrix: torch.Tensor, rhs: torch.Tensor, damping: float, scale_di
         damping = max(damping * 10, 1e-8)
         if attempt == 0:
             warnings.warn("Gram matrix is singular or ill-conditioned; raising the ridge damping", stacklevel=3)
-    raise PrunekitError("least-squares reconstruction failed even with strong damping; use more calibration data or --reconstruction bias")
+    raise PrunekitError("least-squares reconstruction failed even with strong damping; use more calibration data or `reconstruction` bias")
 
 
 def _split(width: int, keep: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +127,7 @@ def fold_pruned_inputs(
         if not with_bias:
             raise PrunekitError(
                 "bias compensation needs a bias on the consuming projection, which this model family cannot hold in its config; "
-                "use --reconstruction liar or none"
+                "use `reconstruction` liar or none"
             )
         coefficients = W.new_zeros(kept.numel() + 1, pruned.numel())
         coefficients[-1] = stats.mean[pruned]

@@ -46,7 +46,9 @@ class RunDirectory:
     def start(self, settings: dict, overwrite: bool = False) -> dict:
         """A fresh state; refuses a directory holding another run unless `overwrite`."""
         if self.exists() and not overwrite:
-            raise PrunekitError(f"{self.path} already holds a run; continue it with --resume {self.path} or pass --overwrite")
+            raise PrunekitError(
+                f"{self.path} already holds a run; continue it with `resume` (`run_dir` {self.path}) or pass `overwrite_run`"
+            )
 
         def reset() -> None:
             if self.path.exists() and overwrite:
@@ -61,7 +63,7 @@ class RunDirectory:
     def load(self, settings: dict, may_differ: tuple[str, ...] = ()) -> dict:
         """The saved state, checked against this run's settings (those in `may_differ` may change)."""
         if not self.exists():
-            raise PrunekitError(f"nothing to resume in {self.path}: no {STATE_FILE}; start the run without --resume")
+            raise PrunekitError(f"nothing to resume in {self.path}: no {STATE_FILE}; start the run without `resume`")
         state = read_json_object(self.state_path, "run state")
         saved = state.get("settings", {})
         changed = [k for k in set(saved) | set(settings) if k not in may_differ and saved.get(k) != settings.get(k)]

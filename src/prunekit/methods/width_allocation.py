@@ -93,7 +93,7 @@ def adaptive_widths(
         if floor_cost > allowed + 1e-9:
             raise PrunekitError(
                 f"the per-layer floor alone keeps {floor_cost / total:.0%} of the prunable parameters, more than "
-                f"the {1 - budgets[pool]:.0%} allowed; lower --min-keep or the ratio"
+                f"the {1 - budgets[pool]:.0%} allowed; lower `min_keep` or the ratio"
             )
         spent = 0.0
         for score, cost, layer, kind in sorted(units, key=lambda unit: -unit[0]):
