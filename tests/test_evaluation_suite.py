@@ -43,6 +43,12 @@ def write_local_tasks(root):
         )
         + "\n"
     )
+    (root / "openbookqa").mkdir()
+    (root / "openbookqa" / "test.tsv").write_text(
+        "ID\tQuestion Stem\tChoices\tComplete Question\tAnswer Key\n"
+        "1\tFog is likely around:\t(A) a marsh (B) a desert\tFog is likely around: (A) a marsh (B) a desert\tA\n"
+        "2\tIce is\t(A) hot (B) cold (C) loud\tIce is (A) hot (B) cold (C) loud\tB\n"
+    )
     (root / "lambada").mkdir()
     (root / "lambada" / "l.jsonl").write_text(json.dumps({"context": "The cat sat on the", "continuation": "mat"}) + "\n")
 
@@ -51,7 +57,7 @@ def test_local_files_convert_to_lm_eval_schemas(tmp_path):
     write_local_tasks(tmp_path / "data")
     work = tmp_path / "work"
     work.mkdir()
-    for name in ("piqa", "hellaswag", "boolq", "lambada_openai"):
+    for name in ("piqa", "hellaswag", "boolq", "lambada_openai", "openbookqa"):
         spec = local_task_spec(name, tmp_path / "data", work)
         first = json.loads(open(spec["dataset_kwargs"]["data_files"]["test"]).readline())
         assert spec["task"] == name and spec["metric_list"] == LOCAL_TASKS[name].config["metric_list"]
@@ -63,11 +69,13 @@ def test_local_files_convert_to_lm_eval_schemas(tmp_path):
             assert first == {"passage": "The sky is blue.", "question": "is the sky blue", "label": 1}
         if name == "lambada_openai":
             assert first == {"text": "The cat sat on the mat"}
+        if name == "openbookqa":
+            assert first["choices"] == {"text": ["a marsh", "a desert"], "label": ["A", "B"]} and first["answerKey"] == "A"
 
 
 def test_all_local_tasks_run_through_lm_eval(tmp_path, tiny_tokenizer):
     write_local_tasks(tmp_path)
-    names = ["piqa", "arc_easy", "hellaswag", "boolq", "winogrande", "lambada_openai"]
+    names = ["piqa", "arc_easy", "hellaswag", "boolq", "winogrande", "lambada_openai", "openbookqa"]
     results = run_tasks(tiny_model("llama"), tiny_tokenizer, names, data_dir=tmp_path, batch_size=2)
     assert set(results) == set(names)
     for name, values in results.items():

@@ -88,6 +88,34 @@ def _boolq(folder: Path) -> list[dict]:
     return records
 
 
+_OBQA_CHOICE = re.compile(r"\(([A-Z])\) (.*?)(?= \([A-Z]\) |$)")
+
+
+def _openbookqa(folder: Path) -> list[dict]:
+    """The original release's TSV (ID, Question Stem, Choices '(A) .. (B) ..', Complete Question,
+    Answer Key) in the schema of the Hub's allenai/openbookqa."""
+    lines = _one_file(folder, "*.tsv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t") if lines else []
+    if header[:3] != ["ID", "Question Stem", "Choices"] or "Answer Key" not in header:
+        raise PrunekitError(f"{folder}: expected the OpenBookQA TSV header 'ID, Question Stem, Choices, ..., Answer Key'")
+    key = header.index("Answer Key")
+    records = []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        choices = _OBQA_CHOICE.findall(cells[2]) if len(cells) > key else []
+        if not choices or cells[key].strip() not in [label for label, _ in choices]:
+            raise PrunekitError(f"{folder}: line {number} is not an OpenBookQA question with lettered choices and an answer key")
+        records.append(
+            {
+                "id": cells[0],
+                "question_stem": cells[1],
+                "answerKey": cells[key].strip(),
+                "choices": {"text": [text for _, text in choices], "label": [label for label, _ in choices]},
+            }
+        )
+    return records
+
+
 def _winogrande(folder: Path) -> list[dict]:
     return _read_jsonl(_one_file(folder, "*.jsonl"))
 
@@ -148,6 +176,17 @@ LOCAL_TASKS: dict[str, LocalTask] = {
     ),
     "arc_easy": LocalTask("arc_easy", _arc, _ARC_CONFIG),
     "arc_challenge": LocalTask("arc_challenge", _arc, _ARC_CONFIG),
+    "openbookqa": LocalTask(
+        "openbookqa",
+        _openbookqa,
+        {
+            "output_type": _MC,
+            "doc_to_text": "{{question_stem}}",
+            "doc_to_target": "{{choices.label.index(answerKey.lstrip())}}",
+            "doc_to_choice": "{{choices.text}}",
+            "metric_list": _ACC_NORM,
+        },
+    ),
     "boolq": LocalTask(
         "boolq",
         _boolq,
