@@ -12,10 +12,11 @@ Writes benchmarks/results/composition.{json,md} after every row and resumes from
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import time
 from pathlib import Path
+
+from prunekit.evaluation.significance import compare
 
 from _common import benchmark_parser, write_json, write_table
 
@@ -44,14 +45,6 @@ def evaluate(model, windows) -> dict:
     return {"ppl": result.perplexity, "nll": result.nll, "nll_se": result.nll_standard_error, "window_nll": result.window_nll}
 
 
-def paired(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Mean and standard error of b - a over the same windows."""
-    diffs = [y - x for x, y in zip(a, b)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
-
-
 def table(results: dict) -> str:
     rows = results["rows"]
     lines = [
@@ -71,8 +64,8 @@ def table(results: dict) -> str:
             row = rows[name + suffix]
             verdict = "-"
             if best is not None and row is not best:
-                mean, se = paired(best["window_nll"], row["window_nll"])
-                verdict = ("better" if mean < -2 * se else "worse" if mean > 2 * se else "tie") + f" ({mean:+.4f} ± {se:.4f} nats)"
+                paired = compare(best["window_nll"], row["window_nll"], higher_is_better=False)
+                verdict = f"{paired['verdict']} ({paired['difference']:+.4f} ± {paired['standard_error']:.4f} nats)"
             recipe = " + ".join(f"{s['method']} {s.get('remove', s.get('ratio'))}" for s in row["recipe"])
             lines.append(
                 f"| {name + suffix} | {recipe} | {row['removed_share']:.1%} | {row['ppl']:.2f} | {verdict} | "
@@ -91,7 +84,11 @@ def main() -> None:
     parser.add_argument("--recovery-tokens", type=int, default=50_000)
     parser.add_argument("--eval-windows", type=int, default=48)
     parser.add_argument("--name", default="composition")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the markdown table from the saved JSON")
     args = parser.parse_args()
+    if args.table_only:
+        write_table(Path(args.out), args.name, table(json.loads((Path(args.out) / f"{args.name}.json").read_text())))
+        return
 
     import prunekit
 

@@ -76,10 +76,12 @@ def test_local_files_convert_to_lm_eval_schemas(tmp_path):
 def test_all_local_tasks_run_through_lm_eval(tmp_path, tiny_tokenizer):
     write_local_tasks(tmp_path)
     names = ["piqa", "arc_easy", "hellaswag", "boolq", "winogrande", "lambada_openai", "openbookqa"]
-    results = run_tasks(tiny_model("llama"), tiny_tokenizer, names, data_dir=tmp_path, batch_size=2)
+    results = run_tasks(tiny_model("llama"), tiny_tokenizer, names, data_dir=tmp_path, batch_size=2, item_scores=True)
     assert set(results) == set(names)
     for name, values in results.items():
         assert 0.0 <= values["acc"] <= 1.0 and values["seconds"] > 0 and values["source"] == "local"
+        items = values["item_scores"]["acc"]  # one score per item, averaging to the task's accuracy
+        assert len(items) == values["items"] and sum(items) / len(items) == pytest.approx(values["acc"])
     assert "acc_norm" in results["piqa"] and "acc_norm" not in results["boolq"]
     assert results["lambada_openai"]["perplexity"] > 1
 

@@ -282,6 +282,13 @@ def _metric_values(task_result: dict) -> dict:
     return out
 
 
+def _item_scores(samples: list[dict]) -> dict[str, list[float]]:
+    """Per-item values of every numeric metric, ordered by lm-eval's doc id."""
+    ordered = sorted(samples, key=lambda s: s["doc_id"])
+    metrics = ordered[0]["metrics"] if ordered else []
+    return {m: [float(s[m]) for s in ordered] for m in metrics if all(isinstance(s.get(m), (int, float)) for s in ordered)}
+
+
 def run_tasks(
     model,
     tokenizer,
@@ -293,8 +300,13 @@ def run_tasks(
     device: str = "cpu",
     num_fewshot: int | None = None,
     progress: bool = True,
+    item_scores: bool = False,
 ) -> dict:
-    """Evaluate the in-memory model on lm-eval tasks; returns {task: {metric: value, 'seconds': s, 'items': n}}."""
+    """Evaluate the in-memory model on lm-eval tasks; returns {task: {metric: value, 'seconds': s, 'items': n}}.
+
+    `item_scores=True` adds each item's score per metric, in item order ('item_scores': {'acc': [1.0,
+    0.0, ...]}), so two models scored on the same items can be compared pairwise (evaluation.significance).
+    """
     try:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
@@ -314,7 +326,7 @@ def run_tasks(
                 tasks=[spec],
                 limit=limit,
                 num_fewshot=num_fewshot,
-                log_samples=False,
+                log_samples=item_scores,
                 bootstrap_iters=1000,
                 verbosity="ERROR",
                 task_manager=task_manager(),
@@ -328,5 +340,7 @@ def run_tasks(
                     "items": samples.get("effective", samples.get("original")),
                     "source": "local" if data_dir is not None else "lm-eval",
                 }
+                if item_scores:
+                    results[task_name]["item_scores"] = _item_scores(out.get("samples", {}).get(task_name, []))
     model.train(was_training)
     return results
