@@ -1,0 +1,138 @@
+"""The one evaluation every benchmark runs, precise enough to rank methods, and the paired comparison
+of two of its results.
+
+WikiText-2 perplexity (48 x 512 windows by default), the papers' seven zero-shot tasks plus LAMBADA
+with up to 500 items each (all of a smaller task), with lm-eval's standard errors and every item's
+score, and FLORES per-language perplexity. `compare_results` says, per measurement and for the task
+mean, whether a contender is better, worse or tied with a reference on the same items.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from prunekit.data.windows import load_windows
+from prunekit.evaluation.multilingual import multilingual_perplexity
+from prunekit.evaluation.perplexity import perplexity
+from prunekit.evaluation.significance import compare, paired_difference, verdict
+from prunekit.evaluation.tasks import run_tasks
+
+PAPER_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "lambada_openai")
+
+
+@dataclass
+class StandardEvaluation:
+    """What is measured; paths default to prunekit's shared data layout under `data_dir`."""
+
+    data_dir: str
+    wikitext: str | None = None  # default: data_dir/wikitext-2-raw-v1/wiki.test.raw
+    wikitext_windows: int = 48
+    seq_len: int = 512
+    tasks: tuple[str, ...] = PAPER_TASKS
+    items_per_task: int | None = 500  # None: every item
+    flores_windows: int | None = 4  # per language; 0 leaves FLORES out
+    languages: tuple[str, ...] | None = None
+    task_batch_size: int = 8
+    device: str = "cpu"
+    progress: bool = False
+
+    @property
+    def wikitext_path(self) -> str:
+        return self.wikitext or str(Path(self.data_dir) / "wikitext-2-raw-v1" / "wiki.test.raw")
+
+
+@dataclass
+class StandardResult:
+    wikitext: dict
+    tasks: dict = field(default_factory=dict)
+    flores: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def main_metric(task: dict) -> str:
+    """acc_norm where lm-eval reports it (the papers' choice for multiple choice), else acc."""
+    return "acc_norm" if "acc_norm" in task else "acc"
+
+
+def evaluate_standard(model, tokenizer, settings: StandardEvaluation) -> dict:
+    """Every measurement of `settings` on one model; JSON-able, with per-window and per-item scores."""
+    seconds = {}
+    started = time.perf_counter()
+    windows = load_windows(
+        settings.wikitext_path, tokenizer, purpose="evaluation", num_windows=settings.wikitext_windows, seq_len=settings.seq_len
+    )
+    wikitext = perplexity(model, windows, device=settings.device, progress=settings.progress)
+    seconds["wikitext"] = time.perf_counter() - started
+    started = time.perf_counter()
+    tasks = (
+        run_tasks(
+            model,
+            tokenizer,
+            list(settings.tasks),
+            data_dir=settings.data_dir,
+            limit=settings.items_per_task,
+            batch_size=settings.task_batch_size,
+            device=settings.device,
+            progress=settings.progress,
+            item_scores=True,
+        )
+        if settings.tasks
+        else {}
+    )
+    seconds["tasks"] = time.perf_counter() - started
+    started = time.perf_counter()
+    flores = {}
+    if settings.flores_windows != 0:
+        flores = multilingual_perplexity(
+            model,
+            tokenizer,
+            Path(settings.data_dir) / "flores200",
+            languages=list(settings.languages or []) or None,
+            seq_len=settings.seq_len,
+            max_windows=settings.flores_windows,
+            device=settings.device,
+            progress=settings.progress,
+        )
+    seconds["flores"] = time.perf_counter() - started
+    result = StandardResult(wikitext.to_dict(), tasks, flores, seconds, asdict(settings))
+    return result.to_dict()
+
+
+def task_mean(result: dict) -> tuple[float, float]:
+    """Mean of the tasks' main metrics and its standard error (tasks independent: sqrt(sum se^2) / n)."""
+    values = [(t[main_metric(t)], t.get(f"{main_metric(t)}_stderr", float("nan"))) for t in result["tasks"].values()]
+    mean = sum(v for v, _ in values) / len(values)
+    return mean, math.sqrt(sum(se**2 for _, se in values)) / len(values)
+
+
+def compare_results(reference: dict, other: dict) -> dict:
+    """`other` against `reference`, paired on the same windows and items: WikiText-2 (mean NLL per window,
+    lower is better), each task's main metric, the task mean, and the FLORES ratios (mean and worst)."""
+    out = {"wikitext": compare(reference["wikitext"]["window_nll"], other["wikitext"]["window_nll"], higher_is_better=False)}
+    per_task, diffs_se = {}, []
+    for name, task in reference["tasks"].items():
+        metric = main_metric(task)
+        a, b = task["item_scores"][metric], other["tasks"][name]["item_scores"][metric]
+        per_task[name] = {"metric": metric, **compare(a, b)}
+        diffs_se.append(paired_difference(a, b))
+    out["tasks"] = per_task
+    if diffs_se:
+        mean = sum(d for d, _ in diffs_se) / len(diffs_se)
+        se = math.sqrt(sum(s**2 for _, s in diffs_se)) / len(diffs_se)
+        out["task_mean"] = {"difference": mean, "standard_error": se, "verdict": verdict(mean, se)}
+    ratios = {
+        lang: other["flores"][lang]["perplexity"] / reference["flores"][lang]["perplexity"]
+        for lang in reference.get("flores", {})
+        if lang in other.get("flores", {})
+    }
+    if ratios:
+        worst = max(ratios, key=ratios.get)
+        out["flores"] = {"mean_ratio": sum(ratios.values()) / len(ratios), "worst_ratio": ratios[worst], "worst_language": worst}
+    return out
