@@ -118,7 +118,7 @@ def main() -> None:
             result = prunekit.prune(
                 dense, IterabreConfig(remove=args.remove, recovery=recovery), score_windows, recovery_data=recovery_data, progress=False
             )
-            model, steps = result.model, result.plan.details()["steps"]
+            model, steps = result.model, [s for s in result.plan.details()["steps"] if not s.get("final")]
             removed = [s["removed"][0] for s in steps]
             detail["iterations"] = [
                 {k: s[k] for k in ("removed", "score", "loss_before_recovery", "loss_after_recovery", "seconds")} for s in steps

@@ -575,7 +575,9 @@ def test_every_config_option_is_a_prune_flag_and_every_method_flag_is_a_config_o
 
     prune = build_parser()._subparsers._group_actions[0].choices["prune"]
     flags = {option for action in prune._actions for option in action.option_strings}
-    fields = [f for cls in (*CONFIGS, RecoveryConfig) for f in dataclasses.fields(cls) if f.name != "recovery"]
+    fields = [
+        f for cls in (*CONFIGS, RecoveryConfig) for f in dataclasses.fields(cls) if f.name != "recovery" and not f.metadata.get("internal")
+    ]
     assert {flag_of(f) for f in fields} <= flags
     generated = {a.dest.removeprefix("recovery.") for a in prune._actions if a.default is argparse.SUPPRESS and a.dest != "help"}
     assert generated <= {f.name for f in fields} and all(f.metadata.get("help") for f in fields)

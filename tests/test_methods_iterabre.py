@@ -129,3 +129,42 @@ def test_the_teacher_is_a_frozen_copy():
     teacher = dense_teacher(model)
     assert teacher is not model and not any(p.requires_grad for p in teacher.parameters())
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), copy.deepcopy(teacher).state_dict().values()))
+
+
+def test_a_final_share_of_the_budget_recovers_every_block_after_the_last_removal_and_resumes(tmp_path):
+    plan_settings = settings(tokens=4 * 8 * 16)
+    plan_settings.final_share = 0.5
+    model = tiny_model("llama")
+    plan = run(model, tmp_path / "run", plan_settings)
+    removals, final = plan.steps[:-1], plan.steps[-1]
+    assert len(removals) == 2 and final["final"] and final["removed"] == [] and final["recovery"]["scope"] == "blocks"
+    assert [s["recovery"]["tokens_budget"] for s in plan.steps] == [128, 128, 256] and plan.removed_blocks == sorted(
+        s["removed"][0] for s in removals
+    )
+    resumed = tiny_model("llama")
+    again = run(resumed, tmp_path / "run", plan_settings, resume=True)  # a finished run resumes to the same weights
+    assert len(again.steps) == 3 and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_the_continuous_schedule_places_each_iteration_in_one_warm_up_and_cosine_decay():
+    import math
+
+    from prunekit.recovery.trainer import _schedule
+
+    plan_settings = settings(tokens=3 * 8 * 16, warmup_ratio=0.2)  # 2 removals and a final pass: 128 tokens, 4 steps each
+    plan_settings.schedule, plan_settings.final_share = "continuous", 1 / 3
+    windows_ = [plan_settings.schedule_window(i) for i in (1, 2, 3)]
+    assert [w["schedule_start"] for w in windows_] == [0, 4, 8] and {w["schedule_steps"] for w in windows_} == {12}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    second = _schedule(optimizer, RecoveryConfig(tokens=128, seq_len=16, grad_accumulation=1, warmup_ratio=0.2, **windows_[1]), 4)
+    rates = []
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        second.step()
+    warmup = int(0.2 * 12)
+    expected = [0.5 * (1 + math.cos(math.pi * (s - warmup) / (12 - warmup))) for s in range(4, 8)]
+    assert rates == pytest.approx(expected) and rates[0] < 1.0  # no second warm-up: the decay goes on
+    plan_settings.schedule = "sometimes"
+    with pytest.raises(PrunekitError, match="schedule 'sometimes' is unknown"):
+        plan_settings.check(4)

@@ -50,7 +50,9 @@ def _value_type(annotation: str):
 
 
 def _flagged_fields(config_cls) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(config_cls) if "config" not in f.metadata and f.name != "recovery"]
+    return [
+        f for f in dataclasses.fields(config_cls) if "config" not in f.metadata and not f.metadata.get("internal") and f.name != "recovery"
+    ]
 
 
 def add_config_flags(group, config_cls, seen: set[str], prefix: str = "") -> None:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULT_METRIC = "removal-cosine"
 # Settings a resumed run may change without breaking what was already done.
 RESUMABLE_CHANGES = ("learning_rate", "progress", "precision")
+SCHEDULES = ("restart", "continuous")
 
 
 @dataclass
@@ -46,10 +47,25 @@ class IterabreSettings:
     metric: str = DEFAULT_METRIC
     protect: tuple[int, ...] = ()
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    schedule: str = "restart"  # restart: warm-up + cosine per iteration; continuous: one schedule over the whole run
+    final_share: float = 0.0  # share of the budget kept for one recovery of every block after the last removal
 
     @property
     def iterations(self) -> int:
         return math.ceil(self.remove / self.per_step)
+
+    @property
+    def final_tokens(self) -> int:
+        return round(self.recovery.tokens * self.final_share)
+
+    def schedule_window(self, iteration: int) -> dict:
+        """With the continuous schedule, where this iteration's steps sit in the whole run (iteration
+        iterations + 1 is the final pass)."""
+        if self.schedule != "continuous":
+            return {}
+        budgets = [self.tokens_for(i) for i in range(1, self.iterations + 1)] + ([self.final_tokens] if self.final_tokens else [])
+        steps = [replace(self.recovery, tokens=max(1, t)).steps() for t in budgets]
+        return {"schedule_start": sum(steps[: iteration - 1]), "schedule_steps": sum(steps)}
 
     def check(self, num_blocks: int) -> None:
         check_metric(self.metric)
@@ -64,10 +80,15 @@ class IterabreSettings:
             raise PrunekitError(f"only {num_blocks - len(set(self.protect))} blocks are unprotected; cannot remove {self.remove}")
         if self.metric == "angular":
             raise PrunekitError("IteRABRe scores single blocks; use bi, removal-cosine, removal-loss or taylor, not angular spans")
+        if self.schedule not in SCHEDULES:
+            raise ParameterError("schedule", f"'{self.schedule}' is unknown; use one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.final_share < 1.0:
+            raise ParameterError("final_share", f"{self.final_share} must be in [0, 1)")
 
     def tokens_for(self, iteration: int) -> int:
-        """Iteration `iteration` (1-based) gets an equal share; the remainder goes to the last ones."""
-        base, extra = divmod(self.recovery.tokens, self.iterations)
+        """Iteration `iteration` (1-based) gets an equal share of what the final pass leaves; the
+        remainder goes to the last ones."""
+        base, extra = divmod(self.recovery.tokens - self.final_tokens, self.iterations)
         return base + (1 if iteration > self.iterations - extra else 0)
 
     def to_dict(self) -> dict:
@@ -76,6 +97,8 @@ class IterabreSettings:
             "per_step": self.per_step,
             "metric": self.metric,
             "protect": list(self.protect),
+            "schedule": self.schedule,
+            "final_share": self.final_share,
             **{k: v for k, v in self.recovery.to_dict().items()},
         }
 
@@ -119,7 +142,8 @@ def iterabre(
     if resume:
         state = directory.load(run_settings, may_differ=RESUMABLE_CHANGES)
         for entry in state["iterations"]:
-            remove_blocks(model, entry["removed_current"])
+            if entry["removed_current"]:  # the final recovery removed nothing
+                remove_blocks(model, entry["removed_current"])
         if state["checkpoint"]:
             directory.load_weights(state, model)
         log.info("resuming %s after iteration %d", directory.path, len(state["iterations"]))
@@ -148,7 +172,7 @@ def iterabre(
         heldout_removed = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None
         tokens = settings.tokens_for(iteration)
         share = math.ceil(tokens / recovery_data.seq_len)
-        config = replace(settings.recovery, tokens=tokens, seed=settings.recovery.seed + iteration)
+        config = replace(settings.recovery, tokens=tokens, seed=settings.recovery.seed + iteration, **settings.schedule_window(iteration))
         try:
             result = recover(
                 model,
@@ -216,6 +240,10 @@ def iterabre(
         )
         if on_iteration is not None:
             on_iteration(entry)
+    if settings.final_tokens and not any(entry.get("final") for entry in state["iterations"]):
+        state = _final_recovery(model, teacher, recovery_data, settings, directory, state, windows_used, heldout, device, progress)
+        if on_iteration is not None:
+            on_iteration(state["iterations"][-1])
     state = directory.update(state, status="finished")
     steps = state["iterations"]
     removed_all = [b for entry in steps for b in entry["removed"]]
@@ -225,8 +253,8 @@ def iterabre(
         removed_blocks=sorted(removed_all),
         num_blocks_before=num_blocks,
         reason=(
-            f"iterative: {len(steps)} iterations, each removing the {settings.per_step} block(s) with the lowest "
-            f"{settings.metric} on the current model, then {settings.recovery.scope} recovery by distillation"
+            f"iterative: {sum(not s.get('final') for s in steps)} iterations, each removing the {settings.per_step} block(s) "
+            f"with the lowest {settings.metric} on the current model, then {settings.recovery.scope} recovery by distillation"
         ),
         metric=settings.metric,
         scores=[first_scores[str(i)] for i in range(num_blocks)],
@@ -234,6 +262,54 @@ def iterabre(
         steps=steps,
         scan_seconds=time.perf_counter() - started_all,
     )
+
+
+def _final_recovery(model, teacher, recovery_data, settings, directory, state, windows_used, heldout, device, progress) -> dict:
+    """One recovery of every remaining block on the budget's final share, after the last removal."""
+    iteration = len(state["iterations"]) + 1
+    started = time.perf_counter()
+    tokens = settings.final_tokens
+    share = math.ceil(tokens / recovery_data.seq_len)
+    scope = "blocks" if settings.recovery.scope == "neighbours" else settings.recovery.scope
+    config = replace(
+        settings.recovery, tokens=tokens, scope=scope, seed=settings.recovery.seed + iteration, **settings.schedule_window(iteration)
+    )
+    try:
+        result = recover(
+            model, _windows_slice(recovery_data, windows_used, share), config, teacher=teacher, device=device, progress=progress
+        )
+    except RecoveryDiverged as error:
+        directory.update(state, status="diverged", failure={"iteration": iteration, "final": True, "error": str(error)})
+        raise PrunekitError(
+            f"the final recovery diverged at step {error.step} (loss {error.loss}); nothing was exported; the last "
+            f"good weights are {directory.path / state['checkpoint']}; rerun with `resume` and a lower "
+            "`learning_rate`"
+        ) from error
+    entry = {
+        "iteration": iteration,
+        "final": True,
+        "removed": [],
+        "removed_current": [],
+        "blocks_left": ModelAdapter(model).num_blocks,
+        "loss_before_recovery": result.loss_first,
+        "loss_after_recovery": result.loss_last,
+        "heldout_perplexity_after_recovery": perplexity(model, heldout, device=device, progress=False).perplexity
+        if heldout is not None
+        else None,
+        "recovery": {
+            "tokens_budget": tokens,
+            "tokens": result.tokens,
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "tokens_per_second": result.tokens_per_second,
+            "trainable_parameters": result.trainable_parameters,
+            "learning_rate": config.learning_rate,
+            "seed": config.seed,
+            "scope": scope,
+        },
+        "seconds": time.perf_counter() - started,
+    }
+    return directory.save_iteration(state, entry, model)
 
 
 def _cached_recovery_data(directory: RunDirectory, recovery_data) -> TokenWindows:
@@ -273,6 +349,8 @@ class IterabreConfig(DepthConfig):
     per_step: int = option(1, "blocks removed per iteration")
     metric: str = option(DEFAULT_METRIC, f"block score inside the loop (default {DEFAULT_METRIC})")
     recovery: RecoveryConfig = option(factory=RecoveryConfig, help="recovery after each removal")
+    schedule: str = option("restart", "restart: warm-up and cosine decay in every iteration; continuous: one schedule over the run")
+    final_share: float = option(0.0, "share of the recovery budget kept for one recovery of every block after the last removal")
     run_dir: str | None = option(None, "where iteration checkpoints and the log go")
     resume: bool = option(False, "continue the interrupted run in run_dir from its last finished iteration")
     overwrite_run: bool = option(False, "start over in a run_dir that holds an earlier run")
@@ -310,6 +388,8 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
         metric=config.metric,
         protect=config.protected(num_blocks),
         recovery=config.recovery,
+        schedule=config.schedule,
+        final_share=config.final_share,
     )
     settings.check(num_blocks)
     teacher = context.teacher()

@@ -245,10 +245,12 @@ def describe_stage(stage: dict) -> str:
             f"peak RSS {d.get('peak_rss_mib', 0):.0f} MiB)"
         )
     if method == "iterabre":
-        trail = ", ".join(str(s["removed"]) for s in d["steps"])
+        trail = ", ".join(str(s["removed"]) for s in d["steps"] if not s.get("final"))
         last = d["steps"][-1].get("heldout_perplexity_after_recovery")
+        final = " + a final recovery" if any(s.get("final") for s in d["steps"]) else ""
+        iterations = sum(not s.get("final") for s in d["steps"])
         return (
-            f"iterabre: removed blocks {trail} in {len(d['steps'])} iterations ({d['recovery']['tokens']} recovery tokens in all"
+            f"iterabre: removed blocks {trail} in {iterations} iterations{final} ({d['recovery']['tokens']} recovery tokens in all"
             f"{'' if last is None else f'; held-out ppl after the last {last:.2f}'})"
         )
     if method == "flexigpt":

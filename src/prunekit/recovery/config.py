@@ -47,6 +47,10 @@ class RecoveryConfig:
         True, "on a GPU, regroup each step's windows into the largest micro-batches that fit", flag="--fixed-micro-batch"
     )
     seed: int = option(0, "seed for the data order")
+    # This run as a stretch of a longer warm-up + cosine schedule (IteRABRe's continuous schedule):
+    # its steps are steps schedule_start.. of schedule_steps. None: the schedule is this run's own.
+    schedule_start: int = option(0, "first step of this run within a longer schedule", internal=True)
+    schedule_steps: int | None = option(None, "length of that longer schedule in steps", internal=True)
 
     def check(self, has_teacher: bool = True) -> None:
         """One-line errors for settings that cannot train."""

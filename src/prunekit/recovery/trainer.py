@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
@@ -281,6 +282,22 @@ def fit_micro_batch(
     return micro, checkpointing
 
 
+def _schedule(optimizer, config: RecoveryConfig, steps: int):
+    """Linear warm-up then cosine decay over this run, or over the longer schedule it is a stretch of."""
+    if config.schedule_steps is None:
+        return get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * steps), steps)
+    total, start = config.schedule_steps, config.schedule_start
+    warmup = int(config.warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        at = step + start
+        if at < warmup:
+            return at / max(1, warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, (at - warmup) / max(1, total - warmup)))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def recover(
     student,
     windows: TokenWindows,
@@ -341,11 +358,9 @@ def recover(
     if not trainable:
         raise PrunekitError("nothing to train: the recovery scope selected no parameters")
     snapshot = _snapshot(model)
-    from transformers import get_cosine_schedule_with_warmup
-
     fused = target.type == "cuda" and all(p.is_floating_point() and p.device.type == "cuda" for p in trainable)
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * steps), steps)
+    scheduler = _schedule(optimizer, config, steps)
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     micro_batch, checkpointing = config.micro_batch_size, config.gradient_checkpointing
