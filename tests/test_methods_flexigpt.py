@@ -136,3 +136,22 @@ def test_bad_requests_are_refused():
         extend_model(model, 4)
     with pytest.raises(PrunekitError, match="pattern"):
         extend_model(model, 5, pattern="zigzag")
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_measured_output_norm_starts_at_the_replaced_blocks_own_output_rms(family, ids):
+    import prunekit
+    from prunekit import FlexiGPTConfig, TokenWindows
+    from prunekit.methods.flexigpt import measured_output_rms
+
+    dense = tiny_model(family)
+    calibration = TokenWindows(ids, "ids", ids.numel())
+    result = prunekit.prune(dense, FlexiGPTConfig(remove=1, recovery=None, output_norm="measured"), calibration, progress=False)
+    (block,) = result.plan.details()["replaced_blocks"]
+    expected = measured_output_rms(dense, calibration, [block], {"progress": False})[block]
+    adapter = ModelAdapter(result.model)
+    assert torch.allclose(adapter.attention_output(block).norm.scale, expected["attention"])
+    assert torch.allclose(adapter.mlp_output(block).norm.scale, expected["mlp"]) and expected["mlp"].min() > 0
+    assert result.plan.details()["output_norm"] == "measured"
+    with pytest.raises(PrunekitError, match="needs a replaced block"):
+        prunekit.prune(dense, prunekit.ExtendConfig(to_blocks=5, output_norm="measured", recovery=None))

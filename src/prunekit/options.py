@@ -27,25 +27,26 @@ def flag_of(field: dataclasses.Field) -> str:
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
 
 
-def _parse_number_or(word: str | None):
-    """A number, or `word` ("auto"; "none" for None); anything else passes through for the config's check to name."""
+def _number_or_word(annotation: str):
+    """A number; "none" where the field may be None; other words where it may be text (the config's
+    check names what it takes); anything else is an argument error."""
 
     def parse(text: str):
-        if text == (word or "none"):
-            return word
+        if text == "none" and "None" in annotation:
+            return None
         try:
             return float(text)
         except ValueError:
-            return text
+            if "str" in annotation:
+                return text
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number{' or none' if 'None' in annotation else ''}") from None
 
     return parse
 
 
 def _value_type(annotation: str):
-    if "float" in annotation and "str" in annotation:
-        return _parse_number_or("auto")
-    if annotation == "float | None":
-        return _parse_number_or(None)
+    if annotation.startswith("float") and "|" in annotation:
+        return _number_or_word(annotation)
     return int if annotation.startswith("int") else float if annotation.startswith("float") else str
 
 

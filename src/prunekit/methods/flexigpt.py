@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.methods.depth import DepthConfig
 from prunekit.methods.shortgpt import lowest_scoring
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 DISTANCES = ("low-rank", "frobenius")
 PATTERNS = ("block", "sequential")
 DEFAULT_NORM_SCALE = 0.01
+MEASURED = "measured"  # output-norm scales from the replaced block's own output RMS, per channel
 
 
 def default_rank(config) -> int:
@@ -239,16 +241,18 @@ class SharedBlockOptions:
     """The shared blocks' own settings (FlexiGPT and extend)."""
 
     rank: int | None = option(None, "adapter rank (default hidden_size/16, e.g. 36 for a 576-wide model)")
-    output_norm: float | None = option(
-        DEFAULT_NORM_SCALE, f"initial scale of the output normalisation (default {DEFAULT_NORM_SCALE}); none leaves it out"
+    output_norm: float | str | None = option(
+        DEFAULT_NORM_SCALE,
+        f"initial scale of the output normalisation (default {DEFAULT_NORM_SCALE}); flexigpt: 'measured' starts each channel at "
+        "the replaced block's measured output RMS; none leaves the norm out",
     )
     merge: bool = option(False, "write a plain checkpoint (no memory saving; needs output_norm none)")
 
     def check_shared(self) -> None:
         if self.rank is not None and self.rank < 1:
             raise ParameterError("rank", f"{self.rank} must be at least 1")
-        if isinstance(self.output_norm, str):
-            raise ParameterError("output_norm", f"'{self.output_norm}' is neither a number nor none")
+        if isinstance(self.output_norm, str) and self.output_norm != MEASURED:
+            raise ParameterError("output_norm", f"'{self.output_norm}' is neither a number, '{MEASURED}' nor none")
         if self.merge and self.output_norm is not None:
             raise ParameterError("merge", "needs `output_norm` none: output normalisation has no equivalent in a plain checkpoint")
 
@@ -289,12 +293,50 @@ class ExtendConfig(SharedBlockOptions):
 
     def check(self) -> None:
         self.check_shared()
+        if self.output_norm == MEASURED:
+            raise ParameterError("output_norm", f"'{MEASURED}' needs a replaced block to measure; extend repeats blocks, give a number")
         if self.to_blocks < 2:
             raise ParameterError("to_blocks", f"{self.to_blocks} must be the number of blocks after extension")
         if self.pattern not in PATTERNS:
             raise ParameterError("pattern", f"'{self.pattern}' is unknown; use one of {', '.join(PATTERNS)}")
         if self.recovery is not None:
             self.recovery.check(has_teacher=True)
+
+
+def measured_output_rms(model, windows, blocks: list[int], engine: dict) -> dict[int, dict[str, torch.Tensor]]:
+    """Per-channel RMS over the calibration tokens of the attention and MLP output projections of `blocks`
+    (what their replacements' output normalisation should start at)."""
+    adapter = ModelAdapter(model)
+    sums = {i: {"attention": 0.0, "mlp": 0.0} for i in blocks}
+    counts = {i: 0 for i in blocks}
+
+    def hook(index: int, part: str):
+        def record(module, args, output):
+            flat = output.detach().float().reshape(-1, output.shape[-1])
+            sums[index][part] = sums[index][part] + flat.pow(2).sum(0).cpu()
+            if part == "mlp":
+                counts[index] += flat.shape[0]
+
+        return record
+
+    handles = [adapter.attention_output(i).register_forward_hook(hook(i, "attention")) for i in blocks]
+    handles += [adapter.mlp_output(i).register_forward_hook(hook(i, "mlp")) for i in blocks]
+    try:
+        runner = SequentialRunner(model, **{**engine, "progress": False})
+        runner.run_blocks(runner.capture(windows.input_ids), range(max(blocks) + 1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {i: {part: (total / max(1, counts[i])).sqrt() for part, total in sums[i].items()} for i in blocks}
+
+
+def set_output_norm_scales(model, scales: dict[int, dict[str, torch.Tensor]]) -> None:
+    """Start each replaced block's output normalisation at the given per-channel scales."""
+    adapter = ModelAdapter(model)
+    with torch.no_grad():
+        for index, parts in scales.items():
+            for part, module in (("attention", adapter.attention_output(index)), ("mlp", adapter.mlp_output(index))):
+                module.norm.scale.copy_(parts[part].to(module.norm.scale.dtype))
 
 
 def _train_adapters(model, config: RecoveryConfig | None, context) -> dict | None:
@@ -315,15 +357,19 @@ def run_flexigpt(model, config: FlexiGPTConfig, context) -> dict:
     replaced = lowest_scoring(scores.scores, count, protect)
     if config.recovery is not None:
         context.teacher()  # the dense copy must exist before the blocks change
+    measured = measured_output_rms(model, windows, replaced, context.engine) if config.output_norm == MEASURED else None
     record = replace_blocks(
         model,
         replaced,
         rank=config.rank,
-        output_norm=config.output_norm,
+        output_norm=1.0 if measured else config.output_norm,
         svd_init=config.svd_init,
         distance=config.distance,
         progress=context.progress,
     )
+    if measured:
+        set_output_norm_scales(model, measured)
+        record["output_norm"] = MEASURED
     recovery = _train_adapters(model, config.recovery, context)
     if config.merge:
         merge_shared_blocks(model)
