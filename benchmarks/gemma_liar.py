@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 
@@ -27,15 +28,46 @@ VARIANTS = [
     ("liar auto, every 2nd batch held out", {}, {"holdout": 2}),
     ("liar damping 1e-4", {"damping": 1e-4}, {}),
     ("liar 1e-4 + intercept (in memory only)", {"damping": 1e-4}, {"intercept": True}),
+    ("liar auto, tokens weighted by 1/rms(down_proj output)^2 (the post-norm's scale)", {}, {"post_norm_weights": True}),
+    ("liar 1e-4, tokens weighted by 1/rms(down_proj output)^2", {"damping": 1e-4}, {"post_norm_weights": True}),
 ]
 
 
+def _weighted_ffn_run(self, hidden, block_kwargs, keep_inputs: bool) -> None:
+    """_FfnPass.run with each token's down_proj input scaled by 1/rms(its down_proj output): the least
+    squares then fits the output as the post-feedforward norm sees it (y / rms(y)), not y itself. The
+    scaled statistics also drive the Wanda scores, so selection changes with the fit."""
+    from prunekit.models.width_surgery import mlp_consumer
+
+    storage = self.runner.storage_device
+    keep_down = keep_inputs and self.keeps_down_inputs
+
+    def on_down(module, args, output):
+        scale = output.detach().float().pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt()
+        self.stats.add((args[0].detach().float() * scale).to(args[0].dtype))
+        if keep_down:
+            self.inputs.append(args[0].detach().to(storage))
+
+    hooks = [mlp_consumer(self.mlp, self.family).register_forward_hook(on_down)]
+    if keep_inputs:
+        hooks.append(self.norm.register_forward_pre_hook(lambda module, args: self.residuals.append(args[0].detach().to(storage))))
+    if keep_inputs and not keep_down:
+        hooks.append(self.mlp.register_forward_pre_hook(lambda module, args: self.inputs.append(args[0].detach().to(storage))))
+    try:
+        self.runner.run_block(self.index, hidden, block_kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 @contextmanager
-def switched(family_name: str, intercept: bool = False, holdout: int | None = None):
+def switched(family_name: str, intercept: bool = False, holdout: int | None = None, post_norm_weights: bool = False):
     from prunekit.methods import liar
     from prunekit.models import adapters
 
-    family, holdout_for = adapters.FAMILIES[family_name], liar.holdout_for
+    family, holdout_for, ffn_run = adapters.FAMILIES[family_name], liar.holdout_for, liar._FfnPass.run
+    if post_norm_weights:
+        liar._FfnPass.run = _weighted_ffn_run
     if intercept:
         adapters.FAMILIES[family_name] = dataclasses.replace(family, mlp_bias_field="mlp_bias")
     if holdout:
@@ -43,13 +75,15 @@ def switched(family_name: str, intercept: bool = False, holdout: int | None = No
     try:
         yield
     finally:
-        adapters.FAMILIES[family_name], liar.holdout_for = family, holdout_for
+        adapters.FAMILIES[family_name], liar.holdout_for, liar._FfnPass.run = family, holdout_for, ffn_run
 
 
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--ffn-ratio", type=float, default=0.3)
     parser.add_argument("--eval-windows", type=int, default=24)
+    parser.add_argument("--variants", type=int, nargs="+", help="indices of VARIANTS to run (default: all)")
+    parser.add_argument("--name", default="gemma_liar")
     args = parser.parse_args()
     from pathlib import Path
 
@@ -64,7 +98,7 @@ def main() -> None:
         "model": args.model,
         "model_type": loaded.model.config.model_type,
         "commit": commit,
-        "command": f"python benchmarks/gemma_liar.py --model {args.model}",
+        "command": "python benchmarks/gemma_liar.py " + " ".join(sys.argv[1:]),
         "ffn_ratio": args.ffn_ratio,
         "calibration": calibration.summary(),
         "eval": f"WikiText-2 test, {args.eval_windows} x 512",
@@ -72,7 +106,7 @@ def main() -> None:
         "rows": [],
     }
     out = Path(args.out)
-    for name, options, switches in VARIANTS:
+    for name, options, switches in [v for i, v in enumerate(VARIANTS) if args.variants is None or i in args.variants]:
         model = copy.deepcopy(loaded.model)
         started = time.perf_counter()
         with switched(results["model_type"], **switches):
@@ -91,7 +125,7 @@ def main() -> None:
             }
         )
         print(results["rows"][-1], flush=True)
-        write_json(out, "gemma_liar", results)
+        write_json(out, args.name, results)
     calib = results["calibration"]
     lines = [
         f"`{results['model_type']}` fp32 on CPU; FFN {args.ffn_ratio:.0%} (Wanda); "
@@ -106,7 +140,7 @@ def main() -> None:
             f"| {row['variant']} | {row['ppl']:.2f} | {row['down_proj_mse_sum']:.2f} | {', '.join(row['dampings'])} | "
             f"{row['prune_seconds']:.0f} |"
         )
-    write_table(out, "gemma_liar", "\n".join(lines))
+    write_table(out, args.name, "\n".join(lines))
 
 
 if __name__ == "__main__":
