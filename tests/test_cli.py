@@ -581,3 +581,25 @@ def test_every_config_option_is_a_prune_flag_and_every_method_flag_is_a_config_o
     assert {flag_of(f) for f in fields} <= flags
     generated = {a.dest.removeprefix("recovery.") for a in prune._actions if a.default is argparse.SUPPRESS and a.dest != "help"}
     assert generated <= {f.name for f in fields} and all(f.metadata.get("help") for f in fields)
+
+
+def test_a_recipe_file_runs_from_the_command_line_and_its_plan_reapplies(tiny_checkpoint, tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "- {method: shortgpt, remove: 1}\n- {method: liar, ffn_ratio: 0.25}\n- recover: {tokens: 64, seq_len: 16, grad_accumulation: 1}\n"
+    )
+    out = tmp_path / "staged"
+    code, stdout, stderr = run(
+        capsys, "prune", "--model", tiny_checkpoint, "--recipe", recipe, "--recovery-data", "builtin", "--out", out, *CALIB
+    )
+    assert code == 0, stderr
+    plan = json.loads((out / "prunekit_plan.json").read_text())
+    assert [s["method"] for s in plan["stages"]] == ["shortgpt", "liar", "recover"] and plan["method"] == "recipe"
+    assert "shortgpt: removed blocks" in stdout and "liar: FFN channels 128 -> 96" in stdout and "recover: 64 tokens" in stdout
+    code, stdout, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--plan", out, "--out", tmp_path / "again", *CALIB)
+    assert code == 0, stderr
+    assert "left out stage 'recover'" in stdout
+    again = json.loads((tmp_path / "again" / "prunekit_plan.json").read_text())
+    assert [s["method"] for s in again["stages"]] == ["shortgpt", "liar"] and again["removed_blocks"] == plan["removed_blocks"]
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--recipe", recipe, "--remove", 2, "--out", tmp_path / "x", *CALIB)
+    assert code == 2 and "--recipe decides what is done; drop --remove" in stderr
