@@ -155,3 +155,21 @@ def test_measured_output_norm_starts_at_the_replaced_blocks_own_output_rms(famil
     assert result.plan.details()["output_norm"] == "measured"
     with pytest.raises(PrunekitError, match="needs a replaced block"):
         prunekit.prune(dense, prunekit.ExtendConfig(to_blocks=5, output_norm="measured", recovery=None))
+
+
+def test_output_norm_scales_can_train_at_their_own_learning_rate():
+    from prunekit.models.shared_blocks import OutputNorm
+    from prunekit.recovery.trainer import _parameter_groups
+
+    model = tiny_model("llama")
+    replace_blocks(model, [1], rank=4, progress=False)
+    config = RecoveryConfig(scope="adapters", tokens=64, seq_len=16, grad_accumulation=1, learning_rate=1e-4, norm_scale_learning_rate=1e-2)
+    scales = [m.scale for m in model.modules() if isinstance(m, OutputNorm)]
+    groups = _parameter_groups(model, list(model.parameters()), config)
+    assert len(groups) == 2 and groups[1]["lr"] == 1e-2 and {id(p) for p in groups[1]["params"]} == {id(p) for p in scales}
+    before = [p.detach().clone() for p in scales]
+    windows = TokenWindows(torch.randint(3, VOCAB, (8, 16)), "random", 128)
+    recover(model, windows, config, teacher=tiny_model("llama"), progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, scales))
+    with pytest.raises(PrunekitError, match="norm_scale_learning_rate 0"):
+        RecoveryConfig(norm_scale_learning_rate=0).check()

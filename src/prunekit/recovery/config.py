@@ -37,6 +37,9 @@ class RecoveryConfig:
     # blocks: every decoder block; neighbours: given blocks; lora: peft LoRA; adapters: the shared
     # blocks' own LoRA pairs, bias deltas and output-norm scales (FlexiGPT); full: all weights
     scope: str = option("blocks", f"what trains: {', '.join(SCOPES)}")
+    norm_scale_learning_rate: float | None = option(
+        None, "peak learning rate of shared blocks' output-norm scales (FlexiGPT; default: --lr)", flag="--norm-scale-lr"
+    )
     lora_rank: int = option(8, "scope lora: adapter rank (merged back before export)")
     lora_alpha: float = option(16.0, "scope lora: adapter alpha")
     precision: str = option("auto", f"{', '.join(PRECISIONS)} (auto: bf16 autocast on CUDA with bf16 support, fp32 elsewhere)")
@@ -61,6 +64,8 @@ class RecoveryConfig:
                 raise ParameterError(name, f"{getattr(self, name)} must be at least 1")
         if not self.learning_rate > 0:
             raise ParameterError("learning_rate", f"{self.learning_rate} must be positive")
+        if self.norm_scale_learning_rate is not None and not self.norm_scale_learning_rate > 0:
+            raise ParameterError("norm_scale_learning_rate", f"{self.norm_scale_learning_rate} must be positive")
         if not 0 <= self.warmup_ratio < 1:
             raise ParameterError("warmup_ratio", f"{self.warmup_ratio} must be in [0, 1)")
         if self.temperature <= 0:

@@ -154,6 +154,17 @@ def _select_trainable(model, config: RecoveryConfig, blocks: list[int] | None):
     return model
 
 
+def _parameter_groups(model, trainable: list, config: RecoveryConfig) -> list[dict]:
+    """One group at the peak learning rate, or, with `norm_scale_learning_rate`, the output-norm scales
+    of shared blocks (FlexiGPT) in a group of their own (the schedule scales both alike)."""
+    if config.norm_scale_learning_rate is None:
+        return [{"params": trainable}]
+    scales = {id(p) for m in model.modules() if isinstance(m, OutputNorm) for p in m.parameters(recurse=False)}
+    rest = [p for p in trainable if id(p) not in scales]
+    own = [p for p in trainable if id(p) in scales]
+    return [{"params": rest}] + ([{"params": own, "lr": config.norm_scale_learning_rate}] if own else [])
+
+
 def _vocabulary(model) -> int:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return head.weight.shape[0] if head is not None else model.config.vocab_size
@@ -359,7 +370,9 @@ def recover(
         raise PrunekitError("nothing to train: the recovery scope selected no parameters")
     snapshot = _snapshot(model)
     fused = target.type == "cuda" and all(p.is_floating_point() and p.device.type == "cuda" for p in trainable)
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None)
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(model, trainable, config), lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None
+    )
     scheduler = _schedule(optimizer, config, steps)
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
