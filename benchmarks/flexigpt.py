@@ -23,6 +23,7 @@ import prunekit
 from prunekit import FlexiGPTConfig, RecoveryConfig, load_model, load_windows, parameter_count, perplexity
 from prunekit.evaluation.speed import measure_speed
 from prunekit.evaluation.tasks import DEFAULT_TASKS, run_tasks
+from prunekit.models.shared_blocks import fuse_for_inference
 from prunekit.recovery import recovery_windows
 
 from _common import SHARED, benchmark_parser, write_json, write_table
@@ -62,7 +63,14 @@ def main() -> None:
 
     def evaluate(model) -> dict:
         speed = measure_speed(model, prompt_tokens=128, new_tokens=32, repeats=2)
+        fused = {}
+        if fuse_for_inference(model):  # shared blocks: decode again with base + B A as one matmul per linear
+            fused["decode_tokens_per_second_fused"] = measure_speed(
+                model, prompt_tokens=128, new_tokens=32, repeats=2
+            ).decode_tokens_per_second
+            fuse_for_inference(model, False)
         return {
+            **fused,
             "params": parameter_count(model),
             "wikitext2": perplexity(model, wikitext, progress=False).perplexity,
             "decode_tokens_per_second": speed.decode_tokens_per_second,
@@ -145,8 +153,8 @@ def markdown(results: dict, tasks: list[str]) -> str:
         "",
         "| contender | params (M) | trainable (M) | ppl before training | ppl after | "
         + " | ".join(tasks)
-        + " | task mean | decode tok/s |",
-        "|---|---:|---:|---:|---:|" + "---:|" * (len(tasks) + 2),
+        + " | task mean | decode tok/s | fused decode tok/s |",
+        "|---|---:|---:|---:|---:|" + "---:|" * (len(tasks) + 3),
     ]
 
     def acc(entry, task):
@@ -159,7 +167,8 @@ def markdown(results: dict, tasks: list[str]) -> str:
         return (
             f"| {label} | {entry['params'] / 1e6:.1f} | {trainable} | {before} | {entry['wikitext2']:.2f} | "
             + " | ".join(f"{a:.3f}" for a in accs)
-            + f" | {mean:.3f} | {entry['decode_tokens_per_second']:.0f} |"
+            + f" | {mean:.3f} | {entry['decode_tokens_per_second']:.0f} | "
+            + (f"{entry['decode_tokens_per_second_fused']:.0f} |" if "decode_tokens_per_second_fused" in entry else "- |")
         )
 
     lines.append(line("dense", dense, "-", "-"))

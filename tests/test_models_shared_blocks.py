@@ -3,6 +3,8 @@ from torch import nn
 
 from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
 
+from conftest import tiny_model
+
 
 def test_svd_initialisation_reproduces_the_rank_r_difference():
     torch.manual_seed(0)
@@ -32,3 +34,22 @@ def test_output_norm_scales_unit_rms_outputs():
     norm = OutputNorm(16, init_scale=0.5)
     out = norm(torch.randn(3, 16) * 7)
     torch.testing.assert_close(out.pow(2).mean(-1), torch.full((3,), 0.25), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_inference_gives_the_same_logits_and_follows_later_training(ids):
+    from prunekit.methods.flexigpt import replace_blocks
+    from prunekit.models.shared_blocks import fuse_for_inference, shared_linears
+
+    model = tiny_model("llama")
+    replace_blocks(model, [1, 2], rank=4, progress=False)
+    with torch.no_grad():
+        plain = model(ids).logits
+        assert fuse_for_inference(model) == 14
+        torch.testing.assert_close(model(ids).logits, plain, rtol=1e-5, atol=1e-5)
+        linear = shared_linears(model.model.layers[1])[0]
+        linear.lora_B.add_(0.1)  # a weight changes after fusing (as training would): the fused weight follows
+        changed = model(ids).logits
+    fuse_for_inference(model, False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, changed, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(changed, plain)

@@ -29,6 +29,8 @@ class SharedLoRALinear(nn.Module):
         self.lora_A = nn.Parameter(torch.zeros(rank, base.in_features, dtype=dtype, device=device))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=dtype, device=device))
         self.bias_delta = nn.Parameter(torch.zeros(base.out_features, dtype=dtype, device=device)) if base.bias is not None else None
+        self.fused = False  # see fuse_for_inference
+        self._fused_cache: tuple[tuple, torch.Tensor, torch.Tensor | None] | None = None
 
     @property
     def rank(self) -> int:
@@ -51,8 +53,23 @@ class SharedLoRALinear(nn.Module):
         return None if self.base.bias is None else self.base.bias + self.bias_delta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and not torch.is_grad_enabled():
+            weight, bias = self._fused_weight()
+            return nn.functional.linear(x, weight, bias)
         out = self.base(x) + (x @ self.lora_A.t()) @ self.lora_B.t()
         return out + self.bias_delta if self.bias_delta is not None else out
+
+    def _versions(self) -> tuple:
+        tensors = [self.base.weight, self.lora_A, self.lora_B, self.base.bias, self.bias_delta]
+        return tuple((id(t), t._version) if t is not None else None for t in tensors)
+
+    @torch.no_grad()
+    def _fused_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """base + B A as one matrix, rebuilt whenever a weight changed since (training in between)."""
+        versions = self._versions()
+        if self._fused_cache is None or self._fused_cache[0] != versions:
+            self._fused_cache = (versions, self.weight.detach(), self.effective_bias())
+        return self._fused_cache[1], self._fused_cache[2]
 
     @torch.no_grad()
     def init_from_difference(self, target: nn.Linear) -> torch.Tensor:
@@ -70,6 +87,18 @@ class SharedLoRALinear(nn.Module):
         if self.bias_delta is not None:
             self.bias_delta.copy_(target.bias - self.base.bias if target.bias is not None else -self.base.bias)
         return s
+
+
+def fuse_for_inference(model: nn.Module, fused: bool = True) -> int:
+    """Run every shared linear as one matmul with its effective weight (base + B A) when no gradient is
+    taken: decoding then costs what a plain block costs, but each shared linear holds a full weight in
+    memory again (the checkpoint on disk stays small). Returns how many linears were switched."""
+    linears = [m for m in model.modules() if isinstance(m, SharedLoRALinear)]
+    for linear in linears:
+        linear.fused = fused
+        if not fused:
+            linear._fused_cache = None
+    return len(linears)
 
 
 class OutputNorm(nn.Module):
