@@ -1,7 +1,16 @@
 """Decode speed of FlexiGPT's shared blocks against the dense model, unfused and fused (issue 15).
 
-python benchmarks/flexigpt_decode.py
+Replaces 9 of the embedded model's 30 blocks (no training: speed only), then measures greedy decode
+tokens/s (128-token prompt, 64 new tokens, median of 3) for dense, shared and fused, in alternating
+rounds so drifts of the machine hit all three alike. Writes benchmarks/results/flexigpt_decode.{json,md}.
+
+    python benchmarks/flexigpt_decode.py
 """
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
 
 import torch
 
@@ -10,24 +19,44 @@ from prunekit import FlexiGPTConfig
 from prunekit.evaluation.speed import measure_speed
 from prunekit.models.shared_blocks import fuse_for_inference
 
-torch.manual_seed(0)
-loaded = prunekit.load_model("smollm2-135m", device="cpu", dtype="float32", progress=False)
-calib = prunekit.load_windows(
-    "../shared/data/c4/c4-train.00000-of-01024.first1000.jsonl", loaded.tokenizer, purpose="calibration", num_windows=4, seq_len=512
-)
+from _common import benchmark_parser, write_json, write_table
 
 
-def dec(m):
-    return measure_speed(m, prompt_tokens=128, new_tokens=64, repeats=3).decode_tokens_per_second
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--remove", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    loaded = prunekit.load_model(args.model, device="cpu", dtype="float32", progress=False)
+    calibration = prunekit.load_windows(args.calibration, loaded.tokenizer, purpose="calibration", num_windows=4, seq_len=512)
+    shared = prunekit.prune(loaded.model, FlexiGPTConfig(remove=args.remove, recovery=None), calibration, progress=False).model
+
+    def decode(model) -> float:
+        return measure_speed(model, prompt_tokens=128, new_tokens=64, repeats=3).decode_tokens_per_second
+
+    rounds = []
+    for _ in range(args.rounds):
+        dense, unfused = decode(loaded.model), decode(shared)
+        fuse_for_inference(shared)
+        fused = decode(shared)
+        fuse_for_inference(shared, False)
+        rounds.append({"dense": dense, "shared": unfused, "fused": fused})
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    results = {"commit": commit, "command": "python benchmarks/flexigpt_decode.py", "remove": args.remove, "rounds": rounds}
+    write_json(Path(args.out), "flexigpt_decode", results)
+    lines = [
+        f"Commit `{commit}`, `{results['command']}`; {args.remove} of 30 blocks replaced; decode tokens/s (x dense).",
+        "",
+        "| round | dense | shared | fused |",
+        "|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(rounds, 1):
+        lines.append(
+            f"| {i} | {r['dense']:.1f} | {r['shared']:.1f} ({r['shared'] / r['dense']:.2f}x) | {r['fused']:.1f} ({r['fused'] / r['dense']:.2f}x) |"
+        )
+    write_table(Path(args.out), "flexigpt_decode", "\n".join(lines))
 
 
-flexi = prunekit.prune(loaded.model, FlexiGPTConfig(remove=9, recovery=None), calib, progress=False).model
-rows = []
-for rep in range(2):
-    d = dec(loaded.model)
-    u = dec(flexi)
-    fuse_for_inference(flexi)
-    f = dec(flexi)
-    fuse_for_inference(flexi, False)
-    rows.append((d, u, f))
-    print(f"dense {d:.1f}  shared {u:.1f} ({u / d:.2f}x)  fused {f:.1f} ({f / d:.2f}x)", flush=True)
+if __name__ == "__main__":
+    main()
