@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.methods.depth import DepthConfig
+from prunekit.methods.recovery_stage import recover_in_context
 from prunekit.methods.shortgpt import lowest_scoring
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.shared_blocks import _linear_paths, build_shared_block, is_shared_block, shared_linears
 from prunekit.models.shared_checkpoint import merge_shared_blocks
 from prunekit.options import option
-from prunekit.recovery import RecoveryConfig, recover
+from prunekit.recovery import RecoveryConfig
 from prunekit.scoring.blocks import check_metric, scan_blocks
 
 log = logging.getLogger(__name__)
@@ -339,24 +340,12 @@ def set_output_norm_scales(model, scales: dict[int, dict[str, torch.Tensor]]) ->
                 module.norm.scale.copy_(parts[part].to(module.norm.scale.dtype))
 
 
-def _train_adapters(model, config: RecoveryConfig | None, context) -> dict | None:
-    if config is None:
-        return None
-    distils = bool(config.kd_weight or config.hidden_weight)
-    teacher = context.teacher()  # also the source of self-generated text
-    windows = context.recovery_windows(config, teacher)
-    result = recover(model, windows, config, teacher=teacher if distils else None, device=context.device, progress=context.progress)
-    return {k: v for k, v in result.to_dict().items() if k != "history"}
-
-
 def run_flexigpt(model, config: FlexiGPTConfig, context) -> dict:
     num_blocks = ModelAdapter(model).num_blocks
     count, protect = config.count(num_blocks), config.protected(num_blocks)
     windows = context.require_windows("flexigpt")
     scores = scan_blocks(model, windows, config.metric, **context.engine)
     replaced = lowest_scoring(scores.scores, count, protect)
-    if config.recovery is not None:
-        context.teacher()  # the dense copy must exist before the blocks change
     measured = measured_output_rms(model, windows, replaced, context.engine) if config.output_norm == MEASURED else None
     record = replace_blocks(
         model,
@@ -370,7 +359,7 @@ def run_flexigpt(model, config: FlexiGPTConfig, context) -> dict:
     if measured:
         set_output_norm_scales(model, measured)
         record["output_norm"] = MEASURED
-    recovery = _train_adapters(model, config.recovery, context)
+    recovery = None if config.recovery is None else recover_in_context(model, config.recovery, context)
     if config.merge:
         merge_shared_blocks(model)
     return {
@@ -387,12 +376,10 @@ def run_flexigpt(model, config: FlexiGPTConfig, context) -> dict:
 
 
 def run_extend(model, config: ExtendConfig, context) -> dict:
-    if config.recovery is not None:
-        context.teacher()
     record = extend_model(
         model, config.to_blocks, pattern=config.pattern, rank=config.rank, output_norm=config.output_norm, seed=config.seed
     )
-    record["recovery"] = _train_adapters(model, config.recovery, context)
+    record["recovery"] = None if config.recovery is None else recover_in_context(model, config.recovery, context)
     if config.merge:
         merge_shared_blocks(model)
     return {"method": "extend", **record, "merged": config.merge, "params_after": parameter_count(model)}
