@@ -208,23 +208,7 @@ def iterabre(
             "loss_after_recovery": result.loss_last,
             "heldout_perplexity_after_removal": heldout_removed,
             "heldout_perplexity_after_recovery": heldout_recovered,
-            "recovery": {
-                "tokens_budget": tokens,
-                "tokens": result.tokens,
-                "steps": result.steps,
-                "seconds": result.seconds,
-                "tokens_per_second": result.tokens_per_second,
-                "trainable_parameters": result.trainable_parameters,
-                "learning_rate": config.learning_rate,
-                "seed": config.seed,
-                "epochs": result.epochs,
-                "device": result.device,
-                "micro_batch_size": result.micro_batch_size,
-                "gradient_checkpointing": result.gradient_checkpointing,
-                "mfu": result.mfu,
-                "model_flops_per_token": result.model_flops_per_token,
-                "peak_memory_mib": result.peak_memory_mib,
-            },
+            "recovery": _recovery_record(result, tokens, config),
             "scan_seconds": scan_seconds,
             "seconds": time.perf_counter() - started,
         }
@@ -264,6 +248,27 @@ def iterabre(
     )
 
 
+def _recovery_record(result, tokens: int, config: RecoveryConfig) -> dict:
+    """What the run log keeps of one iteration's recovery."""
+    return {
+        "tokens_budget": tokens,
+        "tokens": result.tokens,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "tokens_per_second": result.tokens_per_second,
+        "trainable_parameters": result.trainable_parameters,
+        "learning_rate": config.learning_rate,
+        "seed": config.seed,
+        "epochs": result.epochs,
+        "device": result.device,
+        "micro_batch_size": result.micro_batch_size,
+        "gradient_checkpointing": result.gradient_checkpointing,
+        "mfu": result.mfu,
+        "model_flops_per_token": result.model_flops_per_token,
+        "peak_memory_mib": result.peak_memory_mib,
+    }
+
+
 def _final_recovery(model, teacher, recovery_data, settings, directory, state, windows_used, heldout, device, progress) -> dict:
     """One recovery of every remaining block on the budget's final share, after the last removal."""
     iteration = len(state["iterations"]) + 1
@@ -296,17 +301,7 @@ def _final_recovery(model, teacher, recovery_data, settings, directory, state, w
         "heldout_perplexity_after_recovery": perplexity(model, heldout, device=device, progress=False).perplexity
         if heldout is not None
         else None,
-        "recovery": {
-            "tokens_budget": tokens,
-            "tokens": result.tokens,
-            "steps": result.steps,
-            "seconds": result.seconds,
-            "tokens_per_second": result.tokens_per_second,
-            "trainable_parameters": result.trainable_parameters,
-            "learning_rate": config.learning_rate,
-            "seed": config.seed,
-            "scope": scope,
-        },
+        "recovery": {**_recovery_record(result, tokens, config), "scope": scope},
         "seconds": time.perf_counter() - started,
     }
     return directory.save_iteration(state, entry, model)
