@@ -17,7 +17,7 @@ from pathlib import Path
 from prunekit.data.windows import load_windows
 from prunekit.evaluation.multilingual import multilingual_perplexity
 from prunekit.evaluation.perplexity import perplexity
-from prunekit.evaluation.significance import compare, paired_difference, verdict
+from prunekit.evaluation.significance import compare, verdict
 from prunekit.evaluation.tasks import run_tasks
 
 PAPER_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "lambada_openai")
@@ -116,16 +116,14 @@ def compare_results(reference: dict, other: dict) -> dict:
     """`other` against `reference`, paired on the same windows and items: WikiText-2 (mean NLL per window,
     lower is better), each task's main metric, the task mean, and the FLORES ratios (mean and worst)."""
     out = {"wikitext": compare(reference["wikitext"]["window_nll"], other["wikitext"]["window_nll"], higher_is_better=False)}
-    per_task, diffs_se = {}, []
+    per_task = {}
     for name, task in reference["tasks"].items():
         metric = main_metric(task)
-        a, b = task["item_scores"][metric], other["tasks"][name]["item_scores"][metric]
-        per_task[name] = {"metric": metric, **compare(a, b)}
-        diffs_se.append(paired_difference(a, b))
+        per_task[name] = {"metric": metric, **compare(task["item_scores"][metric], other["tasks"][name]["item_scores"][metric])}
     out["tasks"] = per_task
-    if diffs_se:
-        mean = sum(d for d, _ in diffs_se) / len(diffs_se)
-        se = math.sqrt(sum(s**2 for _, s in diffs_se)) / len(diffs_se)
+    if per_task:
+        mean = sum(t["difference"] for t in per_task.values()) / len(per_task)
+        se = math.sqrt(sum(t["standard_error"] ** 2 for t in per_task.values())) / len(per_task)
         out["task_mean"] = {"difference": mean, "standard_error": se, "verdict": verdict(mean, se)}
     ratios = {
         lang: other["flores"][lang]["perplexity"] / reference["flores"][lang]["perplexity"]
