@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunekit.methods.depth import DepthConfig
+from prunekit.methods.depth import DepthConfig, run_depth_plan
 from prunekit.methods.plan import PrunePlan
-from prunekit.models.adapters import ModelAdapter
 from prunekit.scoring.blocks import scan_blocks
 
 
@@ -35,9 +34,4 @@ class AngularConfig(DepthConfig):
 
 
 def run_angular(model, config: AngularConfig, context) -> dict:
-    num_blocks = ModelAdapter(model).num_blocks
-    plan = plan_angular(
-        model, context.require_windows("angular"), config.count(num_blocks), protect=config.protected(num_blocks), **context.engine
-    )
-    plan.apply(model)
-    return plan.to_dict()
+    return run_depth_plan(model, config, context, "angular", plan_angular)

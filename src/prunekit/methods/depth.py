@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prunekit.errors import ParameterError
 from prunekit.methods.plan import PrunePlan
+from prunekit.models.adapters import ModelAdapter
 from prunekit.options import option
 
 
@@ -62,3 +63,14 @@ class DepthConfig:
 def reapply_removal(model, details: dict) -> None:
     """Remove the recorded blocks again (a depth plan needs no data to repeat)."""
     PrunePlan.from_dict(details).apply(model)
+
+
+def run_depth_plan(model, config: DepthConfig, context, method: str, planner, **options) -> dict:
+    """A one-shot depth method as a registered run: plan on the calibration windows, remove the planned
+    blocks in place, return the plan's record. `planner(model, windows, count, protect=..., **options)`."""
+    num_blocks = ModelAdapter(model).num_blocks
+    plan = planner(
+        model, context.require_windows(method), config.count(num_blocks), protect=config.protected(num_blocks), **options, **context.engine
+    )
+    plan.apply(model)
+    return plan.to_dict()

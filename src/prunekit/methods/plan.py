@@ -30,6 +30,12 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def read_plan_json(path: str | Path) -> dict:
+    """The plan JSON at `path`, or in the checkpoint directory `path`."""
+    path = Path(path)
+    return read_json_object(path / PLAN_FILE if path.is_dir() else path, "plan")
+
+
 @dataclass
 class PrunePlan:
     """Blocks to remove (original indices) and the evidence behind the choice."""
@@ -107,10 +113,7 @@ class PrunePlan:
 
     @classmethod
     def load(cls, path: str | Path) -> "PrunePlan":
-        path = Path(path)
-        if path.is_dir():
-            path = path / PLAN_FILE
-        return cls.from_dict(read_json_object(path, "plan"))
+        return cls.from_dict(read_plan_json(path))
 
 
 PLAN_FORMAT_STAGES = 2
@@ -218,10 +221,7 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
-        path = Path(path)
-        if path.is_dir():
-            path = path / PLAN_FILE
-        return cls.from_dict(read_json_object(path, "plan"))
+        return cls.from_dict(read_plan_json(path))
 
 
 def describe_stage(stage: dict) -> str:

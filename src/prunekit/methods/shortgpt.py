@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunekit.methods.depth import DepthConfig, check_protected
+from prunekit.methods.depth import DepthConfig, check_protected, run_depth_plan
 from prunekit.methods.plan import PrunePlan
-from prunekit.models.adapters import ModelAdapter
 from prunekit.options import option
 from prunekit.scoring.blocks import check_metric, scan_blocks
 
@@ -46,14 +45,4 @@ class ShortGPTConfig(DepthConfig):
 
 
 def run_shortgpt(model, config: ShortGPTConfig, context) -> dict:
-    num_blocks = ModelAdapter(model).num_blocks
-    plan = plan_shortgpt(
-        model,
-        context.require_windows("shortgpt"),
-        config.count(num_blocks),
-        metric=config.metric,
-        protect=config.protected(num_blocks),
-        **context.engine,
-    )
-    plan.apply(model)
-    return plan.to_dict()
+    return run_depth_plan(model, config, context, "shortgpt", plan_shortgpt, metric=config.metric)

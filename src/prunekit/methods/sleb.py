@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from prunekit.engine.sequential import SequentialRunner
-from prunekit.methods.depth import DepthConfig
+from prunekit.methods.depth import DepthConfig, run_depth_plan
 from prunekit.methods.plan import PrunePlan
 from prunekit.models.adapters import ModelAdapter
 from prunekit.options import option
@@ -64,14 +64,4 @@ class SLEBConfig(DepthConfig):
 
 
 def run_sleb(model, config: SLEBConfig, context) -> dict:
-    num_blocks = ModelAdapter(model).num_blocks
-    plan = plan_sleb(
-        model,
-        context.require_windows("sleb"),
-        config.count(num_blocks),
-        metric=config.metric,
-        protect=config.protected(num_blocks),
-        **context.engine,
-    )
-    plan.apply(model)
-    return plan.to_dict()
+    return run_depth_plan(model, config, context, "sleb", plan_sleb, metric=config.metric)
