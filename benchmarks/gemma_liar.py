@@ -60,6 +60,41 @@ def _weighted_ffn_run(self, hidden, block_kwargs, keep_inputs: bool) -> None:
             hook.remove()
 
 
+def mlp_errors(dense, pruned, windows, max_windows: int = 4) -> dict:
+    """Per-layer error of the pruned MLPs on the dense model's own MLP inputs (so errors do not
+    compound), summed over layers: relative squared error of the MLP output, and of that output after
+    the block's post-feedforward norm where the family has one (what reaches the residual on Gemma)."""
+    import torch
+
+    from prunekit.models.adapters import ModelAdapter
+
+    dense_adapter, pruned_adapter = ModelAdapter(dense), ModelAdapter(pruned)
+    post_attr = dense_adapter.family.mlp_post_norm_attr
+    inputs = {i: [] for i in range(dense_adapter.num_blocks)}
+    hooks = [
+        dense_adapter.mlp(i).register_forward_pre_hook(lambda module, args, i=i: inputs[i].append(args[0].detach()))
+        for i in range(dense_adapter.num_blocks)
+    ]
+    try:
+        with torch.no_grad():
+            for row in windows.input_ids[:max_windows]:
+                dense(row.unsqueeze(0))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    totals = {"mlp": 0.0, "after_post_norm": 0.0}
+    with torch.no_grad():
+        for i, batches in inputs.items():
+            x = torch.cat(batches, dim=1)
+            want, got = dense_adapter.mlp(i)(x), pruned_adapter.mlp(i)(x)
+            totals["mlp"] += float((got - want).pow(2).sum() / want.pow(2).sum())
+            if post_attr:
+                norm = getattr(dense_adapter.layers[i], post_attr)
+                want_n, got_n = norm(want), norm(got)
+                totals["after_post_norm"] += float((got_n - want_n).pow(2).sum() / want_n.pow(2).sum())
+    return totals
+
+
 @contextmanager
 def switched(family_name: str, intercept: bool = False, holdout: int | None = None, post_norm_weights: bool = False):
     from prunekit.methods import liar
@@ -114,8 +149,10 @@ def main() -> None:
                 model, "liar", calibration, ffn_ratio=args.ffn_ratio, inplace=True, progress=False, **options
             ).plan.details()
         seconds = time.perf_counter() - started
+        errors = {"calibration": mlp_errors(loaded.model, model, calibration), "wikitext": mlp_errors(loaded.model, model, wikitext)}
         results["rows"].append(
             {
+                "relative_mlp_error": errors,
                 "variant": name,
                 "ppl": perplexity(model, wikitext, progress=False).perplexity,
                 "prune_seconds": seconds,
@@ -132,15 +169,24 @@ def main() -> None:
         f"calibration {calib['windows']} x {calib['seq_len']} of {calib['data']}; "
         f"{results['eval']}; dense ppl {results['dense_ppl']:.2f}; commit `{commit}`; `{results['command']}`.",
         "",
-        "| variant | ppl | down_proj MSE (sum over layers) | dampings | prune s |",
-        "|---|---:|---:|---|---:|",
+        "Relative MLP error: sum over layers of |pruned - dense|^2 / |dense|^2 on the dense model's MLP inputs, on 4 "
+        "calibration windows (seen by the fit) and 4 WikiText-2 windows (not seen), before / after the post-feedforward norm.",
+        "",
+        "| variant | ppl | down_proj MSE (sum over layers) | MLP error, calibration | MLP error, WikiText-2 | dampings | prune s |",
+        "|---|---:|---:|---:|---:|---|---:|",
     ]
     for row in results["rows"]:
         lines.append(
-            f"| {row['variant']} | {row['ppl']:.2f} | {row['down_proj_mse_sum']:.2f} | {', '.join(row['dampings'])} | "
+            f"| {row['variant']} | {row['ppl']:.2f} | {row['down_proj_mse_sum']:.2f} | {_errors(row, 'calibration')} | "
+            f"{_errors(row, 'wikitext')} | {', '.join(row['dampings'])} | "
             f"{row['prune_seconds']:.0f} |"
         )
     write_table(out, args.name, "\n".join(lines))
+
+
+def _errors(row: dict, data: str) -> str:
+    errors = row.get("relative_mlp_error", {}).get(data)
+    return f"{errors['mlp']:.2f} / {errors['after_post_norm']:.2f}" if errors else "-"
 
 
 if __name__ == "__main__":

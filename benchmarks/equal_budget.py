@@ -1,0 +1,251 @@
+"""Block-removal methods side by side at one recovery budget, ranked with paired standard errors (issue 15).
+
+Every contender removes the same number of blocks of the embedded SmolLM2-135M and trains on the same
+C4 windows, in the same order, for the same number of tokens; then every contender gets the one
+standard evaluation (`prunekit.evaluation.standard`): WikiText-2 perplexity with per-window NLLs,
+optionally the zero-shot tasks with per-item scores, and FLORES per-language perplexity. Each row says
+whether it is better, worse or tied with the reference contender (the first one) beyond two paired
+standard errors.
+
+Tables (`--table`):
+  iterabre  6 of 30 blocks: one-shot ShortGPT / angular / SLEB + one recovery, against IteRABRe variants
+            (metric inside the loop, scan windows, learning-rate schedule, final-pass share, scope)
+  flexigpt  9 (or `--remove`) of 30 blocks: ShortGPT + LoRA of about the same trainable size, against
+            FlexiGPT variants (learning rate, output-norm initialisation, scale learning rate)
+
+Rows are written to JSON as they finish; running the same command again skips the finished rows, so an
+interrupted run resumes. A contender whose training diverges is recorded as diverged, with its learning rate.
+
+    python benchmarks/equal_budget.py --table iterabre --budget 50000 --tasks none    # screening
+    python benchmarks/equal_budget.py --table iterabre --budget 200000 --contenders shortgpt+rec iterabre
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import prunekit
+from prunekit import RecoveryConfig, load_model, load_windows, parameter_count
+from prunekit.evaluation.standard import PAPER_TASKS, StandardEvaluation, compare_results, evaluate_standard, task_mean
+from prunekit.recovery import recovery_windows
+from prunekit.recovery.trainer import RecoveryDiverged
+
+from _common import SHARED, benchmark_parser, write_json, write_table
+
+# name: (method, method options, recovery overrides, scan windows)
+ITERABRE_TABLE = {
+    "shortgpt+rec": ("shortgpt", {}, {}, 16),
+    "angular+rec": ("angular", {}, {}, 16),
+    "sleb+rec": ("sleb", {}, {}, 4),
+    "iterabre": ("iterabre", {}, {}, 4),
+    "iterabre bi": ("iterabre", {"metric": "bi"}, {}, 4),
+    "iterabre continuous": ("iterabre", {"schedule": "continuous"}, {}, 4),
+    "iterabre final 0.5": ("iterabre", {"final_share": 0.5}, {}, 4),
+    "iterabre continuous final 0.5": ("iterabre", {"schedule": "continuous", "final_share": 0.5}, {}, 4),
+    "iterabre bi continuous final 0.5": ("iterabre", {"metric": "bi", "schedule": "continuous", "final_share": 0.5}, {}, 4),
+    "iterabre angular": ("iterabre", {"metric": "angular"}, {}, 4),
+    "iterabre removal-loss": ("iterabre", {"metric": "removal-loss"}, {}, 4),
+    "iterabre 16 windows": ("iterabre", {}, {}, 16),
+    "iterabre neighbours": ("iterabre", {}, {"scope": "neighbours"}, 4),
+    "iterabre lora": ("iterabre", {}, {"scope": "lora", "learning_rate": 1e-3}, 4),
+}
+FLEXIGPT_TABLE = {
+    "shortgpt+lora": ("shortgpt", {}, {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0}, 16),
+    "shortgpt+lora lr 4e-3": ("shortgpt", {}, {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0, "learning_rate": 4e-3}, 16),
+    "flexigpt": ("flexigpt", {}, {"scope": "adapters"}, 16),
+    "flexigpt lr 4e-3": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3}, 16),
+    "flexigpt measured": ("flexigpt", {"output_norm": "measured"}, {"scope": "adapters"}, 16),
+    "flexigpt measured scale lr 1e-2": (
+        "flexigpt",
+        {"output_norm": "measured"},
+        {"scope": "adapters", "norm_scale_learning_rate": 1e-2},
+        16,
+    ),
+}
+TABLES = {"iterabre": (ITERABRE_TABLE, 6, 1e-4), "flexigpt": (FLEXIGPT_TABLE, 9, 1e-3)}
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--table", choices=list(TABLES), default="iterabre")
+    parser.add_argument("--remove", type=int, help="blocks removed (default: 6 for iterabre, 9 for flexigpt)")
+    parser.add_argument("--budget", type=int, default=200_000, help="recovery tokens per contender (in total)")
+    parser.add_argument("--contenders", nargs="+", help="names from the table (default: all); the first is the reference")
+    parser.add_argument("--lr", type=float, help="peak learning rate unless a contender sets its own (default: 1e-4 / 1e-3)")
+    parser.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated zero-shot tasks, or 'none'")
+    parser.add_argument("--items", type=int, default=500, help="items per zero-shot task")
+    parser.add_argument("--eval-windows", type=int, default=48)
+    parser.add_argument("--precision", default="bf16", help="recovery precision (bf16 autocast is ~1.6x faster on this CPU)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the recovery data order")
+    parser.add_argument("--name", help="output file name (default: equal_budget_<table>_<budget>)")
+    args = parser.parse_args()
+    table, default_remove, default_lr = TABLES[args.table]
+    remove = args.remove or default_remove
+    names = args.contenders or list(table)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise SystemExit(f"unknown contender '{unknown[0]}'; the {args.table} table has: {', '.join(table)}")
+    name = args.name or f"equal_budget_{args.table}_{remove}_{args.budget // 1000}k"
+    tasks = () if args.tasks == "none" else tuple(t for t in args.tasks.split(",") if t)
+    settings = StandardEvaluation(
+        data_dir=str(SHARED), wikitext=args.wikitext, wikitext_windows=args.eval_windows, tasks=tasks, items_per_task=args.items
+    )
+    recovery = RecoveryConfig(
+        tokens=args.budget, seq_len=512, learning_rate=args.lr or default_lr, precision=args.precision, grad_accumulation=4, seed=args.seed
+    )
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = {
+        "table": args.table,
+        "model": args.model,
+        "remove": remove,
+        "budget": args.budget,
+        "seed": args.seed,
+        "recovery": recovery.to_dict(),
+        "evaluation": dataclasses.asdict(settings),
+        "command": "python benchmarks/equal_budget.py " + " ".join(_quoted(a) for a in sys.argv[1:]),
+    }
+    results = _resumed(out / f"{name}.json", header)
+    loaded = load_model(args.model, device="cpu", dtype="float32")
+    dense, tokenizer = loaded.model, loaded.tokenizer
+    recovery_data = recovery_windows(args.calibration, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed)
+    windows = {
+        n: load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=n, seq_len=512, seed=1 if n == 4 else 0)
+        for n in (4, 16)
+    }
+    if "dense" not in results:
+        results["dense"] = {"params": parameter_count(dense), **evaluate_standard(dense, tokenizer, settings)}
+        write_json(out, name, results)
+    done = {row["contender"] for row in results["rows"]}
+    for contender in names:
+        if contender in done:
+            print(f"{contender}: finished in an earlier run, kept", flush=True)
+            continue
+        method, options, overrides, scan_windows = table[contender]
+        config = dataclasses.replace(recovery, **overrides)
+        row = {
+            "contender": contender,
+            "method": method,
+            "options": options,
+            "recovery": dataclasses.asdict(config),
+            "scan_windows": scan_windows,
+        }
+        started = time.perf_counter()
+        try:
+            result = prunekit.prune(
+                dense,
+                method,
+                windows[scan_windows],
+                recovery=config,
+                recovery_data=recovery_data,
+                remove=remove,
+                progress=False,
+                **options,
+            )
+        except RecoveryDiverged as error:
+            row.update(
+                diverged=True,
+                learning_rate=error.learning_rate,
+                step=error.step,
+                error=str(error),
+                prune_seconds=time.perf_counter() - started,
+            )
+            results["rows"].append(row)
+            write_json(out, name, results)
+            print(f"{contender}: diverged at lr {error.learning_rate}", flush=True)
+            continue
+        row["prune_seconds"] = time.perf_counter() - started
+        row["removed"] = result.plan.removed_blocks
+        row["stages"] = [{"method": s["method"], "seconds": s.get("seconds")} for s in result.plan.stages]
+        row["trainable_parameters"] = _trainable(result.plan)
+        row["params"] = parameter_count(result.model)
+        row.update(evaluate_standard(result.model, tokenizer, settings))
+        results["rows"].append(row)
+        write_json(out, name, results)
+        print(f"{contender}: removed {row['removed']}, ppl {row['wikitext']['perplexity']:.2f}, {row['prune_seconds']:.0f} s", flush=True)
+        del result
+    write_table(out, name, markdown(results))
+
+
+def _quoted(argument: str) -> str:
+    return f"'{argument}'" if " " in argument else argument
+
+
+def _resumed(path: Path, header: dict) -> dict:
+    """The finished rows of an earlier run with the same settings; a fresh record otherwise."""
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        same = all(earlier.get(k) == header[k] for k in ("table", "model", "remove", "budget", "seed", "recovery", "evaluation"))
+        if same:
+            earlier["command"] = header["command"]
+            return earlier
+        print(f"{path.name} holds a run with other settings; starting afresh", flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {**header, "commit": commit, "rows": []}
+
+
+def _trainable(plan) -> int | None:
+    for stage in plan.stages:
+        details = stage.get("details") or {}
+        steps = details.get("steps") or []  # IteRABRe: each iteration's recovery
+        for record in [details, details.get("recovery") or {}] + [step.get("recovery") or {} for step in reversed(steps)]:
+            if "trainable_parameters" in record:
+                return record["trainable_parameters"]
+    return None
+
+
+def markdown(results: dict) -> str:
+    dense = results["dense"]
+    rows = [r for r in results["rows"] if not r.get("diverged")]
+    reference = rows[0] if rows else None
+    tasks = list(dense["tasks"])
+    lines = [
+        f"`{results['model']}` fp32 on CPU (2 cores), {results['remove']} of 30 blocks removed; {results['budget']:,} recovery "
+        f"tokens of C4 per contender (KL distillation, same windows in the same order, {results['recovery']['precision']} "
+        f"autocast, default lr {results['recovery']['learning_rate']}); WikiText-2 test {results['evaluation']['wikitext_windows']}x512"
+        + (f"; tasks: first {results['evaluation']['items_per_task']} items each" if tasks else "")
+        + f". Commit {results['commit']}; command: `{results['command']}`.",
+        "Verdicts against the first row, paired over the same windows / items, 'better'/'worse' only beyond two standard errors.",
+        "",
+        "| contender | removed | WikiText-2 ppl | vs reference (nats/window) | "
+        + ("task mean ± se | vs reference | " if tasks else "")
+        + "FLORES / dense (mean / worst) | wall time (s): prune + train, eval |",
+        "|---|---|---:|---|" + ("---:|---|" if tasks else "") + "---|---:|",
+    ]
+    for row in [{"contender": "dense", **dense}] + results["rows"]:
+        if row.get("diverged"):
+            lines.append(
+                f"| {row['contender']} | diverged at lr {row['learning_rate']} (step {row['step']}) | | | "
+                + ("| | " if tasks else "")
+                + f"| {row['prune_seconds']:.0f} |"
+            )
+            continue
+        cells = [row["contender"], str(row.get("removed", "-")), f"{row['wikitext']['perplexity']:.2f}"]
+        versus = compare_results(reference, row) if reference is not None and row is not reference and row["contender"] != "dense" else None
+        cells.append(_verdict(versus["wikitext"]) if versus else "-")
+        if tasks:
+            mean, se = task_mean(row)
+            cells.append(f"{mean:.3f} ± {se:.3f}")
+            cells.append(_verdict(versus["task_mean"]) if versus else "-")
+        if row["contender"] == "dense":
+            cells.append("1.00 / 1.00")
+        else:
+            ratios = compare_results(dense, row).get("flores")
+            cells.append(f"{ratios['mean_ratio']:.2f} / {ratios['worst_ratio']:.2f} ({ratios['worst_language']})" if ratios else "-")
+        cells.append(f"{row['prune_seconds']:.0f} + {sum(row['seconds'].values()):.0f}" if "prune_seconds" in row else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _verdict(comparison: dict) -> str:
+    return f"{comparison['difference']:+.3f} ± {comparison['standard_error']:.3f} {comparison['verdict']}"
+
+
+if __name__ == "__main__":
+    main()
