@@ -213,7 +213,7 @@ def markdown(results: dict) -> str:
         + f". Commit {results['commit']}; command: `{results['command']}`.",
         "Verdicts against the first row, paired over the same windows / items, 'better'/'worse' only beyond two standard errors.",
         "",
-        "| contender | removed | WikiText-2 ppl | vs reference (nats/window) | "
+        "| contender | removed | WikiText-2 ppl | vs reference (NLL per token) | "
         + ("task mean ± se | vs reference | " if tasks else "")
         + "FLORES / dense (mean / worst) | wall time (s): prune + train, eval |",
         "|---|---|---:|---|" + ("---:|---|" if tasks else "") + "---|---:|",

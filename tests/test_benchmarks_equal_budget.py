@@ -1,0 +1,69 @@
+"""The equal-budget benchmark resumes from the rows an interrupted run finished, starts afresh when the
+settings differ, and reports a diverged contender with its learning rate instead of dropping it."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _module():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("equal_budget_benchmark", BENCHMARKS / "equal_budget.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _evaluation(window_nll, flores=2.0):
+    return {
+        "wikitext": {"perplexity": 2.718 ** (sum(window_nll) / len(window_nll)), "window_nll": window_nll},
+        "tasks": {},
+        "flores": {"eng_Latn": {"perplexity": flores}},
+        "seconds": {"wikitext": 1.0, "tasks": 0.0, "flores": 1.0},
+    }
+
+
+HEADER = {
+    "table": "iterabre",
+    "model": "m",
+    "remove": 6,
+    "budget": 1000,
+    "seed": 0,
+    "recovery": {"lr": 1e-4},
+    "evaluation": {},
+    "command": "c",
+}
+
+
+def test_a_run_with_the_same_settings_resumes_and_other_settings_start_afresh(tmp_path):
+    equal_budget = _module()
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({**HEADER, "commit": "abc", "rows": [{"contender": "shortgpt+rec"}]}))
+    assert equal_budget._resumed(path, {**HEADER, "command": "again"})["rows"] == [{"contender": "shortgpt+rec"}]
+    assert equal_budget._resumed(path, {**HEADER, "budget": 2000})["rows"] == []
+
+
+def test_the_table_gives_paired_verdicts_and_names_a_diverged_contender():
+    equal_budget = _module()
+    results = {
+        **HEADER,
+        "commit": "abc",
+        "recovery": {"learning_rate": 1e-4, "precision": "bf16"},
+        "evaluation": {"wikitext_windows": 4},
+        "dense": _evaluation([3.0, 3.1, 3.2, 3.3], flores=2.0),
+        "rows": [
+            {"contender": "shortgpt+rec", "removed": [1], "prune_seconds": 5.0, **_evaluation([4.0, 4.1, 4.2, 4.3], 4.0)},
+            {"contender": "iterabre", "removed": [2], "prune_seconds": 9.0, **_evaluation([4.5, 4.7, 4.6, 4.9], 6.0)},
+            {"contender": "iterabre lora", "diverged": True, "learning_rate": 1e-3, "step": 7, "prune_seconds": 3.0},
+        ],
+    }
+    table = equal_budget.markdown(results)
+    assert "| iterabre | [2] |" in table and "worse" in table and "| 3.00 / 3.00 (eng_Latn) |" in table
+    assert "| iterabre lora | diverged at lr 0.001 (step 7) |" in table
+    assert all(line.count("|") == table.splitlines()[3].count("|") for line in table.splitlines()[3:])
