@@ -193,7 +193,7 @@ def _resumed(path: Path, header: dict) -> dict:
 def _trainable(plan) -> int | None:
     for stage in plan.stages:
         details = stage.get("details") or {}
-        steps = details.get("steps") or []  # IteRABRe: each iteration's recovery
+        steps = details.get("steps") if isinstance(details.get("steps"), list) else []  # IteRABRe: each iteration's recovery
         for record in [details, details.get("recovery") or {}] + [step.get("recovery") or {} for step in reversed(steps)]:
             if "trainable_parameters" in record:
                 return record["trainable_parameters"]

@@ -62,8 +62,9 @@ def _weighted_ffn_run(self, hidden, block_kwargs, keep_inputs: bool) -> None:
 
 def mlp_errors(dense, pruned, windows, max_windows: int = 4) -> dict:
     """Per-layer error of the pruned MLPs on the dense model's own MLP inputs (so errors do not
-    compound), summed over layers: relative squared error of the MLP output, and of that output after
-    the block's post-feedforward norm where the family has one (what reaches the residual on Gemma)."""
+    compound), summed over layers and per layer: relative squared error of the MLP output, and of that
+    output after the block's post-feedforward norm where the family has one (what reaches the residual
+    on Gemma; the same as the first where it has none)."""
     import torch
 
     from prunekit.models.adapters import ModelAdapter
@@ -82,17 +83,17 @@ def mlp_errors(dense, pruned, windows, max_windows: int = 4) -> dict:
     finally:
         for hook in hooks:
             hook.remove()
-    totals = {"mlp": 0.0, "after_post_norm": 0.0}
+    layers = {"mlp": [], "after_post_norm": []}
     with torch.no_grad():
         for i, batches in inputs.items():
             x = torch.cat(batches, dim=1)
             want, got = dense_adapter.mlp(i)(x), pruned_adapter.mlp(i)(x)
-            totals["mlp"] += float((got - want).pow(2).sum() / want.pow(2).sum())
+            layers["mlp"].append(float((got - want).pow(2).sum() / want.pow(2).sum()))
             if post_attr:
                 norm = getattr(dense_adapter.layers[i], post_attr)
-                want_n, got_n = norm(want), norm(got)
-                totals["after_post_norm"] += float((got_n - want_n).pow(2).sum() / want_n.pow(2).sum())
-    return totals
+                want, got = norm(want), norm(got)
+            layers["after_post_norm"].append(float((got - want).pow(2).sum() / want.pow(2).sum()))
+    return {**{name: sum(values) for name, values in layers.items()}, "per_layer": layers}
 
 
 @contextmanager
