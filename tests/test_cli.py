@@ -603,3 +603,19 @@ def test_a_recipe_file_runs_from_the_command_line_and_its_plan_reapplies(tiny_ch
     assert [s["method"] for s in again["stages"]] == ["shortgpt", "liar"] and again["removed_blocks"] == plan["removed_blocks"]
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--recipe", recipe, "--remove", 2, "--out", tmp_path / "x", *CALIB)
     assert code == 2 and "--recipe decides what is done; drop --remove" in stderr
+
+
+def test_calibration_windows_default_to_what_the_method_needs_and_the_plan_records_them(tiny_checkpoint, tmp_path, capsys):
+    """LIAR's least squares gets 64 windows unless told (16 were too few on Gemma-3, see the README);
+    block scores keep 16; --windows overrides both."""
+    calib = ["--data", "builtin", "--seq-len", "32", "--quiet"]
+    for method, options, expected in (("liar", ["--ffn-ratio", 0.25], 64), ("shortgpt", ["--remove", 1], 16)):
+        out = tmp_path / method
+        code, _, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", method, *options, "--out", out, *calib)
+        assert code == 0
+        assert json.loads((out / "prunekit_plan.json").read_text())["calibration"]["windows"] == expected
+    out = tmp_path / "told"
+    code, _, _ = run(
+        capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ffn-ratio", 0.25, "--out", out, *calib, "--windows", 3
+    )
+    assert code == 0 and json.loads((out / "prunekit_plan.json").read_text())["calibration"]["windows"] == 3

@@ -217,6 +217,7 @@ def prune(
         model=model_name,
         params_before=params_before,
         params_after=parameter_count(target),
+        calibration=data.summary() if hasattr(data, "summary") else None,
     )
     if heldout is not None:
         metrics["heldout_perplexity_after"] = perplexity(target, heldout, device=device, progress=False).perplexity

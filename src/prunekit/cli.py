@@ -64,7 +64,7 @@ MODEL_OPTIONS = [
 ]
 CALIBRATION_OPTIONS = [
     ("--data", {"default": "builtin", "help": "calibration data: builtin, wikitext2, c4, ptb, a hub id or a .txt/.raw/.jsonl/.json file"}),
-    ("--windows", {"type": int, "default": 16, "help": "number of calibration windows (default 16)"}),
+    ("--windows", {"type": int, "help": "number of calibration windows (default 16; 64 for liar, whose least squares needs more tokens)"}),
     ("--seq-len", {"type": int, "default": 512, "help": "tokens per calibration window (default 512)"}),
 ]
 OUTPUT_OPTIONS = [("--out", {"required": True, "help": "output directory"}), ("--overwrite", {"action": "store_true"})]

@@ -14,7 +14,7 @@ from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
 from prunekit.jsonfiles import write_json_atomically
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_spec
-from prunekit.methods.registry import spec_for_config
+from prunekit.methods.registry import method_names, spec_for_config
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
 from prunekit.models.export import check_output_dir
 from prunekit.models.loading import LoadedModel, encoder_loaded, load_model
@@ -28,7 +28,7 @@ class DataSettings:
     """Where calibration and held-out windows come from."""
 
     data: str = "builtin"
-    windows: int = 16
+    windows: int | None = None  # None: the most any stage's method asks for (16 for block scores, 64 for LIAR)
     seq_len: int = 512
     heldout_data: str = "builtin"
     heldout_windows: int = 0
@@ -43,6 +43,12 @@ class DataSettings:
         return load_windows(
             spec, loaded.tokenizer, purpose=purpose, num_windows=count, text_field=self.text_field, seq_len=seq_len, seed=self.seed
         )
+
+
+def default_calibration_windows(names: list[str]) -> int:
+    """The calibration windows a run loads unless told: the most that any of its methods asks for."""
+    known = method_names()
+    return max([method_spec(name).calibration_windows for name in names if name in known] or [16])
 
 
 @dataclass
@@ -76,7 +82,8 @@ def prune_job(
     names = [spec_for_config(c).name for c in configs or []]
     needs_data = api.plan_needs_data(plan) if plan is not None else any(method_spec(n).needs_data for n in names)
     encoder = is_encoder_config(loaded.model.config)  # an encoder's windows get [CLS] and [SEP] added
-    windows = data.load(loaded, data.data, "calibration", data.windows, data.seq_len - 2 * encoder) if needs_data else None
+    count = data.windows or default_calibration_windows(names or [stage["method"] for stage in plan.stages])
+    windows = data.load(loaded, data.data, "calibration", count, data.seq_len - 2 * encoder) if needs_data else None
     heldout = (
         data.load(loaded, data.heldout_data, "evaluation", data.heldout_windows, data.seq_len)
         if data.heldout_windows and "iterabre" in names
@@ -206,7 +213,7 @@ def scan_job(
         if existing.exists() and not overwrite:
             raise PrunekitError(f"{existing} exists; pass --overwrite or choose another --out")
     data = data or DataSettings()
-    windows = data.load(loaded, data.data, "calibration", data.windows, data.seq_len)
+    windows = data.load(loaded, data.data, "calibration", data.windows or default_calibration_windows([]), data.seq_len)
     scores = scan_blocks(loaded.model, windows, metric, span=span, device=device, offload=offload, batch_size=batch_size, progress=progress)
     return scores, write_scan(scores, out, model=loaded.source)
 

@@ -38,6 +38,7 @@ register_method(
     summary="width pruning with least-squares reconstruction",
     why_not_reapplicable=NOT_REAPPLICABLE["liar"],
     rerun_from_plan=True,
+    calibration_windows=64,
 )
 register_method(
     "iterabre",

@@ -136,6 +136,7 @@ class Plan:
     model: str = ""
     params_before: int | None = None
     params_after: int | None = None
+    calibration: dict | None = None  # the calibration windows every stage saw (data, windows, seq_len, tokens)
     versions: dict = field(default_factory=library_versions)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format: int = PLAN_FORMAT_STAGES

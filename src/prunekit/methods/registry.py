@@ -95,6 +95,9 @@ class MethodSpec:
     rerun_from_plan: bool = False  # a plan's stage may run again from its saved config on new data (deterministic methods)
     skipped_on_replay: bool = False  # re-applying a plan leaves this stage out (recovery: rerun it if wanted), and says so
     removes_blocks: bool = False  # details["removed_blocks"] are indices of the stage's input model
+    # calibration windows the CLI loads when --windows is not given (LIAR's least squares needs more
+    # tokens than a block score: see the README's Gemma-3 measurements)
+    calibration_windows: int = 16
 
 
 _METHODS: dict[str, MethodSpec] = {}
