@@ -181,7 +181,10 @@ def _resumed(path: Path, header: dict) -> dict:
     """The finished rows of an earlier run with the same settings; a fresh record otherwise."""
     if path.exists():
         earlier = json.loads(path.read_text())
-        same = all(earlier.get(k) == header[k] for k in ("table", "model", "remove", "budget", "seed", "recovery", "evaluation"))
+        same = all(
+            earlier.get(k) == json.loads(json.dumps(header[k]))
+            for k in ("table", "model", "remove", "budget", "seed", "recovery", "evaluation")
+        )
         if same:
             earlier["command"] = header["command"]
             return earlier

@@ -36,7 +36,7 @@ HEADER = {
     "budget": 1000,
     "seed": 0,
     "recovery": {"lr": 1e-4},
-    "evaluation": {},
+    "evaluation": {"tasks": ()},  # a tuple in the settings, a list once read back from JSON
     "command": "c",
 }
 
@@ -44,7 +44,7 @@ HEADER = {
 def test_a_run_with_the_same_settings_resumes_and_other_settings_start_afresh(tmp_path):
     equal_budget = _module()
     path = tmp_path / "run.json"
-    path.write_text(json.dumps({**HEADER, "commit": "abc", "rows": [{"contender": "shortgpt+rec"}]}))
+    equal_budget.write_json(tmp_path, "run", {**HEADER, "commit": "abc", "rows": [{"contender": "shortgpt+rec"}]})
     assert equal_budget._resumed(path, {**HEADER, "command": "again"})["rows"] == [{"contender": "shortgpt+rec"}]
     assert equal_budget._resumed(path, {**HEADER, "budget": 2000})["rows"] == []
 
