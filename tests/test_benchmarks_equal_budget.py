@@ -2,7 +2,6 @@
 settings differ, and reports a diverged contender with its learning rate instead of dropping it."""
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
