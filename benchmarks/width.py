@@ -169,26 +169,26 @@ def markdown(results: dict) -> str:
     dense = results["dense"]
     header = (
         f"`{results['model']}` fp32 on CPU (2 cores); calibration {results['calib_windows']} x 512 C4 tokens; WikiText-2 test, "
-        f"first {results['eval_windows'] * 512} tokens; tasks: first {results['limit']} items (acc_norm where defined). "
+        f"first {results['eval_windows'] * 512} tokens"
+        + (f"; tasks: first {results['limit']} items (acc_norm where defined)" if tasks else "")
+        + ". "
         "Ratio = share of every block's parameters removed."
     )
     lines = [
         header,
         "",
         f"| ratio | heads / FFN removed | criterion | reconstruction | ppl@512 | ppl@{short} | "
-        + " | ".join(tasks)
-        + " | task mean | prune s | peak RSS MiB (loaded) |",
-        "|---:|---|---|---|---:|---:|" + "---:|" * (len(tasks) + 3),
+        + "".join(f"{t} | " for t in tasks)
+        + ("task mean | " if tasks else "")
+        + "prune s | peak RSS MiB (loaded) |",
+        "|---:|---|---|---|---:|---:|" + "---:|" * (len(tasks) + (3 if tasks else 2)),
     ]
 
     def cells(record):
         accs = [_task_accuracy(record["tasks"][t]) for t in tasks if t in record["tasks"]]
         mean = sum(accs) / len(accs) if accs else float("nan")
-        return (
-            f"{record['perplexity']['512']:.2f} | {record['perplexity'][str(short)]:.2f} | "
-            + " | ".join(f"{a:.3f}" for a in accs)
-            + f" | {mean:.3f}"
-        )
+        perplexities = f"{record['perplexity']['512']:.2f} | {record['perplexity'][str(short)]:.2f}"
+        return perplexities + "".join(f" | {a:.3f}" for a in accs) + (f" | {mean:.3f}" if tasks else "")
 
     lines.append(f"| 0 | - | dense | - | {cells(dense)} | - | - |")
     for row in results["rows"]:
