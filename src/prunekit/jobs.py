@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prunekit import api
 from prunekit.comparison import check_seq_len, comparison_request, evaluate_pruned, write_comparison_report
-from prunekit.data.windows import TokenWindows, load_windows
+from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS, TokenWindows, load_windows
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
 from prunekit.jsonfiles import write_json_atomically
@@ -48,7 +48,7 @@ class DataSettings:
 def default_calibration_windows(names: list[str]) -> int:
     """The calibration windows a run loads unless told: the most that any of its methods asks for."""
     known = method_names()
-    return max([method_spec(name).calibration_windows for name in names if name in known] or [16])
+    return max([method_spec(name).calibration_windows for name in names if name in known] or [DEFAULT_CALIBRATION_WINDOWS])
 
 
 @dataclass
@@ -213,7 +213,7 @@ def scan_job(
         if existing.exists() and not overwrite:
             raise PrunekitError(f"{existing} exists; pass --overwrite or choose another --out")
     data = data or DataSettings()
-    windows = data.load(loaded, data.data, "calibration", data.windows or default_calibration_windows([]), data.seq_len)
+    windows = data.load(loaded, data.data, "calibration", data.windows, data.seq_len)  # None: load_windows' default
     scores = scan_blocks(loaded.model, windows, metric, span=span, device=device, offload=offload, batch_size=batch_size, progress=progress)
     return scores, write_scan(scores, out, model=loaded.source)
 

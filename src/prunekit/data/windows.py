@@ -9,6 +9,8 @@ import torch
 from prunekit.data.sources import Purpose, load_text
 from prunekit.errors import PrunekitError
 
+DEFAULT_CALIBRATION_WINDOWS = 16  # enough for block scores; LIAR asks for more (its method spec says how many)
+
 
 @dataclass
 class TokenWindows:
@@ -79,5 +81,5 @@ def load_windows(
         raise PrunekitError(f"data {source.description} is empty")
     ids = tokenize_text(tokenizer, source.text)
     if purpose == "calibration":
-        return calibration_windows(ids, num_windows or 16, seq_len, seed, source.description)
+        return calibration_windows(ids, num_windows or DEFAULT_CALIBRATION_WINDOWS, seq_len, seed, source.description)
     return evaluation_windows(ids, seq_len, num_windows, source.description)

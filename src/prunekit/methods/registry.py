@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prunekit.data.windows import TokenWindows
+from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS, TokenWindows
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.recovery.data import SELF_GENERATED, recovery_windows, self_generated_windows
 
@@ -97,7 +97,7 @@ class MethodSpec:
     removes_blocks: bool = False  # details["removed_blocks"] are indices of the stage's input model
     # calibration windows the CLI loads when --windows is not given (LIAR's least squares needs more
     # tokens than a block score: see the README's Gemma-3 measurements)
-    calibration_windows: int = 16
+    calibration_windows: int = DEFAULT_CALIBRATION_WINDOWS
 
 
 _METHODS: dict[str, MethodSpec] = {}
