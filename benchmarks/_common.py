@@ -21,6 +21,13 @@ def benchmark_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def git_commit() -> str:
+    """The short commit of this checkout, which every results table names."""
+    import subprocess
+
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+
+
 def write_json(out: Path, name: str, results: dict) -> None:
     """Rewrite the results JSON (benchmarks call this after every row, so a stopped run keeps its rows)."""
     import json

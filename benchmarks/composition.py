@@ -12,13 +12,12 @@ Writes benchmarks/results/composition.{json,md} after every row and resumes from
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 from prunekit.evaluation.significance import compare
 
-from _common import benchmark_parser, write_json, write_table
+from _common import benchmark_parser, git_commit, write_json, write_table
 
 
 def contenders(model, target: float, combined_blocks: int) -> dict:
@@ -95,7 +94,7 @@ def main() -> None:
     out = Path(args.out)
     path = out / f"{args.name}.json"
     results = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     results.update(
         commit=commit,
         model=args.model,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from prunekit.evaluation.standard import PAPER_TASKS, StandardEvaluation, compar
 from prunekit.recovery import recovery_windows
 from prunekit.recovery.trainer import RecoveryDiverged
 
-from _common import SHARED, benchmark_parser, write_json, write_table
+from _common import SHARED, benchmark_parser, git_commit, write_json, write_table
 
 # name: (method, method options, recovery overrides, scan windows)
 ITERABRE_TABLE = {
@@ -189,7 +188,7 @@ def _resumed(path: Path, header: dict) -> dict:
             earlier["command"] = header["command"]
             return earlier
         print(f"{path.name} holds a run with other settings; starting afresh", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     return {**header, "commit": commit, "rows": []}
 
 

@@ -9,7 +9,6 @@ rounds so drifts of the machine hit all three alike. Writes benchmarks/results/f
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from prunekit import FlexiGPTConfig
 from prunekit.evaluation.speed import measure_speed
 from prunekit.models.shared_blocks import fuse_for_inference
 
-from _common import benchmark_parser, write_json, write_table
+from _common import benchmark_parser, git_commit, write_json, write_table
 
 
 def main() -> None:
@@ -42,7 +41,7 @@ def main() -> None:
         fused = decode(shared)
         fuse_for_inference(shared, False)
         rounds.append({"dense": dense, "shared": unfused, "fused": fused})
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     results = {"commit": commit, "command": "python benchmarks/flexigpt_decode.py", "remove": args.remove, "rounds": rounds}
     write_json(Path(args.out), "flexigpt_decode", results)
     lines = [

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
 
-from _common import benchmark_parser, write_json, write_table
+from _common import benchmark_parser, git_commit, write_json, write_table
 
 VARIANTS = [
     ("none", {"reconstruction": "none"}, {}),
@@ -129,7 +128,7 @@ def main() -> None:
     loaded = load_model(args.model, device="cpu", progress=False)
     calibration = load_windows(args.calibration, loaded.tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=512)
     wikitext = load_windows(args.wikitext, loaded.tokenizer, purpose="evaluation", num_windows=args.eval_windows, seq_len=512)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     results = {
         "model": args.model,
         "model_type": loaded.model.config.model_type,

@@ -1,7 +1,7 @@
 """How much batching lm-eval's requests speeds up the zero-shot tasks on the embedded model (issue 15).
 
-Scores the same items of each task at batch size 1 and at larger batch sizes, in alternating order,
-and reports seconds per task, the speed-up over batch 1 and whether every item's score is unchanged.
+Scores the same items of each task at batch size 1 and at larger batch sizes, one after another under
+the same load, and reports seconds per task, the speed-up over batch 1 and whether every item's score is unchanged.
 Writes benchmarks/results/task_batching.{json,md}.
 
     python benchmarks/task_batching.py --limit 100
@@ -9,14 +9,13 @@ Writes benchmarks/results/task_batching.{json,md}.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from prunekit import load_model
 from prunekit.evaluation.standard import PAPER_TASKS
 from prunekit.evaluation.tasks import run_tasks
 
-from _common import SHARED, benchmark_parser, write_json, write_table
+from _common import SHARED, benchmark_parser, git_commit, write_json, write_table
 
 
 def main() -> None:
@@ -28,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
     loaded = load_model(args.model, device="cpu", dtype="float32")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"model": args.model, "commit": commit, "limit": args.limit, "batch_sizes": args.batch_sizes, "tasks": {}}
@@ -51,7 +50,6 @@ def main() -> None:
         }
         write_json(out, args.name, results)
         print(task, {s: round(v["seconds"], 1) for s, v in results["tasks"][task].items()}, flush=True)
-    write_json(out, args.name, results)
     write_table(out, args.name, markdown(results))
 
 
