@@ -59,7 +59,29 @@ def _weighted_ffn_run(self, hidden, block_kwargs, keep_inputs: bool) -> None:
             hook.remove()
 
 
-def mlp_errors(dense, pruned, windows, max_windows: int = 4) -> dict:
+def dense_mlp_inputs(dense, windows, max_windows: int = 4) -> list:
+    """Each layer's MLP input in the dense model on the first windows (taken once, shared by every variant)."""
+    import torch
+
+    from prunekit.models.adapters import ModelAdapter
+
+    adapter = ModelAdapter(dense)
+    inputs = [[] for _ in range(adapter.num_blocks)]
+    hooks = [
+        adapter.mlp(i).register_forward_pre_hook(lambda module, args, i=i: inputs[i].append(args[0].detach()))
+        for i in range(adapter.num_blocks)
+    ]
+    try:
+        with torch.no_grad():
+            for row in windows.input_ids[:max_windows]:
+                dense(row.unsqueeze(0))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [torch.cat(batches, dim=1) for batches in inputs]
+
+
+def mlp_errors(dense, pruned, inputs: list) -> dict:
     """Per-layer error of the pruned MLPs on the dense model's own MLP inputs (so errors do not
     compound), summed over layers and per layer: relative squared error of the MLP output, and of that
     output after the block's post-feedforward norm where the family has one (what reaches the residual
@@ -70,22 +92,9 @@ def mlp_errors(dense, pruned, windows, max_windows: int = 4) -> dict:
 
     dense_adapter, pruned_adapter = ModelAdapter(dense), ModelAdapter(pruned)
     post_attr = dense_adapter.family.mlp_post_norm_attr
-    inputs = {i: [] for i in range(dense_adapter.num_blocks)}
-    hooks = [
-        dense_adapter.mlp(i).register_forward_pre_hook(lambda module, args, i=i: inputs[i].append(args[0].detach()))
-        for i in range(dense_adapter.num_blocks)
-    ]
-    try:
-        with torch.no_grad():
-            for row in windows.input_ids[:max_windows]:
-                dense(row.unsqueeze(0))
-    finally:
-        for hook in hooks:
-            hook.remove()
     layers = {"mlp": [], "after_post_norm": []}
     with torch.no_grad():
-        for i, batches in inputs.items():
-            x = torch.cat(batches, dim=1)
+        for i, x in enumerate(inputs):
             want, got = dense_adapter.mlp(i)(x), pruned_adapter.mlp(i)(x)
             layers["mlp"].append(float((got - want).pow(2).sum() / want.pow(2).sum()))
             if post_attr:
@@ -141,6 +150,8 @@ def main() -> None:
         "rows": [],
     }
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mlp_inputs = {"calibration": dense_mlp_inputs(loaded.model, calibration), "wikitext": dense_mlp_inputs(loaded.model, wikitext)}
     for name, options, switches in [v for i, v in enumerate(VARIANTS) if args.variants is None or i in args.variants]:
         model = copy.deepcopy(loaded.model)
         started = time.perf_counter()
@@ -149,7 +160,7 @@ def main() -> None:
                 model, "liar", calibration, ffn_ratio=args.ffn_ratio, inplace=True, progress=False, **options
             ).plan.details()
         seconds = time.perf_counter() - started
-        errors = {"calibration": mlp_errors(loaded.model, model, calibration), "wikitext": mlp_errors(loaded.model, model, wikitext)}
+        errors = {data: mlp_errors(loaded.model, model, inputs) for data, inputs in mlp_inputs.items()}
         results["rows"].append(
             {
                 "relative_mlp_error": errors,
