@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import resource
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import SHARED, benchmark_parser, write_json, write_table
+from _common import SHARED, benchmark_parser, git_commit, write_json, write_table
 
 DEFAULT_TASKS = ["piqa", "arc_easy", "winogrande", "lambada_openai"]
 
@@ -29,12 +30,14 @@ def evaluate(model, tokenizer, args) -> dict:
     from prunekit import load_windows, perplexity
     from prunekit.evaluation.tasks import run_tasks
 
-    out = {"perplexity": {}}
+    out = {"perplexity": {}, "window_nll": {}}
     for length in (512, args.seq_len_short):
         windows = load_windows(
             args.wikitext, tokenizer, purpose="evaluation", num_windows=args.eval_windows * 512 // length, seq_len=length
         )
-        out["perplexity"][str(length)] = perplexity(model, windows, progress=False).perplexity
+        result = perplexity(model, windows, progress=False)
+        out["perplexity"][str(length)] = result.perplexity
+        out["window_nll"][str(length)] = result.window_nll
     tasks = [t for t in args.tasks.split(",") if t]
     out["tasks"] = run_tasks(model, tokenizer, tasks, data_dir=SHARED, limit=args.limit, progress=False) if tasks else {}
     return out
@@ -58,8 +61,7 @@ def one_row(args) -> dict:
         "liar",
         calibration,
         inplace=True,
-        ratio=float(ratio),
-        ratio_heads=args.with_heads,
+        **({"ffn_ratio": float(ratio)} if args.ratio_of == "ffn" else {"ratio": float(ratio), "ratio_heads": args.with_heads}),
         allocation=args.allocation,
         min_keep=args.min_keep,
         criterion=criterion,
@@ -106,6 +108,9 @@ def main() -> None:
     parser.add_argument(
         "--with-heads", action="store_true", help="split the ratio into whole KV groups and FFN channels (default: FFN channels only)"
     )
+    parser.add_argument(
+        "--ratio-of", default="block", choices=["block", "ffn"], help="ratios are shares of the block parameters or of the FFN channels"
+    )
     parser.add_argument("--allocation", default="uniform", choices=["uniform", "adaptive"])
     parser.add_argument("--min-keep", type=float, default=0.1)
     parser.add_argument("--damping", type=lambda text: text if text == "auto" else float(text), default=1e-4)
@@ -125,8 +130,11 @@ def main() -> None:
     passthrough = sys.argv[1:]
     results = {
         "model": args.model,
+        "commit": git_commit(),
+        "command": "python benchmarks/width.py " + shlex.join(sys.argv[1:]),
         "with_heads": args.with_heads,
         "allocation": args.allocation,
+        "ratio_of": args.ratio_of,
         "calib_windows": args.calib_windows,
         "eval_windows": args.eval_windows,
         "seq_len_short": args.seq_len_short,
@@ -172,16 +180,22 @@ def markdown(results: dict) -> str:
         f"first {results['eval_windows'] * 512} tokens"
         + (f"; tasks: first {results['limit']} items (acc_norm where defined)" if tasks else "")
         + ". "
-        "Ratio = share of every block's parameters removed."
+        + (
+            "Ratio = share of every block's FFN channels removed."
+            if results.get("ratio_of") == "ffn"
+            else "Ratio = share of every block's parameters removed."
+        )
     )
+    if "commit" in results:
+        header += f" Commit `{results['commit']}`; command: `{results['command']}`."
     lines = [
         header,
         "",
         f"| ratio | heads / FFN removed | criterion | reconstruction | ppl@512 | ppl@{short} | "
         + "".join(f"{t} | " for t in tasks)
         + ("task mean | " if tasks else "")
-        + "prune s | peak RSS MiB (loaded) |",
-        "|---:|---|---|---|---:|---:|" + "---:|" * (len(tasks) + (3 if tasks else 2)),
+        + "prune s | peak RSS MiB (loaded) | ppl@512 vs none (NLL per token) |",
+        "|---:|---|---|---|---:|---:|" + "---:|" * (len(tasks) + (3 if tasks else 2)) + "---|",
     ]
 
     def cells(record):
@@ -190,14 +204,27 @@ def markdown(results: dict) -> str:
         perplexities = f"{record['perplexity']['512']:.2f} | {record['perplexity'][str(short)]:.2f}"
         return perplexities + "".join(f" | {a:.3f}" for a in accs) + (f" | {mean:.3f}" if tasks else "")
 
-    lines.append(f"| 0 | - | dense | - | {cells(dense)} | - | - |")
+    lines.append(f"| 0 | - | dense | - | {cells(dense)} | - | - | - |")
     for row in results["rows"]:
         lines.append(
             f"| {row['ratio']:.0%} | {row['head_ratio']:.0%} / {row['ffn_ratio']:.1%} | {row['criterion']} | "
             f"{row['reconstruction']} | {cells(row)} | {row['prune_seconds']:.0f} | "
-            f"{row['rss_peak_mib']:.0f} ({row['rss_loaded_mib']:.0f}) |"
+            f"{row['rss_peak_mib']:.0f} ({row['rss_loaded_mib']:.0f}) | {_against_none(row, results['rows'])} |"
         )
     return "\n".join(lines)
+
+
+def _against_none(row: dict, rows: list[dict]) -> str:
+    """Paired difference in mean NLL over the same WikiText-2 windows against the `none` row of the same cell."""
+    from prunekit.evaluation.significance import compare
+
+    reference = next(
+        (r for r in rows if r["reconstruction"] == "none" and r["ratio"] == row["ratio"] and r["criterion"] == row["criterion"]), None
+    )
+    if row["reconstruction"] == "none" or reference is None or "window_nll" not in row or "window_nll" not in reference:
+        return "-"
+    result = compare(reference["window_nll"]["512"], row["window_nll"]["512"], higher_is_better=False)
+    return f"{result['difference']:+.3f} ± {result['standard_error']:.3f} {result['verdict']}"
 
 
 if __name__ == "__main__":
