@@ -128,14 +128,26 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=24)
     parser.add_argument("--variants", type=int, nargs="+", help="indices of VARIANTS to run (default: all)")
     parser.add_argument("--name", default="gemma_liar")
+    parser.add_argument(
+        "--calibration-skip-chars",
+        type=int,
+        help="calibrate on the text of --calibration after its first N characters (with --calibration set to the WikiText-2 "
+        "test file and N past the evaluated windows: in-domain calibration disjoint from the evaluation)",
+    )
     args = parser.parse_args()
+    import tempfile
     from pathlib import Path
 
     import prunekit
     from prunekit import load_model, load_windows, perplexity
 
     loaded = load_model(args.model, device="cpu", progress=False)
-    calibration = load_windows(args.calibration, loaded.tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=512)
+    calibration_spec = args.calibration
+    if args.calibration_skip_chars:
+        tail = Path(tempfile.mkdtemp()) / f"{Path(args.calibration).stem}-after-{args.calibration_skip_chars}.txt"
+        tail.write_text(Path(args.calibration).read_text(encoding="utf-8")[args.calibration_skip_chars :], encoding="utf-8")
+        calibration_spec = str(tail)
+    calibration = load_windows(calibration_spec, loaded.tokenizer, purpose="calibration", num_windows=args.calib_windows, seq_len=512)
     wikitext = load_windows(args.wikitext, loaded.tokenizer, purpose="evaluation", num_windows=args.eval_windows, seq_len=512)
     commit = git_commit()
     results = {
@@ -161,11 +173,13 @@ def main() -> None:
             ).plan.details()
         seconds = time.perf_counter() - started
         errors = {data: mlp_errors(loaded.model, model, inputs) for data, inputs in mlp_inputs.items()}
+        evaluated = perplexity(model, wikitext, progress=False)
         results["rows"].append(
             {
                 "relative_mlp_error": errors,
                 "variant": name,
-                "ppl": perplexity(model, wikitext, progress=False).perplexity,
+                "ppl": evaluated.perplexity,
+                "window_nll": evaluated.window_nll,
                 "prune_seconds": seconds,
                 "down_proj_mse_sum": sum(layer.get("output_mse") or 0.0 for layer in plan["layers"]),
                 "dampings": sorted({str(layer.get("damping")) for layer in plan["layers"]}),
@@ -183,16 +197,26 @@ def main() -> None:
         "Relative MLP error: sum over layers of |pruned - dense|^2 / |dense|^2 on the dense model's MLP inputs, on 4 "
         "calibration windows (seen by the fit) and 4 WikiText-2 windows (not seen), before / after the post-feedforward norm.",
         "",
-        "| variant | ppl | down_proj MSE (sum over layers) | MLP error, calibration | MLP error, WikiText-2 | dampings | prune s |",
-        "|---|---:|---:|---:|---:|---|---:|",
+        "| variant | ppl | vs the first row (NLL per token, paired) | down_proj MSE (sum over layers) | MLP error, calibration | "
+        "MLP error, WikiText-2 | dampings | prune s |",
+        "|---|---:|---|---:|---:|---:|---|---:|",
     ]
     for row in results["rows"]:
         lines.append(
-            f"| {row['variant']} | {row['ppl']:.2f} | {row['down_proj_mse_sum']:.2f} | {_errors(row, 'calibration')} | "
-            f"{_errors(row, 'wikitext')} | {', '.join(row['dampings'])} | "
+            f"| {row['variant']} | {row['ppl']:.2f} | {_against_first(row, results['rows'][0])} | {row['down_proj_mse_sum']:.2f} | "
+            f"{_errors(row, 'calibration')} | {_errors(row, 'wikitext')} | {', '.join(row['dampings'])} | "
             f"{row['prune_seconds']:.0f} |"
         )
     write_table(out, args.name, "\n".join(lines))
+
+
+def _against_first(row: dict, first: dict) -> str:
+    from prunekit.evaluation.significance import compare
+
+    if row is first or "window_nll" not in row or "window_nll" not in first:
+        return "-"
+    result = compare(first["window_nll"], row["window_nll"], higher_is_better=False)
+    return f"{result['difference']:+.3f} ± {result['standard_error']:.3f} {result['verdict']}"
 
 
 def _errors(row: dict, data: str) -> str:
