@@ -39,6 +39,9 @@ from _common import SHARED, benchmark_parser, git_commit, write_json, write_tabl
 # name: (method, method options, recovery overrides, scan windows)
 ITERABRE_TABLE = {
     "shortgpt+rec": ("shortgpt", {}, {}, 16),
+    # Control: IteRABRe's blocks (bi, continuous, final 0.5 at 6/30 removed these) cut in one shot, then the same recovery,
+    # to tell whether a gap comes from which blocks go or from spreading the budget over the removals.
+    "iterabre blocks one-shot+rec": ("shortgpt", {"protect": tuple(i for i in range(30) if i not in (12, 13, 14, 15, 17, 25))}, {}, 16),
     "angular+rec": ("angular", {}, {}, 16),
     "sleb+rec": ("sleb", {}, {}, 4),
     "iterabre": ("iterabre", {}, {}, 4),
@@ -130,6 +133,7 @@ def main() -> None:
         config = dataclasses.replace(recovery, **overrides)
         row = {
             "contender": contender,
+            "commit": git_commit(),
             "method": method,
             "options": options,
             "recovery": dataclasses.asdict(config),
@@ -172,6 +176,14 @@ def main() -> None:
     write_table(out, name, markdown(results))
 
 
+def _commits(results: dict) -> str:
+    """The commit of the run, or of each row where a resumed run finished rows at later commits."""
+    commits = [row.get("commit", results["commit"]) for row in results["rows"]]
+    if all(commit == results["commit"] for commit in commits):
+        return results["commit"]
+    return "per row: " + ", ".join(f"{row['contender']} {commit}" for row, commit in zip(results["rows"], commits))
+
+
 def _quoted(argument: str) -> str:
     return f"'{argument}'" if " " in argument else argument
 
@@ -212,7 +224,7 @@ def markdown(results: dict) -> str:
         f"tokens of C4 per contender (KL distillation, same windows in the same order, {results['recovery']['precision']} "
         f"autocast, default lr {results['recovery']['learning_rate']}); WikiText-2 test {results['evaluation']['wikitext_windows']}x512"
         + (f"; tasks: first {results['evaluation']['items_per_task']} items each" if tasks else "")
-        + f". Commit {results['commit']}; command: `{results['command']}`.",
+        + f". Commit {_commits(results)}; command: `{results['command']}`.",
         "Verdicts against the first row, paired over the same windows / items, 'better'/'worse' only beyond two standard errors.",
         "",
         "| contender | removed | WikiText-2 ppl | vs reference (NLL per token) | "
