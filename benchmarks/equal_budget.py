@@ -227,20 +227,22 @@ def markdown(results: dict) -> str:
         + f". Commit {_commits(results)}; command: `{results['command']}`.",
         "Verdicts against the first row, paired over the same windows / items, 'better'/'worse' only beyond two standard errors.",
         "",
-        "| contender | removed | WikiText-2 ppl | vs reference (NLL per token) | "
+        "| contender | removed | trainable (M) | WikiText-2 ppl | vs reference (NLL per token) | "
         + ("task mean ± se | vs reference | " if tasks else "")
         + "FLORES / dense (mean / worst) | wall time (s): prune + train, eval |",
-        "|---|---|---:|---|" + ("---:|---|" if tasks else "") + "---|---:|",
+        "|---|---|---:|---:|---|" + ("---:|---|" if tasks else "") + "---|---:|",
     ]
     for row in [{"contender": "dense", **dense}] + results["rows"]:
         if row.get("diverged"):
             lines.append(
-                f"| {row['contender']} | diverged at lr {row['learning_rate']} (step {row['step']}) | | | "
+                f"| {row['contender']} | diverged at lr {row['learning_rate']} (step {row['step']}) | | | | "
                 + ("| | " if tasks else "")
                 + f"| {row['prune_seconds']:.0f} |"
             )
             continue
-        cells = [row["contender"], str(row.get("removed", "-")), f"{row['wikitext']['perplexity']:.2f}"]
+        trainable = row.get("trainable_parameters")
+        cells = [row["contender"], str(row.get("removed", "-")), f"{trainable / 1e6:.2f}" if trainable else "-"]
+        cells.append(f"{row['wikitext']['perplexity']:.2f}")
         versus = compare_results(reference, row) if reference is not None and row is not reference and row["contender"] != "dense" else None
         cells.append(_verdict(versus["wikitext"]) if versus else "-")
         if tasks:
