@@ -30,6 +30,7 @@ from pathlib import Path
 
 import prunekit
 from prunekit import RecoveryConfig, load_model, load_windows, parameter_count
+from prunekit.evaluation.significance import compare
 from prunekit.evaluation.standard import PAPER_TASKS, StandardEvaluation, compare_results, evaluate_standard, task_mean
 from prunekit.recovery import recovery_windows
 from prunekit.recovery.trainer import RecoveryDiverged
@@ -229,13 +230,13 @@ def markdown(results: dict) -> str:
         "",
         "| contender | removed | trainable (M) | WikiText-2 ppl | vs reference (NLL per token) | "
         + ("task mean ± se | vs reference | " if tasks else "")
-        + "FLORES / dense (mean / worst) | wall time (s): prune + train, eval |",
-        "|---|---|---:|---:|---|" + ("---:|---|" if tasks else "") + "---|---:|",
+        + "FLORES / dense (mean / worst) | FLORES vs reference (NLL per token) | wall time (s): prune + train, eval |",
+        "|---|---|---:|---:|---|" + ("---:|---|" if tasks else "") + "---|---|---:|",
     ]
     for row in [{"contender": "dense", **dense}] + results["rows"]:
         if row.get("diverged"):
             lines.append(
-                f"| {row['contender']} | diverged at lr {row['learning_rate']} (step {row['step']}) | | | | "
+                f"| {row['contender']} | diverged at lr {row['learning_rate']} (step {row['step']}) | | | | | "
                 + ("| | " if tasks else "")
                 + f"| {row['prune_seconds']:.0f} |"
             )
@@ -254,9 +255,20 @@ def markdown(results: dict) -> str:
         else:
             ratios = compare_results(dense, row).get("flores")
             cells.append(f"{ratios['mean_ratio']:.2f} / {ratios['worst_ratio']:.2f} ({ratios['worst_language']})" if ratios else "-")
+        cells.append(_flores_versus(reference, row) if versus else "-")
         cells.append(f"{row['prune_seconds']:.0f} + {sum(row['seconds'].values()):.0f}" if "prune_seconds" in row else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _flores_versus(reference: dict, row: dict) -> str:
+    """Paired difference in NLL over every FLORES window of every language both rows scored."""
+    languages = [language for language in reference.get("flores", {}) if language in row.get("flores", {})]
+    a = [nll for language in languages for nll in reference["flores"][language]["window_nll"]]
+    b = [nll for language in languages for nll in row["flores"][language]["window_nll"]]
+    if len(a) < 2 or len(a) != len(b):
+        return "-"
+    return _verdict(compare(a, b, higher_is_better=False))
 
 
 def _verdict(comparison: dict) -> str:
