@@ -263,9 +263,17 @@ def markdown(results: dict) -> str:
 
 def _flores_versus(reference: dict, row: dict) -> str:
     """Paired difference in NLL over every FLORES window of every language both rows scored."""
-    languages = [language for language in reference.get("flores", {}) if language in row.get("flores", {})]
-    a = [nll for language in languages for nll in reference["flores"][language]["window_nll"]]
-    b = [nll for language in languages for nll in row["flores"][language]["window_nll"]]
+
+    def windows(record: dict, language: str) -> list[float]:
+        return record["flores"][language].get("window_nll", [])
+
+    languages = [
+        language
+        for language in reference.get("flores", {})
+        if language in row.get("flores", {}) and len(windows(reference, language)) == len(windows(row, language))
+    ]
+    a = [nll for language in languages for nll in windows(reference, language)]
+    b = [nll for language in languages for nll in windows(row, language)]
     if len(a) < 2 or len(a) != len(b):
         return "-"
     return _verdict(compare(a, b, higher_is_better=False))

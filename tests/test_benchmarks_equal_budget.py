@@ -66,3 +66,16 @@ def test_the_table_gives_paired_verdicts_and_names_a_diverged_contender():
     assert "| iterabre | [2] |" in table and "worse" in table and "| 3.00 / 3.00 (eng_Latn) |" in table
     assert "| iterabre lora | diverged at lr 0.001 (step 7) |" in table
     assert all(line.count("|") == table.splitlines()[3].count("|") for line in table.splitlines()[3:])
+
+
+def test_flores_is_compared_paired_over_every_window_of_every_language():
+    module = _module()
+    reference = {"flores": {"fra_Latn": {"window_nll": [3.0, 3.2, 3.1]}, "deu_Latn": {"window_nll": [4.0, 4.1, 4.3]}}}
+    lower = {
+        "flores": {
+            lang: {"window_nll": [v - 0.5 + 0.01 * i for i, v in enumerate(d["window_nll"])]} for lang, d in reference["flores"].items()
+        }
+    }
+    assert module._flores_versus(reference, lower).endswith("better")
+    assert module._flores_versus(reference, reference).endswith("tie")
+    assert module._flores_versus(reference, {"flores": {"fra_Latn": {"perplexity": 2.0}}}) == "-"  # no windows recorded
