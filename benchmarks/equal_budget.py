@@ -51,6 +51,7 @@ ITERABRE_TABLE = {
     "iterabre final 0.5": ("iterabre", {"final_share": 0.5}, {}, 4),
     "iterabre continuous final 0.5": ("iterabre", {"schedule": "continuous", "final_share": 0.5}, {}, 4),
     "iterabre bi continuous final 0.5": ("iterabre", {"metric": "bi", "schedule": "continuous", "final_share": 0.5}, {}, 4),
+    "iterabre bi final 1.0": ("iterabre", {"metric": "bi", "final_share": 1.0}, {}, 4),
     "iterabre angular": ("iterabre", {"metric": "angular"}, {}, 4),
     "iterabre removal-loss": ("iterabre", {"metric": "removal-loss"}, {}, 4),
     "iterabre 16 windows": ("iterabre", {}, {}, 16),

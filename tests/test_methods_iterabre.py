@@ -146,6 +146,24 @@ def test_a_final_share_of_the_budget_recovers_every_block_after_the_last_removal
     assert len(again.steps) == 3 and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
 
 
+def test_final_share_1_only_rescores_between_removals_and_spends_the_whole_budget_after_the_last(tmp_path):
+    plan_settings = settings(tokens=2 * 8 * 16)
+    plan_settings.final_share, plan_settings.schedule = 1.0, "continuous"
+    assert [plan_settings.schedule_window(i)["schedule_start"] for i in (1, 2, 3)] == [0, 0, 0]  # the iterations take no steps
+    model = tiny_model("llama")
+    plan = run(model, tmp_path / "run", plan_settings)
+    removals, final = plan.steps[:-1], plan.steps[-1]
+    assert [s["recovery"]["steps"] for s in removals] == [0, 0] and final["recovery"]["tokens_budget"] == 256
+    assert all(s["heldout_perplexity_after_recovery"] == s["heldout_perplexity_after_removal"] for s in removals)
+    assert final["loss_after_recovery"] < final["loss_before_recovery"] and ModelAdapter(model).num_blocks == 2
+    resumed = tiny_model("llama")
+    again = run(resumed, tmp_path / "run", plan_settings, resume=True)
+    assert len(again.steps) == 3 and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+    plan_settings.final_share = 1.5
+    with pytest.raises(PrunekitError, match=r"final_share.*\[0, 1\]"):
+        plan_settings.check(4)
+
+
 def test_the_continuous_schedule_places_each_iteration_in_one_warm_up_and_cosine_decay():
     import math
 

@@ -48,7 +48,7 @@ class IterabreSettings:
     protect: tuple[int, ...] = ()
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     schedule: str = "restart"  # restart: warm-up + cosine per iteration; continuous: one schedule over the whole run
-    final_share: float = 0.0  # share of the budget kept for one recovery of every block after the last removal
+    final_share: float = 0.0  # share of the budget kept for one recovery of every block after the last removal (1: only then)
 
     @property
     def iterations(self) -> int:
@@ -64,7 +64,7 @@ class IterabreSettings:
         if self.schedule != "continuous":
             return {}
         budgets = [self.tokens_for(i) for i in range(1, self.iterations + 1)] + ([self.final_tokens] if self.final_tokens else [])
-        steps = [replace(self.recovery, tokens=max(1, t)).steps() for t in budgets]
+        steps = [replace(self.recovery, tokens=t).steps() if t else 0 for t in budgets]
         return {"schedule_start": sum(steps[: iteration - 1]), "schedule_steps": sum(steps)}
 
     def check(self, num_blocks: int) -> None:
@@ -82,8 +82,8 @@ class IterabreSettings:
             raise PrunekitError("IteRABRe scores single blocks; use bi, removal-cosine, removal-loss or taylor, not angular spans")
         if self.schedule not in SCHEDULES:
             raise ParameterError("schedule", f"'{self.schedule}' is unknown; use one of {', '.join(SCHEDULES)}")
-        if not 0.0 <= self.final_share < 1.0:
-            raise ParameterError("final_share", f"{self.final_share} must be in [0, 1)")
+        if not 0.0 <= self.final_share <= 1.0:
+            raise ParameterError("final_share", f"{self.final_share} must be in [0, 1]")
 
     def tokens_for(self, iteration: int) -> int:
         """Iteration `iteration` (1-based) gets an equal share of what the final pass leaves; the
@@ -174,14 +174,19 @@ def iterabre(
         share = math.ceil(tokens / recovery_data.seq_len)
         config = replace(settings.recovery, tokens=tokens, seed=settings.recovery.seed + iteration, **settings.schedule_window(iteration))
         try:
-            result = recover(
-                model,
-                _windows_slice(recovery_data, windows_used, share),
-                config,
-                teacher=teacher,
-                blocks=neighbours,
-                device=device,
-                progress=progress,
+            # final_share 1: the iterations only re-score and remove; the whole budget goes to the final pass
+            result = (
+                None
+                if tokens == 0
+                else recover(
+                    model,
+                    _windows_slice(recovery_data, windows_used, share),
+                    config,
+                    teacher=teacher,
+                    blocks=neighbours,
+                    device=device,
+                    progress=progress,
+                )
             )
         except RecoveryDiverged as error:
             failed = {"iteration": iteration, "removed": removed, "error": str(error), "learning_rate": error.learning_rate}
@@ -193,7 +198,11 @@ def iterabre(
                 f"{where}; rerun with `resume` in `run_dir` {directory.path} and `learning_rate` {settings.recovery.learning_rate / 4:.3g}"
             ) from error
         windows_used += share
-        heldout_recovered = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None
+        heldout_recovered = (
+            perplexity(model, heldout, device=device, progress=False).perplexity
+            if heldout is not None and result is not None
+            else heldout_removed
+        )
         before, original = original, [b for p, b in enumerate(original) if p not in set(chosen)]
         removed_total += count
         entry = {
@@ -204,11 +213,11 @@ def iterabre(
             "scores": dict(zip(map(str, before), scores.scores)),
             "metric": settings.metric,
             "blocks_left": len(original),
-            "loss_before_recovery": result.loss_first,
-            "loss_after_recovery": result.loss_last,
+            "loss_before_recovery": result.loss_first if result is not None else None,
+            "loss_after_recovery": result.loss_last if result is not None else None,
             "heldout_perplexity_after_removal": heldout_removed,
             "heldout_perplexity_after_recovery": heldout_recovered,
-            "recovery": _recovery_record(result, tokens, config),
+            "recovery": _recovery_record(result, tokens, config) if result is not None else {"tokens_budget": 0, "tokens": 0, "steps": 0},
             "scan_seconds": scan_seconds,
             "seconds": time.perf_counter() - started,
         }
@@ -345,7 +354,9 @@ class IterabreConfig(DepthConfig):
     metric: str = option(DEFAULT_METRIC, f"block score inside the loop (default {DEFAULT_METRIC})")
     recovery: RecoveryConfig = option(factory=RecoveryConfig, help="recovery after each removal")
     schedule: str = option("restart", "restart: warm-up and cosine decay in every iteration; continuous: one schedule over the run")
-    final_share: float = option(0.0, "share of the recovery budget kept for one recovery of every block after the last removal")
+    final_share: float = option(
+        0.0, "share of the recovery budget kept for one recovery of every block after the last removal (1: no recovery between removals)"
+    )
     run_dir: str | None = option(None, "where iteration checkpoints and the log go")
     resume: bool = option(False, "continue the interrupted run in run_dir from its last finished iteration")
     overwrite_run: bool = option(False, "start over in a run_dir that holds an earlier run")
