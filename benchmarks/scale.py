@@ -323,7 +323,8 @@ def recovery_row(shape: str, row: str, model, device: torch.device, settings: di
         with meter:
             result = prunekit.prune(
                 model,
-                IterabreConfig(remove=1, recovery=config),
+                # the paper's loop, as in the earlier GPU runs: removal-cosine scan, then this iteration's recovery
+                IterabreConfig(remove=1, recovery=config, metric="removal-cosine", final_share=0.0),
                 calibration,
                 teacher=teacher,
                 recovery_data=data,

@@ -188,8 +188,10 @@ def test_prune_iterabre_writes_checkpoint_plan_and_run_log(tiny_checkpoint, tmp_
     assert code == 0, stderr
     plan = json.loads((out / "prunekit_plan.json").read_text())
     details = plan["stages"][0]["details"]
-    assert plan["method"] == "iterabre" and plan["removed_blocks"] == [1, 2] and len(details["steps"]) == 2
-    assert details["recovery"]["tokens"] == 64 and details["steps"][0]["recovery"]["tokens_budget"] == 32
+    assert plan["method"] == "iterabre" and plan["removed_blocks"] == [1, 2] and len(details["steps"]) == 3
+    # by default the iterations only re-score and remove; the whole budget recovers every block at the end
+    budgets = [step["recovery"]["tokens_budget"] for step in details["steps"]]
+    assert details["recovery"]["tokens"] == 64 and budgets == [0, 0, 64] and details["steps"][-1]["final"]
     state = json.loads((tmp_path / "pruned.iterabre-run" / "state.json").read_text())
     assert state["status"] == "finished" and "iterabre: removed blocks" in stdout
     assert transformers.AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2

@@ -32,7 +32,11 @@ from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
 from prunekit.scoring.blocks import check_metric, scan_blocks
 
 log = logging.getLogger(__name__)
-DEFAULT_METRIC = "removal-cosine"
+# Defaults from the equal-budget screening (issue 15; README, "IteRABRe at an equal budget"): BI in the loop
+# beat removal-cosine, and spending the whole budget once after the last removal beat a recovery after
+# every removal. The paper's loop is metric removal-cosine with final_share 0.
+DEFAULT_METRIC = "bi"
+DEFAULT_FINAL_SHARE = 1.0
 # Settings a resumed run may change without breaking what was already done.
 RESUMABLE_CHANGES = ("learning_rate", "progress", "precision")
 SCHEDULES = ("restart", "continuous")
@@ -48,7 +52,7 @@ class IterabreSettings:
     protect: tuple[int, ...] = ()
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     schedule: str = "restart"  # restart: warm-up + cosine per iteration; continuous: one schedule over the whole run
-    final_share: float = 0.0  # share of the budget kept for one recovery of every block after the last removal (1: only then)
+    final_share: float = DEFAULT_FINAL_SHARE  # share of the budget for one recovery of every block after the last removal (1: only then)
 
     @property
     def iterations(self) -> int:
@@ -345,9 +349,11 @@ def dense_teacher(model):
 
 @dataclass
 class IterabreConfig(DepthConfig):
-    """IteRABRe: remove `per_step` blocks at a time, each time recovering on an equal share of
-    `recovery.tokens`. `target_blocks` (blocks left) may replace remove/ratio. `run_dir` keeps the
-    per-iteration checkpoints (a temporary directory when None); `resume` continues a run there."""
+    """IteRABRe: remove `per_step` blocks at a time, re-scoring the current model each time; `final_share`
+    of `recovery.tokens` recovers every block after the last removal and the rest is split evenly into
+    a recovery after each removal (default 1: all of it at the end, as measured best; 0 is the paper's
+    loop). `target_blocks` (blocks left) may replace remove/ratio. `run_dir` keeps the per-iteration
+    checkpoints (a temporary directory when None); `resume` continues a run there."""
 
     target_blocks: int | None = option(None, "remove blocks until this many remain")
     per_step: int = option(1, "blocks removed per iteration")
@@ -355,7 +361,9 @@ class IterabreConfig(DepthConfig):
     recovery: RecoveryConfig = option(factory=RecoveryConfig, help="recovery after each removal")
     schedule: str = option("restart", "restart: warm-up and cosine decay in every iteration; continuous: one schedule over the run")
     final_share: float = option(
-        0.0, "share of the recovery budget kept for one recovery of every block after the last removal (1: no recovery between removals)"
+        DEFAULT_FINAL_SHARE,
+        "share of the recovery budget for one recovery of every block after the last removal (default 1: none between removals; "
+        "0: the paper's recovery after every removal)",
     )
     run_dir: str | None = option(None, "where iteration checkpoints and the log go")
     resume: bool = option(False, "continue the interrupted run in run_dir from its last finished iteration")
