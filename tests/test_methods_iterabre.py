@@ -160,6 +160,16 @@ def test_final_share_1_only_rescores_between_removals_and_spends_the_whole_budge
     resumed = tiny_model("llama")
     again = run(resumed, tmp_path / "run", plan_settings, resume=True)
     assert len(again.steps) == 3 and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+
+    def interrupt(entry):
+        assert not any(p.name.startswith("checkpoint") for p in (tmp_path / "cut").iterdir())  # nothing trained, no weights written
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_model("llama"), tmp_path / "cut", plan_settings, on_iteration=interrupt)
+    cut = tiny_model("llama")
+    run(cut, tmp_path / "cut", plan_settings, resume=True)  # rebuilt from the input: the same blocks go, then the one recovery
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), cut.state_dict().values()))
     plan_settings.final_share = 1.5
     with pytest.raises(PrunekitError, match=r"final_share.*\[0, 1\]"):
         plan_settings.check(4)

@@ -225,7 +225,10 @@ def iterabre(
             "scan_seconds": scan_seconds,
             "seconds": time.perf_counter() - started,
         }
-        state = directory.save_iteration(state, entry, model)
+        if result is None and not state["checkpoint"]:  # nothing trained yet: the weights are the input's (no 16 GB write for 8B)
+            state = directory.record_iteration(state, entry)
+        else:
+            state = directory.save_iteration(state, entry, model)
         log.info(
             "iteration %d: removed block %s (%s %.4g), held-out ppl %s -> %s",
             iteration,

@@ -89,6 +89,15 @@ class RunDirectory:
             on_main_process(lambda: shutil.rmtree(self.path / previous, ignore_errors=True))
         return state
 
+    def record_iteration(self, state: dict, entry: dict) -> dict:
+        """Record an iteration that trained nothing before any checkpoint exists: its model is the input
+        with the recorded blocks removed, which a resume rebuilds, so no weights are written."""
+        if state.get("checkpoint"):
+            raise PrunekitError("an iteration after a checkpoint must be saved with its weights")
+        state = {**state, "iterations": [*state["iterations"], entry]}
+        _write_json_atomically(self.state_path, state)
+        return state
+
     def update(self, state: dict, **fields) -> dict:
         state = {**state, **fields}
         _write_json_atomically(self.state_path, state)
