@@ -28,6 +28,11 @@ def git_commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
 
 
+def verdict_text(comparison: dict) -> str:
+    """A paired comparison (`prunekit.evaluation.significance.compare`) as one table cell."""
+    return f"{comparison['difference']:+.3f} ± {comparison['standard_error']:.3f} {comparison['verdict']}"
+
+
 def write_json(out: Path, name: str, results: dict) -> None:
     """Rewrite the results JSON (benchmarks call this after every row, so a stopped run keeps its rows)."""
     import json

@@ -35,7 +35,7 @@ from prunekit.evaluation.standard import PAPER_TASKS, StandardEvaluation, compar
 from prunekit.recovery import recovery_windows
 from prunekit.recovery.trainer import RecoveryDiverged
 
-from _common import SHARED, benchmark_parser, git_commit, write_json, write_table
+from _common import SHARED, benchmark_parser, git_commit, verdict_text, write_json, write_table
 
 # name: (method, method options, recovery overrides, scan windows)
 ITERABRE_TABLE = {
@@ -246,11 +246,11 @@ def markdown(results: dict) -> str:
         cells = [row["contender"], str(row.get("removed", "-")), f"{trainable / 1e6:.2f}" if trainable else "-"]
         cells.append(f"{row['wikitext']['perplexity']:.2f}")
         versus = compare_results(reference, row) if reference is not None and row is not reference and row["contender"] != "dense" else None
-        cells.append(_verdict(versus["wikitext"]) if versus else "-")
+        cells.append(verdict_text(versus["wikitext"]) if versus else "-")
         if tasks:
             mean, se = task_mean(row)
             cells.append(f"{mean:.3f} ± {se:.3f}")
-            cells.append(_verdict(versus["task_mean"]) if versus else "-")
+            cells.append(verdict_text(versus["task_mean"]) if versus else "-")
         if row["contender"] == "dense":
             cells.append("1.00 / 1.00")
         else:
@@ -277,11 +277,7 @@ def _flores_versus(reference: dict, row: dict) -> str:
     b = [nll for language in languages for nll in windows(row, language)]
     if len(a) < 2 or len(a) != len(b):
         return "-"
-    return _verdict(compare(a, b, higher_is_better=False))
-
-
-def _verdict(comparison: dict) -> str:
-    return f"{comparison['difference']:+.3f} ± {comparison['standard_error']:.3f} {comparison['verdict']}"
+    return verdict_text(compare(a, b, higher_is_better=False))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from _common import benchmark_parser, git_commit, write_json, write_table
+from _common import benchmark_parser, git_commit, verdict_text, write_json, write_table
 
 VARIANTS = [
     ("none", {"reconstruction": "none"}, {}),
@@ -215,8 +215,7 @@ def _against_first(row: dict, first: dict) -> str:
 
     if row is first or "window_nll" not in row or "window_nll" not in first:
         return "-"
-    result = compare(first["window_nll"], row["window_nll"], higher_is_better=False)
-    return f"{result['difference']:+.3f} ± {result['standard_error']:.3f} {result['verdict']}"
+    return verdict_text(compare(first["window_nll"], row["window_nll"], higher_is_better=False))
 
 
 def _errors(row: dict, data: str) -> str:

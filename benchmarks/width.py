@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import SHARED, benchmark_parser, git_commit, write_json, write_table
+from _common import SHARED, benchmark_parser, git_commit, verdict_text, write_json, write_table
 
 DEFAULT_TASKS = ["piqa", "arc_easy", "winogrande", "lambada_openai"]
 
@@ -223,8 +223,7 @@ def _against_none(row: dict, rows: list[dict]) -> str:
     )
     if row["reconstruction"] == "none" or reference is None or "window_nll" not in row or "window_nll" not in reference:
         return "-"
-    result = compare(reference["window_nll"]["512"], row["window_nll"]["512"], higher_is_better=False)
-    return f"{result['difference']:+.3f} ± {result['standard_error']:.3f} {result['verdict']}"
+    return verdict_text(compare(reference["window_nll"]["512"], row["window_nll"]["512"], higher_is_better=False))
 
 
 if __name__ == "__main__":
