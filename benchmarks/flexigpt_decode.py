@@ -10,6 +10,7 @@ ratios. Writes benchmarks/results/flexigpt_decode.{json,md}.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import torch
@@ -60,10 +61,7 @@ def main() -> None:
 
 
 def _ratio_summary(ratios: list[float]) -> str:
-    ordered = sorted(ratios)
-    middle = len(ordered) // 2
-    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-    return f"{median:.2f}x ({ordered[0]:.2f}-{ordered[-1]:.2f})"
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 if __name__ == "__main__":
