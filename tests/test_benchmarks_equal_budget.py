@@ -79,3 +79,18 @@ def test_flores_is_compared_paired_over_every_window_of_every_language():
     assert module._flores_versus(reference, lower).endswith("better")
     assert module._flores_versus(reference, reference).endswith("tie")
     assert module._flores_versus(reference, {"flores": {"fra_Latn": {"perplexity": 2.0}}}) == "-"  # no windows recorded
+
+
+def test_every_contender_of_every_table_is_a_valid_method_configuration():
+    """A misspelt option in a contender would otherwise only fail an hour into a benchmark run."""
+    from prunekit.methods.registry import config_from_options
+    from prunekit.recovery import RecoveryConfig
+
+    module = _module()
+    for table, remove, _ in module.TABLES.values():
+        for name, (method, options, overrides, scan_windows) in table.items():
+            config_from_options(method, {"remove": remove, **options}, f" (contender '{name}')")
+            RecoveryConfig(**overrides)
+            assert scan_windows in (4, 16), name
+    paper_loop = module.ITERABRE_TABLE["iterabre"][1]
+    assert paper_loop["metric"] == "removal-cosine" and paper_loop["final_share"] == 0.0
