@@ -149,6 +149,9 @@ def test_recovery_goes_to_the_method_that_trains_or_becomes_a_final_stage(ids, r
     assert [s["method"] for s in result.plan.stages] == ["shortgpt", "recover"]
     result = prunekit.prune(model, FlexiGPTConfig(remove=1), data, recovery=TRAIN, recovery_data=recovery_windows, progress=False)
     assert [s["method"] for s in result.plan.stages] == ["flexigpt"] and result.plan.stages[0]["details"]["recovery"]["tokens"] == 64
+    untrained = prunekit.prune(model, "flexigpt", data, remove=1, recovery=0, progress=False)  # as --recovery-tokens 0
+    assert untrained.plan.stages[0]["details"]["recovery"] is None
+    assert [s["method"] for s in prunekit.prune(model, "shortgpt", data, remove=1, recovery=0).plan.stages] == ["shortgpt"]
 
 
 def test_inplace_prunes_the_given_model_and_distils_from_a_copy_taken_first(ids, recovery_windows):

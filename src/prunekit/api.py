@@ -64,7 +64,11 @@ def _configs(method, options: dict, recovery) -> list:
         configs = [method]
     else:
         raise ParameterError("method", f"must be a method name, a config or a list of them, not {type(method).__name__}")
-    if recovery is not None:
+    if recovery == 0 and not isinstance(recovery, (bool, RecoveryConfig, dict)):  # as --recovery-tokens 0: no training
+        last = configs[-1]
+        if any(f.name == "recovery" for f in dataclasses.fields(last)):
+            configs[-1] = dataclasses.replace(last, recovery=None)
+    elif recovery is not None:
         recovery = (
             recovery
             if isinstance(recovery, RecoveryConfig)
@@ -124,7 +128,8 @@ def prune(
 
     `heldout`: windows whose perplexity is measured before and after (in `metrics`; IteRABRe also logs it
     after every iteration). `data`: calibration windows (`prunekit.load_windows`); `recovery`: a RecoveryConfig (or a token
-    count) given to a method that trains, or run as a final recovery stage; `teacher`: the dense model
+    count) given to a method that trains, or run as a final recovery stage (0: no training at all, also
+    for the methods that train by default); `teacher`: the dense model
     to distil from (default: the input model itself, kept unchanged unless `inplace=True`, in which
     case a copy is made only if a stage needs one); `tokenizer` and `recovery_data` (a data SPEC,
     "self" for text sampled from the teacher, or TokenWindows) make recovery windows.
