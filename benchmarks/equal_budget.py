@@ -74,6 +74,7 @@ FLEXIGPT_TABLE = {
     "flexigpt lr 4e-3": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3}, 16),
     "flexigpt measured": ("flexigpt", {"output_norm": "measured"}, {"scope": "adapters"}, 16),
     "flexigpt lr 4e-3 scale lr 4e-2": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3, "norm_scale_learning_rate": 4e-2}, 16),
+    "flexigpt lr 4e-3 scale lr 1e-1": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3, "norm_scale_learning_rate": 1e-1}, 16),
     "flexigpt measured scale lr 1e-2": (
         "flexigpt",
         {"output_norm": "measured"},
