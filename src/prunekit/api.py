@@ -49,6 +49,25 @@ def _num_blocks(model) -> int:
     return adapter_for(model).num_blocks
 
 
+def _own_recovery_default(config) -> RecoveryConfig:
+    """The recovery a training method runs when none is given (FlexiGPT: its adapters at their own rates)."""
+    if config.recovery is not None:
+        return config.recovery
+    field = next(f for f in dataclasses.fields(config) if f.name == "recovery")
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else RecoveryConfig()
+
+
+def _recovery_fields(recovery) -> dict:
+    if isinstance(recovery, int) and not isinstance(recovery, bool):
+        return {"tokens": recovery}
+    if not isinstance(recovery, dict):
+        raise ParameterError("recovery", f"must be a RecoveryConfig, a token count or a dict of its fields, not {type(recovery).__name__}")
+    unknown = sorted(set(recovery) - {f.name for f in dataclasses.fields(RecoveryConfig)})
+    if unknown:
+        raise ParameterError(unknown[0], "is not a recovery setting (see prunekit.RecoveryConfig)")
+    return recovery
+
+
 def _configs(method, options: dict, recovery) -> list:
     """The stages asked for: a name with options, a config, or a list of them (a recipe)."""
     if isinstance(method, (list, tuple)) or (isinstance(method, (str, Path)) and Path(method).suffix in (".yaml", ".yml", ".json")):
@@ -64,21 +83,20 @@ def _configs(method, options: dict, recovery) -> list:
         configs = [method]
     else:
         raise ParameterError("method", f"must be a method name, a config or a list of them, not {type(method).__name__}")
-    if recovery == 0 and not isinstance(recovery, (bool, RecoveryConfig, dict)):  # as --recovery-tokens 0: no training
+    if recovery is not None:
         last = configs[-1]
-        if any(f.name == "recovery" for f in dataclasses.fields(last)):
-            configs[-1] = dataclasses.replace(last, recovery=None)
-    elif recovery is not None:
-        recovery = (
-            recovery
-            if isinstance(recovery, RecoveryConfig)
-            else (RecoveryConfig(tokens=recovery) if isinstance(recovery, int) else RecoveryConfig(**recovery))
-        )
-        last = configs[-1]
-        if any(f.name == "recovery" for f in dataclasses.fields(last)):  # the method trains itself (iterabre, flexigpt, extend)
-            configs[-1] = dataclasses.replace(last, recovery=recovery)
+        trains = any(f.name == "recovery" for f in dataclasses.fields(last))  # the method trains itself (iterabre, flexigpt, extend)
+        if recovery == 0 and not isinstance(recovery, (bool, RecoveryConfig, dict)):  # as --recovery-tokens 0: no training
+            if trains:
+                configs[-1] = dataclasses.replace(last, recovery=None)
         else:
-            configs.append(recovery)
+            if not isinstance(recovery, RecoveryConfig):  # a token count or some fields: over the method's own defaults
+                base = _own_recovery_default(last) if trains else RecoveryConfig()
+                recovery = dataclasses.replace(base, **_recovery_fields(recovery))
+            if trains:
+                configs[-1] = dataclasses.replace(last, recovery=recovery)
+            else:
+                configs.append(recovery)
     for config in configs:
         config.check()
     return configs
