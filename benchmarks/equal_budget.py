@@ -70,11 +70,14 @@ ITERABRE_TABLE = {
 FLEXIGPT_TABLE = {
     "shortgpt+lora": ("shortgpt", {}, {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0}, 16),
     "shortgpt+lora lr 4e-3": ("shortgpt", {}, {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0, "learning_rate": 4e-3}, 16),
+    "shortgpt+lora lr 1e-2": ("shortgpt", {}, {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0, "learning_rate": 1e-2}, 16),
     "flexigpt": ("flexigpt", {}, {"scope": "adapters"}, 16),
     "flexigpt lr 4e-3": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3}, 16),
     "flexigpt measured": ("flexigpt", {"output_norm": "measured"}, {"scope": "adapters"}, 16),
     "flexigpt lr 4e-3 scale lr 4e-2": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3, "norm_scale_learning_rate": 4e-2}, 16),
     "flexigpt lr 4e-3 scale lr 1e-1": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3, "norm_scale_learning_rate": 1e-1}, 16),
+    "flexigpt lr 4e-3 scale lr 3e-1": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3, "norm_scale_learning_rate": 3e-1}, 16),
+    "flexigpt lr 1e-2 scale lr 1e-1": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 1e-2, "norm_scale_learning_rate": 1e-1}, 16),
     "flexigpt measured scale lr 1e-2": (
         "flexigpt",
         {"output_norm": "measured"},
@@ -186,6 +189,9 @@ def main() -> None:
         write_json(out, name, results)
         print(f"{contender}: removed {row['removed']}, ppl {row['wikitext']['perplexity']:.2f}, {row['prune_seconds']:.0f} s", flush=True)
         del result
+    # The table follows the order asked for, so a rerun naming another contender first re-renders it against that one.
+    results["rows"].sort(key=lambda row: names.index(row["contender"]) if row["contender"] in names else len(names))
+    write_json(out, name, results)
     write_table(out, name, markdown(results))
 
 
