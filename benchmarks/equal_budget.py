@@ -189,10 +189,15 @@ def main() -> None:
         write_json(out, name, results)
         print(f"{contender}: removed {row['removed']}, ppl {row['wikitext']['perplexity']:.2f}, {row['prune_seconds']:.0f} s", flush=True)
         del result
-    # The table follows the order asked for, so a rerun naming another contender first re-renders it against that one.
-    results["rows"].sort(key=lambda row: names.index(row["contender"]) if row["contender"] in names else len(names))
+    results["rows"] = in_asked_order(results["rows"], names)
     write_json(out, name, results)
     write_table(out, name, markdown(results))
+
+
+def in_asked_order(rows: list[dict], names: list[str]) -> list[dict]:
+    """Rows in the order the contenders were named (others after them, as they were), so that a rerun
+    naming another contender first re-renders the table against that one."""
+    return sorted(rows, key=lambda row: names.index(row["contender"]) if row["contender"] in names else len(names))
 
 
 def _commits(results: dict) -> str:

@@ -94,3 +94,10 @@ def test_every_contender_of_every_table_is_a_valid_method_configuration():
             assert scan_windows in (4, 16), name
     paper_loop = module.ITERABRE_TABLE["iterabre"][1]
     assert paper_loop["metric"] == "removal-cosine" and paper_loop["final_share"] == 0.0
+
+
+def test_rows_follow_the_order_the_contenders_are_named_in():
+    module = _module()
+    rows = [{"contender": name} for name in ("a", "b", "c", "d")]
+    ordered = module.in_asked_order(rows, ["c", "a"])
+    assert [row["contender"] for row in ordered] == ["c", "a", "b", "d"]
