@@ -49,7 +49,9 @@ def tiny_setup(tmp_path, tiny_tokenizer, monkeypatch):
 
 
 def _shrunk(code: str) -> str:
-    return code.replace("tokens=200_000", "tokens=2_048").replace("tokens=50_000", "tokens=2_048")
+    for big in ("tokens=200_000", "tokens=50_000"):
+        code = code.replace(big, "tokens=2_048")
+    return code.replace('"tokens": 50_000', '"tokens": 2_048')
 
 
 def test_the_python_examples_run_as_written(tiny_setup):
