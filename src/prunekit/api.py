@@ -50,11 +50,9 @@ def _num_blocks(model) -> int:
 
 
 def _own_recovery_default(config) -> RecoveryConfig:
-    """The recovery a training method runs when none is given (FlexiGPT: its adapters at their own rates)."""
-    if config.recovery is not None:
-        return config.recovery
-    field = next(f for f in dataclasses.fields(config) if f.name == "recovery")
-    return field.default_factory() if field.default_factory is not dataclasses.MISSING else RecoveryConfig()
+    """The recovery a training method runs when none is given (FlexiGPT: its adapters at their own rates);
+    the CLI reads the same default, `type(config)().recovery`."""
+    return config.recovery or type(config)().recovery or RecoveryConfig()
 
 
 def _recovery_fields(recovery) -> dict:
@@ -87,16 +85,14 @@ def _configs(method, options: dict, recovery) -> list:
         last = configs[-1]
         trains = any(f.name == "recovery" for f in dataclasses.fields(last))  # the method trains itself (iterabre, flexigpt, extend)
         if recovery == 0 and not isinstance(recovery, (bool, RecoveryConfig, dict)):  # as --recovery-tokens 0: no training
-            if trains:
-                configs[-1] = dataclasses.replace(last, recovery=None)
-        else:
-            if not isinstance(recovery, RecoveryConfig):  # a token count or some fields: over the method's own defaults
-                base = _own_recovery_default(last) if trains else RecoveryConfig()
-                recovery = dataclasses.replace(base, **_recovery_fields(recovery))
-            if trains:
-                configs[-1] = dataclasses.replace(last, recovery=recovery)
-            else:
-                configs.append(recovery)
+            recovery = None
+        elif not isinstance(recovery, RecoveryConfig):  # a token count or some fields: over the method's own defaults
+            base = _own_recovery_default(last) if trains else RecoveryConfig()
+            recovery = dataclasses.replace(base, **_recovery_fields(recovery))
+        if trains:
+            configs[-1] = dataclasses.replace(last, recovery=recovery)
+        elif recovery is not None:
+            configs.append(recovery)
     for config in configs:
         config.check()
     return configs
