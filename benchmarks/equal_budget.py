@@ -38,6 +38,8 @@ from prunekit.recovery.trainer import RecoveryDiverged
 from _common import SHARED, benchmark_parser, git_commit, verdict_text, write_json, write_table
 
 PAPER_LOOP = {"metric": "removal-cosine", "final_share": 0.0, "schedule": "restart"}
+LORA_16 = {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0}  # ShortGPT + LoRA: about FlexiGPT's trainable size at 9/30
+ADAPTERS = {"scope": "adapters"}  # FlexiGPT's own adapters and output-norm scales
 
 # name: (method, method options, recovery overrides, scan windows)
 ITERABRE_TABLE = {
@@ -68,20 +70,20 @@ ITERABRE_TABLE = {
     "iterabre removal-cosine final 1.0": ("iterabre", {"metric": "removal-cosine", "final_share": 1.0}, {}, 4),
 }
 FLEXIGPT_TABLE = {
-    "shortgpt+lora": ("shortgpt", {}, {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0}, 16),
-    "shortgpt+lora lr 4e-3": ("shortgpt", {}, {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0, "learning_rate": 4e-3}, 16),
-    "shortgpt+lora lr 1e-2": ("shortgpt", {}, {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0, "learning_rate": 1e-2}, 16),
-    "flexigpt": ("flexigpt", {}, {"scope": "adapters"}, 16),
-    "flexigpt lr 4e-3": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3}, 16),
-    "flexigpt measured": ("flexigpt", {"output_norm": "measured"}, {"scope": "adapters"}, 16),
-    "flexigpt lr 4e-3 scale lr 4e-2": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3, "norm_scale_learning_rate": 4e-2}, 16),
-    "flexigpt lr 4e-3 scale lr 1e-1": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3, "norm_scale_learning_rate": 1e-1}, 16),
-    "flexigpt lr 4e-3 scale lr 3e-1": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 4e-3, "norm_scale_learning_rate": 3e-1}, 16),
-    "flexigpt lr 1e-2 scale lr 1e-1": ("flexigpt", {}, {"scope": "adapters", "learning_rate": 1e-2, "norm_scale_learning_rate": 1e-1}, 16),
+    "shortgpt+lora": ("shortgpt", {}, LORA_16, 16),
+    "shortgpt+lora lr 4e-3": ("shortgpt", {}, {**LORA_16, "learning_rate": 4e-3}, 16),
+    "shortgpt+lora lr 1e-2": ("shortgpt", {}, {**LORA_16, "learning_rate": 1e-2}, 16),
+    "flexigpt": ("flexigpt", {}, ADAPTERS, 16),
+    "flexigpt lr 4e-3": ("flexigpt", {}, {**ADAPTERS, "learning_rate": 4e-3}, 16),
+    "flexigpt measured": ("flexigpt", {"output_norm": "measured"}, ADAPTERS, 16),
+    "flexigpt lr 4e-3 scale lr 4e-2": ("flexigpt", {}, {**ADAPTERS, "learning_rate": 4e-3, "norm_scale_learning_rate": 4e-2}, 16),
+    "flexigpt lr 4e-3 scale lr 1e-1": ("flexigpt", {}, {**ADAPTERS, "learning_rate": 4e-3, "norm_scale_learning_rate": 1e-1}, 16),
+    "flexigpt lr 4e-3 scale lr 3e-1": ("flexigpt", {}, {**ADAPTERS, "learning_rate": 4e-3, "norm_scale_learning_rate": 3e-1}, 16),
+    "flexigpt lr 1e-2 scale lr 1e-1": ("flexigpt", {}, {**ADAPTERS, "learning_rate": 1e-2, "norm_scale_learning_rate": 1e-1}, 16),
     "flexigpt measured scale lr 1e-2": (
         "flexigpt",
         {"output_norm": "measured"},
-        {"scope": "adapters", "norm_scale_learning_rate": 1e-2},
+        {**ADAPTERS, "norm_scale_learning_rate": 1e-2},
         16,
     ),
 }
