@@ -51,13 +51,20 @@ class Folded:
 
 
 def _normal_equations(stats: InputStatistics, kept: torch.Tensor, pruned: torch.Tensor, with_bias: bool):
-    """(A, R) of the least-squares fit x_M ~ Z.T [x_P; 1]: A = E[x~ x~^T], R = E[x~ x_M^T] (sums, not means)."""
-    A, R = stats.block(kept, kept), stats.block(kept, pruned)
+    """(A, R) of the least-squares fit x_M ~ Z.T [x_P; 1]: A = E[x~ x~^T], R = E[x~ x_M^T] (sums, not means).
+
+    Gathered straight into matrices with room for the intercept row (no concatenated copies)."""
+    k, extra = kept.numel(), int(with_bias)
+    A = torch.empty(k + extra, k + extra, dtype=torch.float64, device=stats.device)
+    R = torch.empty(k + extra, pruned.numel(), dtype=torch.float64, device=stats.device)
+    stats.block(kept, kept, out=A[:k, :k])
+    stats.block(kept, pruned, out=R[:k])
     if with_bias:
-        n = torch.full((1, 1), float(stats.count), dtype=torch.float64, device=A.device)
-        s_P = stats.sum[kept][:, None]
-        A = torch.cat([torch.cat([A, s_P], 1), torch.cat([s_P.T, n], 1)], 0)
-        R = torch.cat([R, stats.sum[pruned][None, :]], 0)
+        total = stats.sum
+        A[:k, k] = total[kept]
+        A[k, :k] = total[kept]
+        A[k, k] = float(stats.count)
+        R[k] = total[pruned]
     return A, R
 
 
@@ -111,16 +118,15 @@ def fold_pruned_inputs(
     """New weight for the kept input columns (and an added bias) of a layer that loses inputs.
 
     Everything runs in float64 on the device that holds the statistics (the block's device).
-    `release=True` frees the statistics' Gram matrices as soon as the systems to solve are formed
-    (the caller does not need them any more), which lowers the peak memory of large layers."""
+    `release=True` frees each Gram matrix as soon as the systems it feeds are formed (the caller
+    does not need them any more), which lowers the peak memory of large layers."""
     if method not in RECONSTRUCTIONS:
         raise PrunekitError(f"unknown reconstruction '{method}'; choose one of {', '.join(RECONSTRUCTIONS)}")
     device = _device_of(stats, weight)
-    W = weight.detach().to(device, torch.float64)
-    kept, pruned = _split(W.shape[1], keep, device)
-    W_P, W_M = W[:, kept], W[:, pruned]
+    kept, pruned = _split(weight.shape[1], keep, device)
+    W_M = _columns(weight, pruned, device)  # the kept columns are read only at the end: no float64 copy of W
     if method == "none" or pruned.numel() == 0:
-        folded = Folded(W_P.clone(), None, coefficients=W.new_zeros(kept.numel(), pruned.numel()))
+        folded = Folded(_columns(weight, kept, device), None, coefficients=W_M.new_zeros(kept.numel(), pruned.numel()))
         folded.output_error = output_error(weight, keep, folded, stats) if pruned.numel() else 0.0
         return folded
     if method == "bias":
@@ -129,35 +135,52 @@ def fold_pruned_inputs(
                 "bias compensation needs a bias on the consuming projection, which this model family cannot hold in its config; "
                 "use `reconstruction` liar or none"
             )
-        coefficients = W.new_zeros(kept.numel() + 1, pruned.numel())
+        coefficients = W_M.new_zeros(kept.numel() + 1, pruned.numel())
         coefficients[-1] = stats.mean[pruned]
-        folded = Folded(W_P.clone(), W_M @ stats.mean[pruned], coefficients=coefficients)
+        folded = Folded(_columns(weight, kept, device), W_M @ stats.mean[pruned], coefficients=coefficients)
         folded.output_error = output_error(weight, keep, folded, stats)
         return folded
-    total = _OutputError(*_normal_equations(stats, kept, pruned, with_bias), W_M, stats, pruned)
-    count, search = stats.count, None
+    S = W_M.T @ W_M
+    count, total = stats.count, None
     if damping == "auto":
         held_out = stats.held_out
         if held_out is None or held_out.count == 0 or held_out.count == stats.count:
             warnings.warn(f"damping 'auto' needs at least {HOLDOUT_EVERY} calibration batches; using {AUTO_DAMPINGS[0]}", stacklevel=2)
             damping = AUTO_DAMPINGS[0]
         else:
-            search = _DampingSearch(stats, kept, pruned, with_bias, W_M)
-    if release:
-        stats.release()
-    if search is not None:
-        errors = search.errors()
-        del search
-        damping = min(errors, key=errors.get)
+            # Each part's systems are formed and its Gram matrix freed before the next part's, and the
+            # total system is the sum of the two parts' (no third copy): the peak is the two Gram
+            # matrices plus one system.
+            fitted = _OutputError.of(stats.fitted_part(), kept, pruned, with_bias, S)
+            if release:
+                stats.release(held_out=False)
+            held = _OutputError.of(held_out, kept, pruned, with_bias, S)
+            if release:
+                held_out.release()
+            search = _DampingSearch(fitted.A, fitted.R, held, few_tokens=fitted.count < kept.numel())
+            errors = search.errors()
+            del search
+            damping = min(errors, key=errors.get)
+            total = fitted.add(held)
+            del held
+    if total is None:
+        total = _OutputError.of(stats, kept, pruned, with_bias, S)
+        if release:
+            stats.release()
     if count < kept.numel():
         warnings.warn(f"only {count} calibration tokens for {kept.numel()} kept channels; raising the damping", stacklevel=2)
         damping = max(damping, 1e-1)
     Z, used, lam = _solve_psd(total.A, total.R, damping, kept.numel())
     error = total.error_of_solution(Z, lam, kept.numel())
     del total
-    folded_weight = W_P + W_M @ Z[: kept.numel()].T
+    folded_weight = _columns(weight, kept, device).addmm_(W_M, Z[: kept.numel()].T)
     bias = W_M @ Z[kept.numel()] if with_bias else None
     return Folded(folded_weight, bias, used, coefficients=Z, output_error=error)
+
+
+def _columns(weight: torch.Tensor, columns: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """weight[:, columns] in float64 on `device`, without a float64 copy of the whole matrix."""
+    return weight.detach()[:, columns.to(weight.device)].to(device, torch.float64)
 
 
 class _DampingSearch:
@@ -167,15 +190,12 @@ class _DampingSearch:
     whose held-out error is higher than the one before: the held-out error of a ridge fit falls and
     then rises as the damping shrinks (on SmolLM2 at 20% and 50%, all 60 modules chose the same
     damping as trying all five). Each candidate costs one Cholesky factorisation and solve; its
-    error comes from the held-out moments (`_OutputError`), not from forming its folded weight.
-    The systems are formed at construction, so the statistics can be released before the solves."""
+    error comes from the held-out moments (`_OutputError`), not from forming its folded weight."""
 
-    def __init__(self, stats: InputStatistics, kept: torch.Tensor, pruned: torch.Tensor, with_bias: bool, W_M: torch.Tensor):
-        fitted = stats.fitted_part()
-        self.A, self.R = _normal_equations(fitted, kept, pruned, with_bias)
-        self.held = _OutputError(*_normal_equations(stats.held_out, kept, pruned, with_bias), W_M, stats.held_out, pruned)
-        self.few_tokens = fitted.count < kept.numel()  # as the final fit would raise the damping
-        self.kept = kept.numel()
+    def __init__(self, A: torch.Tensor, R: torch.Tensor, held: "_OutputError", few_tokens: bool):
+        self.A, self.R, self.held = A, R, held
+        self.few_tokens = few_tokens  # as the final fit would raise the damping
+        self.kept = held.kept
 
     def errors(self, exhaustive: bool = False) -> dict[float, float]:
         """Held-out output error of the fit with each candidate damping tried (all of them if `exhaustive`)."""
@@ -196,9 +216,12 @@ def damping_errors(
 ) -> dict[float, float]:
     """Held-out output error of each candidate damping that `damping='auto'` tries (all if `exhaustive`)."""
     device = _device_of(stats, weight)
-    W = weight.detach().to(device, torch.float64)
-    kept, pruned = _split(W.shape[1], keep, device)
-    return _DampingSearch(stats, kept, pruned, with_bias, W[:, pruned]).errors(exhaustive)
+    kept, pruned = _split(weight.shape[1], keep, device)
+    W_M = _columns(weight, pruned, device)
+    S = W_M.T @ W_M
+    fitted = _OutputError.of(stats.fitted_part(), kept, pruned, with_bias, S)
+    held = _OutputError.of(stats.held_out, kept, pruned, with_bias, S)
+    return _DampingSearch(fitted.A, fitted.R, held, few_tokens=fitted.count < kept.numel()).errors(exhaustive)
 
 
 class _OutputError:
@@ -209,12 +232,31 @@ class _OutputError:
     normal equations (sums of products).
     """
 
-    def __init__(self, A: torch.Tensor, R: torch.Tensor, W_M: torch.Tensor, stats: InputStatistics, pruned: torch.Tensor):
-        self.A, self.R = A, R
-        self.S = W_M.T @ W_M
-        self.RS = R @ self.S
-        self.constant = float((self.S * stats.block(pruned, pruned)).sum())
-        self.count = stats.count
+    def __init__(self, A: torch.Tensor, R: torch.Tensor, S: torch.Tensor, pruned_gram: torch.Tensor, count: int, kept: int):
+        self.A, self.R, self.S = A, R, S
+        self.constant = float((S * pruned_gram).sum())
+        self.count, self.kept = count, kept
+        self._RS: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, stats: InputStatistics, kept: torch.Tensor, pruned: torch.Tensor, with_bias: bool, S: torch.Tensor) -> "_OutputError":
+        A, R = _normal_equations(stats, kept, pruned, with_bias)
+        return cls(A, R, S, stats.block(pruned, pruned), stats.count, kept.numel())
+
+    @property
+    def RS(self) -> torch.Tensor:
+        if self._RS is None:
+            self._RS = self.R @ self.S
+        return self._RS
+
+    def add(self, other: "_OutputError") -> "_OutputError":
+        """These statistics' and `other`'s together (sums add), in place of this one's matrices."""
+        self.A += other.A
+        self.R += other.R
+        self.constant += other.constant
+        self.count += other.count
+        self._RS = None
+        return self
 
     def error(self, Z: torch.Tensor) -> float:
         total = self.constant - 2 * float((Z * self.RS).sum()) + float(((self.A @ Z) * (Z @ self.S)).sum())
@@ -237,7 +279,8 @@ def output_error(weight: torch.Tensor, keep: torch.Tensor, folded: Folded, stats
         return _direct_output_error(W, kept, folded, stats)
     Z = folded.coefficients.to(device)
     with_bias = Z.shape[0] > kept.numel()
-    return _OutputError(*_normal_equations(stats, kept, pruned, with_bias), W[:, pruned], stats, pruned).error(Z)
+    W_M = W[:, pruned]
+    return _OutputError.of(stats, kept, pruned, with_bias, W_M.T @ W_M).error(Z)
 
 
 def _direct_output_error(W: torch.Tensor, kept: torch.Tensor, folded: Folded, stats: InputStatistics) -> float:

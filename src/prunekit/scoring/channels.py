@@ -26,6 +26,7 @@ CRITERIA = ("magnitude", "wanda", "fluctuation", "taylor", "random")
 # GPUs whose float64 throughput is half their float32 (datacentre parts: P100, V100, A100, H100/H200, B200).
 _FAST_FLOAT64_CAPABILITIES = {(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)}
 _GRAM_CHUNKS = 8  # column chunks of the Gram product: only the lower block triangle is computed (36/64 of the flops)
+_GATHER_ROWS = 2048  # rows of a Gram matrix gathered at a time into a system (bounds the temporary copies)
 
 
 def product_precision(device: torch.device, dtype: torch.dtype) -> tuple[torch.dtype, bool]:
@@ -58,10 +59,14 @@ def _float32_matmul(allow_tf32: bool):
 
 
 def statistics_peak_bytes(width: int, holdout: bool) -> int:
-    """Peak device memory of one module's statistics and solve, in float64 width x width matrices: the
-    Gram matrix, the system and its Cholesky factor; with a held-out part (`damping='auto'`) also the
-    held-out Gram matrix, the fitted part and the held-out system."""
-    return int(width * width * 8 * (6 if holdout else 3.5))
+    """Peak device memory of one module's statistics and solve, in float64 width x width matrices.
+
+    Without a held-out part: the Gram matrix and the system gathered from it (the system, kept x
+    width, is at most one matrix), then the system and its Cholesky factor. With one
+    (`damping='auto'`): the two parts' Gram matrices and the first part's system, each Gram matrix
+    freed once its system is formed (`fold_pruned_inputs(release=True)`), then two systems and a
+    factor. Half a matrix on top covers the gather's and the solves' temporaries."""
+    return int(width * width * 8 * (3.5 if holdout else 2.5))
 
 
 class InputStatistics:
@@ -140,20 +145,20 @@ class InputStatistics:
         """The Gram matrix's diagonal over every batch."""
         return sum(torch.diagonal(part._own_gram()) for part in self._parts())
 
-    def block(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def block(self, rows: torch.Tensor, cols: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """gram[rows][:, cols] over every batch, without forming the full Gram matrix of all batches
-        (a held-out part stays separate); gathered in row chunks to bound the temporary copies."""
-        out = None
-        for part in self._parts():
+        (a held-out part stays separate); gathered in row chunks to bound the temporary copies, into
+        `out` when given (e.g. a view of a larger system)."""
+        for index, part in enumerate(self._parts()):
             gram = part._own_gram()
             if out is None:
                 out = torch.empty(rows.numel(), cols.numel(), dtype=gram.dtype, device=gram.device)
-            for start in range(0, rows.numel(), 4096):
-                piece = gram.index_select(0, rows[start : start + 4096])[:, cols]
-                if part is self:
-                    out[start : start + 4096] = piece
+            for start in range(0, rows.numel(), _GATHER_ROWS):
+                piece = gram.index_select(0, rows[start : start + _GATHER_ROWS])[:, cols]
+                if index == 0:
+                    out[start : start + _GATHER_ROWS] = piece
                 else:
-                    out[start : start + 4096] += piece
+                    out[start : start + _GATHER_ROWS] += piece
         return out
 
     @property
@@ -168,11 +173,12 @@ class InputStatistics:
         out._count, out._sum, out._lower, out._symmetric = self._count, self._own_sum(), self._own_gram(), True
         return out
 
-    def release(self) -> None:
-        """Free the moments (for a caller that has formed what it needs from them)."""
+    def release(self, held_out: bool = True) -> None:
+        """Free the moments (for a caller that has formed what it needs from them); the held-out
+        part's too unless `held_out=False`."""
         self._sum = self._lower = None
         self._count = 0
-        if self.held_out is not None:
+        if held_out and self.held_out is not None:
             self.held_out.release()
 
     @property

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One prepared GPU check (issue 13), for a machine without network: the scale benchmark's LIAR rows
+# (time, peak memory, pruned speed), then the test suite on CUDA. Everything lands in $OUT.
+# Prepare here: ../shared/tools/device-wheels.sh (fills .whl/), then run on the GPU machine from the
+# project root, carrying .whl:  BENCH_COMMIT=<commit> bash benchmarks/gpu_check.sh
+set -u
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+S=$(mktemp -d)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$S" .whl/*.whl || exit 1
+export PYTHONPATH=$S:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' | tee -a "$OUT/gpu.txt"
+python3 benchmarks/scale.py --shapes "${SHAPES:-llama-3.1-8b,qwen2.5-7b,llama-3.1-70b-4}" \
+  --rows "${ROWS:-forward,liar-20,liar-20-m64,liar-50}" --budget-s "${BENCH_S:-200}" --out "$OUT" --name "${NAME:-scale_gpu}" \
+  2>&1 | grep -v Warning | tee "$OUT/scale.log"
+timeout "${TEST_S:-200}" python3 -m pytest -n "${WORKERS:-12}" -q -rfE -p no:cacheprovider tests > "$OUT/tests.log" 2>&1
+echo "tests rc=$?" | tee -a "$OUT/tests.log"
+tail -15 "$OUT/tests.log"
