@@ -368,3 +368,13 @@ def test_kept_channels_can_be_rounded_to_a_multiple_and_still_reload(ids, tmp_pa
     assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m").config.intermediate_size == 96
     with pytest.raises(PrunekitError, match="channel_multiple 0"):
         prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=0.3, channel_multiple=0, progress=False)
+
+
+def test_widths_that_gpus_run_slowly_get_a_hint_only_where_the_pruning_runs_on_a_gpu():
+    from prunekit.methods.width_allocation import LayerWidth
+
+    odd = [LayerWidth(kv_groups=2, channels=10786), LayerWidth(kv_groups=2, channels=14336)]
+    assert "channel_multiple 64" in liar.unaligned_widths_hint(odd, 14336, torch.device("cuda"))
+    assert liar.unaligned_widths_hint(odd, 14336, torch.device("cpu")) is None
+    rounded = [LayerWidth(kv_groups=2, channels=10816)]
+    assert liar.unaligned_widths_hint(rounded, 14336, torch.device("cuda")) is None

@@ -18,6 +18,7 @@ business (`models/adapters.py`); the slicing itself is `models/width_surgery.py`
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -345,6 +346,18 @@ def _round_channels(channels: int, width: int, multiple: int) -> int:
     return min(width, max(multiple, multiple * round(channels / multiple)))
 
 
+def unaligned_widths_hint(widths: list[LayerWidth], width: int, device: torch.device) -> str | None:
+    """A hint when a model pruned on a GPU keeps FFN widths that GPU matmuls run slowly (not multiples of 8)."""
+    odd = sorted({w.channels for w in widths if w.channels < width and w.channels % 8})
+    if device.type != "cuda" or not odd:
+        return None
+    return (
+        f"kept FFN widths such as {odd[0]} are not multiples of 8: on an H200 an 8B shape pruned to 10786 channels "
+        "ran at 0.62x the dense speed, and at 1.14x with channel_multiple 64; pass channel_multiple 64 "
+        "(`--channel-multiple 64`) for a model served on GPUs"
+    )
+
+
 def _check_statistics_fit(runner: SequentialRunner, adapter: ModelAdapter, shape: _Shape, holdout: int, heads: bool) -> None:
     """Refuse before any work when the widest statistics (with the solve's working copies) cannot fit."""
     width = max(shape.width, shape.num_heads * shape.head_dim if heads else 0)
@@ -441,6 +454,9 @@ def prune_width(
         taylor=taylor,
     )
     widths = [replace(w, channels=_round_channels(w.channels, shape.width, channel_multiple)) for w in widths]
+    hint = unaligned_widths_hint(widths, shape.width, runner.device)
+    if hint:
+        warnings.warn(hint, stacklevel=2)
     prunes_heads = any(w.kv_groups < shape.num_kv for w in widths)
     prunes_ffn = any(w.channels < shape.width for w in widths)
     mlp_field, attn_field = family.mlp_bias_field, family.attention_bias_field
