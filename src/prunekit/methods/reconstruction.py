@@ -148,21 +148,7 @@ def fold_pruned_inputs(
             warnings.warn(f"damping 'auto' needs at least {HOLDOUT_EVERY} calibration batches; using {AUTO_DAMPINGS[0]}", stacklevel=2)
             damping = AUTO_DAMPINGS[0]
         else:
-            # Each part's systems are formed and its Gram matrix freed before the next part's, and the
-            # total system is the sum of the two parts' (no third copy): the peak is the two Gram
-            # matrices plus one system.
-            fitted = _OutputError.of(stats.fitted_part(), kept, pruned, with_bias, S)
-            if release:
-                stats.release(held_out=False)
-            held = _OutputError.of(held_out, kept, pruned, with_bias, S)
-            if release:
-                held_out.release()
-            search = _DampingSearch(fitted.A, fitted.R, held, few_tokens=fitted.count < kept.numel())
-            errors = search.errors()
-            del search
-            damping = min(errors, key=errors.get)
-            total = fitted.add(held)
-            del held
+            damping, total = _chosen_damping_and_total(stats, kept, pruned, with_bias, S, release)
     if total is None:
         total = _OutputError.of(stats, kept, pruned, with_bias, S)
         if release:
@@ -176,6 +162,22 @@ def fold_pruned_inputs(
     folded_weight = _columns(weight, kept, device).addmm_(W_M, Z[: kept.numel()].T)
     bias = W_M @ Z[kept.numel()] if with_bias else None
     return Folded(folded_weight, bias, used, coefficients=Z, output_error=error)
+
+
+def _chosen_damping_and_total(stats: InputStatistics, kept, pruned, with_bias: bool, S: torch.Tensor, release: bool):
+    """Damping 'auto': the candidate with the lowest held-out error, and the total system to refit with it.
+
+    Each part's systems are formed and (with `release`) its Gram matrix freed before the next part's,
+    and the total system is the two parts' sum, added in place (no third copy): the peak is the two
+    Gram matrices plus one system."""
+    fitted = _OutputError.of(stats.fitted_part(), kept, pruned, with_bias, S)
+    if release:
+        stats.release(held_out=False)
+    held = _OutputError.of(stats.held_out, kept, pruned, with_bias, S)
+    if release:
+        stats.held_out.release()
+    errors = _DampingSearch(fitted.A, fitted.R, held, few_tokens=fitted.count < kept.numel()).errors()
+    return min(errors, key=errors.get), fitted.add(held)
 
 
 def _columns(weight: torch.Tensor, columns: torch.Tensor, device: torch.device) -> torch.Tensor:
