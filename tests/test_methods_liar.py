@@ -345,15 +345,15 @@ def test_exhaustive_and_descending_damping_searches_agree_on_a_ridge_curve():
 @pytest.mark.parametrize("damping", ["auto", 1e-3])
 def test_releasing_the_statistics_part_by_part_changes_nothing_but_frees_them(damping):
     generator = torch.Generator().manual_seed(8)
-    width, kept = 24, torch.arange(0, 24, 2)
+    width, keep = 24, torch.arange(0, 24, 2)
     weight = torch.randn(5, width, generator=generator, dtype=torch.float64)
     batches = [correlated_inputs(32, width, seed=i) for i in range(8)]
     kept_stats, released_stats = InputStatistics(width, holdout_every=4), InputStatistics(width, holdout_every=4)
     for batch in batches:
         kept_stats.add(batch)
         released_stats.add(batch)
-    kept = fold_pruned_inputs(weight, kept, kept_stats, "liar", damping=damping)
-    released = fold_pruned_inputs(weight, torch.arange(0, 24, 2), released_stats, "liar", damping=damping, release=True)
+    kept = fold_pruned_inputs(weight, keep, kept_stats, "liar", damping=damping)
+    released = fold_pruned_inputs(weight, keep, released_stats, "liar", damping=damping, release=True)
     assert released.damping == kept.damping and released.output_error == pytest.approx(kept.output_error, rel=1e-12)
     assert torch.equal(released.weight, kept.weight) and torch.equal(released.bias, kept.bias)
     assert released_stats.count == 0 and released_stats._lower is None and released_stats.held_out._lower is None

@@ -170,14 +170,21 @@ def _chosen_damping_and_total(stats: InputStatistics, kept, pruned, with_bias: b
     Each part's systems are formed and (with `release`) its Gram matrix freed before the next part's,
     and the total system is the two parts' sum, added in place (no third copy): the peak is the two
     Gram matrices plus one system."""
+    fitted, held = _fitted_and_held(stats, kept, pruned, with_bias, S, release)
+    errors = _DampingSearch(fitted, held).errors()
+    return min(errors, key=errors.get), fitted.add(held)
+
+
+def _fitted_and_held(stats: InputStatistics, kept, pruned, with_bias: bool, S: torch.Tensor, release: bool = False):
+    """The fitted and held-out parts' output errors (their systems), each part's Gram matrix freed
+    (with `release`) once its systems are formed."""
     fitted = _OutputError.of(stats.fitted_part(), kept, pruned, with_bias, S)
     if release:
         stats.release(held_out=False)
     held = _OutputError.of(stats.held_out, kept, pruned, with_bias, S)
     if release:
         stats.held_out.release()
-    errors = _DampingSearch(fitted.A, fitted.R, held, few_tokens=fitted.count < kept.numel()).errors()
-    return min(errors, key=errors.get), fitted.add(held)
+    return fitted, held
 
 
 def _columns(weight: torch.Tensor, columns: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -194,10 +201,10 @@ class _DampingSearch:
     damping as trying all five). Each candidate costs one Cholesky factorisation and solve; its
     error comes from the held-out moments (`_OutputError`), not from forming its folded weight."""
 
-    def __init__(self, A: torch.Tensor, R: torch.Tensor, held: "_OutputError", few_tokens: bool):
-        self.A, self.R, self.held = A, R, held
-        self.few_tokens = few_tokens  # as the final fit would raise the damping
+    def __init__(self, fitted: "_OutputError", held: "_OutputError"):
+        self.A, self.R, self.held = fitted.A, fitted.R, held
         self.kept = held.kept
+        self.few_tokens = fitted.count < self.kept  # as the final fit would raise the damping
 
     def errors(self, exhaustive: bool = False) -> dict[float, float]:
         """Held-out output error of the fit with each candidate damping tried (all of them if `exhaustive`)."""
@@ -221,9 +228,7 @@ def damping_errors(
     kept, pruned = _split(weight.shape[1], keep, device)
     W_M = _columns(weight, pruned, device)
     S = W_M.T @ W_M
-    fitted = _OutputError.of(stats.fitted_part(), kept, pruned, with_bias, S)
-    held = _OutputError.of(stats.held_out, kept, pruned, with_bias, S)
-    return _DampingSearch(fitted.A, fitted.R, held, few_tokens=fitted.count < kept.numel()).errors(exhaustive)
+    return _DampingSearch(*_fitted_and_held(stats, kept, pruned, with_bias, S)).errors(exhaustive)
 
 
 class _OutputError:
