@@ -59,12 +59,14 @@ def test_the_table_gives_paired_verdicts_and_names_a_diverged_contender():
         "rows": [
             {"contender": "shortgpt+rec", "removed": [1], "prune_seconds": 5.0, **_evaluation([4.0, 4.1, 4.2, 4.3], 4.0)},
             {"contender": "iterabre", "removed": [2], "prune_seconds": 9.0, **_evaluation([4.5, 4.7, 4.6, 4.9], 6.0)},
+            {"contender": "angular+rec self-generated", "removed": [3], "prune_seconds": 8.0, "generation_seconds": 40.0, **_evaluation([4.0] * 4)},
             {"contender": "iterabre lora", "diverged": True, "learning_rate": 1e-3, "step": 7, "prune_seconds": 3.0},
         ],
     }
     table = equal_budget.markdown(results)
     assert "| iterabre | [2] |" in table and "worse" in table and "| 3.00 / 3.00 (eng_Latn) |" in table
     assert "| iterabre lora | diverged at lr 0.001 (step 7) |" in table
+    assert "8 + 2 (+ 40 sampling the data, once per run) |" in table
     assert all(line.count("|") == table.splitlines()[3].count("|") for line in table.splitlines()[3:])
 
 
@@ -88,10 +90,11 @@ def test_every_contender_of_every_table_is_a_valid_method_configuration():
 
     module = _module()
     for table, remove, _ in module.TABLES.values():
-        for name, (method, options, overrides, scan_windows) in table.items():
+        for name, (method, options, overrides, scan_windows, *data) in table.items():
             config_from_options(method, {"remove": remove, **options}, f" (contender '{name}')")
             RecoveryConfig(**overrides)
             assert scan_windows in (4, 16), name
+            assert data in ([], [module.SELF_GENERATED]), name  # recovery data: C4, or sampled from the dense model
     paper_loop = module.ITERABRE_TABLE["iterabre"][1]
     assert paper_loop["metric"] == "removal-cosine" and paper_loop["final_share"] == 0.0
 
@@ -101,3 +104,4 @@ def test_rows_follow_the_order_the_contenders_are_named_in():
     rows = [{"contender": name} for name in ("a", "b", "c", "d")]
     ordered = module.in_asked_order(rows, ["c", "a"])
     assert [row["contender"] for row in ordered] == ["c", "a", "b", "d"]
+
