@@ -265,7 +265,8 @@ def markdown(results: dict) -> str:
     tasks = list(dense["tasks"])
     lines = [
         f"`{results['model']}` fp32 on CPU (2 cores), {results['remove']} of 30 blocks removed; {results['budget']:,} recovery "
-        f"tokens per contender, of C4 unless the contender says self-generated (KL distillation, same windows in the same order, {results['recovery']['precision']} "
+        f"tokens per contender, of C4 unless the contender says self-generated (KL distillation, same windows in the same order, "
+        f"{results['recovery']['precision']} "
         f"autocast, default lr {results['recovery']['learning_rate']}); WikiText-2 test {results['evaluation']['wikitext_windows']}x512"
         + (f"; tasks: first {results['evaluation']['items_per_task']} items each" if tasks else "")
         + f". Commit {_commits(results)}; command: `{results['command']}`.",

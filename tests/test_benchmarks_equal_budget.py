@@ -59,7 +59,13 @@ def test_the_table_gives_paired_verdicts_and_names_a_diverged_contender():
         "rows": [
             {"contender": "shortgpt+rec", "removed": [1], "prune_seconds": 5.0, **_evaluation([4.0, 4.1, 4.2, 4.3], 4.0)},
             {"contender": "iterabre", "removed": [2], "prune_seconds": 9.0, **_evaluation([4.5, 4.7, 4.6, 4.9], 6.0)},
-            {"contender": "angular+rec self-generated", "removed": [3], "prune_seconds": 8.0, "generation_seconds": 40.0, **_evaluation([4.0] * 4)},
+            {
+                "contender": "angular+rec self-generated",
+                "removed": [3],
+                "prune_seconds": 8.0,
+                "generation_seconds": 40.0,
+                **_evaluation([4.0] * 4),
+            },
             {"contender": "iterabre lora", "diverged": True, "learning_rate": 1e-3, "step": 7, "prune_seconds": 3.0},
         ],
     }
