@@ -159,9 +159,7 @@ def main() -> None:
         config = dataclasses.replace(recovery, **overrides)
         if data == [SELF_GENERATED] and self_generated is None:
             generation_started = time.perf_counter()
-            self_generated = self_generated_windows(
-                dense, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed, progress=False
-            )
+            self_generated = self_generated_windows(dense, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed, progress=False)
             self_generated_seconds = time.perf_counter() - generation_started
             print(f"self-generated {self_generated.num_tokens} tokens in {self_generated_seconds:.0f} s", flush=True)
         row = {

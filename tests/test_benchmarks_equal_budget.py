@@ -110,4 +110,3 @@ def test_rows_follow_the_order_the_contenders_are_named_in():
     rows = [{"contender": name} for name in ("a", "b", "c", "d")]
     ordered = module.in_asked_order(rows, ["c", "a"])
     assert [row["contender"] for row in ordered] == ["c", "a", "b", "d"]
-
