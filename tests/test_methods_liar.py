@@ -378,3 +378,22 @@ def test_widths_that_gpus_run_slowly_get_a_hint_only_where_the_pruning_runs_on_a
     assert liar.unaligned_widths_hint(odd, 14336, torch.device("cpu")) is None
     rounded = [LayerWidth(kv_groups=2, channels=10816)]
     assert liar.unaligned_widths_hint(rounded, 14336, torch.device("cuda")) is None
+
+
+def test_a_statistics_pass_sees_down_proj_inputs_without_multiplying_and_leaves_the_layer_as_it_was():
+    linear = torch.nn.Linear(6, 4)
+    seen = []
+    handle = linear.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.randn(3, 5, 6)
+    with liar._computes_nothing(linear):
+        assert torch.equal(linear(x), torch.zeros(3, 5, 4))
+    assert torch.allclose(linear(x), x @ linear.weight.T + linear.bias) and "forward" not in linear.__dict__
+    assert len(seen) == 2 and seen[0] is x
+    handle.remove()
+
+    wrapped = linear.forward  # a wrapper that accelerate's hooks set on the instance is put back
+    linear.forward = lambda x: wrapped(x) + 1
+    own = linear.forward
+    with liar._computes_nothing(linear):
+        assert not linear(x).any()
+    assert linear.forward is own
