@@ -22,7 +22,7 @@ from prunekit.evaluation.perplexity import perplexity
 from prunekit.methods.depth import blocks_to_remove
 from prunekit.methods.plan import PLAN_FILE, Plan, PrunePlan
 from prunekit.methods.recipe import recipe_configs
-from prunekit.methods.registry import StageContext, config_from_options, config_to_dict, method_spec, spec_for_config
+from prunekit.methods.registry import StageContext, check_known_settings, config_from_options, config_to_dict, method_spec, spec_for_config
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import adapter_for, is_encoder_config, save_encoder
 from prunekit.models.export import save_model
@@ -60,9 +60,7 @@ def _recovery_fields(recovery) -> dict:
         return {"tokens": recovery}
     if not isinstance(recovery, dict):
         raise ParameterError("recovery", f"must be a RecoveryConfig, a token count or a dict of its fields, not {type(recovery).__name__}")
-    unknown = sorted(set(recovery) - {f.name for f in dataclasses.fields(RecoveryConfig)})
-    if unknown:
-        raise ParameterError(unknown[0], "is not a recovery setting (see prunekit.RecoveryConfig)")
+    check_known_settings(RecoveryConfig, recovery, "recovery (prunekit.RecoveryConfig)")
     return recovery
 
 

@@ -147,11 +147,16 @@ def config_from_options(name: str, options: dict, where: str = ""):
     return config
 
 
-def nested_config(config_cls: type, options: dict, where: str):
+def check_known_settings(config_cls: type, options: dict, where: str) -> None:
+    """Refuse an option that `config_cls` does not have, naming the ones it has."""
     known = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ParameterError(unknown[0], f"is not a setting of {where}; its settings are {', '.join(sorted(known))}")
+
+
+def nested_config(config_cls: type, options: dict, where: str):
+    check_known_settings(config_cls, options, where)
     return config_cls(**options)
 
 
