@@ -50,6 +50,9 @@ ITERABRE_TABLE = {
     "iterabre blocks one-shot+rec": ("shortgpt", {"protect": tuple(i for i in range(30) if i not in (12, 13, 14, 15, 17, 25))}, {}, 16),
     "angular+rec": ("angular", {}, {}, 16),
     "sleb+rec": ("sleb", {}, {}, 4),
+    # Recovery kind and learning rate for the best one-shot method (LoRA won inside IteRABRe at 50k).
+    "angular+lora": ("angular", {}, {**LORA_16, "learning_rate": 4e-3}, 16),
+    "angular+rec lr 3e-4": ("angular", {}, {"learning_rate": 3e-4}, 16),
     # The paper's loop (removal-cosine, recovery after every removal), the defaults before the 50k screening;
     # its ablations below keep those settings explicitly so that their rows mean what they meant then.
     "iterabre": ("iterabre", PAPER_LOOP, {}, 4),
