@@ -397,3 +397,51 @@ def test_a_statistics_pass_sees_down_proj_inputs_without_multiplying_and_leaves_
     with liar._computes_nothing(linear):
         assert not linear(x).any()
     assert linear.forward is own
+
+
+def _ridge_statistics(seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    width, mix = 40, torch.randn(30, 10, generator=generator)
+    stats = InputStatistics(width, holdout_every=4)
+    for _ in range(8):  # float32 activations, as on the CPU: the damping search runs in float32 there
+        x = torch.randn(16, 30, generator=generator)
+        stats.add(torch.cat([x, x @ mix + torch.randn(16, 10, generator=generator)], 1))
+    return stats, torch.randn(6, width, generator=generator, dtype=torch.float64)
+
+
+def test_a_float32_damping_search_picks_the_float64_damping_and_so_gives_the_same_weights(monkeypatch):
+    from prunekit.methods import reconstruction
+
+    assert reconstruction.search_precision(torch.device("cpu")) == torch.float32
+    keep = torch.arange(30)
+    for seed in range(4):
+        stats, weight = _ridge_statistics(seed)
+        fast = fold_pruned_inputs(weight, keep, stats, "liar", damping="auto")
+        fast_errors = damping_errors(weight, keep, stats, with_bias=True, exhaustive=True)
+        with monkeypatch.context() as patched:
+            patched.setattr(reconstruction, "search_precision", lambda device: torch.float64)
+            exact = fold_pruned_inputs(weight, keep, stats, "liar", damping="auto")
+            exact_errors = damping_errors(weight, keep, stats, with_bias=True, exhaustive=True)
+        assert fast.damping == exact.damping and torch.equal(fast.weight, exact.weight) and torch.equal(fast.bias, exact.bias)
+        assert all(fast_errors[d] == pytest.approx(exact_errors[d], rel=1e-4) for d in exact_errors)
+
+
+def test_a_candidate_that_float32_cannot_factorise_is_scored_in_float64(monkeypatch):
+    from prunekit.methods import reconstruction
+
+    stats, weight = _ridge_statistics(0)
+    keep = torch.arange(30)
+    exact_solve = reconstruction._solve_psd
+
+    def float32_fails_below_1e_2(matrix, rhs, damping, scale_dims):
+        if matrix.dtype == torch.float32 and damping < 1e-2:  # as a factorisation that needs more damping would
+            solution, _, lam = exact_solve(matrix, rhs, damping * 10, scale_dims)
+            return solution, damping * 10, lam
+        return exact_solve(matrix, rhs, damping, scale_dims)
+
+    monkeypatch.setattr(reconstruction, "_solve_psd", float32_fails_below_1e_2)
+    retried = damping_errors(weight, keep, stats, with_bias=True, exhaustive=True)
+    monkeypatch.setattr(reconstruction, "_solve_psd", exact_solve)
+    monkeypatch.setattr(reconstruction, "search_precision", lambda device: torch.float64)
+    exact = damping_errors(weight, keep, stats, with_bias=True, exhaustive=True)
+    assert all(retried[d] == pytest.approx(exact[d], rel=1e-4) for d in exact)
