@@ -53,6 +53,7 @@ ITERABRE_TABLE = {
     # Recovery kind and learning rate for the best one-shot method (LoRA won inside IteRABRe at 50k).
     "angular+lora": ("angular", {}, {**LORA_16, "learning_rate": 4e-3}, 16),
     "angular+rec lr 3e-4": ("angular", {}, {"learning_rate": 3e-4}, 16),
+    "angular+rec lr 1e-3": ("angular", {}, {"learning_rate": 1e-3}, 16),
     # The paper's loop (removal-cosine, recovery after every removal), the defaults before the 50k screening;
     # its ablations below keep those settings explicitly so that their rows mean what they meant then.
     "iterabre": ("iterabre", PAPER_LOOP, {}, 4),
@@ -69,6 +70,7 @@ ITERABRE_TABLE = {
     # Today's defaults (bi re-scored after every removal, one recovery at the end) and their ablations.
     "iterabre bi final 1.0": ("iterabre", {"metric": "bi", "final_share": 1.0}, {}, 4),
     "iterabre bi final 1.0 16 windows": ("iterabre", {"metric": "bi", "final_share": 1.0}, {}, 16),
+    "iterabre bi final 1.0 lr 3e-4": ("iterabre", {"metric": "bi", "final_share": 1.0}, {"learning_rate": 3e-4}, 4),
     "iterabre angular final 1.0": ("iterabre", {"metric": "angular", "final_share": 1.0}, {}, 4),
     "iterabre removal-loss final 1.0": ("iterabre", {"metric": "removal-loss", "final_share": 1.0}, {}, 4),
     "iterabre removal-cosine final 1.0": ("iterabre", {"metric": "removal-cosine", "final_share": 1.0}, {}, 4),
