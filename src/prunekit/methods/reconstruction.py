@@ -213,7 +213,6 @@ class _DampingSearch:
     The search runs in `dtype` (see `search_precision`) on copies of the systems."""
 
     def __init__(self, fitted: "_OutputError", held: "_OutputError", dtype: torch.dtype = torch.float64):
-        self.dtype = dtype
         # float64 originals, for a candidate that float32 cannot factorise
         self.exact = (fitted.A, fitted.R, held) if dtype != torch.float64 else None
         self.A, self.R, self.held = fitted.A.to(dtype), fitted.R.to(dtype), held.to(dtype)
