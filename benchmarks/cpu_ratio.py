@@ -23,10 +23,16 @@ from pathlib import Path
 from _common import benchmark_parser, git_commit, write_json, write_table
 
 
-def _timed(command: list[str], env: dict) -> float:
+def _timed(name: str, command: list[str], env: dict) -> float:
+    """Wall time of one whole command; a failing command stops the benchmark with its own last error line."""
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    finished = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - started
+    if finished.returncode != 0:
+        lines = [line for line in finished.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {finished.returncode}"
+        raise SystemExit(f"error: '{name}' failed ({reason}); run it alone to see why: {' '.join(command)}")
+    return seconds
 
 
 def main() -> None:
@@ -49,7 +55,7 @@ def main() -> None:
                     command = prunekit + ["scan", *data, "--metric", "bi", "--out", str(out) + ".json"]
                 else:
                     command = prunekit + ["prune", *data, "--method", "liar", "--ratio", "0.2", "--out", str(out)]
-                times[name].append(_timed(command, name_env))
+                times[name].append(_timed(name, command, name_env))
                 print(f"round {round_ + 1} {name}: {times[name][-1]:.2f} s", flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
     results = {
