@@ -445,3 +445,36 @@ def test_a_candidate_that_float32_cannot_factorise_is_scored_in_float64(monkeypa
     monkeypatch.setattr(reconstruction, "search_precision", lambda device: torch.float64)
     exact = damping_errors(weight, keep, stats, with_bias=True, exhaustive=True)
     assert all(retried[d] == pytest.approx(exact[d], rel=1e-4) for d in exact)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_the_attention_statistics_pass_skips_the_mlp_and_gives_the_same_weights(family, ids, monkeypatch):
+    """The attention pass's output is thrown away, so its MLP returns zeros: the MLP then runs once per
+    batch (to move the hidden states on), and the pruned weights are those of a pass that runs it."""
+    windows = windows_of(ids)
+    batches = ids.shape[0]  # batch_size 1
+
+    def prune(skip: bool):
+        model = tiny_model(family)
+        calls = []
+        gate = model.model.layers[0].mlp.gate_proj
+        gate.register_forward_hook(lambda module, args, out: calls.append(1))
+        if not skip:
+            full = liar._input_statistics
+            monkeypatch.setattr(liar, "_input_statistics", lambda *args, idle=None, **kwargs: full(*args, **kwargs))
+        prune_width(model, windows, head_ratio=0.5, progress=False)
+        monkeypatch.undo()
+        return model.state_dict(), len(calls)
+
+    skipped, calls_skipped = prune(skip=True)
+    full, calls_full = prune(skip=False)
+    assert calls_skipped == batches and calls_full == 2 * batches
+    assert skipped.keys() == full.keys() and all(torch.equal(skipped[k], full[k]) for k in full)
+
+
+def test_a_whole_mlp_that_computes_nothing_returns_zeros_of_its_input_width():
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.Linear(10, 6))
+    x = torch.randn(2, 3, 6)
+    with liar._computes_nothing(mlp):
+        assert torch.equal(mlp(x), torch.zeros(2, 3, 6))
+    assert mlp(x).abs().sum() > 0 and "forward" not in mlp.__dict__

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -59,13 +59,22 @@ def _kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int
 
 
 def _input_statistics(
-    runner: SequentialRunner, index: int, hidden, block_kwargs, module: nn.Module, width: int, holdout_every: int = 0
+    runner: SequentialRunner,
+    index: int,
+    hidden,
+    block_kwargs,
+    module: nn.Module,
+    width: int,
+    holdout_every: int = 0,
+    idle: nn.Module | None = None,
 ) -> InputStatistics:
-    """Run block `index` once, streaming the statistics of `module`'s inputs (on the block's device)."""
+    """Run block `index` once, streaming the statistics of `module`'s inputs (on the block's device).
+    The run's output is thrown away, so `idle` (e.g. the MLP after the attention) does not compute."""
     stats = InputStatistics(width, holdout_every)
     handle = module.register_forward_pre_hook(lambda mod, args: stats.add(args[0]))
     try:
-        runner.run_block(index, hidden, block_kwargs)
+        with _computes_nothing(idle) if idle is not None else nullcontext():
+            runner.run_block(index, hidden, block_kwargs)
     finally:
         handle.remove()
     return stats
@@ -78,10 +87,12 @@ def _keeps_down_inputs(device: torch.device) -> bool:
 @contextmanager
 def _computes_nothing(linear: nn.Module) -> Iterator[None]:
     """`linear` returns zeros of its output shape instead of multiplying (its pre-hooks still see the
-    inputs). For a pass whose block output is thrown away: down_proj is the block's largest matmul."""
+    inputs). For a pass whose block output is thrown away: down_proj is the block's largest matmul.
+    A module without a weight of its own (a whole MLP) maps to its input's width."""
     own = linear.__dict__.get("forward")  # a wrapper put there by accelerate's hooks, kept as it was
-    out_features = getattr(linear, "out_features", None) or linear.weight.shape[0]
-    linear.forward = lambda x, *args, **kwargs: x.new_zeros(*x.shape[:-1], out_features)
+    weight = linear.__dict__.get("_parameters", {}).get("weight")
+    out_features = getattr(linear, "out_features", None) or (weight.shape[0] if weight is not None else None)
+    linear.forward = lambda x, *args, **kwargs: x.new_zeros(*x.shape[:-1], out_features or x.shape[-1])
     try:
         yield
     finally:
@@ -496,7 +507,10 @@ def prune_width(
         if keep_groups < shape.num_kv or use_attn_bias:
             attention = getattr(layer, family.attention_attr)
             attention_out = attention_consumer(attention, family)
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, attention_out, attention_out.in_features, holdout)
+            mlp = getattr(layer, family.mlp_attr)
+            stats = _input_statistics(
+                runner, index, hidden, inputs.block_kwargs, attention_out, attention_out.in_features, holdout, idle=mlp
+            )
             scores = _head_channel_scores(
                 criterion, stats, attention, family, seed + 1000 + index, taylor[index].get("heads") if taylor else None
             )
