@@ -85,6 +85,8 @@ FLEXIGPT_TABLE = {
     "shortgpt+lora": ("shortgpt", {}, LORA_16, 16),
     "shortgpt+lora lr 4e-3": ("shortgpt", {}, {**LORA_16, "learning_rate": 4e-3}, 16),
     "shortgpt+lora lr 1e-2": ("shortgpt", {}, {**LORA_16, "learning_rate": 1e-2}, 16),
+    # 'flexigpt' trains at the table's lr (1e-3, also for the scales), not at the method's defaults; those
+    # (adapters 4e-3, scales 1e-1: the best measured recipe) are 'flexigpt lr 4e-3 scale lr 1e-1'.
     "flexigpt": ("flexigpt", {}, ADAPTERS, 16),
     "flexigpt lr 4e-3": ("flexigpt", {}, {**ADAPTERS, "learning_rate": 4e-3}, 16),
     "flexigpt measured": ("flexigpt", {"output_norm": "measured"}, ADAPTERS, 16),
