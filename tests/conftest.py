@@ -1,8 +1,12 @@
-"""Tiny randomly initialised models of every supported family, and a tiny tokenizer."""
+"""Tiny randomly initialised models of every supported family, a tiny tokenizer, and the benchmark
+scripts as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +34,19 @@ FAMILY_CONFIGS = {
     "phi3": (transformers.Phi3Config, {}),
 }
 FAMILIES = list(FAMILY_CONFIGS)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (with benchmarks/ on the path while it loads, for `_common`)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 def tiny_config(family: str, num_layers: int = 4):

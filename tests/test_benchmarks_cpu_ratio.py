@@ -1,24 +1,15 @@
 """The CPU-ratio benchmark stops on a failing command with that command's own error line, not a traceback."""
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark
 
 
 def _module():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("cpu_ratio_benchmark", BENCHMARKS / "cpu_ratio.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load_benchmark("cpu_ratio")
 
 
 def test_a_failing_command_stops_with_its_last_error_line():

@@ -1,22 +1,11 @@
 """The equal-budget benchmark resumes from the rows an interrupted run finished, starts afresh when the
 settings differ, and reports a diverged contender with its learning rate instead of dropping it."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark
 
 
 def _module():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("equal_budget_benchmark", BENCHMARKS / "equal_budget.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load_benchmark("equal_budget")
 
 
 def _evaluation(window_nll, flores=2.0):

@@ -1,16 +1,12 @@
 """The scale benchmark runs every row on a tiny shape on the CPU (the GPU run uses the same code)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+from conftest import load_benchmark
 
 
 def test_scale_benchmark_runs_every_row_on_the_tiny_shape(tmp_path):
-    spec = importlib.util.spec_from_file_location("scale_benchmark", BENCHMARK)
-    scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scale)
+    scale = load_benchmark("scale")
     # No time budget: on a busy machine the default 330 s would skip rows, and this test is about every row running.
     assert scale.main(["--shapes", "tiny", "--device", "cpu", "--budget-s", "1e9", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "scale.json").read_text())
