@@ -90,7 +90,7 @@ def _computes_nothing(linear: nn.Module) -> Iterator[None]:
     inputs). For a pass whose block output is thrown away: down_proj is the block's largest matmul.
     A module without a weight of its own (a whole MLP) maps to its input's width."""
     own = linear.__dict__.get("forward")  # a wrapper put there by accelerate's hooks, kept as it was
-    weight = linear.__dict__.get("_parameters", {}).get("weight")
+    weight = linear._parameters.get("weight")  # its own, not a submodule's
     out_features = getattr(linear, "out_features", None) or (weight.shape[0] if weight is not None else None)
     linear.forward = lambda x, *args, **kwargs: x.new_zeros(*x.shape[:-1], out_features or x.shape[-1])
     try:
