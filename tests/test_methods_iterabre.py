@@ -197,3 +197,13 @@ def test_the_continuous_schedule_places_each_iteration_in_one_warm_up_and_cosine
     plan_settings.schedule = "sometimes"
     with pytest.raises(PrunekitError, match="schedule 'sometimes' is unknown"):
         plan_settings.check(4)
+
+
+def test_without_a_learning_rate_every_iteration_uses_the_one_chosen_for_the_dense_model(tmp_path, monkeypatch):
+    sizes = []
+    monkeypatch.setattr("prunekit.recovery.config.default_learning_rate", lambda scope, n: sizes.append(n) or 2e-3)
+    plan = run(tiny_model("llama"), tmp_path / "run", settings(learning_rate=None))
+    assert {step["recovery"]["learning_rate"] for step in plan.steps} == {2e-3}
+    assert len(set(sizes)) == 1  # the dense teacher's size, not the shrinking student's
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["settings"]["learning_rate"] == 2e-3

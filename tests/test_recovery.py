@@ -6,9 +6,10 @@ import torch.nn.functional as F
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
-from prunekit.models.adapters import ModelAdapter
+from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover, recovery_windows, self_generated_windows
+from prunekit.recovery.config import default_learning_rate
 from prunekit.recovery.trainer import choose_micro_batch, training_device
 
 from conftest import VOCAB, tiny_model
@@ -207,3 +208,21 @@ def test_a_budget_below_one_step_says_so_instead_of_asking_for_data(caplog):
     teacher, student = pair()
     recover(student, windows(count=2), config(tokens=2 * 24), teacher=teacher, progress=False)
     assert "less than one optimizer step" in caplog.text and "pass more data" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("scope", "parameters", "expected"),
+    [("blocks", 135_000_000, 3e-4), ("full", 999_999_999, 3e-4), ("blocks", 8_000_000_000, 1e-4), ("lora", 8_000_000_000, 4e-3)],
+)
+def test_the_default_learning_rate_follows_the_scope_and_the_dense_models_size(scope, parameters, expected):
+    assert default_learning_rate(scope, parameters) == expected
+    assert RecoveryConfig(scope=scope).resolved(parameters).learning_rate == expected
+    assert RecoveryConfig(scope=scope, learning_rate=5e-5).resolved(parameters).learning_rate == 5e-5  # given: kept
+
+
+def test_a_run_without_a_learning_rate_records_the_one_it_chose_by_the_teachers_size(monkeypatch):
+    teacher, student = pair()
+    chosen = {}
+    monkeypatch.setattr("prunekit.recovery.config.default_learning_rate", lambda scope, n: chosen.setdefault(n, 1e-3))
+    result = recover(student, windows(), config(learning_rate=None), teacher=teacher, progress=False)
+    assert list(chosen) == [parameter_count(teacher)] and result.config["learning_rate"] == 1e-3

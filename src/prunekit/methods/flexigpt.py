@@ -286,7 +286,8 @@ class FlexiGPTConfig(DepthConfig, SharedBlockOptions):
 
 
 def _extend_recovery() -> RecoveryConfig:
-    return RecoveryConfig(scope="adapters", kd_weight=0.0, lm_weight=1.0)
+    # 1e-4, not the adapters' 4e-3: extension trains on the next-token loss alone, and no rate was measured for it
+    return RecoveryConfig(scope="adapters", kd_weight=0.0, lm_weight=1.0, learning_rate=1e-4)
 
 
 @dataclass

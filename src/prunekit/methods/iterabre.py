@@ -25,7 +25,7 @@ from prunekit.methods.depth import DepthConfig
 from prunekit.methods.plan import PrunePlan
 from prunekit.methods.run_directory import RunDirectory
 from prunekit.methods.shortgpt import lowest_scoring
-from prunekit.models.adapters import ModelAdapter
+from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.surgery import remove_blocks
 from prunekit.options import option
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
@@ -141,6 +141,8 @@ def iterabre(
     num_blocks = ModelAdapter(model).num_blocks
     settings.check(num_blocks)
     settings.recovery.check(teacher is not None)
+    # one learning rate for every iteration, chosen by the dense model's size (the student shrinks)
+    settings = replace(settings, recovery=settings.recovery.resolved(parameter_count(teacher if teacher is not None else model)))
     directory = RunDirectory(run_dir)
     run_settings = {**settings.to_dict(), **(run_info or {}), "num_blocks_before": num_blocks, "calibration": calibration.summary()}
     if resume:
@@ -426,5 +428,6 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
             **context.engine,
         )
     details = plan.to_dict()
-    details["recovery"] = {**config.recovery.to_dict(), "run_dir": config.run_dir}
+    resolved = config.recovery.resolved(parameter_count(teacher))  # the learning rate iterabre() chose
+    details["recovery"] = {**resolved.to_dict(), "run_dir": config.run_dir}
     return details

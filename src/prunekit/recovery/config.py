@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from prunekit.errors import ParameterError
 from prunekit.options import option
@@ -10,6 +10,23 @@ from prunekit.options import option
 SCOPES = ("blocks", "neighbours", "lora", "adapters", "full")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_RECOVERY_TOKENS = 2_500_000
+
+# The learning rate when none is given. Measured on SmolLM2-135M (benchmarks/equal_budget.py, README):
+# full-weight recovery at 3e-4 beat 1e-4 at 50k tokens (two seeds, 0.08-0.11 nats per token) and at 200k
+# (0.05, task means tied), and 1e-3 was past the best; LoRA (rank 16) at 4e-3 beat 1e-3 and 1e-2, and
+# FlexiGPT's paper trains its low-rank adapters on Llama-2-7B at 4e-3. Full fine-tunes of 1B+ models
+# at 3e-4 are unmeasured and risk diverging, so they keep the common 1e-4 (METHODS.md's reference).
+SMALL_MODEL_PARAMETERS = 1_000_000_000
+SMALL_MODEL_LEARNING_RATE = 3e-4
+LARGE_MODEL_LEARNING_RATE = 1e-4
+LOW_RANK_LEARNING_RATE = 4e-3
+
+
+def default_learning_rate(scope: str, parameters: int) -> float:
+    """The peak learning rate for `scope` on a model of `parameters` (the dense model's size)."""
+    if scope in ("lora", "adapters"):
+        return LOW_RANK_LEARNING_RATE
+    return SMALL_MODEL_LEARNING_RATE if parameters < SMALL_MODEL_PARAMETERS else LARGE_MODEL_LEARNING_RATE
 
 
 @dataclass
@@ -26,7 +43,12 @@ class RecoveryConfig:
     seq_len: int = option(512, "tokens per training window (default 512)", flag="--recovery-seq-len")
     micro_batch_size: int = option(1, "windows per forward pass")
     grad_accumulation: int = option(4, "micro-batches per optimizer step (default 4)")
-    learning_rate: float = option(1e-4, "peak AdamW learning rate (default 1e-4; linear warm-up, cosine decay)", flag="--lr")
+    learning_rate: float | None = option(
+        None,
+        "peak AdamW learning rate, linear warm-up then cosine decay (default: 4e-3 for lora and adapters; for full "
+        "weights 3e-4 below 1B parameters, 1e-4 from 1B up)",
+        flag="--lr",
+    )
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_ratio: float = option(0.05, "share of steps spent warming up (default 0.05)")
     max_grad_norm: float = option(1.0, "gradient clipping norm")
@@ -62,7 +84,7 @@ class RecoveryConfig:
         for name in ("seq_len", "micro_batch_size", "grad_accumulation", "lora_rank"):
             if getattr(self, name) < 1:
                 raise ParameterError(name, f"{getattr(self, name)} must be at least 1")
-        if not self.learning_rate > 0:
+        if self.learning_rate is not None and not self.learning_rate > 0:
             raise ParameterError("learning_rate", f"{self.learning_rate} must be positive")
         if self.norm_scale_learning_rate is not None and not self.norm_scale_learning_rate > 0:
             raise ParameterError("norm_scale_learning_rate", f"{self.norm_scale_learning_rate} must be positive")
@@ -81,6 +103,12 @@ class RecoveryConfig:
             raise ParameterError(
                 "kd_weight", "(or hidden_weight) distils, which needs a teacher; without one use kd_weight 0 and lm_weight 1"
             )
+
+    def resolved(self, parameters: int) -> RecoveryConfig:
+        """This config with the default learning rate filled in for a dense model of `parameters`."""
+        if self.learning_rate is not None:
+            return self
+        return replace(self, learning_rate=default_learning_rate(self.scope, parameters))
 
     def tokens_per_step(self, processes: int = 1) -> int:
         return self.micro_batch_size * self.seq_len * self.grad_accumulation * processes

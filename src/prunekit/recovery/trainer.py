@@ -28,7 +28,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
-from prunekit.models.adapters import ModelAdapter
+from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.loading import resolve_device
 from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
 from prunekit.recovery.config import RecoveryConfig
@@ -328,6 +328,7 @@ def recover(
     """
     config = config or RecoveryConfig()
     config.check(teacher is not None)
+    config = config.resolved(parameter_count(teacher if teacher is not None else student))
     vocabulary = shared_vocabulary(student, teacher, windows)
     if windows.seq_len != config.seq_len:
         config = replace(config, seq_len=windows.seq_len)
