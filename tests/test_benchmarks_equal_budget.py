@@ -86,7 +86,7 @@ def test_every_contender_of_every_table_is_a_valid_method_configuration():
     module = _module()
     for table, remove, _ in module.TABLES.values():
         for name, (method, options, overrides, scan_windows, *data) in table.items():
-            config_from_options(method, {"remove": remove, **options}, f" (contender '{name}')")
+            config_from_options(method, {"remove": remove, **options}, f" (contender '{name}')").check()
             RecoveryConfig(**overrides)
             assert scan_windows in (4, 16), name
             assert data in ([], [module.SELF_GENERATED]), name  # recovery data: C4, or sampled from the dense model

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from prunekit.data.windows import TokenWindows
-from prunekit.errors import PrunekitError
-from prunekit.methods.iterabre import IterabreSettings, blocks_next_to, dense_teacher, iterabre
+from prunekit.errors import ParameterError, PrunekitError
+from prunekit.methods.iterabre import IterabreConfig, IterabreSettings, blocks_next_to, dense_teacher, iterabre
 from prunekit.models.adapters import ModelAdapter
 from prunekit.recovery import RecoveryConfig
 
@@ -207,3 +207,8 @@ def test_without_a_learning_rate_every_iteration_uses_the_one_chosen_for_the_den
     assert len(set(sizes)) == 1  # the dense teacher's size, not the shrinking student's
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["settings"]["learning_rate"] == 2e-3
+
+
+def test_angular_spans_are_refused_before_any_work_with_the_metrics_to_use():
+    with pytest.raises(ParameterError, match="metric 'angular' scores spans of blocks.*use bi"):
+        IterabreConfig(remove=2, metric="angular").check()

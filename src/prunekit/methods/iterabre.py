@@ -381,6 +381,10 @@ class IterabreConfig(DepthConfig):
         else:
             super().check()
         check_metric(self.metric, "metric")
+        if self.metric == "angular":
+            raise ParameterError(
+                "metric", "'angular' scores spans of blocks; IteRABRe scores single blocks: use bi, removal-cosine, removal-loss or taylor"
+            )
         if self.per_step < 1:
             raise ParameterError("per_step", f"{self.per_step} must be at least 1")
         if self.recovery is None:
