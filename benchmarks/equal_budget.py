@@ -62,7 +62,6 @@ ITERABRE_TABLE = {
     "iterabre final 0.5": ("iterabre", {**PAPER_LOOP, "final_share": 0.5}, {}, 4),
     "iterabre continuous final 0.5": ("iterabre", {**PAPER_LOOP, "schedule": "continuous", "final_share": 0.5}, {}, 4),
     "iterabre bi continuous final 0.5": ("iterabre", {**PAPER_LOOP, "metric": "bi", "schedule": "continuous", "final_share": 0.5}, {}, 4),
-    # No 'angular' in the loop: it scores spans of blocks, IteRABRe single ones (IterabreConfig refuses it).
     "iterabre removal-loss": ("iterabre", {**PAPER_LOOP, "metric": "removal-loss"}, {}, 4),
     "iterabre 16 windows": ("iterabre", PAPER_LOOP, {}, 16),
     "iterabre neighbours": ("iterabre", PAPER_LOOP, {"scope": "neighbours"}, 4),
@@ -71,6 +70,8 @@ ITERABRE_TABLE = {
     "iterabre bi final 1.0": ("iterabre", {"metric": "bi", "final_share": 1.0}, {}, 4),
     "iterabre bi final 1.0 16 windows": ("iterabre", {"metric": "bi", "final_share": 1.0}, {}, 16),
     "iterabre bi final 1.0 lr 3e-4": ("iterabre", {"metric": "bi", "final_share": 1.0}, {"learning_rate": 3e-4}, 4),
+    # angular inside the loop scores each block alone (span 1: arccos of the cosine between its input and output)
+    "iterabre angular final 1.0": ("iterabre", {"metric": "angular", "final_share": 1.0}, {}, 4),
     "iterabre removal-loss final 1.0": ("iterabre", {"metric": "removal-loss", "final_share": 1.0}, {}, 4),
     "iterabre removal-cosine final 1.0": ("iterabre", {"metric": "removal-cosine", "final_share": 1.0}, {}, 4),
     # Recovery scope and data on today's defaults (WikiText-2 train is not on this machine, so the data

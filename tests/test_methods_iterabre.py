@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from prunekit.data.windows import TokenWindows
-from prunekit.errors import ParameterError, PrunekitError
-from prunekit.methods.iterabre import IterabreConfig, IterabreSettings, blocks_next_to, dense_teacher, iterabre
+from prunekit.errors import PrunekitError
+from prunekit.methods.iterabre import IterabreSettings, blocks_next_to, dense_teacher, iterabre
 from prunekit.models.adapters import ModelAdapter
 from prunekit.recovery import RecoveryConfig
+from prunekit.scoring.blocks import scan_blocks
 
 from conftest import VOCAB, tiny_model
 
@@ -209,6 +210,9 @@ def test_without_a_learning_rate_every_iteration_uses_the_one_chosen_for_the_den
     assert state["settings"]["learning_rate"] == 2e-3
 
 
-def test_angular_spans_are_refused_before_any_work_with_the_metrics_to_use():
-    with pytest.raises(ParameterError, match="metric 'angular' scores spans of blocks.*use bi"):
-        IterabreConfig(remove=2, metric="angular").check()
+def test_angular_inside_the_loop_scores_each_block_alone(tmp_path):
+    model = tiny_model("llama")
+    expected = scan_blocks(model, windows(4, seed=1), "angular", progress=False).scores
+    plan = run(model, tmp_path / "run", IterabreSettings(remove=1, metric="angular", recovery=settings().recovery, final_share=0.0))
+    assert [plan.steps[0]["scores"][str(i)] for i in range(4)] == pytest.approx(expected)
+    assert plan.removed_blocks == [min(range(4), key=expected.__getitem__)]

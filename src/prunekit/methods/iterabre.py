@@ -82,8 +82,6 @@ class IterabreSettings:
             raise ParameterError("protect", f"{bad} is outside the model's blocks 0..{num_blocks - 1}")
         if num_blocks - len(set(self.protect)) < self.remove:
             raise PrunekitError(f"only {num_blocks - len(set(self.protect))} blocks are unprotected; cannot remove {self.remove}")
-        if self.metric == "angular":
-            raise PrunekitError("IteRABRe scores single blocks; use bi, removal-cosine, removal-loss or taylor, not angular spans")
         if self.schedule not in SCHEDULES:
             raise ParameterError("schedule", f"'{self.schedule}' is unknown; use one of {', '.join(SCHEDULES)}")
         if not 0.0 <= self.final_share <= 1.0:
@@ -362,7 +360,7 @@ class IterabreConfig(DepthConfig):
 
     target_blocks: int | None = option(None, "remove blocks until this many remain")
     per_step: int = option(1, "blocks removed per iteration")
-    metric: str = option(DEFAULT_METRIC, f"block score inside the loop (default {DEFAULT_METRIC})")
+    metric: str = option(DEFAULT_METRIC, f"block score inside the loop (default {DEFAULT_METRIC}; angular scores each block alone, span 1)")
     recovery: RecoveryConfig = option(factory=RecoveryConfig, help="recovery after each removal")
     schedule: str = option("restart", "restart: warm-up and cosine decay in every iteration; continuous: one schedule over the run")
     final_share: float = option(
@@ -381,10 +379,6 @@ class IterabreConfig(DepthConfig):
         else:
             super().check()
         check_metric(self.metric, "metric")
-        if self.metric == "angular":
-            raise ParameterError(
-                "metric", "'angular' scores spans of blocks; IteRABRe scores single blocks: use bi, removal-cosine, removal-loss or taylor"
-            )
         if self.per_step < 1:
             raise ParameterError("per_step", f"{self.per_step} must be at least 1")
         if self.recovery is None:
