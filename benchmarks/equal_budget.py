@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", help="recovery precision (bf16 autocast is ~1.6x faster on this CPU)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the recovery data order")
     parser.add_argument("--name", help="output file name (default: equal_budget_<table>_<budget>)")
+    parser.add_argument("--device", default="cpu", help="where pruning, recovery and evaluation run (e.g. cuda for GPU-sized budgets)")
     args = parser.parse_args()
     table, default_remove, default_lr = TABLES[args.table]
     remove = args.remove or default_remove
@@ -127,7 +128,12 @@ def main() -> None:
     name = args.name or f"equal_budget_{args.table}_{remove}_{args.budget // 1000}k"
     tasks = () if args.tasks == "none" else tuple(t for t in args.tasks.split(",") if t)
     settings = StandardEvaluation(
-        data_dir=str(SHARED), wikitext=args.wikitext, wikitext_windows=args.eval_windows, tasks=tasks, items_per_task=args.items
+        data_dir=str(SHARED),
+        wikitext=args.wikitext,
+        wikitext_windows=args.eval_windows,
+        tasks=tasks,
+        items_per_task=args.items,
+        device=args.device,
     )
     recovery = RecoveryConfig(
         tokens=args.budget, seq_len=512, learning_rate=args.lr or default_lr, precision=args.precision, grad_accumulation=4, seed=args.seed
@@ -146,7 +152,7 @@ def main() -> None:
         "command": "python benchmarks/equal_budget.py " + " ".join(_quoted(a) for a in sys.argv[1:]),
     }
     results = _resumed(out / f"{name}.json", header)
-    loaded = load_model(args.model, device="cpu", dtype="float32")
+    loaded = load_model(args.model, device=args.device, dtype="float32")
     dense, tokenizer = loaded.model, loaded.tokenizer
     recovery_data = recovery_windows(args.calibration, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed)
     windows = {
@@ -187,6 +193,7 @@ def main() -> None:
                 recovery=config,
                 recovery_data=self_generated if data else recovery_data,
                 remove=remove,
+                device=args.device,
                 progress=False,
                 **options,
             )
@@ -223,6 +230,11 @@ def in_asked_order(rows: list[dict], names: list[str]) -> list[dict]:
     """Rows in the order the contenders were named (others after them, as they were), so that a rerun
     naming another contender first re-renders the table against that one."""
     return sorted(rows, key=lambda row: names.index(row["contender"]) if row["contender"] in names else len(names))
+
+
+def _where(results: dict) -> str:
+    device = results["evaluation"].get("device", "cpu")
+    return "CPU (2 cores)" if device == "cpu" else device
 
 
 def _commits(results: dict) -> str:
@@ -269,7 +281,7 @@ def markdown(results: dict) -> str:
     reference = rows[0] if rows else None
     tasks = list(dense["tasks"])
     lines = [
-        f"`{results['model']}` fp32 on CPU (2 cores), {results['remove']} of 30 blocks removed; {results['budget']:,} recovery "
+        f"`{results['model']}` fp32 on {_where(results)}, {results['remove']} of 30 blocks removed; {results['budget']:,} recovery "
         f"tokens per contender, of C4 unless the contender says self-generated (KL distillation, same windows in the same order, "
         f"{results['recovery']['precision']} "
         f"autocast, default lr {results['recovery']['learning_rate']}); WikiText-2 test {results['evaluation']['wikitext_windows']}x512"

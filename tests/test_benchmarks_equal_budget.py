@@ -63,6 +63,8 @@ def test_the_table_gives_paired_verdicts_and_names_a_diverged_contender():
     assert "| iterabre lora | diverged at lr 0.001 (step 7) |" in table
     assert "8 + 2 (+ 40 sampling the data, once per run) |" in table
     assert all(line.count("|") == table.splitlines()[3].count("|") for line in table.splitlines()[3:])
+    assert "fp32 on CPU (2 cores)" in table  # rows from before the device was recorded, and CPU runs
+    assert "fp32 on cuda," in equal_budget.markdown({**results, "evaluation": {"wikitext_windows": 4, "device": "cuda"}})
 
 
 def test_flores_is_compared_paired_over_every_window_of_every_language():
