@@ -410,6 +410,7 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
     )
     settings.check(num_blocks)
     teacher = context.teacher()
+    settings = replace(settings, recovery=config.recovery.resolved(parameter_count(teacher)))  # the rate iterabre() runs at
     with tempfile.TemporaryDirectory(prefix="prunekit-iterabre-") as scratch:
         run_dir = config.run_dir or scratch
         plan = iterabre(
@@ -426,6 +427,5 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
             **context.engine,
         )
     details = plan.to_dict()
-    resolved = config.recovery.resolved(parameter_count(teacher))  # the learning rate iterabre() chose
-    details["recovery"] = {**resolved.to_dict(), "run_dir": config.run_dir}
+    details["recovery"] = {**settings.recovery.to_dict(), "run_dir": config.run_dir}
     return details
