@@ -66,6 +66,10 @@ ITERABRE_TABLE = {
     "iterabre 16 windows": ("iterabre", PAPER_LOOP, {}, 16),
     "iterabre neighbours": ("iterabre", PAPER_LOOP, {"scope": "neighbours"}, 4),
     "iterabre lora": ("iterabre", PAPER_LOOP, {"scope": "lora", "learning_rate": 1e-3}, 4),
+    # The paper's loop, and BI with a recovery after every removal, at the best measured lr (3e-4): does
+    # recovering between removals pay once each iteration gets 33k tokens (200k budget)?
+    "iterabre lr 3e-4": ("iterabre", PAPER_LOOP, {"learning_rate": 3e-4}, 4),
+    "iterabre bi lr 3e-4": ("iterabre", {**PAPER_LOOP, "metric": "bi"}, {"learning_rate": 3e-4}, 4),
     # Today's defaults (bi re-scored after every removal, one recovery at the end) and their ablations.
     "iterabre bi final 1.0": ("iterabre", {"metric": "bi", "final_share": 1.0}, {}, 4),
     "iterabre bi final 1.0 16 windows": ("iterabre", {"metric": "bi", "final_share": 1.0}, {}, 16),
