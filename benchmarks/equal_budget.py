@@ -42,7 +42,12 @@ PAPER_LOOP = {"metric": "removal-cosine", "final_share": 0.0, "schedule": "resta
 LORA_16 = {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0}  # ShortGPT + LoRA: about FlexiGPT's trainable size at 9/30
 ADAPTERS = {"scope": "adapters"}  # FlexiGPT's own adapters and output-norm scales
 
-# name: (method, method options, recovery overrides, scan windows[, recovery data: C4 unless SELF_GENERATED])
+# The WikiText-2 test split past the windows the evaluation scores: in-domain text for the data ablation
+# (WikiText-2 train is not on this machine), disjoint from every scored token.
+WIKITEXT_REST = "wikitext-rest"
+DATA_LABELS = {SELF_GENERATED: "self-generated", WIKITEXT_REST: "wikitext-2 test past the scored windows"}
+
+# name: (method, method options, recovery overrides, scan windows[, recovery data: C4 unless SELF_GENERATED or WIKITEXT_REST])
 ITERABRE_TABLE = {
     "shortgpt+rec": ("shortgpt", {}, {}, 16),
     # Control: IteRABRe's blocks (bi, continuous, final 0.5 at 6/30 removed these) cut in one shot, then the same recovery,
@@ -79,11 +84,13 @@ ITERABRE_TABLE = {
     "iterabre removal-loss final 1.0": ("iterabre", {"metric": "removal-loss", "final_share": 1.0}, {}, 4),
     "iterabre removal-cosine final 1.0": ("iterabre", {"metric": "removal-cosine", "final_share": 1.0}, {}, 4),
     # Recovery scope and data on today's defaults (WikiText-2 train is not on this machine, so the data
-    # ablation is C4 against text sampled from the dense model).
+    # ablation is C4 against text sampled from the dense model and the unscored rest of WikiText-2 test).
     "iterabre bi final 1.0 neighbours": ("iterabre", {"metric": "bi", "final_share": 1.0}, {"scope": "neighbours"}, 4),
     "iterabre bi final 1.0 lora": ("iterabre", {"metric": "bi", "final_share": 1.0}, {**LORA_16, "learning_rate": 4e-3}, 4),
     "iterabre bi final 1.0 self-generated": ("iterabre", {"metric": "bi", "final_share": 1.0}, {}, 4, SELF_GENERATED),
     "angular+rec self-generated": ("angular", {}, {}, 16, SELF_GENERATED),
+    "iterabre bi final 1.0 wikitext": ("iterabre", {"metric": "bi", "final_share": 1.0}, {}, 4, WIKITEXT_REST),
+    "angular+rec wikitext": ("angular", {}, {}, 16, WIKITEXT_REST),
 }
 FLEXIGPT_TABLE = {
     "shortgpt+lora": ("shortgpt", {}, LORA_16, 16),
@@ -158,7 +165,7 @@ def main() -> None:
     results = _resumed(out / f"{name}.json", header)
     loaded = load_model(args.model, device=args.device, dtype="float32")
     dense, tokenizer = loaded.model, loaded.tokenizer
-    recovery_data = recovery_windows(args.calibration, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed)
+    recovery_data = {None: recovery_windows(args.calibration, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed)}
     windows = {
         n: load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=n, seq_len=512, seed=1 if n == 4 else 0)
         for n in (4, 16)
@@ -167,18 +174,26 @@ def main() -> None:
         results["dense"] = {"params": parameter_count(dense), **evaluate_standard(dense, tokenizer, settings)}
         write_json(out, name, results)
     done = {row["contender"] for row in results["rows"]}
-    self_generated = self_generated_seconds = None  # sampled from the dense model once, when a contender asks
+    self_generated_seconds = None  # the dense model samples its text once, when a contender asks
     for contender in names:
         if contender in done:
             print(f"{contender}: finished in an earlier run, kept", flush=True)
             continue
-        method, options, overrides, scan_windows, *data = table[contender]
+        method, options, overrides, scan_windows, *kind = table[contender]
+        data = kind[0] if kind else None
         config = dataclasses.replace(recovery, **overrides)
-        if data == [SELF_GENERATED] and self_generated is None:
+        if data == SELF_GENERATED and data not in recovery_data:
             generation_started = time.perf_counter()
-            self_generated = self_generated_windows(dense, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed, progress=False)
+            recovery_data[data] = self_generated_windows(
+                dense, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed, progress=False
+            )
             self_generated_seconds = time.perf_counter() - generation_started
-            print(f"self-generated {self_generated.num_tokens} tokens in {self_generated_seconds:.0f} s", flush=True)
+            print(f"self-generated {recovery_data[data].num_tokens} tokens in {self_generated_seconds:.0f} s", flush=True)
+        if data == WIKITEXT_REST and data not in recovery_data:
+            scored = settings.wikitext_windows * settings.seq_len
+            recovery_data[data] = recovery_windows(
+                settings.wikitext_path, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed, skip_tokens=scored
+            )
         row = {
             "contender": contender,
             "commit": git_commit(),
@@ -186,7 +201,7 @@ def main() -> None:
             "options": options,
             "recovery": dataclasses.asdict(config),
             "scan_windows": scan_windows,
-            "recovery_data": "self-generated" if data else "c4",
+            "recovery_data": DATA_LABELS.get(data, "c4"),
         }
         started = time.perf_counter()
         try:
@@ -195,7 +210,7 @@ def main() -> None:
                 method,
                 windows[scan_windows],
                 recovery=config,
-                recovery_data=self_generated if data else recovery_data,
+                recovery_data=recovery_data[data],
                 remove=remove,
                 device=args.device,
                 progress=False,
@@ -214,7 +229,7 @@ def main() -> None:
             print(f"{contender}: diverged at lr {error.learning_rate}", flush=True)
             continue
         row["prune_seconds"] = time.perf_counter() - started
-        if data:  # the sampling is paid once per run, but every contender that trains on it needs it
+        if data == SELF_GENERATED:  # the sampling is paid once per run, but every contender that trains on it needs it
             row["generation_seconds"] = self_generated_seconds
         row["removed"] = result.plan.removed_blocks
         row["stages"] = [{"method": s["method"], "seconds": s.get("seconds")} for s in result.plan.stages]
@@ -286,7 +301,8 @@ def markdown(results: dict) -> str:
     tasks = list(dense["tasks"])
     lines = [
         f"`{results['model']}` fp32 on {_where(results)}, {results['remove']} of 30 blocks removed; {results['budget']:,} recovery "
-        f"tokens per contender, of C4 unless the contender says self-generated (KL distillation, same windows in the same order, "
+        f"tokens per contender, of C4 unless the contender says self-generated or wikitext (KL distillation, same windows in the same "
+        "order, "
         f"{results['recovery']['precision']} "
         f"autocast, default lr {results['recovery']['learning_rate']}); WikiText-2 test {results['evaluation']['wikitext_windows']}x512"
         + (f"; tasks: first {results['evaluation']['items_per_task']} items each" if tasks else "")

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prunekit.data.windows import TokenWindows
+from prunekit.data.sources import load_text
+from prunekit.data.windows import TokenWindows, tokenize_text
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.surgery import remove_blocks
@@ -139,6 +140,18 @@ def test_recovery_windows_come_from_the_spec_in_seeded_order(tiny_tokenizer):
     b = recovery_windows("builtin", tiny_tokenizer, num_tokens=10 * 32, seq_len=32, seed=1)
     c = recovery_windows("builtin", tiny_tokenizer, num_tokens=10 * 32, seq_len=32, seed=2)
     assert a.input_ids.shape == (10, 32) and torch.equal(a.input_ids, b.input_ids) and not torch.equal(a.input_ids, c.input_ids)
+
+
+def test_recovery_windows_can_leave_out_the_tokens_an_evaluation_scores(tiny_tokenizer):
+    ids = tokenize_text(tiny_tokenizer, load_text("builtin", "calibration").text)
+    skipped = 5 * 32
+    rest = recovery_windows("builtin", tiny_tokenizer, num_tokens=ids.numel(), seq_len=32, skip_tokens=skipped)
+    kept = ids[skipped:]
+    expected = {tuple(kept[i * 32 : (i + 1) * 32].tolist()) for i in range(kept.numel() // 32)}
+    assert {tuple(row.tolist()) for row in rest.input_ids} == expected  # every window is from after the skipped part
+    assert rest.num_windows == (ids.numel() - skipped) // 32 and "after its first 160 tokens" in rest.description
+    with pytest.raises(PrunekitError, match="skip_tokens must be 0 or more"):
+        recovery_windows("builtin", tiny_tokenizer, num_tokens=64, seq_len=32, skip_tokens=-1)
 
 
 def test_self_generated_windows_are_seeded_and_sized(tiny_tokenizer):

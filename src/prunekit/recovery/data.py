@@ -29,16 +29,23 @@ def _shuffled_windows(ids: torch.Tensor, seq_len: int, needed: int, seed: int, d
     return TokenWindows(windows.contiguous(), description, ids.numel())
 
 
-def recovery_windows(spec: str, tokenizer, *, num_tokens: int, seq_len: int, seed: int = 0, text_field: str = "text") -> TokenWindows:
+def recovery_windows(
+    spec: str, tokenizer, *, num_tokens: int, seq_len: int, seed: int = 0, text_field: str = "text", skip_tokens: int = 0
+) -> TokenWindows:
     """Non-overlapping windows of the SPEC's text, in seeded random order, enough for `num_tokens`.
 
+    `skip_tokens` leaves out the text's first tokens, e.g. the leading windows an evaluation scores,
+    so that a model can be recovered on the rest of the same corpus without seeing them.
     Smaller data is used as it is; the trainer then repeats it (and says so).
     """
+    if skip_tokens < 0:
+        raise ParameterError("skip_tokens", f"must be 0 or more, got {skip_tokens}")
     source = load_text(spec, "calibration", text_field)
     if not source.text.strip():
         raise PrunekitError(f"recovery data {source.description} is empty")
-    ids = tokenize_text(tokenizer, source.text)
-    return _shuffled_windows(ids, seq_len, math.ceil(num_tokens / seq_len), seed, source.description)
+    ids = tokenize_text(tokenizer, source.text)[skip_tokens:]
+    description = f"{source.description} after its first {skip_tokens} tokens" if skip_tokens else source.description
+    return _shuffled_windows(ids, seq_len, math.ceil(num_tokens / seq_len), seed, description)
 
 
 def _start_ids(tokenizer, count: int, generator: torch.Generator) -> torch.Tensor:
