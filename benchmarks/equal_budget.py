@@ -269,17 +269,24 @@ def _quoted(argument: str) -> str:
 
 
 def _resumed(path: Path, header: dict) -> dict:
-    """The finished rows of an earlier run with the same settings; a fresh record otherwise."""
+    """The finished rows of an earlier run with the same settings; a fresh record where there is none.
+
+    A file from a run with other settings is refused, not overwritten: its rows cost hours.
+    """
     if path.exists():
         earlier = json.loads(path.read_text())
-        same = all(
-            earlier.get(k) == json.loads(json.dumps(header[k]))
+        differ = [
+            k
             for k in ("table", "model", "remove", "budget", "seed", "recovery", "evaluation")
-        )
-        if same:
-            earlier["command"] = header["command"]
-            return earlier
-        print(f"{path.name} holds a run with other settings; starting afresh", flush=True)
+            if earlier.get(k) != json.loads(json.dumps(header[k]))
+        ]
+        if differ:
+            raise SystemExit(
+                f"{path} holds a run with other settings ({', '.join(differ)}); pass another --name to keep both, "
+                "or move that file away to start afresh"
+            )
+        earlier["command"] = header["command"]
+        return earlier
     commit = git_commit()
     return {**header, "commit": commit, "rows": []}
 

@@ -1,5 +1,7 @@
-"""The equal-budget benchmark resumes from the rows an interrupted run finished, starts afresh when the
-settings differ, and reports a diverged contender with its learning rate instead of dropping it."""
+"""The equal-budget benchmark resumes from the rows an interrupted run finished, refuses to overwrite a
+run with other settings, and reports a diverged contender with its learning rate instead of dropping it."""
+
+import pytest
 
 from conftest import load_benchmark
 
@@ -29,12 +31,16 @@ HEADER = {
 }
 
 
-def test_a_run_with_the_same_settings_resumes_and_other_settings_start_afresh(tmp_path):
+def test_a_run_with_the_same_settings_resumes_and_one_with_other_settings_is_refused(tmp_path):
     equal_budget = _module()
     path = tmp_path / "run.json"
     equal_budget.write_json(tmp_path, "run", {**HEADER, "commit": "abc", "rows": [{"contender": "shortgpt+rec"}]})
+    before = path.read_text()
     assert equal_budget._resumed(path, {**HEADER, "command": "again"})["rows"] == [{"contender": "shortgpt+rec"}]
-    assert equal_budget._resumed(path, {**HEADER, "budget": 2000})["rows"] == []
+    with pytest.raises(SystemExit, match=r"other settings \(budget, seed\); pass another --name"):
+        equal_budget._resumed(path, {**HEADER, "budget": 2000, "seed": 1})
+    assert path.read_text() == before  # the finished rows stay
+    assert equal_budget._resumed(tmp_path / "new.json", HEADER)["rows"] == []
 
 
 def test_the_table_gives_paired_verdicts_and_names_a_diverged_contender():
