@@ -51,6 +51,18 @@ def test_distillation_brings_the_student_closer_to_the_teacher(scope):
     assert result.loss_last < result.loss_first and len(result.history) == result.steps
 
 
+@pytest.mark.parametrize("scope", ["blocks", "lora"])
+def test_a_model_trained_in_bf16_computes_in_its_own_precision_afterwards(scope):
+    teacher, student = pair()
+    data = windows(count=4)
+    recover(student, data, config(scope=scope, precision="bf16", tokens=4 * 24), teacher=teacher, progress=False)
+    plain = copy.deepcopy(teacher)
+    remove_blocks(plain, [1])
+    plain.load_state_dict(student.state_dict())
+    with torch.no_grad():  # no autocast left behind: the same logits as a fresh fp32 model with these weights
+        assert torch.equal(student(input_ids=data.input_ids).logits, plain(input_ids=data.input_ids).logits)
+
+
 def test_lora_is_merged_back_into_a_plain_model():
     teacher, student = pair()
     original = {k: v.clone() for k, v in student.state_dict().items()}

@@ -435,7 +435,9 @@ def recover(
         diverged = error
     finally:
         optimizer.zero_grad(set_to_none=True)
-        model = accelerator.unwrap_model(prepared)
+        # accelerate's prepare() patches the model's forward to run under autocast; without
+        # keep_fp32_wrapper=False the returned model would go on computing in bf16 after training.
+        model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
         if checkpointing:
             model.gradient_checkpointing_disable()
         if diverged is not None:
