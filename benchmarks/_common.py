@@ -33,6 +33,25 @@ def verdict_text(comparison: dict) -> str:
     return f"{comparison['difference']:+.3f} ± {comparison['standard_error']:.3f} {comparison['verdict']}"
 
 
+def flores_versus(reference: dict, row: dict) -> str:
+    """Paired difference in NLL over every FLORES window of every language both rows scored."""
+    from prunekit.evaluation.significance import compare
+
+    def windows(record: dict, language: str) -> list[float]:
+        return record["flores"][language].get("window_nll", [])
+
+    languages = [
+        language
+        for language in reference.get("flores", {})
+        if language in row.get("flores", {}) and len(windows(reference, language)) == len(windows(row, language))
+    ]
+    a = [nll for language in languages for nll in windows(reference, language)]
+    b = [nll for language in languages for nll in windows(row, language)]
+    if len(a) < 2 or len(a) != len(b):
+        return "-"
+    return verdict_text(compare(a, b, higher_is_better=False))
+
+
 def write_json(out: Path, name: str, results: dict) -> None:
     """Rewrite the results JSON (benchmarks call this after every row, so a stopped run keeps its rows)."""
     import json

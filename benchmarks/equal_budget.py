@@ -30,13 +30,12 @@ from pathlib import Path
 
 import prunekit
 from prunekit import RecoveryConfig, load_model, load_windows, parameter_count
-from prunekit.evaluation.significance import compare
 from prunekit.evaluation.standard import PAPER_TASKS, StandardEvaluation, compare_results, evaluate_standard, task_mean
 from prunekit.recovery import recovery_windows, self_generated_windows
 from prunekit.recovery.data import SELF_GENERATED
 from prunekit.recovery.trainer import RecoveryDiverged
 
-from _common import SHARED, benchmark_parser, git_commit, verdict_text, write_json, write_table
+from _common import SHARED, benchmark_parser, flores_versus, git_commit, verdict_text, write_json, write_table
 
 PAPER_LOOP = {"metric": "removal-cosine", "final_share": 0.0, "schedule": "restart"}
 LORA_16 = {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0}  # ShortGPT + LoRA: about FlexiGPT's trainable size at 9/30
@@ -343,31 +342,13 @@ def markdown(results: dict) -> str:
         else:
             ratios = compare_results(dense, row).get("flores")
             cells.append(f"{ratios['mean_ratio']:.2f} / {ratios['worst_ratio']:.2f} ({ratios['worst_language']})" if ratios else "-")
-        cells.append(_flores_versus(reference, row) if versus else "-")
+        cells.append(flores_versus(reference, row) if versus else "-")
         wall = f"{row['prune_seconds']:.0f} + {sum(row['seconds'].values()):.0f}" if "prune_seconds" in row else "-"
         if "generation_seconds" in row:
             wall += f" (+ {row['generation_seconds']:.0f} sampling the data, once per run)"
         cells.append(wall)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _flores_versus(reference: dict, row: dict) -> str:
-    """Paired difference in NLL over every FLORES window of every language both rows scored."""
-
-    def windows(record: dict, language: str) -> list[float]:
-        return record["flores"][language].get("window_nll", [])
-
-    languages = [
-        language
-        for language in reference.get("flores", {})
-        if language in row.get("flores", {}) and len(windows(reference, language)) == len(windows(row, language))
-    ]
-    a = [nll for language in languages for nll in windows(reference, language)]
-    b = [nll for language in languages for nll in windows(row, language)]
-    if len(a) < 2 or len(a) != len(b):
-        return "-"
-    return verdict_text(compare(a, b, higher_is_better=False))
 
 
 if __name__ == "__main__":

@@ -81,9 +81,9 @@ def test_flores_is_compared_paired_over_every_window_of_every_language():
             lang: {"window_nll": [v - 0.5 + 0.01 * i for i, v in enumerate(d["window_nll"])]} for lang, d in reference["flores"].items()
         }
     }
-    assert module._flores_versus(reference, lower).endswith("better")
-    assert module._flores_versus(reference, reference).endswith("tie")
-    assert module._flores_versus(reference, {"flores": {"fra_Latn": {"perplexity": 2.0}}}) == "-"  # no windows recorded
+    assert module.flores_versus(reference, lower).endswith("better")
+    assert module.flores_versus(reference, reference).endswith("tie")
+    assert module.flores_versus(reference, {"flores": {"fra_Latn": {"perplexity": 2.0}}}) == "-"  # no windows recorded
 
 
 def test_every_contender_of_every_table_is_a_valid_method_configuration():
