@@ -308,9 +308,8 @@ def markdown(results: dict) -> str:
     lines = [
         f"`{results['model']}` fp32 on {_where(results)}, {results['remove']} of 30 blocks removed; {results['budget']:,} recovery "
         f"tokens per contender, of C4 unless the contender says self-generated or wikitext (KL distillation, same windows in the same "
-        "order, "
-        f"{results['recovery']['precision']} "
-        f"autocast, default lr {results['recovery']['learning_rate']}); WikiText-2 test {results['evaluation']['wikitext_windows']}x512"
+        f"order, {results['recovery']['precision']} autocast, default lr {results['recovery']['learning_rate']}); "
+        f"WikiText-2 test {results['evaluation']['wikitext_windows']}x512"
         + (f"; tasks: first {results['evaluation']['items_per_task']} items each" if tasks else "")
         + f". Commit {_commits(results)}; command: `{results['command']}`.",
         "Verdicts against the first row, paired over the same windows / items, 'better'/'worse' only beyond two standard errors.",
