@@ -27,6 +27,7 @@ from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import adapter_for, is_encoder_config, save_encoder
 from prunekit.models.export import save_model
 from prunekit.models.shared_checkpoint import has_shared_blocks, save_shared_model
+from prunekit.recovery.checkpoints import Checkpointing
 from prunekit.recovery.config import RecoveryConfig
 
 __all__ = ["PruneResult", "blocks_to_remove", "prune", "save"]
@@ -134,6 +135,10 @@ def prune(
     inplace: bool = False,
     seed: int = 0,
     model_name: str = "",
+    run_dir=None,
+    resume: bool = False,
+    save_every: int | None = None,
+    overwrite_run: bool = False,
     **options,
 ) -> PruneResult:
     """Prune `model` by a registered method, a config, a recipe (list of stages or a file), or a saved `plan`.
@@ -148,6 +153,8 @@ def prune(
     Depth stages of a `plan` are re-applied without data, LIAR stages rerun from their saved config on
     `data`, recovery stages are left out (listed in `metrics["skipped_stages"]`), and a plan with a
     stage whose structure came from training (iterabre, flexigpt, extend) is refused.
+    `run_dir`: every training stage saves checkpoints there (in `stage-N/`, every `save_every` tokens,
+    by default about every ten minutes) and `resume=True` continues an interrupted job from them.
     """
     if plan is not None:
         if method is not None or options:
@@ -181,6 +188,7 @@ def prune(
         batch_size=batch_size,
         progress=progress,
         seed=seed,
+        checkpoints=None if run_dir is None else Checkpointing(run_dir, save_every, resume, overwrite_run),
     )
     num_blocks = _num_blocks(target)
     params_before = parameter_count(target)
@@ -193,8 +201,9 @@ def prune(
         skipped = [name for name, _ in steps if method_spec(name).skipped_on_replay]
         steps = [(name, stage) for name, stage in steps if not method_spec(name).skipped_on_replay]
         metrics["skipped_stages"] = skipped
-    for recorded_method, item in steps:
+    for stage_number, (recorded_method, item) in enumerate(steps, 1):
         started = time.perf_counter()
+        context.stage = stage_number
         if recorded_method is not None:
             spec = method_spec(recorded_method)
             if spec.reapply is not None and item.get("details"):

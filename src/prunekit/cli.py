@@ -13,6 +13,8 @@ import io
 import json
 import logging
 import os
+import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -26,10 +28,13 @@ from prunekit.errors import PrunekitError
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_names, method_spec
 from prunekit.methods.plan import describe_stage
 from prunekit.methods.recipe import recipe_configs
+from prunekit.methods.registry import spec_for_config
 from prunekit.models.encoders import is_encoder_spec
 from prunekit.models.export import check_output_dir, release_all_outputs
 from prunekit.models.loading import load_model, resolve_device
 from prunekit.options import add_config_flags, config_options, flag_message, flag_names
+from prunekit.recovery.checkpoints import RecoveryInterrupted
+from prunekit.recovery.distributed import on_main_process
 from prunekit.reporting import results_lines, write_report
 from prunekit.scoring.blocks import METRICS
 from prunekit.version import __version__
@@ -108,10 +113,37 @@ def _add(parser, *tables) -> None:
             parser.add_argument(flag, **options)
 
 
-def _add_recovery_flags(parser) -> None:
+def _add_recovery_flags(parser, run_flags: bool = False) -> None:
     group = parser.add_argument_group("recovery (distillation from the dense model; flags left out keep the method's defaults)")
-    group.add_argument("--recovery-data", default="self", help="self (text sampled from the teacher), builtin, c4, a hub id or a file")
+    group.add_argument(
+        "--recovery-data",
+        default="self",
+        help="self (text sampled from the teacher), builtin, a file, a directory or glob of shards (.txt, .jsonl, .jsonl.gz, "
+        ".parquet; streamed), a hub dataset (streamed), or a weighted mix such as 'c4/*.jsonl:0.7,code.jsonl:0.3'",
+    )
     add_config_flags(group, RecoveryConfig, {"seed"}, RECOVERY)
+    if run_flags:
+        group.add_argument("--run-dir", help="where training checkpoints go (default: OUT.run, removed when the run finishes)")
+        group.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir from its last checkpoint")
+    group.add_argument("--save-every", type=int, help="tokens between training checkpoints (default: about every ten minutes of training)")
+
+
+RUN_OPTIONS = ("run_dir", "resume", "overwrite_run")  # iterabre's own; for every other method they apply to the whole job
+
+
+def _run_directory(args, trains: bool) -> dict:
+    """The job's training checkpoints: --run-dir (default OUT.run) for every stage that trains."""
+    if not trains:
+        return {}
+    run_dir = getattr(args, "run_dir", None) or f"{Path(args.out).expanduser()}.run"
+    overwrite = args.overwrite or getattr(args, "overwrite_run", False)
+    return {"run_dir": run_dir, "resume": args.resume, "save_every": args.save_every, "overwrite_run": overwrite}
+
+
+def _drop_default_run_dir(args, run: dict) -> None:
+    """A finished run's directory holds only its settings; the default one beside the output goes."""
+    if run and not getattr(args, "run_dir", None):
+        on_main_process(lambda: shutil.rmtree(run["run_dir"], ignore_errors=True))
 
 
 def _recovery(args, base: RecoveryConfig | None, always: bool = False) -> RecoveryConfig | None:
@@ -165,6 +197,8 @@ def _stages(args) -> tuple[list | None, Plan | None]:
     """The recipe, the plan or the method of `prune`, checked before the model loads."""
     chosen = [flag for flag in ("--recipe", "--plan", "--method") if getattr(args, flag[2:])]
     given = sorted({name for cls in CONFIGS for name in config_options(args, cls)} - {"seed"})
+    if (args.method or "shortgpt") != "iterabre" or args.recipe or args.plan:
+        given = [name for name in given if name not in RUN_OPTIONS]
     if "--recipe" in chosen or "--plan" in chosen:
         if len(chosen) > 1:
             raise PrunekitError(f"{' and '.join(chosen)} each decide what is done; give one")
@@ -173,6 +207,8 @@ def _stages(args) -> tuple[list | None, Plan | None]:
         return (recipe_configs(args.recipe), None) if args.recipe else (None, Plan.load(args.plan))
     spec = method_spec(args.method or "shortgpt")
     options = config_options(args, spec.config_cls)
+    if spec.name != "iterabre":
+        options = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
     if extra := sorted(set(given) - set(options)):
         raise PrunekitError(f"{', '.join(FLAGS[n] for n in extra)}: not an option of --method {spec.name}")
     if spec.name == "iterabre":  # iteration checkpoints beside the output, so an interrupted run can --resume
@@ -202,8 +238,12 @@ def cmd_prune(args) -> int:
             args.eval_data, args.eval_seq_len, args.eval_windows, tasks, args.eval_data_dir, args.eval_limit, args.offload
         )
     loaded = _load(args)
+    trains = any(isinstance(c, RecoveryConfig) or getattr(c, "recovery", None) for c in configs or [])
+    iterabre_only = configs and len(configs) == 1 and spec_for_config(configs[0]).name == "iterabre"
+    run = _run_directory(args, trains and not iterabre_only)
     options = dict(configs=configs, plan=plan, data=_data(args), compare=compare, offload=args.offload, batch_size=args.batch_size)
-    job = jobs.prune_job(loaded, args.out, protected=jobs.input_paths(loaded), **options, **_run_options(args))
+    job = jobs.prune_job(loaded, args.out, protected=jobs.input_paths(loaded), run=run, **options, **_run_options(args))
+    _drop_default_run_dir(args, run)
     plan = job.result.plan
     lines = [describe_stage(stage) for stage in plan.stages]
     lines += [
@@ -232,7 +272,9 @@ def cmd_recover(args) -> int:
     teacher = load_model(args.teacher, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code) if distil else None
     protected = jobs.input_paths(loaded) + (jobs.input_paths(teacher) if teacher else [])
     check_output_dir(args.out, args.overwrite, protected)
-    job = jobs.recover_job(loaded, args.out, config, teacher=teacher, data=_data(args), protected=protected, **_run_options(args))
+    run = _run_directory(args, True)
+    job = jobs.recover_job(loaded, args.out, config, teacher=teacher, data=_data(args), protected=protected, run=run, **_run_options(args))
+    _drop_default_run_dir(args, run)
     summary = job.evaluation["recovery"]
     lines = [
         describe_stage({"method": "recover", "details": summary}),
@@ -288,12 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     recover = sub.add_parser("recover", help="distil a dense teacher into a pruned model on a token budget")
     _add(recover, MODEL_OPTIONS, OUTPUT_OPTIONS, HELDOUT_OPTIONS)
     recover.add_argument("--teacher", help="the dense model to distil from (without one, plain next-token training)")
-    _add_recovery_flags(recover)
+    _add_recovery_flags(recover, run_flags=True)
 
     extend = sub.add_parser("extend", help="grow a model deeper by repeating blocks with their own adapters (FlexiGPT)")
     _add(extend, MODEL_OPTIONS, OUTPUT_OPTIONS)
     add_config_flags(extend.add_argument_group("extend options"), method_spec("extend").config_cls, {"seed"})
-    _add_recovery_flags(extend)
+    _add_recovery_flags(extend, run_flags=True)
     extend.set_defaults(data="builtin", windows=0, seq_len=512, heldout_windows=0)
 
     report = sub.add_parser("report", help="Markdown + HTML report with tables and plots from eval results")
@@ -334,6 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     except PrunekitError as error:
         print(f"prunekit: error: {flag_message(error, FLAGS)}", file=sys.stderr)
         return EXIT_USAGE
+    except RecoveryInterrupted as stopped:
+        command = " ".join(shlex.quote(a) for a in ["prunekit", *(sys.argv[1:] if argv is None else argv)])
+        command += "" if "--resume" in command.split() else " --resume"
+        print(
+            f"prunekit: stopped by {stopped.signal_name} after step {stopped.step} of {stopped.steps}; checkpoint {stopped.checkpoint}; "
+            f"continue with: {command}",
+            file=sys.stderr,
+        )
+        return 143
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, _Terminated)
         print(f"prunekit: {'terminated' if terminated else 'interrupted'}; no partial output was written", file=sys.stderr)

@@ -73,6 +73,7 @@ def prune_job(
     progress: bool = True,
     overwrite: bool = False,
     protected: list = (),
+    run: dict | None = None,
 ) -> JobResult:
     """Prune `loaded` in place by `configs` (a recipe) or a saved `plan` and save it to `out`; with
     `compare`, evaluate before and after and write out/report/."""
@@ -105,6 +106,7 @@ def prune_job(
         inplace=True,
         seed=data.seed,
         model_name=loaded.source,
+        **(run or {}),
     )
     evaluation = {}
     if compare:
@@ -129,6 +131,7 @@ def recover_job(
     progress: bool = True,
     overwrite: bool = False,
     protected: list = (),
+    run: dict | None = None,
 ) -> JobResult:
     """Distil `teacher` into `loaded` (next-token training without one) and save it to `out`, with the
     recovery log and, where the input carried a plan, that plan followed by the recovery stage."""
@@ -149,6 +152,7 @@ def recover_job(
         progress=progress,
         inplace=True,
         model_name=loaded.source,
+        **(run or {}),
     )
     summary = {**result.plan.stages[0]["details"], **result.metrics, "model": loaded.source, "teacher": teacher.source if teacher else None}
     extra = {"prunekit_recovery.json": summary}

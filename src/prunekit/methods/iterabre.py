@@ -29,6 +29,7 @@ from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.surgery import remove_blocks
 from prunekit.options import option
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
+from prunekit.recovery.checkpoints import Checkpointing, has_checkpoint
 from prunekit.scoring.blocks import check_metric, scan_blocks
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,12 @@ class IterabreSettings:
 def _windows_slice(windows: TokenWindows, start: int, count: int) -> TokenWindows:
     rows = torch.arange(start, start + count) % windows.num_windows
     return TokenWindows(windows.input_ids[rows], windows.description, windows.total_tokens_available)
+
+
+def _recovery_checkpoints(directory: RunDirectory, iteration: int) -> Checkpointing:
+    """Each iteration's recovery saves itself beside the iteration checkpoints; an interrupted one continues."""
+    path = directory.path / f"recovery-{iteration:03d}"
+    return Checkpointing(path, resume=has_checkpoint(path), overwrite=True)
 
 
 def iterabre(
@@ -190,6 +197,7 @@ def iterabre(
                     blocks=neighbours,
                     device=device,
                     progress=progress,
+                    checkpoints=_recovery_checkpoints(directory, iteration),
                 )
             )
         except RecoveryDiverged as error:
@@ -297,7 +305,13 @@ def _final_recovery(model, teacher, recovery_data, settings, directory, state, w
     )
     try:
         result = recover(
-            model, _windows_slice(recovery_data, windows_used, share), config, teacher=teacher, device=device, progress=progress
+            model,
+            _windows_slice(recovery_data, windows_used, share),
+            config,
+            teacher=teacher,
+            device=device,
+            progress=progress,
+            checkpoints=_recovery_checkpoints(directory, iteration),
         )
     except RecoveryDiverged as error:
         directory.update(state, status="diverged", failure={"iteration": iteration, "final": True, "error": str(error)})

@@ -10,8 +10,16 @@ def recover_in_context(model, config: RecoveryConfig, context) -> dict:
     samples the data. Returns the run's record without the per-step history."""
     distils = bool(config.kd_weight or config.hidden_weight)
     teacher = context.teacher() if distils or context.recovery_data == "self" else None
-    windows = context.recovery_windows(config, teacher)
-    result = recover(model, windows, config, teacher=teacher if distils else None, device=context.device, progress=context.progress)
+    windows = context.recovery_source(config, teacher)
+    result = recover(
+        model,
+        windows,
+        config,
+        teacher=teacher if distils else None,
+        device=context.device,
+        progress=context.progress,
+        checkpoints=context.stage_checkpoints(),
+    )
     return {k: v for k, v in result.to_dict().items() if k != "history"}
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS, TokenWindows
 from prunekit.errors import ParameterError, PrunekitError
+from prunekit.recovery.checkpoints import Checkpointing
 from prunekit.recovery.data import SELF_GENERATED, recovery_windows, self_generated_windows
+from prunekit.recovery.window_stream import is_streamed, streamed_windows
 
 
 @dataclass
@@ -33,6 +35,8 @@ class StageContext:
     batch_size: int = 1
     progress: bool = True
     seed: int = 0
+    checkpoints: Checkpointing | None = None  # the job's run directory: each training stage saves in its own part
+    stage: int = 0  # the stage being run (1-based), naming its part of the run directory
     _teacher: Any = field(default=None, repr=False)
 
     @property
@@ -52,9 +56,31 @@ class StageContext:
             raise ParameterError("data", f"is missing: method '{method}' needs calibration windows (prunekit.load_windows)")
         return self.windows
 
+    def stage_checkpoints(self) -> Checkpointing | None:
+        """Where the current stage's training saves itself (None: the job has no run directory)."""
+        return None if self.checkpoints is None else self.checkpoints.inside(f"stage-{self.stage}")
+
+    def _streamed(self) -> bool:
+        return isinstance(self.recovery_data, str) and self.recovery_data != SELF_GENERATED and is_streamed(self.recovery_data)
+
+    def recovery_source(self, config, teacher=None):
+        """What a recovery run of `config` trains on: a stream for shards, mixes, hub datasets and large
+        files (read as training goes), otherwise windows held in memory."""
+        if self._streamed():
+            if self.tokenizer is None:
+                raise ParameterError("tokenizer", "is missing: recovery data is made from text, so pass tokenizer=")
+            data, field_name = self.recovery_data, self.text_field
+            return streamed_windows(data, self.tokenizer, seq_len=config.seq_len, seed=config.seed, text_field=field_name)
+        return self.recovery_windows(config, teacher)
+
     def recovery_windows(self, config, teacher=None) -> TokenWindows:
-        """The windows a recovery run of `config` trains on, from `recovery_data`."""
+        """The windows a recovery run of `config` trains on, from `recovery_data`, held in memory (a stream
+        is read for exactly the budget's windows)."""
         data = self.recovery_data
+        if self._streamed():
+            stream = self.recovery_source(config, teacher)
+            count = -(-config.tokens // config.seq_len)
+            return TokenWindows(stream.take(count), stream.description, count * config.seq_len)
         if isinstance(data, TokenWindows):
             return data
         if callable(data):

@@ -31,8 +31,10 @@ from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.loading import resolve_device
 from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
+from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, RunCheckpoints, StopSignals, model_fingerprint
 from prunekit.recovery.config import RecoveryConfig
 from prunekit.recovery.throughput import distillation_flops_per_token, peak_flops, utilisation
+from prunekit.recovery.window_stream import WindowOrder
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class RecoveryResult:
     loss_last: float  # mean objective over the last optimizer step
     trainable_parameters: int
     data: str
-    epochs: float  # how often the data was seen (over 1 means it was repeated)
+    epochs: float | None  # how often the data was seen (over 1: repeated; None: less than one pass of a stream)
     config: dict
     history: list[dict] = field(default_factory=list)  # one entry per optimizer step
     device: str = "cpu"
@@ -68,6 +70,7 @@ class RecoveryResult:
     model_flops_per_token: float = 0.0  # 6 N_student + 2 N_teacher
     mfu: float | None = None  # model-flops utilisation of the device's bf16 peak (GPUs we know)
     peak_memory_mib: float | None = None  # CUDA peak allocation during the run
+    resumed_from_step: int = 0  # steps done in an earlier sitting (0: the run started here)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,7 +173,7 @@ def _vocabulary(model) -> int:
     return head.weight.shape[0] if head is not None else model.config.vocab_size
 
 
-def shared_vocabulary(student, teacher, windows: TokenWindows) -> int:
+def shared_vocabulary(student, teacher, windows: TokenWindows | None = None) -> int:
     """How many leading token ids student and teacher logits are compared on.
 
     Checkpoints often pad the vocabulary to a multiple of 64 or 128 (49216 rows for a 49152-token
@@ -183,14 +186,19 @@ def shared_vocabulary(student, teacher, windows: TokenWindows) -> int:
             f"the teacher's vocabulary has {_vocabulary(teacher)} entries and the student's {_vocabulary(student)}: "
             "more than padding apart, so they do not share a tokenizer; distil from a teacher with the student's tokenizer"
         )
-    top = int(windows.input_ids.max()) if windows.input_ids.numel() else -1
+    if windows is not None:
+        check_token_ids(windows.input_ids, shared, teacher is not None and _vocabulary(teacher) == shared)
+    return shared
+
+
+def check_token_ids(input_ids: torch.Tensor, shared: int, teacher_is_smaller: bool = False) -> None:
+    """Refuse ids the models do not know (data tokenized with another tokenizer)."""
+    top = int(input_ids.max()) if input_ids.numel() else -1
     if top >= shared:
         raise PrunekitError(
-            f"the recovery data holds token id {top}, but the "
-            f"{'teacher' if teacher is not None and _vocabulary(teacher) == shared else 'student'} "
+            f"the recovery data holds token id {top}, but the {'teacher' if teacher_is_smaller else 'student'} "
             f"knows only {shared} tokens; tokenize the data with the models' own tokenizer"
         )
-    return shared
 
 
 def _objective(student_out, teacher_out, input_ids, config: RecoveryConfig, vocabulary: int | None = None) -> tuple[torch.Tensor, dict]:
@@ -309,36 +317,12 @@ def _schedule(optimizer, config: RecoveryConfig, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def recover(
-    student,
-    windows: TokenWindows,
-    config: RecoveryConfig | None = None,
-    *,
-    teacher=None,
-    blocks: list[int] | None = None,
-    device=None,
-    progress: bool = True,
-    accelerator=None,
-) -> RecoveryResult:
-    """Train `student` in place on `windows` for `config.tokens` tokens; returns what happened.
+def window_source(windows, seed: int):
+    """The trainer's view of its data: TokenWindows are drawn in a seeded order, pass after pass; a stream as it is."""
+    return WindowOrder(windows, seed) if isinstance(windows, TokenWindows) else windows
 
-    `teacher` (the dense model) is needed for the distillation losses and is never changed.
-    `blocks` lists the block indices trained under scope 'neighbours'. A LoRA run is merged into
-    the student's weights before returning, so the result is a plain model again.
-    """
-    config = config or RecoveryConfig()
-    config.check(teacher is not None)
-    config = config.resolved(parameter_count(teacher if teacher is not None else student))
-    vocabulary = shared_vocabulary(student, teacher, windows)
-    if windows.seq_len != config.seq_len:
-        config = replace(config, seq_len=windows.seq_len)
-    accelerator = accelerator or make_accelerator(config.precision, training_device(student, device))
-    target = accelerator.device
-    processes, rank = accelerator.num_processes, accelerator.process_index
-    steps = config.steps(processes)
-    per_step = config.micro_batch_size * config.grad_accumulation  # windows per optimizer step and process
-    windows_needed = steps * per_step * processes
-    epochs = windows_needed / windows.num_windows
+
+def _warn_about_budget(config: RecoveryConfig, source, per_step: int, processes: int, windows_needed: int) -> None:
     if config.tokens < config.tokens_per_step(processes):
         log.warning(
             "the budget of %d tokens is less than one optimizer step (%d windows of %d tokens): the step repeats "
@@ -347,19 +331,127 @@ def recover(
             per_step * processes,
             config.seq_len,
         )
-    elif epochs > 1:
+    elif source.num_windows is not None and windows_needed > source.num_windows:
         log.warning(
             "recovery data has %d windows but the budget needs %d: each window is seen %.1f times; "
             "pass more data for a larger --recovery-tokens",
-            windows.num_windows,
+            source.num_windows,
             windows_needed,
-            epochs,
+            windows_needed / source.num_windows,
         )
-    generator = torch.Generator().manual_seed(config.seed)
-    order = torch.cat([torch.randperm(windows.num_windows, generator=generator) for _ in range(math.ceil(epochs))])[:windows_needed]
 
+
+def _run_settings(config: RecoveryConfig, source, student, processes: int, blocks) -> dict:
+    """What decides a run's result: checked again when it resumes."""
+    return {
+        "config": config.to_dict(),
+        "data": source.identity(),
+        "model": model_fingerprint(student),
+        "processes": processes,
+        "blocks": list(blocks) if blocks else None,
+    }
+
+
+@dataclass
+class _Run:
+    """One run's prepared pieces, passed between the named steps of `recover`."""
+
+    config: RecoveryConfig
+    accelerator: object
+    prepared: object
+    model: object
+    optimizer: object
+    scheduler: object
+    trainable: list
+    source: object
+    vocabulary: int
+    steps: int
+    per_step: int
+    micro_batch: int = 1
+    checkpointing: bool = False
+    history: list = field(default_factory=list)
+    first_step: int = 0
+    checkpoints: RunCheckpoints | None = None
+
+
+def _step(run: _Run, step: int, chunk: torch.Tensor, teacher, want_hidden: bool) -> dict:
+    """One optimizer step on this step's windows (every process's share of `chunk`); returns its log entry."""
+    accelerator, config, processes, rank = run.accelerator, run.config, run.accelerator.num_processes, run.accelerator.process_index
+    accumulation = run.per_step // run.micro_batch
+    step_loss, parts_sum = 0.0, {}
+    for micro in range(accumulation):
+        index = micro * processes + rank
+        input_ids = chunk[index * run.micro_batch : (index + 1) * run.micro_batch].to(accelerator.device)
+        teacher_out = None
+        if teacher is not None:
+            with torch.no_grad(), accelerator.autocast():
+                teacher_out = teacher(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
+        sync = micro == accumulation - 1
+        with nullcontext() if sync else accelerator.no_sync(run.prepared):
+            with accelerator.autocast():
+                student_out = run.prepared(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
+            loss, parts = _objective(student_out, teacher_out, input_ids, config, run.vocabulary)
+            if not torch.isfinite(loss):
+                raise RecoveryDiverged(step + 1, run.scheduler.get_last_lr()[0], loss.item())
+            accelerator.backward(loss / accumulation)
+        step_loss += loss.item() / accumulation
+        for name, value in parts.items():
+            parts_sum[name] = parts_sum.get(name, 0.0) + value / accumulation
+    norm = accelerator.clip_grad_norm_(run.trainable, config.max_grad_norm) if config.max_grad_norm else None
+    if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+        raise RecoveryDiverged(step + 1, run.scheduler.get_last_lr()[0], float("nan"))
+    learning_rate = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return {"step": step + 1, "loss": step_loss, "lr": learning_rate, "grad_norm": float(norm) if norm is not None else None, **parts_sum}
+
+
+def _next_chunk(run: _Run) -> torch.Tensor:
+    chunk = run.source.take(run.per_step * run.accelerator.num_processes)
+    check_token_ids(chunk, run.vocabulary)
+    return chunk
+
+
+def _train(run: _Run, teacher, progress: bool, first_chunk: torch.Tensor | None) -> None:
+    """The step loop: saves where due, and on SIGINT/SIGTERM saves and raises RecoveryInterrupted."""
+    want_hidden = run.config.hidden_weight > 0
+    tokens_per_step = run.config.tokens_per_step(run.accelerator.num_processes)
+    bar = tqdm(
+        range(run.first_step, run.steps),
+        desc="recovery (tokens trained)",
+        initial=run.first_step,
+        total=run.steps,
+        disable=not (progress and run.accelerator.is_main_process),
+        leave=False,
+    )
+    with StopSignals() if run.checkpoints is not None else nullcontext() as signals:
+        for step in bar:
+            chunk = first_chunk if step == run.first_step and first_chunk is not None else _next_chunk(run)
+            run.history.append(_step(run, step, chunk, teacher, want_hidden))
+            bar.set_postfix(loss=f"{run.history[-1]['loss']:.4f}")
+            if run.checkpoints is None or step + 1 == run.steps:
+                continue
+            stop = signals.any_received(run.accelerator)
+            if stop or run.checkpoints.due(step + 1, tokens_per_step):
+                saved = run.checkpoints.save(step + 1, run.history, run.source, {"steps": run.steps})
+                if stop:
+                    raise RecoveryInterrupted(saved, step + 1, run.steps, signals.received or "signal")
+
+
+def _prepare(student, teacher, source, config: RecoveryConfig, blocks, accelerator, checkpointing: Checkpointing | None) -> _Run:
+    """Trainable scope, optimizer, schedule and accelerate; a resumed run gets its saved state back."""
+    target = accelerator.device
+    processes = accelerator.num_processes
+    steps = config.steps(processes)
+    per_step = config.micro_batch_size * config.grad_accumulation  # windows per optimizer step and process
+    _warn_about_budget(config, source, per_step, processes, steps * per_step * processes)
+    vocabulary = shared_vocabulary(student, teacher)
+    checkpoints = None
+    if checkpointing is not None:
+        checkpoints = RunCheckpoints(checkpointing, accelerator, _run_settings(config, source, student, processes, blocks))
+    resume_from = checkpoints.open() if checkpoints is not None else None
     torch.manual_seed(config.seed)
-    was_training, use_cache = student.training, getattr(student.config, "use_cache", None)
     student.config.use_cache = False
     student.to(target)
     if teacher is not None:
@@ -369,7 +461,6 @@ def recover(
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise PrunekitError("nothing to train: the recovery scope selected no parameters")
-    snapshot = _snapshot(model)
     fused = target.type == "cuda" and all(p.is_floating_point() and p.device.type == "cuda" for p in trainable)
     optimizer = torch.optim.AdamW(
         _parameter_groups(model, trainable, config), lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None
@@ -377,102 +468,130 @@ def recover(
     scheduler = _schedule(optimizer, config, steps)
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    micro_batch, checkpointing = config.micro_batch_size, config.gradient_checkpointing
-    if config.fit_micro_batch and target.type == "cuda" and processes == 1:
-        micro_batch, checkpointing = fit_micro_batch(
-            prepared, teacher, windows.input_ids[order[:per_step]], config, accelerator, trainable, vocabulary
+    run = _Run(config, accelerator, prepared, model, optimizer, scheduler, trainable, source, vocabulary, steps, per_step)
+    run.micro_batch, run.checkpointing, run.checkpoints = config.micro_batch_size, config.gradient_checkpointing, checkpoints
+    if resume_from is not None:
+        checkpoints.restore(resume_from, source)
+        run.first_step, run.history = int(resume_from["step"]), list(resume_from["history"])
+    return run
+
+
+def _fit_batches(run: _Run, teacher) -> torch.Tensor | None:
+    """On one GPU, the largest micro-batches that fit (measured on the first step's windows, which it returns)."""
+    if not (run.config.fit_micro_batch and run.accelerator.device.type == "cuda" and run.accelerator.num_processes == 1):
+        if run.checkpointing:
+            run.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return None
+    first = _next_chunk(run) if run.first_step < run.steps else None
+    if first is not None:
+        run.micro_batch, run.checkpointing = fit_micro_batch(
+            run.prepared, teacher, first[: run.per_step], run.config, run.accelerator, run.trainable, run.vocabulary
         )
-    elif checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    accumulation = per_step // micro_batch
-    if target.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(target)
-    want_hidden = config.hidden_weight > 0
-    history: list[dict] = []
-    started = time.perf_counter()
+    return first
+
+
+def recover(
+    student,
+    windows,
+    config: RecoveryConfig | None = None,
+    *,
+    teacher=None,
+    blocks: list[int] | None = None,
+    device=None,
+    progress: bool = True,
+    accelerator=None,
+    checkpoints: Checkpointing | None = None,
+) -> RecoveryResult:
+    """Train `student` in place on `windows` for `config.tokens` tokens; returns what happened.
+
+    `windows`: TokenWindows held in memory, or a stream (`streamed_windows`) read as training goes.
+    `teacher` (the dense model) is needed for the distillation losses and is never changed.
+    `blocks` lists the block indices trained under scope 'neighbours'. A LoRA run is merged into
+    the student's weights before returning, so the result is a plain model again. `checkpoints`:
+    save the run every so often in a run directory, and continue a saved one (`resume`).
+    """
+    config = config or RecoveryConfig()
+    config.check(teacher is not None)
+    config = config.resolved(parameter_count(teacher if teacher is not None else student))
+    if isinstance(windows, TokenWindows):
+        shared_vocabulary(student, teacher, windows)
+    source = window_source(windows, config.seed)
+    if source.seq_len != config.seq_len:
+        config = replace(config, seq_len=source.seq_len)
+    accelerator = accelerator or make_accelerator(config.precision, training_device(student, device))
+    target = accelerator.device
+    was_training, use_cache = student.training, getattr(student.config, "use_cache", None)
+    snapshot = None
+    run = None
     diverged: RecoveryDiverged | None = None
+    started = time.perf_counter()
     try:
-        bar = tqdm(range(steps), desc="recovery", disable=not (progress and accelerator.is_main_process), leave=False)
-        for step in bar:
-            step_loss, parts_sum = 0.0, {}
-            for micro in range(accumulation):
-                index = (step * accumulation + micro) * processes + rank
-                rows = order[index * micro_batch : (index + 1) * micro_batch]
-                input_ids = windows.input_ids[rows].to(accelerator.device)
-                teacher_out = None
-                if teacher is not None:
-                    with torch.no_grad(), accelerator.autocast():
-                        teacher_out = teacher(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
-                sync = micro == accumulation - 1
-                with nullcontext() if sync else accelerator.no_sync(prepared):
-                    with accelerator.autocast():
-                        student_out = prepared(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
-                    loss, parts = _objective(student_out, teacher_out, input_ids, config, vocabulary)
-                    if not torch.isfinite(loss):
-                        raise RecoveryDiverged(step + 1, scheduler.get_last_lr()[0], loss.item())
-                    accelerator.backward(loss / accumulation)
-                step_loss += loss.item() / accumulation
-                for name, value in parts.items():
-                    parts_sum[name] = parts_sum.get(name, 0.0) + value / accumulation
-            norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm) if config.max_grad_norm else None
-            if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
-                raise RecoveryDiverged(step + 1, scheduler.get_last_lr()[0], float("nan"))
-            learning_rate = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            history.append(
-                {
-                    "step": step + 1,
-                    "loss": step_loss,
-                    "lr": learning_rate,
-                    "grad_norm": float(norm) if norm is not None else None,
-                    **parts_sum,
-                }
-            )
-            bar.set_postfix(loss=f"{step_loss:.4f}")
+        run = _prepare(student, teacher, source, config, blocks, accelerator, checkpoints)
+        snapshot = _snapshot(run.model)
+        first_chunk = _fit_batches(run, teacher)
+        if target.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(target)
+        started = time.perf_counter()
+        _train(run, teacher, progress, first_chunk)
     except RecoveryDiverged as error:
         diverged = error
     finally:
-        optimizer.zero_grad(set_to_none=True)
-        # accelerate's prepare() patches the model's forward to run under autocast; without
-        # keep_fp32_wrapper=False the returned model would go on computing in bf16 after training.
-        model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
-        if checkpointing:
-            model.gradient_checkpointing_disable()
-        if diverged is not None:
-            _restore(model, snapshot)
-        if config.scope == "lora":
-            model = model.unload() if diverged is not None else model.merge_and_unload()
-        for param in model.parameters():
-            param.requires_grad_(True)
-        model.train(was_training)
-        student.config.use_cache = use_cache
-        accelerator.free_memory()
+        model = _teardown(run, student, snapshot, diverged, was_training, use_cache, accelerator)
     if diverged is not None:
         raise diverged
+    if run.checkpoints is not None:
+        run.checkpoints.finish()
+    return _result(run, model, teacher, windows, started, target)
+
+
+def _teardown(run: _Run | None, student, snapshot, diverged, was_training: bool, use_cache, accelerator):
+    """Back to a plain model in its own precision: unwrap, restore on divergence, merge LoRA."""
+    student.config.use_cache = use_cache
+    if run is None:
+        return student
+    run.optimizer.zero_grad(set_to_none=True)
+    # accelerate's prepare() patches the model's forward to run under autocast; without
+    # keep_fp32_wrapper=False the returned model would go on computing in bf16 after training.
+    model = accelerator.unwrap_model(run.prepared, keep_fp32_wrapper=False)
+    if run.checkpointing:
+        model.gradient_checkpointing_disable()
+    if diverged is not None and snapshot is not None:
+        _restore(model, snapshot)
+    if run.config.scope == "lora":
+        model = model.unload() if diverged is not None else model.merge_and_unload()
+    for param in model.parameters():
+        param.requires_grad_(True)
+    model.train(was_training)
+    student.config.use_cache = use_cache
+    accelerator.free_memory()
+    return model
+
+
+def _result(run: _Run, model, teacher, windows, started: float, target) -> RecoveryResult:
+    processes = run.accelerator.num_processes
     seconds = time.perf_counter() - started
-    tokens = steps * config.tokens_per_step(processes)
-    tokens_per_second = tokens / seconds if seconds else 0.0
-    flops_per_token = distillation_flops_per_token(student, teacher)
-    peak = peak_flops(target, accelerator.mixed_precision)
+    tokens = run.steps * run.config.tokens_per_step(processes)
+    tokens_per_second = (run.steps - run.first_step) * run.config.tokens_per_step(processes) / seconds if seconds else 0.0
+    flops_per_token = distillation_flops_per_token(model, teacher)
+    peak = peak_flops(target, run.accelerator.mixed_precision)
     return RecoveryResult(
-        steps=steps,
+        steps=run.steps,
         tokens=tokens,
         seconds=seconds,
         tokens_per_second=tokens_per_second,
-        loss_first=history[0]["loss"],
-        loss_last=history[-1]["loss"],
-        trainable_parameters=sum(p.numel() for p in trainable),
-        data=windows.description,
-        epochs=epochs,
-        config=config.to_dict(),
-        history=history,
+        loss_first=run.history[0]["loss"],
+        loss_last=run.history[-1]["loss"],
+        trainable_parameters=sum(p.numel() for p in run.trainable),
+        data=run.source.description,
+        epochs=run.source.passes(),
+        config=run.config.to_dict(),
+        history=run.history,
         device=str(target),
-        micro_batch_size=micro_batch,
-        grad_accumulation=accumulation,
-        gradient_checkpointing=checkpointing,
+        micro_batch_size=run.micro_batch,
+        grad_accumulation=run.per_step // run.micro_batch,
+        gradient_checkpointing=run.checkpointing,
         model_flops_per_token=flops_per_token,
         mfu=utilisation(tokens_per_second / processes, flops_per_token, peak),
         peak_memory_mib=torch.cuda.max_memory_allocated(target) / 2**20 if target.type == "cuda" else None,
+        resumed_from_step=run.first_step,
     )
