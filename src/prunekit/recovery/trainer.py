@@ -344,7 +344,7 @@ def _warn_about_budget(config: RecoveryConfig, source, per_step: int, processes:
 def _run_settings(config: RecoveryConfig, source, student, processes: int, blocks) -> dict:
     """What decides a run's result: checked again when it resumes."""
     return {
-        "config": config.to_dict(),
+        **config.to_dict(),
         "data": source.identity(),
         "model": model_fingerprint(student),
         "processes": processes,

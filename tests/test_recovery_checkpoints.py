@@ -1,0 +1,219 @@
+import copy
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pydoc_data.topics import topics
+
+from prunekit.data.windows import TokenWindows
+from prunekit.errors import PrunekitError
+from prunekit.models.surgery import remove_blocks
+from prunekit.recovery import RecoveryConfig, recover
+from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, has_checkpoint
+
+from conftest import VOCAB, tiny_model
+
+PRUNEKIT = [sys.executable, "-m", "prunekit.cli"]
+
+
+def windows(count=24, seq_len=16):
+    ids = torch.randint(3, VOCAB, (count, seq_len), generator=torch.Generator().manual_seed(0))
+    return TokenWindows(ids, "random", ids.numel())
+
+
+def config(**overrides):
+    base = {"tokens": 16 * 40, "seq_len": 16, "micro_batch_size": 1, "grad_accumulation": 1, "learning_rate": 2e-3}
+    return RecoveryConfig(**{**base, **overrides})
+
+
+def pair():
+    teacher = tiny_model("llama")
+    student = copy.deepcopy(teacher)
+    remove_blocks(student, [1])
+    return teacher, student
+
+
+class SignalAt:
+    """Windows that send this process SIGTERM when step `at` draws its data (as a scheduler would)."""
+
+    def __init__(self, windows, at, seed=0):
+        from prunekit.recovery.window_stream import WindowOrder
+
+        self.inner, self.at, self.calls = WindowOrder(windows, seed), at, 0
+        self.description, self.seq_len, self.num_windows = self.inner.description, self.inner.seq_len, self.inner.num_windows
+
+    def take(self, count):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.inner.take(count)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("scope", ["blocks", "lora"])
+def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, scope):
+    teacher, student = pair()
+    unbroken = copy.deepcopy(student)
+    reference = recover(unbroken, windows(), config(scope=scope), teacher=teacher, progress=False)
+    saving = Checkpointing(tmp_path / "run", save_every=16 * 7)
+    with pytest.raises(RecoveryInterrupted) as stopped:
+        recover(copy.deepcopy(student), SignalAt(windows(), at=12), config(scope=scope), teacher=teacher, progress=False, checkpoints=saving)
+    assert stopped.value.step == 12 and stopped.value.signal_name == "SIGTERM" and has_checkpoint(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-0000007", "checkpoint-0000012"]
+    resumed = copy.deepcopy(student)
+    result = recover(
+        resumed, windows(), config(scope=scope), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", resume=True)
+    )
+    assert result.resumed_from_step == 12 and result.history == reference.history
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), unbroken.state_dict().values()))
+    assert not list((tmp_path / "run").glob("checkpoint-*"))  # a finished run keeps only its settings
+
+
+def interrupted_run(tmp_path, at=5):
+    teacher, student = pair()
+    saving = Checkpointing(tmp_path / "run", save_every=16 * 3)
+    with pytest.raises(RecoveryInterrupted):
+        recover(copy.deepcopy(student), SignalAt(windows(), at=at), config(), teacher=teacher, progress=False, checkpoints=saving)
+    return teacher, student
+
+
+def test_a_resume_with_another_learning_rate_is_refused_naming_it(tmp_path):
+    teacher, student = interrupted_run(tmp_path)
+    with pytest.raises(PrunekitError, match=r"different settings \(learning_rate: 0.002 -> 0.001\)"):
+        recover(student, windows(), config(learning_rate=1e-3), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", resume=True))
+
+
+def test_a_resume_with_another_model_or_data_is_refused(tmp_path):
+    teacher, student = interrupted_run(tmp_path)
+    resume = Checkpointing(tmp_path / "run", resume=True)
+    with pytest.raises(PrunekitError, match=r"different settings \(.*model"):
+        recover(copy.deepcopy(teacher), windows(), config(), teacher=teacher, progress=False, checkpoints=resume)
+    with pytest.raises(PrunekitError, match=r"different settings \(data"):
+        recover(student, windows(count=30), config(), teacher=teacher, progress=False, checkpoints=resume)
+
+
+def test_resume_without_a_run_and_a_fresh_start_over_a_run_are_refused(tmp_path):
+    teacher, student = pair()
+    with pytest.raises(PrunekitError, match="nothing to resume"):
+        recover(student, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "none", resume=True))
+    interrupted_run(tmp_path)
+    with pytest.raises(PrunekitError, match="already holds a recovery run; continue it with resume"):
+        recover(student, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run"))
+
+
+def test_a_full_disk_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    teacher, student = pair()
+    from accelerate import Accelerator
+
+    real = Accelerator.save_state
+    calls = []
+
+    def fill_disk(self, output_dir, **kwargs):
+        calls.append(output_dir)
+        if len(calls) == 2:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", fill_disk)
+    with pytest.raises(PrunekitError, match="No space left on device.*checkpoint-0000003 is intact"):
+        recover(student, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", save_every=16 * 3))
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(("checkpoint", ".checkpoint"))] == ["checkpoint-0000003"]
+    monkeypatch.setattr(Accelerator, "save_state", real)
+    fresh = pair()[1]
+    result = recover(fresh, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", resume=True))
+    assert result.resumed_from_step == 3
+
+
+def test_save_every_is_checked():
+    with pytest.raises(PrunekitError, match="save_every 0 must be at least 1"):
+        Checkpointing("x", save_every=0)
+    with pytest.raises(PrunekitError, match="save_every must be a whole number"):
+        Checkpointing("x", save_every="1000")
+
+
+# -- a real `prunekit recover` process, killed and resumed ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("shards")
+    keys = sorted(topics)
+    for shard in range(4):
+        lines = [json.dumps({"text": topics[k]}) for k in keys[shard::4]]
+        (directory / f"part-{shard}.jsonl").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def recover_command(model, shards, out, *extra):
+    return [
+        *PRUNEKIT,
+        "recover",
+        "--model",
+        str(model),
+        "--recovery-data",
+        str(shards),
+        "--recovery-tokens",
+        "24000",
+        "--recovery-seq-len",
+        "48",
+        "--grad-accumulation",
+        "1",
+        "--save-every",
+        "480",
+        "--heldout-windows",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+
+
+def run_until_checkpoint(command, run_dir: Path, minimum_step: int):
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        steps = [int(p.name.split("-")[1]) for p in run_dir.glob("stage-1/checkpoint-*")]
+        if steps and max(steps) >= minimum_step:
+            return process
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail(f"the run ended or stalled before a checkpoint at step {minimum_step}: {process.communicate()[1][-400:]}")
+
+
+def test_a_killed_recover_process_resumes_to_bitwise_the_same_model(tiny_checkpoint, shards, tmp_path):
+    subprocess.run(recover_command(tiny_checkpoint, shards, tmp_path / "unbroken"), check=True, capture_output=True)
+    out = tmp_path / "killed"
+    process = run_until_checkpoint(recover_command(tiny_checkpoint, shards, out), Path(f"{out}.run"), 120 + os.getpid() % 200)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists()
+    again = subprocess.run(recover_command(tiny_checkpoint, shards, out, "--resume"), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "unbroken" / "model.safetensors").read_bytes()
+    log, reference = (json.loads((d / "prunekit_recovery.json").read_text()) for d in (out, tmp_path / "unbroken"))
+    assert log["resumed_from_step"] > 0 and (log["loss_first"], log["loss_last"]) == (reference["loss_first"], reference["loss_last"])
+    assert not Path(f"{out}.run").exists()  # the default run directory goes once the model is written
+
+
+def test_sigterm_saves_and_exits_143_with_the_resume_command(tiny_checkpoint, shards, tmp_path):
+    out = tmp_path / "stopped"
+    process = run_until_checkpoint(recover_command(tiny_checkpoint, shards, out), Path(f"{out}.run"), 20)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "stopped by SIGTERM after step" in stderr and stderr.strip().endswith("--resume") and len(stderr.strip().splitlines()) == 1
+    assert not out.exists() and has_checkpoint(Path(f"{out}.run") / "stage-1")
+    refused = subprocess.run(recover_command(tiny_checkpoint, shards, out, "--resume", "--lr", "1e-3"), capture_output=True, text=True)
+    assert refused.returncode == 2 and "learning_rate" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
