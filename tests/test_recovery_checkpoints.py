@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 import torch
-from pydoc_data.topics import topics
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
@@ -66,7 +66,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, sco
     reference = recover(unbroken, windows(), config(scope=scope), teacher=teacher, progress=False)
     saving = Checkpointing(tmp_path / "run", save_every=16 * 7)
     with pytest.raises(RecoveryInterrupted) as stopped:
-        recover(copy.deepcopy(student), SignalAt(windows(), at=12), config(scope=scope), teacher=teacher, progress=False, checkpoints=saving)
+        stopping = SignalAt(windows(), at=12)
+        recover(copy.deepcopy(student), stopping, config(scope=scope), teacher=teacher, progress=False, checkpoints=saving)
     assert stopped.value.step == 12 and stopped.value.signal_name == "SIGTERM" and has_checkpoint(tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-0000007", "checkpoint-0000012"]
     resumed = copy.deepcopy(student)
@@ -89,7 +90,8 @@ def interrupted_run(tmp_path, at=5):
 def test_a_resume_with_another_learning_rate_is_refused_naming_it(tmp_path):
     teacher, student = interrupted_run(tmp_path)
     with pytest.raises(PrunekitError, match=r"different settings \(learning_rate: 0.002 -> 0.001\)"):
-        recover(student, windows(), config(learning_rate=1e-3), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", resume=True))
+        resume = Checkpointing(tmp_path / "run", resume=True)
+        recover(student, windows(), config(learning_rate=1e-3), teacher=teacher, progress=False, checkpoints=resume)
 
 
 def test_a_resume_with_another_model_or_data_is_refused(tmp_path):
@@ -127,7 +129,8 @@ def test_a_full_disk_while_saving_keeps_the_last_good_checkpoint(tmp_path, monke
 
     monkeypatch.setattr(Accelerator, "save_state", fill_disk)
     with pytest.raises(PrunekitError, match="No space left on device.*checkpoint-0000003 is intact"):
-        recover(student, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", save_every=16 * 3))
+        saving = Checkpointing(tmp_path / "run", save_every=16 * 3)
+        recover(student, windows(), config(), teacher=teacher, progress=False, checkpoints=saving)
     assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(("checkpoint", ".checkpoint"))] == ["checkpoint-0000003"]
     monkeypatch.setattr(Accelerator, "save_state", real)
     fresh = pair()[1]

@@ -198,7 +198,8 @@ def test_memory_does_not_grow_with_the_corpus(tmp_path, tiny_tokenizer):
     large = write_shards(tmp_path / "large", 40, docs_per_shard=200)
 
     def peak(data, takes):
-        out = subprocess.run([sys.executable, "-c", STREAM_RSS, str(data), str(tmp_path / "tok"), str(takes)], capture_output=True, text=True)
+        command = [sys.executable, "-c", STREAM_RSS, str(data), str(tmp_path / "tok"), str(takes)]
+        out = subprocess.run(command, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         return int(out.stdout.split()[-1])
 
