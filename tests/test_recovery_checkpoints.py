@@ -184,7 +184,7 @@ def recover_command(model, shards, out, *extra):
 
 
 def run_until_checkpoint(command, run_dir: Path, minimum_step: int):
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         steps = [int(p.name.split("-")[1]) for p in run_dir.glob("stage-1/checkpoint-*")]
@@ -220,3 +220,23 @@ def test_sigterm_saves_and_exits_143_with_the_resume_command(tiny_checkpoint, sh
     assert not out.exists() and has_checkpoint(Path(f"{out}.run") / "stage-1")
     refused = subprocess.run(recover_command(tiny_checkpoint, shards, out, "--resume", "--lr", "1e-3"), capture_output=True, text=True)
     assert refused.returncode == 2 and "learning_rate" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_two_processes_resume_a_killed_run_to_bitwise_the_same_model(tiny_checkpoint, shards, tmp_path):
+    """DDP on the CPU (torchrun, gloo): each process resumes its own share of the same stream."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "prunekit.cli"]
+    tokens = ["--recovery-tokens", "12000"]
+    unbroken = subprocess.run(
+        [*torchrun, *recover_command(tiny_checkpoint, shards, tmp_path / "unbroken")[3:], *tokens], capture_output=True, text=True
+    )
+    assert unbroken.returncode == 0, unbroken.stderr[-800:]
+    assert json.loads((tmp_path / "unbroken" / "prunekit_recovery.json").read_text())["steps"] == 12000 // (2 * 48)
+    out = tmp_path / "killed"
+    command = [*torchrun, *recover_command(tiny_checkpoint, shards, out)[3:], *tokens]
+    process = run_until_checkpoint(command, Path(f"{out}.run"), 30)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both workers, as when a node dies
+    process.wait()
+    time.sleep(0.5)
+    again = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-800:]
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "unbroken" / "model.safetensors").read_bytes()

@@ -137,7 +137,7 @@ def _run_directory(args, trains: bool) -> dict:
         return {}
     run_dir = getattr(args, "run_dir", None) or f"{Path(args.out).expanduser()}.run"
     overwrite = args.overwrite or getattr(args, "overwrite_run", False)
-    return {"run_dir": run_dir, "resume": args.resume, "save_every": args.save_every, "overwrite_run": overwrite}
+    return {"run_dir": run_dir, "resume": getattr(args, "resume", False), "save_every": args.save_every, "overwrite_run": overwrite}
 
 
 def _drop_default_run_dir(args, run: dict) -> None:

@@ -35,8 +35,9 @@ def _lock_path(out_path: Path) -> Path:
 
 def claim_output(out_path: Path) -> None:
     """Hold an exclusive lock for writing `out_path` until `release_output` (or the process ends):
-    a second run into the same place fails at once instead of replacing a finished result."""
-    if out_path in _CLAIMS:
+    a second run into the same place fails at once instead of replacing a finished result. Under a
+    multi-process launch (torchrun, accelerate launch) the main process holds the claim for all."""
+    if out_path in _CLAIMS or int(os.environ.get("RANK", "0")) != 0:
         return
     lock = _lock_path(out_path)
     while True:
