@@ -113,7 +113,9 @@ class RunCheckpoints:
             if not found:
                 raise PrunekitError(f"{self.path} holds no finished checkpoint yet; start the run again without resume")
             return read_json_object(found[-1] / TRAINER_FILE, "recovery checkpoint") | {"directory": str(found[-1])}
-        if self.path.exists() and any(self.path.iterdir()) and not self.settings.overwrite:
+        occupied = self.path.is_dir() and any(self.path.iterdir())
+        self.accelerator.wait_for_everyone()  # every process looks before the main one writes
+        if occupied and not self.settings.overwrite:
             raise PrunekitError(
                 f"{self.path} already holds a recovery run; continue it with resume (--resume) or start afresh with overwrite"
             )
