@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from prunekit.data.sources import text_of_record
 from prunekit.errors import PrunekitError
 
 SHARD_SUFFIXES = (".txt", ".raw", ".jsonl", ".jsonl.gz", ".json.gz", ".txt.gz", ".parquet")
@@ -92,12 +93,7 @@ def _record_text(line: str, path: Path, line_no: int, field: str) -> str:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise PrunekitError(f"{path}:{line_no}: not valid JSON ({error.msg})") from error
-    if isinstance(record, str):
-        return record
-    if isinstance(record, dict) and isinstance(record.get(field), str):
-        return record[field]
-    fields = f" (its fields: {', '.join(map(str, record))[:200]})" if isinstance(record, dict) else ""
-    raise PrunekitError(f"{path}:{line_no}: no '{field}' string in this record{fields}; name the text field (text_field / --text-field)")
+    return text_of_record(record, path, line_no, field)
 
 
 def _open_lines(path: Path) -> io.TextIOBase:

@@ -72,13 +72,13 @@ def wikitext_rows_to_text(raw: str) -> str:
     return "\n\n".join(rows)
 
 
-def _text_of_record(record, path: Path, line_no: int, field: str) -> str:
+def text_of_record(record, path: Path, line_no: int, field: str) -> str:
     """A record's text: a string, or the `field` of an object (never a guess at another string field)."""
     if isinstance(record, str):
         return record
     if isinstance(record, dict) and isinstance(record.get(field), str):
         return record[field]
-    fields = f" (its fields: {', '.join(map(str, record))})" if isinstance(record, dict) else ""
+    fields = f" (its fields: {', '.join(map(str, record))[:200]})" if isinstance(record, dict) else ""
     raise PrunekitError(f"{path}:{line_no}: no '{field}' string in this record{fields}; name the text field with --text-field")
 
 
@@ -102,7 +102,7 @@ def read_local_text(path: Path, field: str = "text") -> str:
                 raise PrunekitError(f"{path}: expected a list of strings or of {{'text': ...}} records")
     except json.JSONDecodeError as error:
         raise PrunekitError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from error
-    return "\n\n".join(_text_of_record(r, path, i + 1, field) for i, r in enumerate(records))
+    return "\n\n".join(text_of_record(r, path, i + 1, field) for i, r in enumerate(records))
 
 
 def load_hub_text(key: str, dataset: HubDataset, split: str) -> str:

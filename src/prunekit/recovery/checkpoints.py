@@ -17,7 +17,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -66,7 +66,7 @@ class Checkpointing:
 
     def inside(self, name: str) -> Checkpointing:
         """The same settings for a run in a sub-directory (one per recovery stage of a longer job)."""
-        return Checkpointing(Path(self.path) / name, self.save_every, self.resume, self.overwrite, self.keep)
+        return replace(self, path=Path(self.path) / name)
 
 
 def model_fingerprint(model) -> str:

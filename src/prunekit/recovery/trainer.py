@@ -562,7 +562,6 @@ def _teardown(run: _Run | None, student, snapshot, diverged, was_training: bool,
     for param in model.parameters():
         param.requires_grad_(True)
     model.train(was_training)
-    student.config.use_cache = use_cache
     accelerator.free_memory()
     return model
 
