@@ -14,10 +14,18 @@ Tables (`--table`):
             FlexiGPT variants (learning rate, output-norm initialisation, scale learning rate)
 
 Rows are written to JSON as they finish; running the same command again skips the finished rows, so an
-interrupted run resumes. A contender whose training diverges is recorded as diverged, with its learning rate.
+interrupted run resumes. Each row's training saves checkpoints under `--runs` (about every ten minutes), so
+a row killed mid-training continues from its last checkpoint, not from zero. A contender whose training
+diverges is recorded as diverged, with its learning rate.
+
+`--recovery-data c4-train` streams every C4 training document of the shared data (the train files and
+the validation sample, never the 1,000 validation documents the evaluation scores) instead of the
+in-memory windows of `--calibration`.
 
     python benchmarks/equal_budget.py --table iterabre --budget 50000 --tasks none    # screening
     python benchmarks/equal_budget.py --table iterabre --budget 200000 --contenders shortgpt+rec iterabre
+    python benchmarks/equal_budget.py --table iterabre --budget 2500000 --recovery-data c4-train \\
+        --contenders 'angular+rec lr 3e-4' 'iterabre lr 3e-4' 'iterabre bi final 1.0 lr 3e-4'
 """
 
 from __future__ import annotations
@@ -112,6 +120,30 @@ FLEXIGPT_TABLE = {
     ),
 }
 TABLES = {"iterabre": (ITERABRE_TABLE, 6, 1e-4), "flexigpt": (FLEXIGPT_TABLE, 9, 1e-3)}
+C4_TRAIN = "c4-train"
+IN_MEMORY = "c4 (--calibration, in memory)"
+UNRECORDED = {"recovery_data": IN_MEMORY}  # runs from before a setting was recorded ran with its default
+C4_TRAIN_FILES = (
+    "c4-train.00000-of-01024.first1000.jsonl",
+    "c4-train.rp-sample2.1000docs.jsonl",
+    "c4-validation.sample.part1of2.jsonl",
+    "c4-validation.sample.part2of2.jsonl",
+)
+
+
+def c4_training_shards(runs: Path) -> str:
+    """A directory of links to the C4 files that may be trained on (the evaluation's documents are not among them)."""
+    shards = runs / "c4-train-shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    for name in C4_TRAIN_FILES:
+        link = shards / name
+        if not link.exists():
+            link.symlink_to((SHARED / "c4" / name).resolve())
+    return str(shards)
+
+
+def slug(contender: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in contender)
 
 
 def main() -> None:
@@ -128,6 +160,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the recovery data order")
     parser.add_argument("--name", help="output file name (default: equal_budget_<table>_<budget>)")
     parser.add_argument("--device", default="cpu", help="where pruning, recovery and evaluation run (e.g. cuda for GPU-sized budgets)")
+    parser.add_argument(
+        "--recovery-data", help=f"streamed recovery data SPEC, or '{C4_TRAIN}' for every C4 training file (default: --calibration in memory)"
+    )
+    parser.add_argument("--runs", help="where each row's training checkpoints live (default: benchmarks/runs/<name>)")
+    parser.add_argument("--save-every", type=int, help="recovery tokens between checkpoints (default: about ten minutes)")
     args = parser.parse_args()
     table, default_remove, default_lr = TABLES[args.table]
     remove = args.remove or default_remove
@@ -151,6 +188,8 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    runs = Path(args.runs) if args.runs else Path(__file__).parent / "runs" / name
+    streamed = c4_training_shards(runs) if args.recovery_data == C4_TRAIN else args.recovery_data
     header = {
         "table": args.table,
         "model": args.model,
@@ -158,13 +197,17 @@ def main() -> None:
         "budget": args.budget,
         "seed": args.seed,
         "recovery": recovery.to_dict(),
+        "recovery_data": args.recovery_data or IN_MEMORY,
         "evaluation": dataclasses.asdict(settings),
         "command": "python benchmarks/equal_budget.py " + " ".join(_quoted(a) for a in sys.argv[1:]),
     }
     results = _resumed(out / f"{name}.json", header)
     loaded = load_model(args.model, device=args.device, dtype="float32")
     dense, tokenizer = loaded.model, loaded.tokenizer
-    recovery_data = {None: recovery_windows(args.calibration, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed)}
+    if streamed:
+        recovery_data = {None: streamed}
+    else:
+        recovery_data = {None: recovery_windows(args.calibration, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed)}
     windows = {
         n: load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=n, seq_len=512, seed=1 if n == 4 else 0)
         for n in (4, 16)
@@ -202,6 +245,8 @@ def main() -> None:
             "scan_windows": scan_windows,
             "recovery_data": DATA_LABELS.get(data, "c4"),
         }
+        run_dir = runs / slug(contender)
+        resumed = run_dir.exists()
         started = time.perf_counter()
         try:
             result = prunekit.prune(
@@ -213,6 +258,9 @@ def main() -> None:
                 remove=remove,
                 device=args.device,
                 progress=False,
+                run_dir=run_dir,
+                resume=resumed,
+                save_every=args.save_every,
                 **options,
             )
         except RecoveryDiverged as error:
@@ -228,11 +276,14 @@ def main() -> None:
             print(f"{contender}: diverged at lr {error.learning_rate}", flush=True)
             continue
         row["prune_seconds"] = time.perf_counter() - started
+        if resumed:  # this sitting's time only; earlier sittings' training is not counted
+            row["resumed"] = True
         if data == SELF_GENERATED:  # the sampling is paid once per run, but every contender that trains on it needs it
             row["generation_seconds"] = self_generated_seconds
         row["removed"] = result.plan.removed_blocks
         row["stages"] = [{"method": s["method"], "seconds": s.get("seconds")} for s in result.plan.stages]
         row["trainable_parameters"] = _trainable(result.plan)
+        row["passes"] = _passes(result.plan)
         row["params"] = parameter_count(result.model)
         row.update(evaluate_standard(result.model, tokenizer, settings))
         results["rows"].append(row)
@@ -276,8 +327,8 @@ def _resumed(path: Path, header: dict) -> dict:
         earlier = json.loads(path.read_text())
         differ = [
             k
-            for k in ("table", "model", "remove", "budget", "seed", "recovery", "evaluation")
-            if earlier.get(k) != json.loads(json.dumps(header[k]))
+            for k in ("table", "model", "remove", "budget", "seed", "recovery", "recovery_data", "evaluation")
+            if earlier.get(k, UNRECORDED.get(k)) != json.loads(json.dumps(header.get(k, UNRECORDED.get(k))))
         ]
         if differ:
             raise SystemExit(
@@ -298,6 +349,18 @@ def _trainable(plan) -> int | None:
             if "trainable_parameters" in record:
                 return record["trainable_parameters"]
     return None
+
+
+def _passes(plan) -> list[float | None]:
+    """How often each of the row's recoveries saw its data (None: less than one pass of a stream)."""
+    out = []
+    for stage in plan.stages:
+        details = stage.get("details") or {}
+        steps = details.get("steps") if isinstance(details.get("steps"), list) else []
+        for record in [details, details.get("recovery") or {}] + [step.get("recovery") or {} for step in steps]:
+            if "epochs" in record:
+                out.append(record["epochs"])
+    return out
 
 
 def markdown(results: dict) -> str:

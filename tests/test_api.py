@@ -191,3 +191,17 @@ def test_an_encoder_goes_through_the_same_call(bert_tokenizer, tmp_path):
     assert result.plan.stages[0]["details"]["intermediate_size_after"] == 64
     out = prunekit.save(result, tmp_path / "enc", bert_tokenizer)
     assert (out / "config.json").is_file()
+
+
+def test_iterabre_keeps_its_iterations_in_the_jobs_run_directory_and_a_resume_continues(ids, recovery_windows, tmp_path):
+    config = IterabreConfig(remove=2, final_share=0.0, recovery=RecoveryConfig(**TRAIN))
+    job = dict(recovery_data=recovery_windows, progress=False, run_dir=tmp_path / "run")
+    unbroken = prunekit.prune(tiny_model("llama"), config, windows_of(ids), **{**job, "run_dir": tmp_path / "other"})
+    state = json.loads((tmp_path / "other" / "stage-1" / "state.json").read_text())
+    assert state["status"] == "finished" and len(state["iterations"]) == 2
+    with pytest.raises(PrunekitError, match="already holds a run"):
+        prunekit.prune(tiny_model("llama"), config, windows_of(ids), **{**job, "run_dir": tmp_path / "other"})
+    resumed = prunekit.prune(tiny_model("llama"), config, windows_of(ids), **{**job, "run_dir": tmp_path / "other"}, resume=True)
+    assert resumed.plan.removed_blocks == unbroken.plan.removed_blocks
+    fresh = prunekit.prune(tiny_model("llama"), config, windows_of(ids), **job, resume=True)  # nothing there yet: starts
+    assert fresh.plan.removed_blocks == unbroken.plan.removed_blocks

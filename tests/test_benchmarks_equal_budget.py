@@ -107,3 +107,21 @@ def test_rows_follow_the_order_the_contenders_are_named_in():
     rows = [{"contender": name} for name in ("a", "b", "c", "d")]
     ordered = module.in_asked_order(rows, ["c", "a"])
     assert [row["contender"] for row in ordered] == ["c", "a", "b", "d"]
+
+
+def test_runs_from_before_streamed_data_resume_and_a_run_on_other_data_is_refused(tmp_path):
+    equal_budget = _module()
+    path = tmp_path / "run.json"
+    equal_budget.write_json(tmp_path, "run", {**HEADER, "commit": "abc", "rows": []})
+    assert equal_budget._resumed(path, {**HEADER, "recovery_data": equal_budget.IN_MEMORY})["rows"] == []
+    with pytest.raises(SystemExit, match=r"other settings \(recovery_data\)"):
+        equal_budget._resumed(path, {**HEADER, "recovery_data": equal_budget.C4_TRAIN})
+
+
+def test_the_c4_training_shards_leave_out_the_evaluation_documents(tmp_path):
+    equal_budget = _module()
+    shards = equal_budget.c4_training_shards(tmp_path)
+    names = sorted(p.name for p in (tmp_path / "c4-train-shards").iterdir())
+    assert shards == str(tmp_path / "c4-train-shards") and names == sorted(equal_budget.C4_TRAIN_FILES)
+    assert "c4-validation.00000-of-00008.first1000.jsonl" not in names
+    assert equal_budget.slug("iterabre bi final 1.0 lr 3e-4") == "iterabre_bi_final_1.0_lr_3e-4"

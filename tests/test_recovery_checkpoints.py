@@ -2,6 +2,7 @@ import copy
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,21 @@ def test_resume_without_a_run_and_a_fresh_start_over_a_run_are_refused(tmp_path)
     interrupted_run(tmp_path)
     with pytest.raises(PrunekitError, match="already holds a recovery run; continue it with resume"):
         recover(student, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run"))
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_by_starting_over(tmp_path):
+    teacher, student = pair()
+    unbroken = copy.deepcopy(student)
+    reference = recover(unbroken, windows(), config(), teacher=teacher, progress=False)
+    with pytest.raises(RecoveryInterrupted):
+        stopping = SignalAt(windows(), at=1)  # the signal lands before the first step: saved is the run, not a checkpoint
+        recover(copy.deepcopy(student), stopping, config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run"))
+    for checkpoint in (tmp_path / "run").glob("checkpoint-*"):  # as after a SIGKILL before the first save
+        shutil.rmtree(checkpoint)
+    resumed = copy.deepcopy(student)
+    result = recover(resumed, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", resume=True))
+    assert result.resumed_from_step == 0 and result.history == reference.history
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), unbroken.state_dict().values()))
 
 
 def test_a_full_disk_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """The one evaluation every benchmark runs, precise enough to rank methods, and the paired comparison
 of two of its results.
 
-WikiText-2 perplexity (48 x 512 windows by default), the papers' seven zero-shot tasks plus LAMBADA
+WikiText-2 perplexity (48 x 512 windows by default), C4 perplexity on the first 1,000 documents of the
+validation shard (the papers' C4 set; left out where the file is absent), the papers' seven zero-shot tasks plus LAMBADA
 with up to 500 items each (all of a smaller task), with lm-eval's standard errors and every item's
 score, and FLORES per-language perplexity. `compare_results` says, per measurement and for the task
 mean, whether a contender is better, worse or tied with a reference on the same items.
@@ -20,6 +21,8 @@ from prunekit.evaluation.perplexity import perplexity
 from prunekit.evaluation.significance import compare, verdict
 from prunekit.evaluation.tasks import run_tasks
 
+# The first 1,000 documents of C4's first validation shard: the papers' C4 perplexity set, never trained on.
+C4_VALIDATION = "c4-validation.00000-of-00008.first1000.jsonl"
 PAPER_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "lambada_openai")
 
 
@@ -30,6 +33,8 @@ class StandardEvaluation:
     data_dir: str
     wikitext: str | None = None  # default: data_dir/wikitext-2-raw-v1/wiki.test.raw
     wikitext_windows: int = 48
+    c4: str | None = None  # default: data_dir/c4/<C4_VALIDATION>, measured where it exists
+    c4_windows: int = 48  # 0 leaves C4 out
     seq_len: int = 512
     tasks: tuple[str, ...] = PAPER_TASKS
     items_per_task: int | None = 500  # None: every item
@@ -43,10 +48,19 @@ class StandardEvaluation:
     def wikitext_path(self) -> str:
         return self.wikitext or str(Path(self.data_dir) / "wikitext-2-raw-v1" / "wiki.test.raw")
 
+    @property
+    def c4_path(self) -> str | None:
+        """The C4 evaluation documents, or None where they are not measured (no file, or 0 windows)."""
+        if self.c4_windows == 0:
+            return None
+        path = Path(self.c4) if self.c4 else Path(self.data_dir) / "c4" / C4_VALIDATION
+        return str(path) if self.c4 or path.exists() else None
+
 
 @dataclass
 class StandardResult:
     wikitext: dict
+    c4: dict | None = None
     tasks: dict = field(default_factory=dict)
     flores: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
@@ -70,6 +84,12 @@ def evaluate_standard(model, tokenizer, settings: StandardEvaluation) -> dict:
     )
     wikitext = perplexity(model, windows, device=settings.device, progress=settings.progress)
     seconds["wikitext"] = time.perf_counter() - started
+    started = time.perf_counter()
+    c4 = None
+    if settings.c4_path is not None:
+        c4_windows = load_windows(settings.c4_path, tokenizer, purpose="evaluation", num_windows=settings.c4_windows, seq_len=settings.seq_len)
+        c4 = perplexity(model, c4_windows, device=settings.device, progress=settings.progress).to_dict()
+        seconds["c4"] = time.perf_counter() - started
     started = time.perf_counter()
     tasks = (
         run_tasks(
@@ -101,7 +121,7 @@ def evaluate_standard(model, tokenizer, settings: StandardEvaluation) -> dict:
             progress=settings.progress,
         )
     seconds["flores"] = time.perf_counter() - started
-    result = StandardResult(wikitext.to_dict(), tasks, flores, seconds, asdict(settings))
+    result = StandardResult(wikitext.to_dict(), c4, tasks, flores, seconds, asdict(settings))
     return result.to_dict()
 
 
@@ -113,9 +133,11 @@ def task_mean(result: dict) -> tuple[float, float]:
 
 
 def compare_results(reference: dict, other: dict) -> dict:
-    """`other` against `reference`, paired on the same windows and items: WikiText-2 (mean NLL per window,
-    lower is better), each task's main metric, the task mean, and the FLORES ratios (mean and worst)."""
+    """`other` against `reference`, paired on the same windows and items: WikiText-2 and C4 where both have it
+    (mean NLL per window, lower is better), each task's main metric, the task mean, and the FLORES ratios (mean and worst)."""
     out = {"wikitext": compare(reference["wikitext"]["window_nll"], other["wikitext"]["window_nll"], higher_is_better=False)}
+    if reference.get("c4") and other.get("c4"):
+        out["c4"] = compare(reference["c4"]["window_nll"], other["c4"]["window_nll"], higher_is_better=False)
     per_task = {}
     for name, task in reference["tasks"].items():
         metric = main_metric(task)

@@ -425,8 +425,14 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
     settings.check(num_blocks)
     teacher = context.teacher()
     settings = replace(settings, recovery=config.recovery.resolved(parameter_count(teacher)))  # the rate iterabre() runs at
+    resume, overwrite_run = config.resume, config.overwrite_run
+    job = context.stage_checkpoints()
     with tempfile.TemporaryDirectory(prefix="prunekit-iterabre-") as scratch:
         run_dir = config.run_dir or scratch
+        if config.run_dir is None and job is not None:  # the job's run directory keeps the iterations too
+            run_dir = str(job.path)
+            resume = job.resume and RunDirectory(run_dir).exists()
+            overwrite_run = job.overwrite or job.resume
         plan = iterabre(
             model,
             teacher,
@@ -435,8 +441,8 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
             settings,
             run_dir=run_dir,
             heldout=context.heldout,
-            resume=config.resume,
-            overwrite_run=config.overwrite_run,
+            resume=resume,
+            overwrite_run=overwrite_run,
             run_info={"seed": context.seed},
             **context.engine,
         )

@@ -58,7 +58,12 @@ class StageContext:
 
     def stage_checkpoints(self) -> Checkpointing | None:
         """Where the current stage's training saves itself (None: the job has no run directory)."""
-        return None if self.checkpoints is None else self.checkpoints.inside(f"stage-{self.stage}")
+        if self.checkpoints is None:
+            return None
+        stage = self.checkpoints.inside(f"stage-{self.stage}")
+        if stage.resume and not (stage.path.is_dir() and any(stage.path.iterdir())):  # a resumed job reached a stage it never started
+            stage = dataclasses.replace(stage, resume=False)
+        return stage
 
     def _streamed(self) -> bool:
         return isinstance(self.recovery_data, str) and self.recovery_data != SELF_GENERATED and is_streamed(self.recovery_data)

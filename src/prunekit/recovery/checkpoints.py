@@ -110,12 +110,12 @@ class RunCheckpoints:
             saved = read_json_object(run_file, "recovery run")
             self._check_same(saved.get("settings", {}))
             found = _checkpoints(self.path)
-            if not found:
-                raise PrunekitError(f"{self.path} holds no finished checkpoint yet; start the run again without resume")
-            return read_json_object(found[-1] / TRAINER_FILE, "recovery checkpoint") | {"directory": str(found[-1])}
+            if found:
+                return read_json_object(found[-1] / TRAINER_FILE, "recovery checkpoint") | {"directory": str(found[-1])}
+            # Stopped before its first checkpoint: the same run starts over, nothing is lost.
         occupied = self.path.is_dir() and any(self.path.iterdir())
         self.accelerator.wait_for_everyone()  # every process looks before the main one writes
-        if occupied and not self.settings.overwrite:
+        if occupied and not (self.settings.overwrite or self.settings.resume):
             raise PrunekitError(
                 f"{self.path} already holds a recovery run; continue it with resume (--resume) or start afresh with overwrite"
             )
