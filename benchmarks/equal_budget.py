@@ -161,7 +161,8 @@ def main() -> None:
     parser.add_argument("--name", help="output file name (default: equal_budget_<table>_<budget>)")
     parser.add_argument("--device", default="cpu", help="where pruning, recovery and evaluation run (e.g. cuda for GPU-sized budgets)")
     parser.add_argument(
-        "--recovery-data", help=f"streamed recovery data SPEC, or '{C4_TRAIN}' for every C4 training file (default: --calibration in memory)"
+        "--recovery-data",
+        help=f"streamed data SPEC, or '{C4_TRAIN}' for every C4 training file (default: --calibration, in memory)",
     )
     parser.add_argument("--runs", help="where each row's training checkpoints live (default: benchmarks/runs/<name>)")
     parser.add_argument("--save-every", type=int, help="recovery tokens between checkpoints (default: about ten minutes)")
@@ -255,6 +256,7 @@ def main() -> None:
                 windows[scan_windows],
                 recovery=config,
                 recovery_data=recovery_data[data],
+                tokenizer=tokenizer,
                 remove=remove,
                 device=args.device,
                 progress=False,

@@ -18,6 +18,7 @@ LAYERS = {
     "data": 2,
     "models": 2,
     "engine": 3,
+    "export": 3,
     "evaluation": 4,
     "recovery": 4,
     "plots": 4,

@@ -123,7 +123,9 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_by_starting_over(tmp_
     for checkpoint in (tmp_path / "run").glob("checkpoint-*"):  # as after a SIGKILL before the first save
         shutil.rmtree(checkpoint)
     resumed = copy.deepcopy(student)
-    result = recover(resumed, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", resume=True))
+    result = recover(
+        resumed, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", resume=True)
+    )
     assert result.resumed_from_step == 0 and result.history == reference.history
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), unbroken.state_dict().values()))
 

@@ -5,6 +5,7 @@ from prunekit.data.windows import TokenWindows, load_windows  # noqa: E402
 from prunekit.engine import SequentialRunner  # noqa: E402
 from prunekit.errors import ParameterError, PrunekitError  # noqa: E402
 from prunekit.evaluation import perplexity  # noqa: E402
+from prunekit.export import export_gguf  # noqa: E402
 from prunekit.methods import (  # noqa: E402
     AngularConfig,
     ExtendConfig,
@@ -41,6 +42,7 @@ __all__ = [
     "ShortGPTConfig",
     "TokenWindows",
     "blocks_to_remove",
+    "export_gguf",
     "load_model",
     "load_windows",
     "method_names",

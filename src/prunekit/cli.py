@@ -25,11 +25,12 @@ from transformers.utils import logging as hf_logging
 from prunekit import jobs
 from prunekit.comparison import check_limit, comparison_request, comparison_table, format_table
 from prunekit.errors import PrunekitError
+from prunekit.export.gguf_writer import GGUF_TYPES, QUANTIZER_TYPES, check_gguf_output, check_gguf_type, export_gguf
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_names, method_spec
 from prunekit.methods.plan import describe_stage
 from prunekit.methods.recipe import recipe_configs
 from prunekit.methods.registry import spec_for_config
-from prunekit.models.encoders import is_encoder_spec
+from prunekit.models.encoders import is_encoder_config, is_encoder_spec
 from prunekit.models.export import check_output_dir, release_all_outputs
 from prunekit.models.loading import load_model, resolve_device
 from prunekit.options import add_config_flags, config_options, flag_message, flag_names
@@ -88,6 +89,8 @@ PRUNE_OPTIONS = [
     ("--eval-tasks", {"help": "comma-separated lm-eval tasks for --compare"}),
     ("--eval-data-dir", {"help": "read --eval-tasks from local files (layout of prunekit's shared data)"}),
     ("--eval-limit", {"type": float, "help": "items per task for --compare"}),
+    ("--gguf", {"help": "also write the pruned model as this GGUF file, for llama.cpp (see prunekit export)"}),
+    ("--gguf-type", {"default": "f16", "help": "GGUF encoding for --gguf (default f16; see prunekit export --help)"}),
 ]
 EVAL_OPTIONS = [
     ("--ppl", {"nargs": "+", "help": "perplexity data: builtin, wikitext2, c4, ptb or local files (default builtin)"}),
@@ -229,6 +232,7 @@ def _data(args) -> jobs.DataSettings:
 
 def cmd_prune(args) -> int:
     configs, plan = _stages(args)
+    gguf = _gguf_request(args)
     if args.compare and is_encoder_spec(args.model):
         raise PrunekitError("--compare measures causal LMs; evaluate an encoder with benchmarks/encoder_width.py")
     compare = None
@@ -256,7 +260,56 @@ def cmd_prune(args) -> int:
         f"parameters: {plan.params_before / 1e6:.1f}M -> {plan.params_after / 1e6:.1f}M",
         f"pruned checkpoint written to {job.out} (plan: {job.out / PLAN_FILE})",
     ]
-    return _print(args, {"out": str(job.out), "plan": plan.to_dict(), "evaluation": job.evaluation}, lines)
+    payload = {"out": str(job.out), "plan": plan.to_dict(), "evaluation": job.evaluation}
+    if gguf:
+        try:
+            exported = export_gguf(job.result.model, loaded.tokenizer, args.gguf, gguf_type=gguf, overwrite=args.overwrite)
+        except PrunekitError as error:
+            raise PrunekitError(f"the checkpoint is in {job.out}, but no GGUF file was written: {error}") from error
+        lines += _gguf_lines(exported)
+        payload["gguf"] = _gguf_payload(exported)
+    return _print(args, payload, lines)
+
+
+def _gguf_request(args) -> str | None:
+    """The --gguf type, checked with its output before any work; None without --gguf."""
+    if not getattr(args, "gguf", None):
+        return None
+    gguf_type = check_gguf_type(args.gguf_type)
+    check_gguf_output(args.gguf, args.overwrite)
+    return gguf_type
+
+
+def _gguf_lines(exported) -> list[str]:
+    return [f"note: {note}" for note in exported.notes] + [
+        f"GGUF ({exported.architecture}, {exported.type}, {exported.bytes / 2**20:.1f} MiB) written to {exported.path}"
+    ]
+
+
+def _gguf_payload(exported) -> dict:
+    return {
+        "path": str(exported.path),
+        "architecture": exported.architecture,
+        "type": exported.type,
+        "bytes": exported.bytes,
+        "notes": exported.notes,
+    }
+
+
+def cmd_export(args) -> int:
+    gguf_type = check_gguf_type(args.type)
+    out = check_gguf_output(args.out, args.overwrite)
+    if is_encoder_spec(args.model):
+        raise PrunekitError(f"{args.model} is an encoder; GGUF export writes decoder language models")
+    loaded = load_model(args.model, device="cpu", dtype="float32", trust_remote_code=args.trust_remote_code, progress=not args.quiet)
+    if is_encoder_config(loaded.model.config):
+        raise PrunekitError(f"{args.model} is an encoder; GGUF export writes decoder language models")
+    if out == Path(loaded.location).expanduser().resolve():
+        raise PrunekitError(f"--out {out} is the input model; choose another --out")
+    exported = export_gguf(
+        loaded.model, loaded.tokenizer, out, gguf_type=gguf_type, overwrite=args.overwrite, name=Path(loaded.location).name
+    )
+    return _print(args, _gguf_payload(exported), _gguf_lines(exported))
 
 
 def cmd_extend(args) -> int:
@@ -338,12 +391,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recovery_flags(extend, run_flags=True)
     extend.set_defaults(data="builtin", windows=0, seq_len=512, heldout_windows=0)
 
+    export = sub.add_parser("export", help="write a model as a GGUF file that llama.cpp, ollama and LM Studio run")
+    export.add_argument("--model", required=True, help="a checkpoint directory (pruned or not), hub id or alias")
+    export.add_argument("--to", default="gguf", choices=["gguf"], help="output format (gguf)")
+    export.add_argument("--out", required=True, help="the .gguf file to write")
+    export.add_argument(
+        "--type",
+        default="f16",
+        help=f"{', '.join(GGUF_TYPES)} (written directly) or {', '.join(QUANTIZER_TYPES)} (through llama.cpp's quantizer, "
+        "which needs llama-cpp-python); default f16",
+    )
+    export.add_argument("--overwrite", action="store_true")
+    export.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
+    export.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    export.add_argument("--quiet", action="store_true", help="no progress bars")
+
     report = sub.add_parser("report", help="Markdown + HTML report with tables and plots from eval results")
     report.add_argument("results", nargs="+", help="results JSON files written by prunekit eval --out")
     _add(report, OUTPUT_OPTIONS)
     report.add_argument("--baseline", help="label or file of the dense model for ratios (default: the one with most blocks)")
     report.add_argument("--json", action="store_true")
-    commands = {"scan": cmd_scan, "prune": cmd_prune, "eval": cmd_eval, "recover": cmd_recover, "extend": cmd_extend, "report": cmd_report}
+    commands = {
+        "scan": cmd_scan,
+        "prune": cmd_prune,
+        "eval": cmd_eval,
+        "recover": cmd_recover,
+        "extend": cmd_extend,
+        "export": cmd_export,
+        "report": cmd_report,
+    }
     for name, command in commands.items():
         sub.choices[name].set_defaults(func=command)
     return parser

@@ -87,7 +87,9 @@ def evaluate_standard(model, tokenizer, settings: StandardEvaluation) -> dict:
     started = time.perf_counter()
     c4 = None
     if settings.c4_path is not None:
-        c4_windows = load_windows(settings.c4_path, tokenizer, purpose="evaluation", num_windows=settings.c4_windows, seq_len=settings.seq_len)
+        c4_windows = load_windows(
+            settings.c4_path, tokenizer, purpose="evaluation", num_windows=settings.c4_windows, seq_len=settings.seq_len
+        )
         c4 = perplexity(model, c4_windows, device=settings.device, progress=settings.progress).to_dict()
         seconds["c4"] = time.perf_counter() - started
     started = time.perf_counter()

@@ -1,0 +1,114 @@
+"""Which llama.cpp architecture a model is written as, and each layer's shape there.
+
+Uniform models keep their native architecture (`llama`, `qwen2`, `qwen3`). Per-layer widths or head
+counts are written as `deci` (llama.cpp's form for Nemotron-51B), which reads the FFN width and both
+head counts as per-layer arrays and loads the optional attention-output and FFN-down biases that LIAR's
+compensation adds. A structure llama.cpp cannot run is refused here, in one line, before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prunekit.errors import PrunekitError
+from prunekit.models.adapters import ModelAdapter
+from prunekit.models.shared_blocks import NormalizedOutput, is_shared_block
+
+# prunekit family -> llama.cpp architecture of a uniform model
+NATIVE_ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+# llama.cpp rotates pairs of adjacent channels in these (HF rotates halves): their Q and K rows are permuted.
+INTERLEAVED_ROPE = ("llama", "deci")
+# families whose blocks are plain Llama blocks (q/k/v/o with optional biases, SwiGLU, RMSNorm): `deci` runs them
+DECI_FAMILIES = ("llama", "mistral", "qwen2")
+
+
+@dataclass
+class LayerShape:
+    """A layer as written: a phantom sublayer counts its one zeroed head group or channel."""
+
+    heads: int
+    kv_heads: int
+    ffn: int
+    phantom_attention: bool = False  # no heads left but an output bias: written as one zeroed head group plus the bias
+    phantom_ffn: bool = False  # no channels left: written as one zeroed channel (llama.cpp's deci skips the block otherwise)
+
+
+@dataclass
+class GgufLayout:
+    architecture: str
+    family: str
+    head_dim: int
+    layers: list[LayerShape]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def per_layer(self) -> bool:
+        return self.architecture == "deci"
+
+    @property
+    def permutes_rope(self) -> bool:
+        return self.architecture in INTERLEAVED_ROPE
+
+
+def _has_bias(linear) -> bool:
+    bias = linear.effective_bias() if hasattr(linear, "effective_bias") else linear.bias
+    return bias is not None and bool(bias.detach().abs().max() > 0)
+
+
+def gguf_layout(model) -> GgufLayout:
+    """The llama.cpp form of `model`, or a one-line PrunekitError saying why it has none."""
+    adapter = ModelAdapter(model)
+    family = adapter.family
+    native = NATIVE_ARCHITECTURES.get(family.name)
+    if native is None:
+        raise PrunekitError(
+            f"GGUF export supports Llama, Mistral and Qwen2/Qwen3 models; {family.name} is not supported yet "
+            "(save it with transformers and convert a uniform-width copy with llama.cpp's convert_hf_to_gguf.py)"
+        )
+    config = model.config
+    notes = []
+    shared = [i for i, layer in enumerate(adapter.layers) if is_shared_block(layer)]
+    if shared:
+        if any(isinstance(m, NormalizedOutput) for i in shared for m in adapter.layers[i].modules()):
+            raise PrunekitError(
+                "this model's shared blocks normalise their attention and MLP outputs, which llama.cpp's graphs cannot "
+                "express; prune with FlexiGPT's output_norm=None (or another method) to export to GGUF"
+            )
+        notes.append(
+            f"blocks {', '.join(map(str, shared))} share weights in prunekit; llama.cpp has no shared-weight form, so they are "
+            "written as separate weights and the file is as large as a model of this depth"
+        )
+    attention, mlp = family.attention_attr, family.mlp_attr
+    head_dim = getattr(adapter.layers[0], attention).head_dim
+    groups = config.num_attention_heads // config.num_key_value_heads
+    layers = []
+    for layer in adapter.layers:
+        heads = getattr(layer, attention).o_proj.in_features // head_dim
+        ffn = getattr(getattr(layer, mlp), family.mlp_projections[-1]).in_features
+        layers.append(LayerShape(heads=heads, kv_heads=heads // groups, ffn=ffn))
+    uniform = len({(s.heads, s.kv_heads, s.ffn) for s in layers}) == 1 and layers[0].heads > 0 and layers[0].ffn > 0
+    architecture = native
+    extra_bias = any(_has_bias(getattr(layer, attention).o_proj) or _has_bias(getattr(layer, mlp).down_proj) for layer in adapter.layers)
+    if uniform and native == "qwen2" and (layers[0].heads * head_dim != config.hidden_size or extra_bias):
+        uniform = False  # llama.cpp's qwen2 sizes attention by the hidden width and has no output biases; deci has both
+    if native == "qwen3" and extra_bias:
+        raise PrunekitError(
+            "llama.cpp's qwen3 has no attention-output or FFN-down bias, which this model's width compensation added; "
+            "prune Qwen3 with reconstruction='none' to export to GGUF"
+        )
+    if not uniform:
+        if family.name not in DECI_FAMILIES:
+            raise PrunekitError(
+                f"{family.name} models with per-layer widths have no llama.cpp form (its per-layer architecture, deci, "
+                "has no Q/K norms); prune with uniform widths to export to GGUF"
+            )
+        architecture = "deci"
+        for layer, shape in zip(adapter.layers, layers):
+            if shape.heads == 0 and _has_bias(getattr(layer, attention).o_proj):
+                shape.phantom_attention, shape.heads, shape.kv_heads = True, groups, 1
+            if shape.ffn == 0 and (shape.heads > 0 or _has_bias(getattr(layer, mlp).down_proj)):
+                shape.phantom_ffn, shape.ffn = True, 1
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True) and window < config.max_position_embeddings:
+        notes.append(f"llama.cpp's {architecture} attends over the whole context: outputs match transformers' up to {window} tokens")
+    return GgufLayout(architecture, family.name, head_dim, layers, notes)

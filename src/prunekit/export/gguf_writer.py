@@ -1,0 +1,202 @@
+"""Write a model as one GGUF file with llama.cpp's own writer (`gguf`), atomically.
+
+f32, f16, bf16 and q8_0 are encoded here by `gguf`; the k-quants and the other legacy types go through
+llama.cpp's quantizer (`llama_model_quantize`, from llama-cpp-python) applied to an f32 file. As in
+llama.cpp's converter, 1-D tensors (norms, biases) stay f32 and a matrix whose rows do not split into
+q8_0 blocks of 32 is written as f16.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from prunekit.errors import PrunekitError
+from prunekit.export.gguf_layout import GgufLayout, gguf_layout
+from prunekit.export.gguf_tensors import _rope_parameters, gguf_tensors
+from prunekit.export.gguf_vocab import add_vocabulary
+from prunekit.models.adapters import ModelAdapter
+
+Q = gguf.GGMLQuantizationType
+F = gguf.LlamaFileType
+# --type -> (file type, encoding of matrices), written by gguf here
+GGUF_TYPES = {"f32": (F.ALL_F32, Q.F32), "f16": (F.MOSTLY_F16, Q.F16), "bf16": (F.MOSTLY_BF16, Q.BF16), "q8_0": (F.MOSTLY_Q8_0, Q.Q8_0)}
+# --type -> file type, made by llama.cpp's quantizer from an f32 file (needs llama-cpp-python)
+QUANTIZER_TYPES = {
+    "q4_0": F.MOSTLY_Q4_0,
+    "q4_1": F.MOSTLY_Q4_1,
+    "q5_0": F.MOSTLY_Q5_0,
+    "q5_1": F.MOSTLY_Q5_1,
+    "q2_k": F.MOSTLY_Q2_K,
+    "q3_k_m": F.MOSTLY_Q3_K_M,
+    "q4_k_s": F.MOSTLY_Q4_K_S,
+    "q4_k_m": F.MOSTLY_Q4_K_M,
+    "q5_k_s": F.MOSTLY_Q5_K_S,
+    "q5_k_m": F.MOSTLY_Q5_K_M,
+    "q6_k": F.MOSTLY_Q6_K,
+}
+BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+ROPE_TYPES = ("default", "llama3", "linear")
+
+
+@dataclass
+class GgufExport:
+    path: Path
+    architecture: str
+    type: str
+    bytes: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def check_gguf_type(name: str) -> str:
+    name = name.lower()
+    if name not in GGUF_TYPES and name not in QUANTIZER_TYPES:
+        raise PrunekitError(f"unknown GGUF type '{name}'; choose one of {', '.join([*GGUF_TYPES, *QUANTIZER_TYPES])}")
+    return name
+
+
+def check_gguf_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output that exists (unless overwrite), is a directory or cannot be written."""
+    path = Path(out).expanduser().resolve()
+    if path.is_dir():
+        raise PrunekitError(f"GGUF output {path} is a directory; name a file such as {path / 'model.gguf'}")
+    if path.exists() and not overwrite:
+        raise PrunekitError(f"GGUF output {path} exists; pass --overwrite or choose another --out")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise PrunekitError(f"cannot write in {parent}; choose another --out")
+    return path
+
+
+def _header(writer: gguf.GGUFWriter, model, layout: GgufLayout, file_type: int, name: str) -> None:
+    config = model.config
+    rope = _rope_parameters(config)
+    rope_type = (rope.get("rope_type") or rope.get("type") or "default").lower()
+    if rope_type not in ROPE_TYPES:
+        raise PrunekitError(f"GGUF export handles rope types {', '.join(ROPE_TYPES)}; this model uses '{rope_type}'")
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(len(layout.layers))
+    heads, kv_heads, ffn = ([getattr(s, k) for s in layout.layers] for k in ("heads", "kv_heads", "ffn"))
+    if layout.per_layer:
+        writer.add_feed_forward_length(ffn)
+        writer.add_head_count(heads)
+        writer.add_head_count_kv(kv_heads)
+    else:
+        writer.add_feed_forward_length(ffn[0])
+        writer.add_head_count(heads[0])
+        writer.add_head_count_kv(kv_heads[0])
+    writer.add_rope_freq_base(float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))))
+    if rope_type == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+    writer.add_key_length(layout.head_dim)
+    writer.add_value_length(layout.head_dim)
+    writer.add_rope_dimension_count(layout.head_dim)
+    writer.add_vocab_size(ModelAdapter(model).base.embed_tokens.weight.shape[0])
+    writer.add_file_type(int(file_type))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _encoded(array: np.ndarray, encoding: Q) -> tuple[np.ndarray, Q]:
+    if array.ndim == 1 or encoding == Q.F32:
+        return array, Q.F32
+    if encoding == Q.F16:
+        return array.astype(np.float16), Q.F16
+    try:
+        return gguf.quants.quantize(array, encoding), encoding
+    except gguf.QuantError:  # rows that do not split into blocks (e.g. a pruned width not a multiple of 32)
+        return array.astype(np.float16), Q.F16
+
+
+def _write(model, tokenizer, layout: GgufLayout, path: Path, gguf_type: str, name: str) -> list[str]:
+    file_type, encoding = GGUF_TYPES[gguf_type]
+    writer = gguf.GGUFWriter(path=None, arch=layout.architecture)
+    _header(writer, model, layout, file_type, name)
+    with tempfile.TemporaryDirectory(prefix="prunekit-tokenizer-") as tokenizer_dir:
+        tokenizer.save_pretrained(tokenizer_dir)
+        notes = add_vocabulary(writer, tokenizer_dir, tokenizer, ModelAdapter(model).base.embed_tokens.weight.shape[0])
+    fallback = 0
+    for tensor_name, tensor in gguf_tensors(model, layout):
+        data, kind = _encoded(tensor.numpy(), encoding)
+        fallback += kind == Q.F16 and encoding not in (Q.F16, Q.F32)
+        writer.add_tensor(tensor_name, data, raw_dtype=kind)
+    if fallback:
+        notes.append(f"{fallback} matrices whose rows do not split into {gguf_type} blocks of 32 are f16 (round widths to 32 to avoid it)")
+    writer.write_header_to_file(path)
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return notes
+
+
+def _quantize(source: Path, target: Path, gguf_type: str) -> None:
+    try:
+        import llama_cpp
+    except ImportError as error:
+        raise PrunekitError(
+            f"--type {gguf_type} uses llama.cpp's quantizer: pip install llama-cpp-python, or export f16 and run llama-quantize on it"
+        ) from error
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(QUANTIZER_TYPES[gguf_type])
+    params.nthread = os.cpu_count() or 1
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0:
+        raise PrunekitError(f"llama.cpp's quantizer failed to make {gguf_type} from {source.name}")
+
+
+def _needed_bytes(model, gguf_type: str) -> int:
+    weights = sum(p.numel() for p in model.parameters())
+    return int(weights * BYTES_PER_WEIGHT.get(gguf_type, 4.0 + 1.0))  # a quantized type first writes an f32 file
+
+
+def export_gguf(
+    model, tokenizer, out: str | os.PathLike, *, gguf_type: str = "f16", overwrite: bool = False, name: str | None = None
+) -> GgufExport:
+    """Write `model` and `tokenizer` as one GGUF file at `out` (a temporary name, renamed when complete).
+
+    Uniform models get their native llama.cpp architecture, per-layer widths get `deci`; a model llama.cpp
+    cannot run is refused before anything is written. Returns where it went, the architecture and notes.
+    """
+    started = time.perf_counter()
+    gguf_type = check_gguf_type(gguf_type)
+    path = check_gguf_output(out, overwrite)
+    layout = gguf_layout(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed, free = _needed_bytes(model, gguf_type), shutil.disk_usage(path.parent).free
+    if needed > free:
+        raise PrunekitError(f"the GGUF file needs about {needed / 2**30:.1f} GiB but {path.parent} has {free / 2**30:.1f} GiB free")
+    name = name or getattr(model.config, "_name_or_path", "") or path.stem
+    staged = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+    try:
+        first = staged / ("model.f32.gguf" if gguf_type in QUANTIZER_TYPES else "model.gguf")
+        notes = _write(model, tokenizer, layout, first, "f32" if gguf_type in QUANTIZER_TYPES else gguf_type, Path(name).name)
+        final = first
+        if gguf_type in QUANTIZER_TYPES:
+            final = staged / "model.gguf"
+            _quantize(first, final, gguf_type)
+        os.chmod(final, 0o666 & ~_umask())
+        os.replace(final, path)
+    except OSError as error:
+        raise PrunekitError(f"could not write {path} ({error.strerror or error}); nothing was written") from error
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return GgufExport(path, layout.architecture, gguf_type, path.stat().st_size, time.perf_counter() - started, layout.notes + notes)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,253 @@
+"""GGUF export checked in llama.cpp itself (llama-cpp-python): every structure prunekit writes for the
+Llama, Mistral and Qwen families either runs there with transformers' logits and greedy tokens, or is
+refused in one line with nothing written."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+import prunekit
+from prunekit.cli import main
+from prunekit.data.windows import TokenWindows
+from prunekit.errors import PrunekitError
+from prunekit.export import export_gguf
+from prunekit.models.adapters import ModelAdapter
+from prunekit.models.width_surgery import slice_attention, slice_mlp
+
+from conftest import VOCAB, tiny_model, tiny_bert
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+# f32 file, f32 KV cache: llama.cpp and transformers differ only by summation order.
+F32_LOGIT_TOLERANCE = 1e-4
+PROMPT = list(range(3, 43))
+GREEDY_TOKENS = 12
+
+
+def windows(count=8, seq_len=32, seed=0):
+    ids = torch.randint(3, VOCAB, (count, seq_len), generator=torch.Generator().manual_seed(seed))
+    return TokenWindows(ids, "random", ids.numel())
+
+
+class LlamaCpp:
+    """An exported file in llama.cpp, with every position's logits kept."""
+
+    def __init__(self, path):
+        self.llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=128, n_threads=2, verbose=False, type_k=0, type_v=0)
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        self.llm.reset()
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[: len(ids)])
+
+    def greedy(self, ids: list[int], count: int) -> list[int]:
+        """Greedy decoding through llama.cpp's own KV cache, one token at a time."""
+        self.llm.reset()
+        self.llm.eval(ids)
+        out = []
+        for _ in range(count):
+            out.append(int(np.argmax(self.llm.scores[self.llm.n_tokens - 1])))
+            self.llm.eval(out[-1:])
+        return out
+
+    def close(self):
+        self.llm.close()
+
+
+def empty_sublayers(model):
+    """Layer 1 keeps no FFN channel and layer 2 no head, each with a compensation bias (the extreme of adaptive widths)."""
+    adapter = ModelAdapter(model)
+    hidden = model.config.hidden_size
+    bias = torch.linspace(-0.2, 0.2, hidden)
+    empty = torch.arange(0)
+    slice_mlp(adapter.layers[1].mlp, adapter.family, empty, torch.zeros(hidden, 0), bias, True)
+    slice_attention(adapter.layers[2].self_attn, adapter.family, empty, empty, torch.zeros(hidden, 0), -bias, True)
+    return model
+
+
+def pruned(family, structure):
+    model = tiny_model(family)
+    if family == "mistral":
+        model.config.sliding_window = None  # llama.cpp's llama attends over the whole context
+    if structure == "dense":
+        return model
+    if structure == "depth":
+        return prunekit.prune(model, "shortgpt", windows(), remove=1, progress=False).model
+    if structure == "uniform width":
+        return prunekit.prune(model, "liar", windows(), ffn_ratio=0.3, head_ratio=0.5, progress=False).model
+    if structure == "uniform ffn, no bias":
+        return prunekit.prune(model, "liar", windows(), ffn_ratio=0.3, reconstruction="none", progress=False).model
+    if structure == "adaptive width":
+        return prunekit.prune(model, "liar", windows(), ratio=0.3, allocation="adaptive", progress=False).model
+    if structure == "depth + width recipe":
+        recipe = [{"method": "shortgpt", "remove": 1}, {"method": "liar", "ratio": 0.3, "allocation": "adaptive"}]
+        return prunekit.prune(model, recipe, windows(), progress=False).model
+    if structure == "empty sublayers":
+        return empty_sublayers(prunekit.prune(model, "liar", windows(), ratio=0.2, allocation="adaptive", progress=False).model)
+    raise AssertionError(structure)
+
+
+CASES = [
+    ("llama", "dense", "llama"),
+    ("llama", "depth", "llama"),
+    ("llama", "uniform width", "llama"),
+    ("llama", "adaptive width", "deci"),
+    ("llama", "depth + width recipe", "deci"),
+    ("llama", "empty sublayers", "deci"),
+    ("mistral", "adaptive width", "deci"),
+    ("qwen2", "dense", "qwen2"),
+    ("qwen2", "uniform width", "deci"),  # fewer heads than the hidden width: llama.cpp's qwen2 cannot size them
+    ("qwen2", "adaptive width", "deci"),
+    ("qwen3", "dense", "qwen3"),
+    ("qwen3", "uniform ffn, no bias", "qwen3"),
+]
+
+
+@pytest.mark.parametrize("family, structure, architecture", CASES, ids=[f"{f}-{s}" for f, s, _ in CASES])
+def test_llama_cpp_computes_the_logits_and_greedy_tokens_of_transformers(family, structure, architecture, tiny_tokenizer, tmp_path):
+    model = pruned(family, structure)
+    exported = export_gguf(model, tiny_tokenizer, tmp_path / "model.gguf", gguf_type="f32")
+    assert exported.architecture == architecture and exported.path.stat().st_size == exported.bytes
+    runner = LlamaCpp(exported.path)
+    try:
+        ours = runner.logits(PROMPT)
+        with torch.no_grad():
+            reference = model(torch.tensor([PROMPT])).logits[0].numpy()
+            expected = model.generate(torch.tensor([PROMPT]), max_new_tokens=GREEDY_TOKENS, do_sample=False, pad_token_id=0)
+        assert np.abs(ours - reference).max() < F32_LOGIT_TOLERANCE
+        assert runner.greedy(PROMPT, GREEDY_TOKENS) == expected[0, len(PROMPT) :].tolist()
+    finally:
+        runner.close()
+
+
+def test_per_layer_widths_are_written_as_deci_arrays_and_empty_sublayers_carry_their_bias(tiny_tokenizer, tmp_path):
+    model = pruned("llama", "empty sublayers")
+    path = export_gguf(model, tiny_tokenizer, tmp_path / "m.gguf", gguf_type="f32").path
+    reader = gguf.GGUFReader(path)
+    ffn = reader.fields["deci.feed_forward_length"].contents()
+    heads = reader.fields["deci.attention.head_count"].contents()
+    widths = [ModelAdapter(model).layers[i].mlp.down_proj.in_features for i in range(4)]
+    assert ffn[0] == widths[0] and ffn[1] == 1 and heads[2] == 2  # one zeroed channel / head group holds each bias
+    names = {t.name for t in reader.tensors}
+    assert {"blk.1.ffn_down.bias", "blk.2.attn_output.bias", "blk.0.ffn_down.bias"} <= names
+
+
+def test_a_llama3_rope_scaling_becomes_llama_cpps_rope_freqs(tiny_tokenizer, tmp_path):
+    model = tiny_model("llama")
+    rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    model.config.rope_parameters = {**rope, "original_max_position_embeddings": 16}
+    model = type(model)(model.config).eval()  # rebuilt so the rotary embedding reads the scaling
+    model.load_state_dict(tiny_model("llama").state_dict())
+    path = export_gguf(model, tiny_tokenizer, tmp_path / "m.gguf", gguf_type="f32").path
+    assert "rope_freqs.weight" in {t.name for t in gguf.GGUFReader(path).tensors}
+    runner = LlamaCpp(path)
+    with torch.no_grad():
+        reference = model(torch.tensor([PROMPT])).logits[0].numpy()
+    assert np.abs(runner.logits(PROMPT) - reference).max() < F32_LOGIT_TOLERANCE
+    runner.close()
+
+
+def test_smaller_types_are_smaller_and_stay_close(tiny_tokenizer, tmp_path):
+    model = pruned("llama", "adaptive width")
+    with torch.no_grad():
+        reference = model(torch.tensor([PROMPT])).logits[0].numpy()
+    sizes, errors = {}, {}
+    for kind in ("f32", "f16", "bf16", "q8_0", "q4_k_m"):
+        exported = export_gguf(model, tiny_tokenizer, tmp_path / f"{kind}.gguf", gguf_type=kind)
+        runner = LlamaCpp(exported.path)
+        sizes[kind], errors[kind] = exported.bytes, float(np.abs(runner.logits(PROMPT) - reference).max())
+        runner.close()
+        if kind == "q8_0":  # adaptive widths are not multiples of 32: those down projections fall back to f16
+            assert any("f16" in note for note in exported.notes)
+    assert sizes["f32"] > sizes["f16"] == sizes["bf16"] > sizes["q8_0"] > sizes["q4_k_m"]
+    assert errors["f16"] < 0.02 and errors["bf16"] < 0.1 and errors["q8_0"] < 0.1 and errors["q4_k_m"] < 1.0
+
+
+def test_flexigpt_blocks_are_materialised_and_output_norms_refused(tiny_tokenizer, tmp_path):
+    materialised = prunekit.prune(tiny_model("llama"), "flexigpt", windows(), remove=1, output_norm=None, recovery=0, progress=False).model
+    exported = export_gguf(materialised, tiny_tokenizer, tmp_path / "shared.gguf", gguf_type="f32")
+    assert any("separate weights" in note for note in exported.notes)
+    runner = LlamaCpp(exported.path)
+    with torch.no_grad():
+        reference = materialised(torch.tensor([PROMPT])).logits[0].numpy()
+    assert np.abs(runner.logits(PROMPT) - reference).max() < F32_LOGIT_TOLERANCE
+    runner.close()
+    normalised = prunekit.prune(tiny_model("llama"), "flexigpt", windows(), remove=1, recovery=0, progress=False).model
+    with pytest.raises(PrunekitError, match="normalise their attention and MLP outputs"):
+        export_gguf(normalised, tiny_tokenizer, tmp_path / "norm.gguf")
+    assert not (tmp_path / "norm.gguf").exists()
+
+
+@pytest.mark.parametrize(
+    "family, structure, message",
+    [
+        ("qwen3", "adaptive width", "per-layer widths have no llama.cpp form"),
+        ("qwen3", "uniform width", "qwen3 has no attention-output or FFN-down bias"),
+        ("gemma3_text", "dense", "gemma3_text is not supported yet"),
+    ],
+)
+def test_structures_llama_cpp_cannot_run_are_refused_in_one_line(family, structure, message, tiny_tokenizer, tmp_path):
+    with pytest.raises(PrunekitError, match=message) as refused:
+        export_gguf(pruned(family, structure), tiny_tokenizer, tmp_path / "m.gguf")
+    assert "\n" not in str(refused.value) and not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_leaves_nothing_and_an_existing_output_is_kept(tiny_tokenizer, tmp_path, monkeypatch):
+    model = tiny_model("llama")
+    (tmp_path / "old.gguf").write_text("earlier")
+    with pytest.raises(PrunekitError, match="old.gguf exists; pass --overwrite"):
+        export_gguf(model, tiny_tokenizer, tmp_path / "old.gguf")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", full)
+    with pytest.raises(PrunekitError, match="No space left on device.*nothing was written"):
+        export_gguf(model, tiny_tokenizer, tmp_path / "old.gguf", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.gguf"] and (tmp_path / "old.gguf").read_text() == "earlier"
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_tokenizer):
+    path = tmp_path / "pruned"
+    prunekit.save(prunekit.prune(tiny_model("llama"), "liar", windows(), ratio=0.3, allocation="adaptive", progress=False), path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_the_export_command_writes_a_file_and_refuses_bad_input_with_exit_2(checkpoint, tmp_path, capsys):
+    out = tmp_path / "pruned.gguf"
+    assert main(["export", "--model", str(checkpoint), "--out", str(out), "--type", "q8_0", "--json", "--quiet"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["architecture"] == "deci" and written["type"] == "q8_0" and out.stat().st_size == written["bytes"]
+    before = out.read_bytes()
+    bad = [
+        (["--out", str(out)], "exists; pass --overwrite"),
+        (["--out", str(tmp_path / "x.gguf"), "--type", "q3_z"], "unknown GGUF type 'q3_z'"),
+        (["--out", str(tmp_path)], "is a directory"),
+    ]
+    for extra, message in bad:
+        assert main(["export", "--model", str(checkpoint), *extra]) == 2
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1
+    assert out.read_bytes() == before and not (tmp_path / "x.gguf").exists()
+    encoder = tmp_path / "bert"
+    tiny_bert().save_pretrained(encoder)
+    assert main(["export", "--model", str(encoder), "--out", str(tmp_path / "b.gguf")]) == 2
+    assert "encoder" in capsys.readouterr().err and not (tmp_path / "b.gguf").exists()
+
+
+def test_prune_writes_the_gguf_beside_the_checkpoint(tiny_checkpoint, tmp_path, capsys):
+    out, gguf_path = tmp_path / "out", tmp_path / "out.gguf"
+    args = ["prune", "--model", str(tiny_checkpoint), "--method", "shortgpt", "--remove", "1", "--windows", "2", "--seq-len", "16"]
+    assert main([*args, "--out", str(out), "--gguf", str(gguf_path), "--gguf-type", "f32", "--quiet"]) == 0
+    assert "GGUF (llama, f32" in capsys.readouterr().out
+    assert gguf.GGUFReader(gguf_path).fields["llama.block_count"].contents() == 3 and (out / "config.json").is_file()
+    assert main([*args, "--out", str(tmp_path / "o2"), "--gguf", str(gguf_path)]) == 2  # checked before any work
+    assert "exists" in capsys.readouterr().err and not (tmp_path / "o2").exists()
