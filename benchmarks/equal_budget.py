@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,6 +143,32 @@ def c4_training_shards(runs: Path) -> str:
     return str(shards)
 
 
+class RowClock:
+    """Seconds a row has run over all its sittings, saved every minute in its run directory, so the wall
+    time of a row that was killed and resumed counts every sitting (up to a minute of each killed one may be lost)."""
+
+    def __init__(self, run_dir: Path, every: float = 60.0):
+        self.path, self.every = run_dir / "row_seconds.json", every
+        self.before = json.loads(self.path.read_text())["seconds"] if self.path.exists() else 0.0
+        self.started = time.perf_counter()
+        self.stopped = threading.Event()
+        threading.Thread(target=self._save_every_minute, daemon=True).start()
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def _save_every_minute(self) -> None:
+        while not self.stopped.wait(self.every):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"seconds": self.total()}))
+            tmp.replace(self.path)
+
+    def stop(self) -> float:
+        self.stopped.set()
+        return self.total()
+
+
 def slug(contender: str) -> str:
     return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in contender)
 
@@ -248,7 +275,7 @@ def main() -> None:
         }
         run_dir = runs / slug(contender)
         resumed = run_dir.exists()
-        started = time.perf_counter()
+        clock = RowClock(run_dir)
         try:
             result = prunekit.prune(
                 dense,
@@ -271,14 +298,14 @@ def main() -> None:
                 learning_rate=error.learning_rate,
                 step=error.step,
                 error=str(error),
-                prune_seconds=time.perf_counter() - started,
+                prune_seconds=clock.stop(),
             )
             results["rows"].append(row)
             write_json(out, name, results)
             print(f"{contender}: diverged at lr {error.learning_rate}", flush=True)
             continue
-        row["prune_seconds"] = time.perf_counter() - started
-        if resumed:  # this sitting's time only; earlier sittings' training is not counted
+        row["prune_seconds"] = clock.stop()  # every sitting's, where the row was killed and resumed
+        if resumed:
             row["resumed"] = True
         if data == SELF_GENERATED:  # the sampling is paid once per run, but every contender that trains on it needs it
             row["generation_seconds"] = self_generated_seconds
@@ -365,29 +392,44 @@ def _passes(plan) -> list[float | None]:
     return out
 
 
+def _passes_text(rows: list[dict]) -> str:
+    """How often each contender's training saw its data, where a stream was read (a pass is the whole data once)."""
+    seen = []
+    for row in rows:
+        passes = [p for p in row.get("passes") or [] if p is not None]
+        if passes:
+            seen.append(f"{row['contender']} {max(passes):.2f}")
+    return ("; passes over the training data: " + ", ".join(seen)) if seen else ""
+
+
 def markdown(results: dict) -> str:
     dense = results["dense"]
     rows = [r for r in results["rows"] if not r.get("diverged")]
     reference = rows[0] if rows else None
     tasks = list(dense["tasks"])
+    c4 = bool(dense.get("c4"))
     lines = [
         f"`{results['model']}` fp32 on {_where(results)}, {results['remove']} of 30 blocks removed; {results['budget']:,} recovery "
         f"tokens per contender, of C4 unless the contender says self-generated or wikitext (KL distillation, same windows in the same "
         f"order, {results['recovery']['precision']} autocast, default lr {results['recovery']['learning_rate']}); "
         f"WikiText-2 test {results['evaluation']['wikitext_windows']}x512"
         + (f"; tasks: first {results['evaluation']['items_per_task']} items each" if tasks else "")
+        + (f"; C4 validation (the papers' 1,000 documents, never trained on) {results['evaluation'].get('c4_windows')}x512" if c4 else "")
+        + _passes_text(results["rows"])
         + f". Commit {_commits(results)}; command: `{results['command']}`.",
         "Verdicts against the first row, paired over the same windows / items, 'better'/'worse' only beyond two standard errors.",
         "",
         "| contender | removed | trainable (M) | WikiText-2 ppl | vs reference (NLL per token) | "
+        + ("C4 ppl | C4 vs reference | " if c4 else "")
         + ("task mean ± se | vs reference | " if tasks else "")
         + "FLORES / dense (mean / worst) | FLORES vs reference (NLL per token) | wall time (s): prune + train, eval |",
-        "|---|---|---:|---:|---|" + ("---:|---|" if tasks else "") + "---|---|---:|",
+        "|---|---|---:|---:|---|" + ("---:|---|" if c4 else "") + ("---:|---|" if tasks else "") + "---|---|---:|",
     ]
     for row in [{"contender": "dense", **dense}] + results["rows"]:
         if row.get("diverged"):
             lines.append(
                 f"| {row['contender']} | diverged at lr {row['learning_rate']} (step {row['step']}) | | | | | "
+                + ("| | " if c4 else "")
                 + ("| | " if tasks else "")
                 + f"| {row['prune_seconds']:.0f} |"
             )
@@ -397,6 +439,9 @@ def markdown(results: dict) -> str:
         cells.append(f"{row['wikitext']['perplexity']:.2f}")
         versus = compare_results(reference, row) if reference is not None and row is not reference and row["contender"] != "dense" else None
         cells.append(verdict_text(versus["wikitext"]) if versus else "-")
+        if c4:
+            cells.append(f"{row['c4']['perplexity']:.2f}" if row.get("c4") else "-")
+            cells.append(verdict_text(versus["c4"]) if versus and "c4" in versus else "-")
         if tasks:
             mean, se = task_mean(row)
             cells.append(f"{mean:.3f} ± {se:.3f}")

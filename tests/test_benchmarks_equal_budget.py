@@ -1,6 +1,9 @@
 """The equal-budget benchmark resumes from the rows an interrupted run finished, refuses to overwrite a
 run with other settings, and reports a diverged contender with its learning rate instead of dropping it."""
 
+import json
+import time
+
 import pytest
 
 from conftest import load_benchmark
@@ -125,3 +128,14 @@ def test_the_c4_training_shards_leave_out_the_evaluation_documents(tmp_path):
     assert shards == str(tmp_path / "c4-train-shards") and names == sorted(equal_budget.C4_TRAIN_FILES)
     assert "c4-validation.00000-of-00008.first1000.jsonl" not in names
     assert equal_budget.slug("iterabre bi final 1.0 lr 3e-4") == "iterabre_bi_final_1.0_lr_3e-4"
+
+
+def test_a_rows_wall_time_adds_up_over_its_sittings(tmp_path):
+    equal_budget = _module()
+    first = equal_budget.RowClock(tmp_path / "row", every=0.02)
+    time.sleep(0.15)  # killed here: only what was saved counts
+    saved = json.loads((tmp_path / "row" / "row_seconds.json").read_text())["seconds"]
+    first.stopped.set()
+    assert 0.05 < saved <= 0.2
+    second = equal_budget.RowClock(tmp_path / "row", every=0.02)
+    assert second.before == pytest.approx(saved, abs=0.05) and second.stop() >= saved
