@@ -20,7 +20,7 @@ from prunekit.export import export_gguf
 from prunekit.models.adapters import ModelAdapter
 from prunekit.models.width_surgery import slice_attention, slice_mlp
 
-from conftest import VOCAB, tiny_model, tiny_bert
+from conftest import VOCAB, tiny_bert, tiny_model
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
