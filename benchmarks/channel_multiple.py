@@ -3,7 +3,7 @@
 For each model and setting, LIAR runs twice on the same calibration windows, once with unrounded widths
 (`channel_multiple` 1) and once rounded to 64; both are scored on WikiText-2 (per-window NLL) and the
 rounded one is compared with the unrounded one ('worse' only beyond two standard errors). The speed
-side of the trade is in `llama_cpp.py` (llama.cpp on this CPU) and the README's H200 table.
+side of the trade is in `gguf_speed.py` (llama.cpp on this CPU) and the README's H200 table.
 
     python benchmarks/channel_multiple.py --models smollm2-135m gemma3-270m
 """

@@ -9,8 +9,8 @@ unrounded ones, with a paired WikiText-2 comparison (NLL per window) of the two 
 
 Rows are written as they finish; a rerun skips finished rows.
 
-    python benchmarks/llama_cpp.py                       # every contender
-    python benchmarks/llama_cpp.py --contenders dense 'shortgpt 6/30'
+    python benchmarks/gguf_speed.py                       # every contender
+    python benchmarks/gguf_speed.py --contenders dense 'shortgpt 6/30'
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--generate", type=int, default=128, help="tokens generated one at a time")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--name", default="llama_cpp")
+    parser.add_argument("--name", default="gguf_speed")
     args = parser.parse_args()
     names = args.contenders or list(CONTENDERS)
     unknown = [n for n in names if n not in CONTENDERS]
@@ -125,7 +125,7 @@ def main() -> None:
     results.update(
         model=args.model,
         commit=results.get("commit") or git_commit(),
-        command="python benchmarks/llama_cpp.py " + " ".join(f"'{a}'" if " " in a else a for a in sys.argv[1:]),
+        command="python benchmarks/gguf_speed.py " + " ".join(f"'{a}'" if " " in a else a for a in sys.argv[1:]),
         settings={k: getattr(args, k) for k in ("ppl_windows", "prompt", "generate", "repeats", "threads", "calib_windows")},
         cores=cores,
     )
