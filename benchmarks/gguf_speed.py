@@ -77,6 +77,11 @@ def llama_cpp_window_nll(path: Path, windows, threads: int) -> list[float]:
     return out
 
 
+def _greedy(llm) -> int:
+    """The most likely next token from the last logits llama.cpp computed (kept only in its context without logits_all)."""
+    return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))))
+
+
 def llama_cpp_speed(path: Path, prompt: list[int], generate: int, repeats: int, threads: int) -> dict:
     """Median prompt-processing and generation tokens/s of `repeats` runs (one warm-up run first)."""
     llm = _llama(path, threads)
@@ -86,11 +91,11 @@ def llama_cpp_speed(path: Path, prompt: list[int], generate: int, repeats: int, 
         started = time.perf_counter()
         llm.eval(prompt)
         prefill_seconds = time.perf_counter() - started
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = _greedy(llm)
         started = time.perf_counter()
         for _ in range(generate):
             llm.eval([token])
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            token = _greedy(llm)
         decode_seconds = time.perf_counter() - started
         if run:  # the first run warms caches and is not counted
             prefill.append(len(prompt) / prefill_seconds)

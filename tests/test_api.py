@@ -205,3 +205,18 @@ def test_iterabre_keeps_its_iterations_in_the_jobs_run_directory_and_a_resume_co
     assert resumed.plan.removed_blocks == unbroken.plan.removed_blocks
     fresh = prunekit.prune(tiny_model("llama"), config, windows_of(ids), **job, resume=True)  # nothing there yet: starts
     assert fresh.plan.removed_blocks == unbroken.plan.removed_blocks
+
+
+def test_a_model_path_and_a_data_spec_are_loaded_and_wrong_types_are_named(tiny_checkpoint, ids):
+    result = prunekit.prune(str(tiny_checkpoint), "shortgpt", "builtin", remove=1, progress=False)
+    assert ModelAdapter(result.model).num_blocks == 3 and result.plan.model == str(tiny_checkpoint)
+    assert result.plan.calibration["windows"] == 16  # the method's default count
+    with pytest.raises(ParameterError, match="^model must be a transformers model"):
+        prunekit.prune(42, "shortgpt", windows_of(ids), remove=1)
+    with pytest.raises(ParameterError, match="^data is text .*pass tokenizer="):
+        prunekit.prune(tiny_model("llama"), "shortgpt", "builtin", remove=1)
+    with pytest.raises(ParameterError, match="^data must be TokenWindows"):
+        prunekit.prune(tiny_model("llama"), "shortgpt", ids, remove=1)
+    for bad, message in [("2", "the text '2'"), (2.5, "whole number, got 2.5"), (float("nan"), "finite")]:
+        with pytest.raises(ParameterError, match=f"^remove must be a .*{message}"):
+            prunekit.prune(tiny_model("llama"), "shortgpt", windows_of(ids), remove=bad)

@@ -481,6 +481,19 @@ def test_text_field_names_where_the_text_of_json_records_is(tiny_checkpoint, tmp
     assert code == 2 and "no 'text' string" in stderr and len(stderr.strip().splitlines()) == 1
     code, _, stderr = run(capsys, *scan, "--text-field", "body", "--out", tmp_path / "b.json")
     assert code == 0, stderr
+    both = tmp_path / "both.jsonl"  # records with both fields: the named one is read, by every reader
+    both.write_text("\n".join(json.dumps({"text": "x " * 300, "body": f"Other words, number {i}. " * 30}) for i in range(20)))
+    perplexities = {}
+    for field in ("text", "body"):
+        code, stdout, stderr = run(
+            capsys, "eval", "--model", tiny_checkpoint, "--ppl", both, "--windows", 2, "--seq-len", 32, "--text-field", field, "--json"
+        )
+        assert code == 0, stderr
+        perplexities[field] = json.loads(stdout)["perplexity"][str(both)]["perplexity"]
+    assert perplexities["text"] != perplexities["body"]
+    train = ["--recovery-data", data, "--recovery-tokens", 64, "--recovery-seq-len", 16, "--grad-accumulation", 1, "--quiet"]
+    code, _, stderr = run(capsys, "recover", "--model", tiny_checkpoint, *train, "--text-field", "body", "--out", tmp_path / "r")
+    assert code == 0, stderr
 
 
 def test_plan_flags_that_conflict_and_plans_that_cannot_be_reapplied_are_refused(tiny_checkpoint, tmp_path, capsys):
@@ -621,3 +634,10 @@ def test_calibration_windows_default_to_what_the_method_needs_and_the_plan_recor
         capsys, "prune", "--model", tiny_checkpoint, "--method", "liar", "--ffn-ratio", 0.25, "--out", out, *calib, "--windows", 3
     )
     assert code == 0 and json.loads((out / "prunekit_plan.json").read_text())["calibration"]["windows"] == 3
+
+
+def test_zero_calibration_windows_are_refused_not_replaced(tiny_checkpoint, tmp_path, capsys):
+    code, _, stderr = run(
+        capsys, "prune", "--model", tiny_checkpoint, "--method", "shortgpt", "--remove", 1, "--windows", 0, "--out", tmp_path / "o"
+    )
+    assert code == 2 and "--windows 0 must be at least 1" in stderr and not (tmp_path / "o").exists()

@@ -17,15 +17,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from prunekit.data.windows import TokenWindows, load_windows
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.perplexity import perplexity
 from prunekit.methods.depth import blocks_to_remove
 from prunekit.methods.plan import PLAN_FILE, Plan, PrunePlan
 from prunekit.methods.recipe import recipe_configs
-from prunekit.methods.registry import StageContext, check_known_settings, config_from_options, config_to_dict, method_spec, spec_for_config
+from prunekit.methods.registry import (
+    StageContext,
+    check_known_settings,
+    config_from_options,
+    config_to_dict,
+    default_calibration_windows,
+    method_spec,
+    spec_for_config,
+)
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import adapter_for, is_encoder_config, save_encoder
 from prunekit.models.export import save_model
+from prunekit.models.loading import load_model
 from prunekit.models.shared_checkpoint import has_shared_blocks, save_shared_model
 from prunekit.recovery.checkpoints import Checkpointing
 from prunekit.recovery.config import RecoveryConfig
@@ -126,6 +138,7 @@ def prune(
     teacher=None,
     tokenizer=None,
     recovery_data="self",
+    text_field: str = "text",
     plan: Plan | PrunePlan | None = None,
     heldout=None,
     device=None,
@@ -149,13 +162,15 @@ def prune(
     for the methods that train by default); `teacher`: the dense model
     to distil from (default: the input model itself, kept unchanged unless `inplace=True`, in which
     case a copy is made only if a stage needs one); `tokenizer` and `recovery_data` (a data SPEC,
-    "self" for text sampled from the teacher, or TokenWindows) make recovery windows.
+    "self" for text sampled from the teacher, or TokenWindows) make recovery windows (`text_field`: the
+    field of JSON records that holds the text).
     Depth stages of a `plan` are re-applied without data, LIAR stages rerun from their saved config on
     `data`, recovery stages are left out (listed in `metrics["skipped_stages"]`), and a plan with a
     stage whose structure came from training (iterabre, flexigpt, extend) is refused.
     `run_dir`: every training stage saves checkpoints there (in `stage-N/`, every `save_every` tokens,
     by default about every ten minutes) and `resume=True` continues an interrupted job from them.
     """
+    model, tokenizer, model_name = _model_of(model, tokenizer, device, model_name)
     if plan is not None:
         if method is not None or options:
             raise ParameterError("plan", "decides what is done; leave out method and its options")
@@ -165,6 +180,10 @@ def prune(
         raise ParameterError("method", "is missing: name a method (e.g. 'shortgpt'), pass a config, a recipe or a plan")
     else:
         configs = _configs(method, options, recovery)
+    names = [stage["method"] for stage in plan.stages] if plan is not None else [spec_for_config(c).name for c in configs]
+    data = _windows_of(data, tokenizer, names, seed)
+    if heldout is not None and not isinstance(heldout, TokenWindows):
+        raise ParameterError("heldout", f"must be TokenWindows (prunekit.load_windows), not {type(heldout).__name__}")
     for stage in plan.stages if plan is not None else []:
         spec = method_spec(stage["method"])
         if spec.reapply is None and not spec.rerun_from_plan and not spec.skipped_on_replay:
@@ -182,6 +201,7 @@ def prune(
         tokenizer=tokenizer,
         teacher_factory=teacher_factory,
         recovery_data=recovery_data,
+        text_field=text_field,
         heldout=heldout,
         device=device,
         offload=offload,
@@ -249,6 +269,30 @@ def prune(
         metrics["heldout_perplexity_after"] = perplexity(target, heldout, device=device, progress=False).perplexity
         metrics["heldout"] = heldout.summary()
     return PruneResult(target, result_plan, metrics)
+
+
+def _model_of(model, tokenizer, device, model_name: str):
+    """A model object as it is; a checkpoint directory, .gguf file, hub id or alias loaded (with its tokenizer)."""
+    if isinstance(model, (str, os.PathLike)):
+        loaded = load_model(os.fspath(model), device=device or "auto", progress=False)
+        return loaded.model, tokenizer or loaded.tokenizer, model_name or os.fspath(model)
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise ParameterError("model", f"must be a transformers model, a checkpoint directory or a hub id, not {type(model).__name__}")
+    return model, tokenizer, model_name
+
+
+def _windows_of(data, tokenizer, names: list[str], seed: int):
+    """Calibration windows as given; a data SPEC (file, hub name, builtin) made into the windows the methods ask for."""
+    if data is None or isinstance(data, TokenWindows):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        if tokenizer is None:
+            raise ParameterError("data", f"is text ('{os.fspath(data)}'): pass tokenizer= to cut it into windows, or pass TokenWindows")
+        count = default_calibration_windows(names)
+        return load_windows(os.fspath(data), tokenizer, purpose="calibration", num_windows=count, seq_len=512, seed=seed)
+    raise ParameterError(
+        "data", f"must be TokenWindows (prunekit.load_windows) or a data SPEC such as 'builtin', not {type(data).__name__}"
+    )
 
 
 def _frozen(model):

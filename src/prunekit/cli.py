@@ -42,13 +42,14 @@ from prunekit.version import __version__
 
 EXIT_USAGE = 2
 EVALUATION_FIELDS = (
-    "ppl seq_len windows tasks data_dir limit task_batch_size flores languages flores_windows speed batch_size offload".split()
+    "ppl seq_len windows tasks data_dir limit task_batch_size flores languages flores_windows speed batch_size offload text_field".split()
 )
 RECOVERY = "recovery."  # namespace of the recovery flags' destinations (--recovery-seq-len is not --seq-len)
 CONFIGS = [method_spec(name).config_cls for name in method_names() if name != "recover"]
 FLAGS = {
     **flag_names(*CONFIGS, RecoveryConfig),
     "data": "--data",
+    "windows": "--windows",
     "method": "--method",
     "recipe": "--recipe",
     "limit": "--limit",

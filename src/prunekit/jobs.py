@@ -9,12 +9,12 @@ from pathlib import Path
 
 from prunekit import api
 from prunekit.comparison import check_seq_len, comparison_request, evaluate_pruned, write_comparison_report
-from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS, TokenWindows, load_windows
+from prunekit.data.windows import TokenWindows, load_windows
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
 from prunekit.jsonfiles import write_json_atomically
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_spec
-from prunekit.methods.registry import method_names, spec_for_config
+from prunekit.methods.registry import default_calibration_windows, spec_for_config
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
 from prunekit.models.export import check_output_dir
 from prunekit.models.loading import LoadedModel, encoder_loaded, load_model
@@ -43,12 +43,6 @@ class DataSettings:
         return load_windows(
             spec, loaded.tokenizer, purpose=purpose, num_windows=count, text_field=self.text_field, seq_len=seq_len, seed=self.seed
         )
-
-
-def default_calibration_windows(names: list[str]) -> int:
-    """The calibration windows a run loads unless told: the most that any of its methods asks for."""
-    known = method_names()
-    return max([method_spec(name).calibration_windows for name in names if name in known] or [DEFAULT_CALIBRATION_WINDOWS])
 
 
 @dataclass
@@ -83,7 +77,9 @@ def prune_job(
     names = [spec_for_config(c).name for c in configs or []]
     needs_data = api.plan_needs_data(plan) if plan is not None else any(method_spec(n).needs_data for n in names)
     encoder = is_encoder_config(loaded.model.config)  # an encoder's windows get [CLS] and [SEP] added
-    count = data.windows or default_calibration_windows(names or [stage["method"] for stage in plan.stages])
+    count = data.windows if data.windows is not None else default_calibration_windows(names or [s["method"] for s in plan.stages])
+    if needs_data and count < 1:
+        raise ParameterError("windows", f"{count} must be at least 1 (calibration windows)")
     windows = data.load(loaded, data.data, "calibration", count, data.seq_len - 2 * encoder) if needs_data else None
     heldout = (
         data.load(loaded, data.heldout_data, "evaluation", data.heldout_windows, data.seq_len)
@@ -98,6 +94,7 @@ def prune_job(
         plan=plan,
         tokenizer=loaded.tokenizer,
         recovery_data=data.recovery_data,
+        text_field=data.text_field,
         heldout=heldout,
         device=device,
         offload=offload,
@@ -147,6 +144,7 @@ def recover_job(
         teacher=teacher.model if teacher else None,
         tokenizer=loaded.tokenizer,
         recovery_data=data.recovery_data,
+        text_field=data.text_field,
         heldout=heldout,
         device=device,
         progress=progress,
@@ -269,6 +267,7 @@ def evaluation_request(
     speed: bool = False,
     batch_size: int = 1,
     offload: bool = False,
+    text_field: str = "text",
 ) -> EvaluationRequest:
     """A checked request from `prunekit eval`'s options (tasks and languages comma-separated); builtin
     perplexity when nothing else is asked for."""
@@ -285,6 +284,7 @@ def evaluation_request(
         flores=flores,
         languages=split_list(languages) or None,
         flores_windows=flores_windows,
+        text_field=text_field,
         speed=speed,
         batch_size=batch_size,
     )

@@ -2,13 +2,16 @@
 
 `option()` declares a field; `add_config_flags` turns a config's fields into argparse flags (unset
 flags stay absent, so the config's own defaults apply) and `config_options` reads them back;
-`flag_message` rewrites a ParameterError from parameter names to flag names.
+`flag_message` rewrites a ParameterError from parameter names to flag names; `check_types` holds every
+field to its declared type, whichever front end (CLI, recipe, plan, Python) filled it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import re
 from typing import Any
 
@@ -95,3 +98,53 @@ def flag_message(error: Exception, flags: dict[str, str]) -> str:
     if isinstance(error, ParameterError):
         return f"{flags.get(error.parameter, error.parameter)} {spelled(error.detail)}"
     return re.sub(r"`([a-z_]+)`", spell, str(error))
+
+
+_KIND_WORDS = {"int": "whole number", "float": "number", "str": "text", "bool": "true or false", "None": "none"}
+
+
+def _describe(kinds: list[str]) -> str:
+    words = ["list of whole numbers" if k.startswith("tuple") else _KIND_WORDS.get(k, k) for k in kinds]
+    return " or ".join(dict.fromkeys(words))
+
+
+def checked_value(name: str, annotation: str, value: Any) -> Any:
+    """`value` as the type `annotation` declares ("int | None", "float | str", "tuple[int, ...]", ...):
+    an integral float becomes an int, an int a float where a float belongs, a list a tuple; anything
+    else (a number as text, a fraction where a count belongs, NaN, a bool as a number) is a ParameterError."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    wanted = _describe([k for k in kinds if k != "None"])
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise ParameterError(name, f"is missing: give a {wanted}")
+    if isinstance(value, bool):
+        if "bool" in kinds:
+            return value
+        raise ParameterError(name, f"must be a {wanted}, got {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ParameterError(name, f"must be a finite {wanted}, got {value!r}")
+        if "int" in kinds and float(value).is_integer():
+            return int(value)
+        if "float" in kinds:
+            return float(value)
+        raise ParameterError(name, f"must be a {wanted}, got {value!r}")
+    if isinstance(value, (str, os.PathLike)):
+        if "str" in kinds:
+            return os.fspath(value)
+        raise ParameterError(name, f"must be a {wanted}, got the text {value!r}")
+    if isinstance(value, (list, tuple)) and any(k.startswith("tuple") for k in kinds):
+        if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+            return tuple(value)
+        raise ParameterError(name, f"must be a list of whole numbers, got {list(value)!r}")
+    raise ParameterError(name, f"must be a {wanted}, got a {type(value).__name__}")
+
+
+def check_types(config) -> None:
+    """Hold every field of a config dataclass to its declared type, normalising as `checked_value` does
+    (nested configs are checked by their own `check`)."""
+    for field in dataclasses.fields(config):
+        if "config" in field.metadata or "Config" in str(field.type):
+            continue
+        setattr(config, field.name, checked_value(field.name, str(field.type), getattr(config, field.name)))

@@ -32,6 +32,7 @@ class EvaluationRequest:
     speed: bool = False
     batch_size: int = 1
     offload: bool = False
+    text_field: str = "text"  # of .jsonl/.json perplexity data
 
 
 def _plan_of(location: str) -> dict | None:
@@ -60,7 +61,14 @@ def evaluate_model(loaded, request: EvaluationRequest, *, device, progress: bool
     if request.ppl:
         results["perplexity"] = {}
         for spec in request.ppl:
-            windows = load_windows(spec, tokenizer, purpose="evaluation", num_windows=request.ppl_windows, seq_len=request.seq_len)
+            windows = load_windows(
+                spec,
+                tokenizer,
+                purpose="evaluation",
+                num_windows=request.ppl_windows,
+                seq_len=request.seq_len,
+                text_field=request.text_field,
+            )
             results["perplexity"][spec] = perplexity(
                 model, windows, batch_size=request.batch_size, device=device, offload=request.offload, progress=progress
             ).to_dict()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prunekit.errors import ParameterError
 from prunekit.methods.plan import PrunePlan
 from prunekit.models.adapters import ModelAdapter
-from prunekit.options import option
+from prunekit.options import check_types, option
 
 
 def blocks_to_remove(num_blocks: int, remove: int | None = None, ratio: float | None = None) -> int:
@@ -44,6 +44,7 @@ class DepthConfig:
 
     def check(self) -> None:
         """The checks that need no model."""
+        check_types(self)
         if (self.remove is None) == (self.ratio is None):
             raise ParameterError("remove", "or `ratio`: give exactly one (blocks to remove, or their fraction)")
         if self.ratio is not None and not 0.0 < self.ratio < 1.0:

@@ -29,7 +29,7 @@ from prunekit.methods.shortgpt import lowest_scoring
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.shared_blocks import _linear_paths, build_shared_block, is_shared_block, shared_linears
 from prunekit.models.shared_checkpoint import merge_shared_blocks
-from prunekit.options import option
+from prunekit.options import check_types, option
 from prunekit.recovery import RecoveryConfig
 from prunekit.scoring.blocks import check_metric, scan_blocks
 
@@ -257,6 +257,7 @@ class SharedBlockOptions:
     merge: bool = option(False, "write a plain checkpoint (no memory saving; needs output_norm none)")
 
     def check_shared(self) -> None:
+        check_types(self)
         if self.rank is not None and self.rank < 1:
             raise ParameterError("rank", f"{self.rank} must be at least 1")
         if isinstance(self.output_norm, str) and self.output_norm != MEASURED:

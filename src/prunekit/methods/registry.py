@@ -207,3 +207,9 @@ def config_to_dict(config) -> dict:
             value = list(value)
         out[f.name] = value
     return out
+
+
+def default_calibration_windows(names: list[str]) -> int:
+    """The calibration windows a run loads unless told: the most that any of its methods asks for."""
+    known = method_names()
+    return max([method_spec(name).calibration_windows for name in names if name in known] or [DEFAULT_CALIBRATION_WINDOWS])

@@ -8,7 +8,7 @@ from prunekit.methods.encoder_width import run_encoder_liar
 from prunekit.methods.liar import check_width_options, prune_width
 from prunekit.methods.reconstruction import check_damping
 from prunekit.models.encoders import is_encoder_config
-from prunekit.options import option
+from prunekit.options import check_types, option
 
 
 @dataclass
@@ -32,6 +32,7 @@ class LiarConfig:
     seed: int = option(0, "seed of the random criterion")
 
     def check(self) -> None:
+        check_types(self)
         check_width_options(
             self.ffn_ratio,
             self.head_ratio,

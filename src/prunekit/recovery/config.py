@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from prunekit.errors import ParameterError
-from prunekit.options import option
+from prunekit.options import check_types, option
 
 SCOPES = ("blocks", "neighbours", "lora", "adapters", "full")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -79,6 +79,7 @@ class RecoveryConfig:
 
     def check(self, has_teacher: bool = True) -> None:
         """One-line errors for settings that cannot train."""
+        check_types(self)
         if self.tokens < 1:
             raise ParameterError("tokens", f"{self.tokens} must be at least 1")
         for name in ("seq_len", "micro_batch_size", "grad_accumulation", "lora_rank"):
