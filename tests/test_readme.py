@@ -1,4 +1,5 @@
-"""The README's Python API examples run as written, on a tiny 30-block model instead of SmolLM2.
+"""The Python examples of the README and of docs/python-api.md run as written, on a tiny 30-block model
+instead of SmolLM2.
 
 Only what a tiny CPU test cannot afford is changed: `load_model` returns the tiny model, windows are
 4 x 32 tokens, and recovery budgets shrink to 2,048 tokens. The YAML recipe must equal the Python one.
@@ -18,18 +19,13 @@ from prunekit.models.loading import load_model
 
 from conftest import tiny_model
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+API_PAGE = ROOT / "docs" / "python-api.md"
 
 
-def _section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(f"## {title}\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
-
-
-def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", _section("Python API"), flags=re.S)
+def _blocks(language: str, page: Path = API_PAGE) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", page.read_text(), flags=re.S)
 
 
 @pytest.fixture
@@ -65,6 +61,14 @@ def test_the_python_examples_run_as_written(tiny_setup):
     assert again.plan.removed_blocks == result.plan.removed_blocks and Path("out/smol-36/prunekit_shared_blocks.json").is_file()
     reloaded = prunekit.load_model("out/smol-recipe")  # the tiny model again: the patched loader ignores the spec
     assert reloaded is not None and Path("out/smol-recipe/prunekit_plan.json").is_file()
+
+
+def test_the_readmes_python_example_runs_as_written(tiny_setup):
+    (code,) = _blocks("python", README)
+    namespace: dict = {}
+    exec(compile(_shrunk(code), "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    assert [s["method"] for s in namespace["result"].plan.stages] == ["shortgpt", "liar", "recover"]
+    assert Path("out/smol-recipe/config.json").is_file() and Path("out/smol-recipe.gguf").stat().st_size > 0
 
 
 def test_the_yaml_recipe_is_the_python_recipe(tmp_path):
