@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 import transformers
@@ -119,3 +121,28 @@ def test_an_unreachable_hub_fails_at_once_with_one_line(monkeypatch):
     monkeypatch.setattr(loading, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(PrunekitError, match="cannot reach the Hugging Face Hub .* not in the local cache"):
         loading.resolve_model_location("some-org/not-cached-model")
+
+
+def test_converted_gguf_files_are_keyed_by_content_and_the_cache_can_be_listed_and_cleared(tmp_path, monkeypatch, capsys):
+    from prunekit.cli import main
+    from prunekit.models.cache import content_key
+    from prunekit.models.loading import _gguf_cache_dir
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    data = bytes(range(256)) * 100_000  # 25.6 MB: sampled, not read whole
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "m.gguf").write_bytes(data)
+    assert _gguf_cache_dir(tmp_path / "a" / "m.gguf") == _gguf_cache_dir(tmp_path / "b" / "m.gguf")  # a copy elsewhere: same entry
+    changed = bytearray(data)
+    changed[-3] ^= 1  # inside the last sample (a fine-tune of the same size differs in every sample)
+    (tmp_path / "b" / "m.gguf").write_bytes(bytes(changed))
+    assert content_key(tmp_path / "a" / "m.gguf") != content_key(tmp_path / "b" / "m.gguf")
+    entry = _gguf_cache_dir(tmp_path / "a" / "m.gguf")
+    entry.mkdir(parents=True)
+    (entry / "model.safetensors").write_bytes(b"x" * 3 * 2**20)
+    assert main(["cache", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["bytes"] == 3 * 2**20 and listed["entries"][0]["path"] == str(entry)
+    assert main(["cache", "--clear"]) == 0 and "removed 3 MiB" in capsys.readouterr().out and not entry.exists()

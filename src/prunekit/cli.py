@@ -30,6 +30,7 @@ from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_names, meth
 from prunekit.methods.plan import describe_stage
 from prunekit.methods.recipe import recipe_configs
 from prunekit.methods.registry import spec_for_config
+from prunekit.models.cache import cache_entries, cache_root, clear_cache
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
 from prunekit.models.export import check_output_dir, release_all_outputs
 from prunekit.models.loading import load_model, resolve_device
@@ -347,6 +348,18 @@ def cmd_eval(args) -> int:
     return _print(args, results, results_lines(args.model, results) + ([f"wrote {args.out}"] if args.out else []))
 
 
+def cmd_cache(args) -> int:
+    if args.clear:
+        freed = clear_cache()
+        return _print(args, {"root": str(cache_root()), "freed_bytes": freed}, [f"removed {freed / 2**20:.0f} MiB from {cache_root()}"])
+    entries = cache_entries()
+    total = sum(size for _, size in entries)
+    lines = [f"{size / 2**20:8.0f} MiB  {path}" for path, size in entries]
+    lines.append(f"{total / 2**20:8.0f} MiB in {cache_root()} (prunekit cache --clear removes it; PRUNEKIT_CACHE moves it)")
+    payload = {"root": str(cache_root()), "entries": [{"path": str(p), "bytes": s} for p, s in entries], "bytes": total}
+    return _print(args, payload, lines)
+
+
 def cmd_report(args) -> int:
     paths = write_report(args.results, args.out, overwrite=args.overwrite, baseline=args.baseline)
     return _print(args, {k: str(v) for k, v in paths.items()}, [f"wrote {paths['markdown']} and {paths['html']}"])
@@ -407,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     export.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    cache = sub.add_parser("cache", help="list (or --clear) the converted models prunekit keeps, with their sizes")
+    cache.add_argument("--clear", action="store_true", help="remove every cached model (they are converted again when needed)")
+    cache.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
     report = sub.add_parser("report", help="Markdown + HTML report with tables and plots from eval results")
     report.add_argument("results", nargs="+", help="results JSON files written by prunekit eval --out")
     _add(report, OUTPUT_OPTIONS)
@@ -419,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recover": cmd_recover,
         "extend": cmd_extend,
         "export": cmd_export,
+        "cache": cmd_cache,
         "report": cmd_report,
     }
     for name, command in commands.items():

@@ -22,7 +22,7 @@ import torch
 
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, family_for_config
-from prunekit.models.cache import cache_root
+from prunekit.models.cache import cache_root, content_key
 from prunekit.models.encoders import ENCODER_ALIASES, encoder_model_path, is_encoder_config, load_encoder
 from prunekit.models.export import atomic_output_dir, write_checkpoint
 from prunekit.models.layer_widths import has_layer_widths, load_layer_width_model
@@ -110,8 +110,7 @@ def assembled_model_path(alias: str) -> Path:
 def _gguf_cache_dir(gguf_path: Path) -> Path:
     import transformers
 
-    stat = gguf_path.stat()
-    key = f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    key = f"{content_key(gguf_path)}|{transformers.__version__}"  # the file's content, wherever it lies
     return cache_root() / "gguf" / f"{gguf_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
