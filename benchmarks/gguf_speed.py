@@ -194,7 +194,8 @@ def markdown(results: dict) -> str:
         f"`{results['model']}` in llama.cpp (llama-cpp-python), {settings['threads']} threads pinned to cores {results['cores']}; "
         f"prompt processing of {settings['prompt']} tokens and generation of {settings['generate']} tokens one at a time, median of "
         f"{settings['repeats']} runs after a warm-up; perplexity on WikiText-2 test {settings['ppl_windows']}x512 from llama.cpp's "
-        f"logits (f32 file, f32 KV cache) and from transformers on the same windows. Commit {results['commit']}; command: "
+        f"logits (f32 file, f32 KV cache) and from transformers on the same windows; pruning calibrated on "
+        f"{settings['calib_windows']}x512 C4 windows (LIAR's own default is 64). Commit {results['commit']}; command: "
         f"`{results['command']}`.",
         "",
         "| contender | params (M) | llama.cpp arch | WikiText-2 ppl: transformers / llama.cpp (gap) | x64 vs unrounded (NLL/token) | "
