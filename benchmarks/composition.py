@@ -32,8 +32,12 @@ def contenders(model, target: float, combined_blocks: int) -> dict:
     rest_ratio = (target * total - combined_blocks * block) / ((count - combined_blocks) * block)
     return {
         "shortgpt": [{"method": "shortgpt", "remove": remove}],
-        "liar": [{"method": "liar", "ratio": round(width_ratio, 4)}],
-        "shortgpt+liar": [{"method": "shortgpt", "remove": combined_blocks}, {"method": "liar", "ratio": round(rest_ratio, 4)}],
+        # exact widths (channel_multiple 1), as the table was measured
+        "liar": [{"method": "liar", "ratio": round(width_ratio, 4), "channel_multiple": 1}],
+        "shortgpt+liar": [
+            {"method": "shortgpt", "remove": combined_blocks},
+            {"method": "liar", "ratio": round(rest_ratio, 4), "channel_multiple": 1},
+        ],
     }
 
 

@@ -54,7 +54,18 @@ def main() -> None:
                 if name == "scan":
                     command = prunekit + ["scan", *data, "--metric", "bi", "--out", str(out) + ".json"]
                 else:
-                    command = prunekit + ["prune", *data, "--method", "liar", "--ratio", "0.2", "--out", str(out)]
+                    command = prunekit + [
+                        "prune",
+                        *data,
+                        "--method",
+                        "liar",
+                        "--ratio",
+                        "0.2",
+                        "--channel-multiple",
+                        "1",
+                        "--out",
+                        str(out),
+                    ]
                 times[name].append(_timed(name, command, name_env))
                 print(f"round {round_ + 1} {name}: {times[name][-1]:.2f} s", flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}

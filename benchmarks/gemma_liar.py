@@ -169,7 +169,7 @@ def main() -> None:
         started = time.perf_counter()
         with switched(results["model_type"], **switches):
             plan = prunekit.prune(
-                model, "liar", calibration, ffn_ratio=args.ffn_ratio, inplace=True, progress=False, **options
+                model, "liar", calibration, ffn_ratio=args.ffn_ratio, channel_multiple=1, inplace=True, progress=False, **options
             ).plan.details()
         seconds = time.perf_counter() - started
         errors = {data: mlp_errors(loaded.model, model, inputs) for data, inputs in mlp_inputs.items()}

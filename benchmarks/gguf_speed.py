@@ -36,13 +36,13 @@ from _common import benchmark_parser, git_commit, verdict_text, write_json, writ
 CONTENDERS = {
     "dense": (None, {}),
     "shortgpt 6/30": ("shortgpt", {"remove": 6}),
-    "liar 20% uniform": ("liar", {"ratio": 0.2}),
+    "liar 20% uniform": ("liar", {"ratio": 0.2, "channel_multiple": 1}),
     "liar 20% uniform, x64": ("liar", {"ratio": 0.2, "channel_multiple": 64}),
-    "liar 20% adaptive": ("liar", {"ratio": 0.2, "allocation": "adaptive"}),
+    "liar 20% adaptive": ("liar", {"ratio": 0.2, "allocation": "adaptive", "channel_multiple": 1}),
     "liar 20% adaptive, x64": ("liar", {"ratio": 0.2, "allocation": "adaptive", "channel_multiple": 64}),
     "liar 25% params, x64": ("liar", {"ratio": 0.25, "channel_multiple": 64}),
     "shortgpt 3 + liar 10% adaptive": (
-        [{"method": "shortgpt", "remove": 3}, {"method": "liar", "ratio": 0.1, "allocation": "adaptive"}],
+        [{"method": "shortgpt", "remove": 3}, {"method": "liar", "ratio": 0.1, "allocation": "adaptive", "channel_multiple": 1}],
         {},
     ),
 }

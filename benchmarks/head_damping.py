@@ -56,6 +56,7 @@ def main() -> None:
                 criterion=args.criterion,
                 reconstruction=reconstruction,
                 damping=damping or 1e-4,
+                channel_multiple=1,  # head pruning only; the widths these tables were measured with
                 progress=False,
             )
             model, plan = result.model, result.plan.details()

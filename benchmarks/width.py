@@ -67,6 +67,7 @@ def one_row(args) -> dict:
         criterion=criterion,
         damping=args.damping,
         reconstruction=reconstruction,
+        channel_multiple=1,  # the exact widths the width tables were measured with
         progress=False,
     ).plan.details()
     head_ratio, ffn_ratio = plan["kv_groups_removed"], plan["ffn_channels_removed"]

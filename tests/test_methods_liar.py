@@ -370,6 +370,29 @@ def test_kept_channels_can_be_rounded_to_a_multiple_and_still_reload(ids, tmp_pa
         prune_width(tiny_model("llama"), windows_of(ids), ffn_ratio=0.3, channel_multiple=0, progress=False)
 
 
+def test_the_default_rounds_a_real_models_ffn_to_64_and_leaves_a_tiny_one_alone(ids):
+    import prunekit
+    from prunekit.cli import build_parser
+
+    assert liar.resolve_channel_multiple("auto", 14336) == 64 and liar.resolve_channel_multiple("auto", 128) == 1
+    assert liar.resolve_channel_multiple(16, 128) == 16
+    wide = transformers.AutoModelForCausalLM.from_config(
+        transformers.LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=2)
+    ).eval()
+    data = windows_of(torch.cat([ids] * 4))
+    rounded = prunekit.prune(wide, "liar", data, ffn_ratio=0.3, progress=False).plan.stages[0]["details"]
+    assert rounded["channel_multiple"] == 64 and rounded["intermediate_size_after"] == 704  # 1024 - 307 = 717 -> 704
+    exact = prunekit.prune(wide, "liar", data, ffn_ratio=0.3, channel_multiple=1, progress=False).plan.stages[0]["details"]
+    assert exact["intermediate_size_after"] == 717
+    tiny = prunekit.prune(tiny_model("llama"), "liar", data, ffn_ratio=0.3, progress=False).plan.stages[0]["details"]
+    assert tiny["channel_multiple"] == 1 and tiny["intermediate_size_after"] == 90
+    parse = build_parser().parse_args
+    assert parse(["prune", "--model", "m", "--out", "o", "--channel-multiple", "auto"]).channel_multiple == "auto"
+    assert parse(["prune", "--model", "m", "--out", "o", "--channel-multiple", "64"]).channel_multiple == 64.0  # made 64 by the check
+    with pytest.raises(Exception, match="channel_multiple"):
+        prunekit.prune(tiny_model("llama"), "liar", data, ffn_ratio=0.3, channel_multiple="fast")
+
+
 def test_widths_that_gpus_run_slowly_get_a_hint_only_where_the_pruning_runs_on_a_gpu():
     from prunekit.methods.width_allocation import LayerWidth
 

@@ -28,7 +28,11 @@ class LiarConfig:
     )
     allocation: str = option("uniform", "uniform (same widths everywhere) or adaptive (per-layer widths; reload with prunekit.load_model)")
     min_keep: float = option(0.1, "allocation adaptive: least share of a layer's FFN channels kept")
-    channel_multiple: int = option(1, "round each layer's kept FFN channels to a multiple of N (64 suits GPU matmuls)")
+    channel_multiple: int | str = option(
+        "auto",
+        "round each layer's kept FFN channels to the nearest multiple of N, for speed in llama.cpp and on GPUs; auto (default): 64 "
+        "where the FFN is at least 1,024 channels wide, else 1 (no rounding)",
+    )
     seed: int = option(0, "seed of the random criterion")
 
     def check(self) -> None:
