@@ -48,7 +48,7 @@ def _number_or_word(annotation: str):
 
 
 def _value_type(annotation: str):
-    if annotation.startswith(("float", "int")) and "|" in annotation:
+    if (annotation.startswith("float") and "|" in annotation) or (annotation.startswith("int") and "str" in annotation):
         return _number_or_word(annotation)
     return int if annotation.startswith("int") else float if annotation.startswith("float") else str
 
