@@ -207,7 +207,7 @@ def test_a_full_disk_leaves_nothing_and_an_existing_output_is_kept(tiny_tokenize
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", full)
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", full)
     with pytest.raises(PrunekitError, match="No space left on device.*nothing was written"):
         export_gguf(model, tiny_tokenizer, tmp_path / "old.gguf", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.gguf"] and (tmp_path / "old.gguf").read_text() == "earlier"

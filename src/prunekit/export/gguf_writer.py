@@ -129,16 +129,20 @@ def _write(model, tokenizer, layout: GgufLayout, path: Path, gguf_type: str, nam
     with tempfile.TemporaryDirectory(prefix="prunekit-tokenizer-") as tokenizer_dir:
         tokenizer.save_pretrained(tokenizer_dir)
         notes = add_vocabulary(writer, tokenizer_dir, tokenizer, ModelAdapter(model).base.embed_tokens.weight.shape[0])
+    # Two passes over the tensors, one encoded at a time: their sizes for the header, then their data, so
+    # memory holds the model and one encoded tensor, not a second copy of the model.
     fallback = 0
     for tensor_name, tensor in gguf_tensors(model, layout):
         data, kind = _encoded(tensor.numpy(), encoding)
         fallback += kind == Q.F16 and encoding not in (Q.F16, Q.F32)
-        writer.add_tensor(tensor_name, data, raw_dtype=kind)
+        writer.add_tensor_info(tensor_name, data.shape, data.dtype, data.nbytes, raw_dtype=kind)
     if fallback:
         notes.append(f"{fallback} matrices whose rows do not split into {gguf_type} blocks of 32 are f16 (round widths to 32 to avoid it)")
     writer.write_header_to_file(path)
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_ti_data_to_file()
+    for _, tensor in gguf_tensors(model, layout):
+        writer.write_tensor_data(_encoded(tensor.numpy(), encoding)[0])
     writer.close()
     return notes
 
