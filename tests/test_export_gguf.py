@@ -251,3 +251,16 @@ def test_prune_writes_the_gguf_beside_the_checkpoint(tiny_checkpoint, tmp_path, 
     assert gguf.GGUFReader(gguf_path).fields["llama.block_count"].contents() == 3 and (out / "config.json").is_file()
     assert main([*args, "--out", str(tmp_path / "o2"), "--gguf", str(gguf_path)]) == 2  # checked before any work
     assert "exists" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+def test_a_bfloat16_model_exports_with_its_weights_widened_per_tensor(tiny_tokenizer, tmp_path):
+    rounded = tiny_model("llama")
+    with torch.no_grad():
+        for param in rounded.parameters():
+            param.copy_(param.to(torch.bfloat16).float())  # the bf16 model's weights, computed in f32
+        reference = rounded(torch.tensor([PROMPT])).logits[0].numpy()
+    model = tiny_model("llama").to(torch.bfloat16)
+    path = export_gguf(model, tiny_tokenizer, tmp_path / "m.gguf", gguf_type="f32").path
+    runner = LlamaCpp(path)
+    assert np.abs(runner.logits(PROMPT) - reference).max() < F32_LOGIT_TOLERANCE
+    runner.close()

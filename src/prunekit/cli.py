@@ -303,7 +303,7 @@ def cmd_export(args) -> int:
     out = check_gguf_output(args.out, args.overwrite)
     if is_encoder_spec(args.model):
         raise PrunekitError(f"{args.model} is an encoder; GGUF export writes decoder language models")
-    loaded = load_model(args.model, device="cpu", dtype="float32", trust_remote_code=args.trust_remote_code, progress=not args.quiet)
+    loaded = load_model(args.model, device="cpu", dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=not args.quiet)
     if is_encoder_config(loaded.model.config):
         raise PrunekitError(f"{args.model} is an encoder; GGUF export writes decoder language models")
     if out == Path(loaded.location).expanduser().resolve():
@@ -414,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="f16",
         help=f"{', '.join(GGUF_TYPES)} (written directly) or {', '.join(QUANTIZER_TYPES)} (through llama.cpp's quantizer, "
         "which needs llama-cpp-python); default f16",
+    )
+    export.add_argument(
+        "--dtype",
+        default="float32",
+        help="precision the model is held in while writing (default float32; bfloat16 halves the memory of a bf16 checkpoint, "
+        "and each tensor is widened to f32 only while it is encoded)",
     )
     export.add_argument("--overwrite", action="store_true")
     export.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
