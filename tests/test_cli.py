@@ -641,3 +641,31 @@ def test_zero_calibration_windows_are_refused_not_replaced(tiny_checkpoint, tmp_
         capsys, "prune", "--model", tiny_checkpoint, "--method", "shortgpt", "--remove", 1, "--windows", 0, "--out", tmp_path / "o"
     )
     assert code == 2 and "--windows 0 must be at least 1" in stderr and not (tmp_path / "o").exists()
+
+
+def test_eval_and_scan_outputs_are_claimed_like_prune_outputs(tiny_checkpoint, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    held = tmp_path / "r.json"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from pathlib import Path; import time; from prunekit.models.export import claim_output; "
+            f"claim_output(Path({str(held)!r})); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"  # another run is writing r.json
+        for command in (["eval", "--ppl", "builtin", "--windows", 1, "--seq-len", 16], ["scan", "--windows", 1, "--seq-len", 16]):
+            code, _, stderr = run(capsys, *command, "--model", tiny_checkpoint, "--out", held)
+            assert code == 2 and "another prunekit run is writing" in stderr and not held.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    (tmp_path / ".s.json.prunekit-lock").mkdir()  # a directory where the lock file goes
+    code, _, stderr = run(capsys, "eval", "--model", tiny_checkpoint, "--ppl", "builtin", "--windows", 1, "--out", tmp_path / "s.json")
+    assert code == 2 and "cannot lock" in stderr and len(stderr.strip().splitlines()) == 1

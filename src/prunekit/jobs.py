@@ -16,7 +16,7 @@ from prunekit.jsonfiles import write_json_atomically
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_spec
 from prunekit.methods.registry import default_calibration_windows, spec_for_config
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
-from prunekit.models.export import check_output_dir
+from prunekit.models.export import check_output_dir, claim_output
 from prunekit.models.loading import LoadedModel, encoder_loaded, load_model
 from prunekit.recovery.distributed import on_main_process
 from prunekit.reporting import write_scan
@@ -214,6 +214,7 @@ def scan_job(
     for existing in (out, out.with_suffix(".png")):
         if existing.exists() and not overwrite:
             raise PrunekitError(f"{existing} exists; pass --overwrite or choose another --out")
+    claim_output(out.resolve())
     data = data or DataSettings()
     windows = data.load(loaded, data.data, "calibration", data.windows, data.seq_len)  # None: load_windows' default
     scores = scan_blocks(loaded.model, windows, metric, span=span, device=device, offload=offload, batch_size=batch_size, progress=progress)
@@ -250,6 +251,7 @@ def check_results_path(out: str | Path | None, overwrite: bool) -> None:
         raise PrunekitError(f"--out {out} is a directory; name the .json file to write")
     if out.exists() and not overwrite:
         raise PrunekitError(f"{out} exists; pass --overwrite or choose another --out")
+    claim_output(out.resolve())  # a second run writing the same file stops here, before any work
 
 
 def evaluation_request(

@@ -41,7 +41,10 @@ def claim_output(out_path: Path) -> None:
         return
     lock = _lock_path(out_path)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:  # e.g. a directory where the lock file goes, or an unwritable place
+            raise PrunekitError(f"cannot lock {out_path} through {lock} ({error.strerror}); remove it or choose another --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
