@@ -264,3 +264,29 @@ def test_a_bfloat16_model_exports_with_its_weights_widened_per_tensor(tiny_token
     runner = LlamaCpp(path)
     assert np.abs(runner.logits(PROMPT) - reference).max() < F32_LOGIT_TOLERANCE
     runner.close()
+
+
+def test_a_second_export_into_the_same_file_stops_at_once(tiny_tokenizer, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.gguf"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from pathlib import Path; import time; from prunekit.models.export import claim_output; "
+            f"claim_output(Path({str(out)!r})); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(PrunekitError, match="another prunekit run is writing"):
+            export_gguf(tiny_model("llama"), tiny_tokenizer, out)
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert export_gguf(tiny_model("llama"), tiny_tokenizer, out).path == out  # once the other run is gone

@@ -23,6 +23,7 @@ from prunekit.export.gguf_layout import GgufLayout, gguf_layout
 from prunekit.export.gguf_tensors import _rope_parameters, gguf_tensors
 from prunekit.export.gguf_vocab import add_vocabulary
 from prunekit.models.adapters import ModelAdapter
+from prunekit.models.export import claim_output, release_output
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -177,7 +178,14 @@ def export_gguf(
     started = time.perf_counter()
     gguf_type = check_gguf_type(gguf_type)
     path = check_gguf_output(out, overwrite)
-    layout = gguf_layout(model)
+    claim_output(path)  # a second run writing the same file stops at once
+    try:
+        return _export(model, tokenizer, path, layout=gguf_layout(model), gguf_type=gguf_type, name=name, started=started)
+    finally:
+        release_output(path)
+
+
+def _export(model, tokenizer, path: Path, *, layout: GgufLayout, gguf_type: str, name: str | None, started: float) -> GgufExport:
     path.parent.mkdir(parents=True, exist_ok=True)
     needed, free = _needed_bytes(model, gguf_type), shutil.disk_usage(path.parent).free
     if needed > free:
