@@ -220,3 +220,30 @@ def test_a_model_path_and_a_data_spec_are_loaded_and_wrong_types_are_named(tiny_
     for bad, message in [("2", "the text '2'"), (2.5, "whole number, got 2.5"), (float("nan"), "finite")]:
         with pytest.raises(ParameterError, match=f"^remove must be a .*{message}"):
             prunekit.prune(tiny_model("llama"), "shortgpt", windows_of(ids), remove=bad)
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("bomb.yaml", "a: &a [1, 1, 1]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n", "anchor or alias"),
+        ("self.yaml", "- &s {method: shortgpt, again: *s}\n", "anchor or alias"),
+        ("deep.yaml", "[" * 5000 + "]" * 5000 + "\n", "nests deeper than 64"),
+        ("deep.json", "[" * 100000 + "]" * 100000, "nests deeper than 64"),
+        ("text.json", '[{"method": "shortgpt", "remove": "2"}]', "remove must be a whole number, got the text '2'"),
+        ("nan.yaml", "- {method: shortgpt, remove: .nan}\n", "remove must be a finite"),
+        ("tokens.yaml", "- {method: shortgpt, remove: 1}\n- {recover: {tokens: '2000'}}\n", "tokens must be a whole number"),
+    ],
+)
+def test_recipe_files_with_hostile_or_careless_values_are_one_line_errors(name, text, message, tmp_path):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises((PrunekitError, ParameterError), match=message) as refused:
+        prunekit.prune(tiny_model("llama"), str(path), None)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_huge_recipe_file_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("- {method: shortgpt, remove: 1}\n" * 40000)
+    with pytest.raises(PrunekitError, match="a recipe lists a few stages"):
+        prunekit.prune(tiny_model("llama"), str(path), None)

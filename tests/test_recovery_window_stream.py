@@ -114,7 +114,7 @@ def test_plain_text_shards_are_read_in_blocks_of_lines(tmp_path, tiny_tokenizer)
         (lambda d: (d / "empty.jsonl").write_text(""), "empty.jsonl is empty"),
         (lambda d: (d / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a b c"}\n' * 200)[:40]), "cut.jsonl.gz is truncated"),
         (lambda d: (d / "body.jsonl").write_text('{"body": "a b c"}\n'), "body.jsonl:1: no 'text' string"),
-        (lambda d: (d / "deep.jsonl").write_text("[" * 100000 + "]" * 100000 + "\n"), "deep.jsonl:1: a record nested deeper"),
+        (lambda d: (d / "deep.jsonl").write_text("[" * 100000 + "]" * 100000 + "\n"), "deep.jsonl:1 nests deeper than 64 levels"),
     ],
 )
 def test_a_bad_shard_is_one_line_naming_the_file(tmp_path, tiny_tokenizer, make, message):

@@ -10,6 +10,40 @@ from pathlib import Path
 
 from prunekit.errors import PrunekitError
 
+MAX_JSON_DEPTH = 64  # prunekit's JSON (records, recipes, plans) is shallow; deeper input is refused before json recurses
+
+
+def json_depth_ok(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether no array or object in `text` nests deeper than `limit` (brackets inside strings do not count)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def loads_limited(text: str, where: str):
+    """json.loads with one-line errors naming `where`, refusing nesting deeper than MAX_JSON_DEPTH."""
+    if not json_depth_ok(text):
+        raise PrunekitError(f"{where} nests deeper than {MAX_JSON_DEPTH} levels; prunekit's JSON inputs are shallow")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PrunekitError(f"{where} is not valid JSON ({error.msg} at line {error.lineno})") from None
+
 
 def read_json_object(path: str | Path, kind: str) -> dict:
     """The JSON object in `path`; a missing file, bad JSON or a non-object is a one-line error."""
@@ -17,11 +51,10 @@ def read_json_object(path: str | Path, kind: str) -> dict:
     if not path.is_file():
         raise PrunekitError(f"{kind} file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise PrunekitError(f"{kind} file {path} is not UTF-8 text (JSON files are)") from error
-    except json.JSONDecodeError as error:
-        raise PrunekitError(f"{kind} file {path} is not valid JSON ({error.msg})") from error
+    data = loads_limited(text, f"{kind} file {path}")
     if not isinstance(data, dict):
         raise PrunekitError(f"{kind} file {path} does not hold a JSON object")
     return data

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import gzip
 import io
-import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -19,10 +18,10 @@ from pathlib import Path
 
 from prunekit.data.sources import text_of_record
 from prunekit.errors import PrunekitError
+from prunekit.jsonfiles import loads_limited
 
 SHARD_SUFFIXES = (".txt", ".raw", ".jsonl", ".jsonl.gz", ".json.gz", ".txt.gz", ".parquet")
 LINES_PER_TEXT_BLOCK = 2000  # plain-text files are read in blocks of lines, so one huge file never sits in memory
-MAX_JSON_LINE_DEPTH = 64  # records are flat; a deeper line is refused before json recurses into it
 
 
 @dataclass
@@ -74,26 +73,8 @@ def shard_paths(spec: str) -> list[Path]:
     return found
 
 
-def _json_depth_ok(line: str) -> bool:
-    depth = 0
-    for ch in line:
-        if ch in "[{":
-            depth += 1
-            if depth > MAX_JSON_LINE_DEPTH:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
-
-
 def _record_text(line: str, path: Path, line_no: int, field: str) -> str:
-    if not _json_depth_ok(line):
-        raise PrunekitError(f"{path}:{line_no}: a record nested deeper than {MAX_JSON_LINE_DEPTH} levels; records are flat objects")
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise PrunekitError(f"{path}:{line_no}: not valid JSON ({error.msg})") from error
-    return text_of_record(record, path, line_no, field)
+    return text_of_record(loads_limited(line, f"{path}:{line_no}"), path, line_no, field)
 
 
 def _open_lines(path: Path) -> io.TextIOBase:

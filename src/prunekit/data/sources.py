@@ -6,12 +6,12 @@ calibration reads training text, evaluation reads test/validation text, so the t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from prunekit.errors import PrunekitError
+from prunekit.jsonfiles import loads_limited
 
 Purpose = Literal["calibration", "evaluation"]
 
@@ -92,16 +92,13 @@ def read_local_text(path: Path, field: str = "text") -> str:
         return wikitext_rows_to_text(raw)
     if suffix == ".txt":
         return raw
-    try:
-        if suffix == ".jsonl":
-            records = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        else:
-            data = json.loads(raw)
-            records = data.get(field, data.get("data")) if isinstance(data, dict) else data
-            if not isinstance(records, list):
-                raise PrunekitError(f"{path}: expected a list of strings or of {{'text': ...}} records")
-    except json.JSONDecodeError as error:
-        raise PrunekitError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from error
+    if suffix == ".jsonl":
+        records = [loads_limited(line, f"{path}:{i + 1}") for i, line in enumerate(raw.splitlines()) if line.strip()]
+    else:
+        data = loads_limited(raw, str(path))
+        records = data.get(field, data.get("data")) if isinstance(data, dict) else data
+        if not isinstance(records, list):
+            raise PrunekitError(f"{path}: expected a list of strings or of {{'text': ...}} records")
     return "\n\n".join(text_of_record(r, path, i + 1, field) for i, r in enumerate(records))
 
 

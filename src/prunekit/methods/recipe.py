@@ -7,10 +7,11 @@ A stage is a method config, a method name, or a mapping: `{method: shortgpt, rem
 from __future__ import annotations
 
 import dataclasses
-import json
+import reprlib
 from pathlib import Path
 
 from prunekit.errors import ParameterError, PrunekitError
+from prunekit.jsonfiles import MAX_JSON_DEPTH, loads_limited
 from prunekit.methods.registry import config_from_options, spec_for_config
 
 
@@ -30,7 +31,28 @@ def _stage_config(stage, position: int):
         ((name, options),) = stage.items()
         if isinstance(options, dict):
             return config_from_options(name, options, where)
-    raise ParameterError("recipe", f"stage {position} {json.dumps(stage)[:80]} needs a 'method' key (or one key naming the method)")
+    raise ParameterError("recipe", f"stage {position} {reprlib.repr(stage)} needs a 'method' key (or one key naming the method)")
+
+
+MAX_RECIPE_BYTES = 1 << 20
+
+
+def _yaml_without_aliases(text: str, path: Path):
+    """safe_load, refusing anchors and aliases first (a recipe needs none; they allow self-reference and
+    exponential expansion) and nesting deeper than JSON inputs may."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise PrunekitError(f"recipe {path} uses a YAML anchor or alias (&, *); write each stage out in full")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise PrunekitError(f"recipe {path} nests deeper than {MAX_JSON_DEPTH} levels; a recipe is a list of flat stages")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return yaml.safe_load(text)
 
 
 def read_recipe_file(path: str | Path) -> list:
@@ -38,14 +60,20 @@ def read_recipe_file(path: str | Path) -> list:
     path = Path(path).expanduser()
     if not path.is_file():
         raise PrunekitError(f"recipe {path} does not exist; pass a .yaml or .json file listing the stages")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise PrunekitError(
+            f"recipe {path} is {path.stat().st_size:,} bytes; a recipe lists a few stages (at most {MAX_RECIPE_BYTES:,} bytes)"
+        )
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _yaml_without_aliases(text, path)
         else:
-            data = json.loads(text)
+            data = loads_limited(text, f"recipe {path}")
+    except PrunekitError:
+        raise
+    except RecursionError:
+        raise PrunekitError(f"recipe {path} nests too deeply; a recipe is a list of flat stages") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise PrunekitError(
             f"recipe {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {str(error).splitlines()[0]}"
