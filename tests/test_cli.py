@@ -669,3 +669,14 @@ def test_eval_and_scan_outputs_are_claimed_like_prune_outputs(tiny_checkpoint, t
     (tmp_path / ".s.json.prunekit-lock").mkdir()  # a directory where the lock file goes
     code, _, stderr = run(capsys, "eval", "--model", tiny_checkpoint, "--ppl", "builtin", "--windows", 1, "--out", tmp_path / "s.json")
     assert code == 2 and "cannot lock" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_a_mistyped_flag_names_the_closest_one_and_its_commands_help(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["prune", "--model", "m", "--out", "o", "--method", "liar", "--ffn_ratio", "0.2"])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "unrecognized argument --ffn_ratio; did you mean --ffn-ratio?" in stderr and "see prunekit prune --help" in stderr
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", "m", "--zzz"])
+    assert "unrecognized argument --zzz (see prunekit eval --help)" in capsys.readouterr().err

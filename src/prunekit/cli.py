@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import io
 import json
 import logging
@@ -371,6 +372,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"prunekit: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """An unknown flag is reported by its command's parser, with the closest flag it has (--ffn_ratio: --ffn-ratio)."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            commands = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+            command = commands.choices.get(getattr(parsed, "command", None)) if commands else None
+            parser = command or self
+            flags = list(parser._option_string_actions)
+            guess = difflib.get_close_matches(unknown[0].split("=")[0].replace("_", "-"), flags, n=1, cutoff=0.75)
+            parser.error(f"unrecognized argument {unknown[0]}" + (f"; did you mean {guess[0]}?" if guess else ""))
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
