@@ -23,7 +23,7 @@ from prunekit.export.gguf_layout import GgufLayout, gguf_layout
 from prunekit.export.gguf_tensors import _rope_parameters, gguf_tensors
 from prunekit.export.gguf_vocab import add_vocabulary
 from prunekit.models.adapters import ModelAdapter
-from prunekit.models.export import claim_output, release_output
+from prunekit.models.export import claim_output, readable_like_save_pretrained, release_output
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -199,16 +199,10 @@ def _export(model, tokenizer, path: Path, *, layout: GgufLayout, gguf_type: str,
         if gguf_type in QUANTIZER_TYPES:
             final = staged / "model.gguf"
             _quantize(first, final, gguf_type)
-        os.chmod(final, 0o666 & ~_umask())
+        readable_like_save_pretrained(staged)  # the file gets the permissions a plain save would
         os.replace(final, path)
     except OSError as error:
         raise PrunekitError(f"could not write {path} ({error.strerror or error}); nothing was written") from error
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return GgufExport(path, layout.architecture, gguf_type, path.stat().st_size, time.perf_counter() - started, layout.notes + notes)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
