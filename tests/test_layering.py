@@ -29,7 +29,8 @@ LAYERS = {
     "comparison": 8,
     "jobs": 9,
     "cli": 10,
-    "": 11,  # the package's __init__ re-exports the public API
+    "launcher": 11,
+    "": 12,  # the package's __init__ re-exports the public API
 }
 
 

@@ -1,59 +1,56 @@
-"""prunekit: structured pruning of LLMs with cheap recovery, exporting plain transformers checkpoints."""
+"""prunekit: structured pruning of LLMs with cheap recovery, exporting plain transformers checkpoints.
 
-from prunekit.api import PruneResult, blocks_to_remove, prune, save  # noqa: E402
-from prunekit.data.windows import TokenWindows, load_windows  # noqa: E402
-from prunekit.engine import SequentialRunner  # noqa: E402
-from prunekit.errors import ParameterError, PrunekitError  # noqa: E402
-from prunekit.evaluation import perplexity  # noqa: E402
-from prunekit.export import export_gguf  # noqa: E402
-from prunekit.methods import (  # noqa: E402
-    AngularConfig,
-    ExtendConfig,
-    FlexiGPTConfig,
-    IterabreConfig,
-    LiarConfig,
-    Plan,
-    PrunePlan,
-    ShortGPTConfig,
-    SLEBConfig,
-    method_names,
-    register_method,
-)
-from prunekit.models import ModelAdapter, load_model, parameter_count, remove_blocks, save_model  # noqa: E402
-from prunekit.recovery import RecoveryConfig, recover  # noqa: E402
-from prunekit.scoring import scan_blocks  # noqa: E402
-from prunekit.version import __version__  # noqa: E402
+The public names are imported when first used (PEP 562), so `import prunekit` and the command line's
+start-up do not load torch, transformers and every method before they are needed."""
 
-__all__ = [
-    "AngularConfig",
-    "ExtendConfig",
-    "FlexiGPTConfig",
-    "IterabreConfig",
-    "LiarConfig",
-    "ModelAdapter",
-    "ParameterError",
-    "Plan",
-    "PruneResult",
-    "PrunePlan",
-    "PrunekitError",
-    "RecoveryConfig",
-    "SLEBConfig",
-    "SequentialRunner",
-    "ShortGPTConfig",
-    "TokenWindows",
-    "blocks_to_remove",
-    "export_gguf",
-    "load_model",
-    "load_windows",
-    "method_names",
-    "parameter_count",
-    "perplexity",
-    "prune",
-    "recover",
-    "register_method",
-    "remove_blocks",
-    "save",
-    "save_model",
-    "scan_blocks",
-    "__version__",
-]
+from __future__ import annotations
+
+import importlib
+
+from prunekit.version import __version__
+
+_PUBLIC = {
+    "AngularConfig": "prunekit.methods",
+    "blocks_to_remove": "prunekit.api",
+    "export_gguf": "prunekit.export",
+    "ExtendConfig": "prunekit.methods",
+    "FlexiGPTConfig": "prunekit.methods",
+    "IterabreConfig": "prunekit.methods",
+    "LiarConfig": "prunekit.methods",
+    "load_model": "prunekit.models",
+    "load_windows": "prunekit.data.windows",
+    "method_names": "prunekit.methods",
+    "ModelAdapter": "prunekit.models",
+    "parameter_count": "prunekit.models",
+    "ParameterError": "prunekit.errors",
+    "perplexity": "prunekit.evaluation",
+    "Plan": "prunekit.methods",
+    "prune": "prunekit.api",
+    "PrunekitError": "prunekit.errors",
+    "PrunePlan": "prunekit.methods",
+    "PruneResult": "prunekit.api",
+    "recover": "prunekit.recovery",
+    "RecoveryConfig": "prunekit.recovery",
+    "register_method": "prunekit.methods",
+    "remove_blocks": "prunekit.models",
+    "save": "prunekit.api",
+    "save_model": "prunekit.models",
+    "scan_blocks": "prunekit.scoring",
+    "SequentialRunner": "prunekit.engine",
+    "ShortGPTConfig": "prunekit.methods",
+    "SLEBConfig": "prunekit.methods",
+    "TokenWindows": "prunekit.data.windows",
+}
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'prunekit' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

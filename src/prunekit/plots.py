@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def pyplot():
+    """matplotlib's pyplot on the headless backend, imported when a plot is drawn (it costs every command
+    half a second of start-up otherwise)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_block_scores(scores, path: str | Path, title: str = "", highlight: list[int] | None = None) -> Path:
     """Bar chart of per-block importance; `highlight` (default: the lowest fifth) is drawn in red."""
     values = scores.scores
     lowest = set(highlight) if highlight is not None else set(scores.ranking()[: max(1, len(values) // 5)])
+    plt = pyplot()
     colors = ["tab:red" if i in lowest else "tab:blue" for i in range(len(values))]
     fig, ax = plt.subplots(figsize=(max(6, len(values) * 0.3), 3.5))
     ax.bar(range(len(values)), values, color=colors)

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
@@ -302,10 +301,11 @@ def fit_micro_batch(
 
 
 def _schedule(optimizer, config: RecoveryConfig, steps: int):
-    """Linear warm-up then cosine decay over this run, or over the longer schedule it is a stretch of."""
-    if config.schedule_steps is None:
-        return get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * steps), steps)
-    total, start = config.schedule_steps, config.schedule_start
+    """Linear warm-up then cosine decay over this run, or over the longer schedule it is a stretch of.
+
+    The same factor as transformers' `get_cosine_schedule_with_warmup`, written here because importing
+    that function loads transformers' trainer (and peft, scipy) into every command."""
+    total, start = (steps, 0) if config.schedule_steps is None else (config.schedule_steps, config.schedule_start)
     warmup = int(config.warmup_ratio * total)
 
     def factor(step: int) -> float:
