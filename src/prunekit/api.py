@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from prunekit.recovery.checkpoints import Checkpointing
 from prunekit.recovery.config import RecoveryConfig
 
 __all__ = ["PruneResult", "blocks_to_remove", "prune", "save"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -152,6 +155,7 @@ def prune(
     resume: bool = False,
     save_every: int | None = None,
     overwrite_run: bool = False,
+    windows_per_stage: bool | None = None,
     **options,
 ) -> PruneResult:
     """Prune `model` by a registered method, a config, a recipe (list of stages or a file), or a saved `plan`.
@@ -167,6 +171,9 @@ def prune(
     Depth stages of a `plan` are re-applied without data, LIAR stages rerun from their saved config on
     `data`, recovery stages are left out (listed in `metrics["skipped_stages"]`), and a plan with a
     stage whose structure came from training (iterabre, flexigpt, extend) is refused.
+    `windows_per_stage`: each stage takes the first of the calibration windows that its method asks for by
+    default (16 for block scores, 64 for LIAR), so a recipe's ShortGPT stage scores what ShortGPT alone would;
+    default: on when `data` is a SPEC, off when it is TokenWindows (every stage then sees all of them).
     `run_dir`: every training stage saves checkpoints there (in `stage-N/`, every `save_every` tokens,
     by default about every ten minutes) and `resume=True` continues an interrupted job from them.
     """
@@ -181,7 +188,11 @@ def prune(
     else:
         configs = _configs(method, options, recovery)
     names = [stage["method"] for stage in plan.stages] if plan is not None else [spec_for_config(c).name for c in configs]
-    data = _windows_of(data, tokenizer, names, seed)
+    if windows_per_stage is None:
+        windows_per_stage = isinstance(data, (str, os.PathLike))
+    data = _windows_of(data, tokenizer, names, seed, text_field)
+    if data is None and plan is not None and tokenizer is not None and plan_needs_data(plan):
+        data = plan_calibration(plan, tokenizer)
     if heldout is not None and not isinstance(heldout, TokenWindows):
         raise ParameterError("heldout", f"must be TokenWindows (prunekit.load_windows), not {type(heldout).__name__}")
     for stage in plan.stages if plan is not None else []:
@@ -198,6 +209,7 @@ def prune(
         teacher_factory = (lambda: original) if original is not None else None
     context = StageContext(
         windows=data,
+        windows_per_stage=windows_per_stage,
         tokenizer=tokenizer,
         teacher_factory=teacher_factory,
         recovery_data=recovery_data,
@@ -211,6 +223,8 @@ def prune(
         checkpoints=None if run_dir is None else Checkpointing(run_dir, save_every, resume, overwrite_run),
     )
     num_blocks = _num_blocks(target)
+    if plan is not None:
+        plan.check_model(num_blocks)
     params_before = parameter_count(target)
     metrics = {}
     if heldout is not None:
@@ -230,6 +244,11 @@ def prune(
                 spec.reapply(target, item["details"])
                 details, config = item["details"], item.get("config", {})
             else:
+                if spec.reapply is not None:
+                    raise PrunekitError(
+                        f"plan stage '{recorded_method}' has no details to re-apply (its removed blocks); "
+                        "pass a prunekit_plan.json written by prunekit prune"
+                    )
                 if not spec.rerun_from_plan:
                     raise PrunekitError(f"plan stage '{recorded_method}' cannot be re-applied: {spec.why_not_reapplicable}")
                 if spec.needs_data and data is None:
@@ -281,7 +300,42 @@ def _model_of(model, tokenizer, device, model_name: str):
     return model, tokenizer, model_name
 
 
-def _windows_of(data, tokenizer, names: list[str], seed: int):
+def plan_calibration(plan: Plan, tokenizer) -> TokenWindows:
+    """The calibration windows a plan's data-driven stage (LIAR) was computed on, made again from what the plan
+    recorded, so re-applying it keeps the same channels; a plan that does not record where they came from is refused."""
+    recorded = plan.calibration or {}
+    rerun = ", ".join(sorted({s["method"] for s in plan.stages if method_spec(s["method"]).rerun_from_plan}))
+    if not isinstance(recorded.get("spec"), str):
+        described = recorded.get("data") or "calibration data the plan does not record"
+        raise PrunekitError(
+            f"the plan's {rerun} stage was computed on {described}; pass that data (--data, --windows, --seq-len) to run it again"
+        )
+    for name, kind in (("windows", int), ("seq_len", int), ("seed", int), ("text_field", str)):
+        value = recorded.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool) or (kind is int and name != "seed" and value < 1)):
+            raise PrunekitError(
+                f"plan calibration {name} must be {'text' if kind is str else 'a positive whole number'}, not {value!r:.40}"
+            )
+    log.warning(
+        "re-running the plan's %s stage on the data it recorded: %s, %s windows of %s tokens, seed %s",
+        rerun,
+        recorded["data"],
+        recorded.get("windows"),
+        recorded.get("seq_len"),
+        recorded.get("seed", 0),
+    )
+    return load_windows(
+        recorded["spec"],
+        tokenizer,
+        purpose="calibration",
+        num_windows=recorded.get("windows"),
+        seq_len=recorded.get("seq_len", 512),
+        seed=recorded.get("seed", 0),
+        text_field=recorded.get("text_field", "text"),
+    )
+
+
+def _windows_of(data, tokenizer, names: list[str], seed: int, text_field: str = "text"):
     """Calibration windows as given; a data SPEC (file, hub name, builtin) made into the windows the methods ask for."""
     if data is None or isinstance(data, TokenWindows):
         return data
@@ -289,7 +343,9 @@ def _windows_of(data, tokenizer, names: list[str], seed: int):
         if tokenizer is None:
             raise ParameterError("data", f"is text ('{os.fspath(data)}'): pass tokenizer= to cut it into windows, or pass TokenWindows")
         count = default_calibration_windows(names)
-        return load_windows(os.fspath(data), tokenizer, purpose="calibration", num_windows=count, seq_len=512, seed=seed)
+        return load_windows(
+            os.fspath(data), tokenizer, purpose="calibration", num_windows=count, seq_len=512, seed=seed, text_field=text_field
+        )
     raise ParameterError(
         "data", f"must be TokenWindows (prunekit.load_windows) or a data SPEC such as 'builtin', not {type(data).__name__}"
     )

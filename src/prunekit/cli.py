@@ -26,6 +26,7 @@ from transformers.utils import logging as hf_logging
 from prunekit import jobs
 from prunekit.comparison import check_limit, comparison_request, comparison_table, format_table
 from prunekit.errors import PrunekitError
+from prunekit.evaluation.suite import DEFAULT_PERPLEXITY_WINDOWS
 from prunekit.export.gguf_writer import GGUF_TYPES, QUANTIZER_TYPES, check_gguf_output, check_gguf_type, export_gguf
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_names, method_spec
 from prunekit.methods.plan import describe_stage
@@ -51,6 +52,9 @@ CONFIGS = [method_spec(name).config_cls for name in method_names() if name != "r
 FLAGS = {
     **flag_names(*CONFIGS, RecoveryConfig),
     "data": "--data",
+    "window_seq_len": "--seq-len",  # calibration and evaluation windows (the recovery config's seq_len is --recovery-seq-len)
+    "eval_seq_len": "--eval-seq-len",
+    "eval_limit": "--eval-limit",
     "windows": "--windows",
     "method": "--method",
     "recipe": "--recipe",
@@ -72,7 +76,13 @@ MODEL_OPTIONS = [
     ("--offload", {"action": "store_true", "help": "keep only the current block on the device (large models)"}),
 ]
 CALIBRATION_OPTIONS = [
-    ("--data", {"default": "builtin", "help": "calibration data: builtin, wikitext2, c4, ptb, a hub id or a .txt/.raw/.jsonl/.json file"}),
+    (
+        "--data",
+        {
+            "help": "calibration data: builtin, wikitext2, c4, ptb, a hub id or a .txt/.raw/.jsonl/.json file (default builtin; "
+            "with --plan, the data the plan recorded)"
+        },
+    ),
     ("--windows", {"type": int, "help": "number of calibration windows (default 16; 64 for liar, whose least squares needs more tokens)"}),
     ("--seq-len", {"type": int, "default": 512, "help": "tokens per calibration window (default 512)"}),
 ]
@@ -87,7 +97,14 @@ PRUNE_OPTIONS = [
     ("--plan", {"help": "re-apply a prunekit_plan.json (file or checkpoint directory); liar stages rerun from their settings"}),
     ("--compare", {"action": "store_true", "help": "evaluate before and after; write DIR/report/"}),
     ("--eval-data", {"default": "builtin", "help": "perplexity data for --compare (default: builtin evaluation half)"}),
-    ("--eval-windows", {"type": int, "default": 16, "help": "perplexity windows for --compare (default 16)"}),
+    (
+        "--eval-windows",
+        {
+            "type": int,
+            "default": DEFAULT_PERPLEXITY_WINDOWS,
+            "help": f"perplexity windows for --compare (default {DEFAULT_PERPLEXITY_WINDOWS})",
+        },
+    ),
     ("--eval-seq-len", {"type": int, "default": 512}),
     ("--eval-tasks", {"help": "comma-separated lm-eval tasks for --compare"}),
     ("--eval-data-dir", {"help": "read --eval-tasks from local files (layout of prunekit's shared data)"}),
@@ -98,7 +115,15 @@ PRUNE_OPTIONS = [
 EVAL_OPTIONS = [
     ("--ppl", {"nargs": "+", "help": "perplexity data: builtin, wikitext2, c4, ptb or local files (default builtin)"}),
     ("--seq-len", {"type": int, "default": 512, "help": "window length (512 or 2048 are common)"}),
-    ("--windows", {"type": int, "help": "use only the first N windows (default: all)"}),
+    (
+        "--windows",
+        {
+            "type": int,
+            "default": DEFAULT_PERPLEXITY_WINDOWS,
+            "help": f"perplexity over the first N windows (default {DEFAULT_PERPLEXITY_WINDOWS}, as prune --compare; fewer if the data "
+            "has fewer)",
+        },
+    ),
     ("--tasks", {"help": "comma-separated lm-eval task names, e.g. piqa,arc_easy,hellaswag"}),
     ("--data-dir", {"help": "read the tasks from local files laid out as in prunekit's shared data"}),
     ("--limit", {"type": float, "help": "items per task (a fraction if < 1), for quick runs"}),
@@ -194,7 +219,7 @@ def cmd_scan(args) -> int:
     lines = [
         f"{args.metric} scores for {len(scores.scores)} {'blocks' if scores.span == 1 else 'spans'} ({scores.data['tokens']} tokens, "
         f"{scores.seconds:.1f} s); least important first: {scores.ranking()[:10]}",
-        f"wrote {payload['json_path']} and {payload['png_path']}",
+        f"wrote {shown(payload['json_path'])} and {shown(payload['png_path'])}",
     ]
     return _print(args, payload, lines)
 
@@ -257,12 +282,11 @@ def cmd_prune(args) -> int:
         f"left out stage '{name}' of the plan: it trains; run it again with prunekit recover"
         for name in job.result.metrics.get("skipped_stages", [])
     ]
-    if job.report:
-        lines += [format_table(comparison_table(job.evaluation["dense"], job.evaluation["pruned"])), f"report: {job.report}"]
-    lines += [
-        f"parameters: {plan.params_before / 1e6:.1f}M -> {plan.params_after / 1e6:.1f}M",
-        f"pruned checkpoint written to {job.out} (plan: {job.out / PLAN_FILE})",
-    ]
+    if job.report:  # its table gives the parameters
+        lines += [format_table(comparison_table(job.evaluation["dense"], job.evaluation["pruned"])), f"report: {shown(job.report)}"]
+    else:
+        lines.append(f"parameters: {plan.params_before / 1e6:.1f}M -> {plan.params_after / 1e6:.1f}M")
+    lines.append(f"pruned checkpoint written to {shown(job.out)} (plan: {shown(job.out / PLAN_FILE)})")
     payload = {"out": str(job.out), "plan": plan.to_dict(), "evaluation": job.evaluation}
     if gguf:
         try:
@@ -272,6 +296,15 @@ def cmd_prune(args) -> int:
         lines += _gguf_lines(exported)
         payload["gguf"] = _gguf_payload(exported)
     return _print(args, payload, lines)
+
+
+def shown(path) -> str:
+    """A path as the user would type it: relative to the working directory when it is inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _gguf_request(args) -> str | None:
@@ -346,7 +379,7 @@ def cmd_eval(args) -> int:
     results = jobs.eval_job(
         _load(args, out=False), request, out=args.out, device=resolve_device(args.device), progress=not args.quiet, label=args.label
     )
-    return _print(args, results, results_lines(args.model, results) + ([f"wrote {args.out}"] if args.out else []))
+    return _print(args, results, results_lines(args.model, results) + ([f"wrote {shown(args.out)}"] if args.out else []))
 
 
 def cmd_cache(args) -> int:
@@ -363,7 +396,7 @@ def cmd_cache(args) -> int:
 
 def cmd_report(args) -> int:
     paths = write_report(args.results, args.out, overwrite=args.overwrite, baseline=args.baseline)
-    return _print(args, {k: str(v) for k, v in paths.items()}, [f"wrote {paths['markdown']} and {paths['html']}"])
+    return _print(args, {k: str(v) for k, v in paths.items()}, [f"wrote {shown(paths['markdown'])} and {shown(paths['html'])}"])
 
 
 # -- parser -----------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ def comparison_request(
     check_limit(limit, "eval_limit")
     if tasks:
         check_task_names(tasks, local=data_dir is not None)
-    return EvaluationRequest(ppl=[ppl], seq_len=seq_len, ppl_windows=windows, tasks=tasks, data_dir=data_dir, limit=limit, offload=offload)
+    return EvaluationRequest(
+        ppl=[ppl], seq_len=seq_len, ppl_windows=windows, tasks=tasks, data_dir=data_dir, limit=limit, offload=offload, speed=True
+    )
 
 
 def stage_label(plan) -> str:
@@ -72,6 +74,13 @@ def comparison_table(dense: dict, pruned: dict) -> list[list[str]]:
         other = pruned["perplexity"][spec]
         rows.append(row(f"perplexity {spec} ({result['windows']}x{result['seq_len']})", result["perplexity"], other["perplexity"]))
         rows.append(row("forward tokens/s", result["tokens_per_second"], other["tokens_per_second"], "{:.0f}"))
+    if "speed" in dense and "speed" in pruned:
+        a, b = dense["speed"], pruned["speed"]
+        rows.append(
+            row(f"prefill tokens/s ({a['prompt_tokens']} tokens)", a["prefill_tokens_per_second"], b["prefill_tokens_per_second"], "{:.0f}")
+        )
+        rows.append(row("decode tokens/s", a["decode_tokens_per_second"], b["decode_tokens_per_second"], "{:.1f}"))
+        rows.append(row("weights in memory (MiB)", a["weight_bytes"] / 2**20, b["weight_bytes"] / 2**20, "{:.0f}"))
     for task, values in dense.get("tasks", {}).items():
         metric = "acc_norm" if "acc_norm" in values else "acc"
         rows.append(row(f"{task} {metric}", values[metric], pruned["tasks"][task][metric], "{:.4f}"))

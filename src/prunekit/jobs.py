@@ -27,7 +27,7 @@ from prunekit.scoring.blocks import BlockScores, check_metric, scan_blocks
 class DataSettings:
     """Where calibration and held-out windows come from."""
 
-    data: str = "builtin"
+    data: str | None = None  # None: builtin, or when re-applying a plan, the data the plan recorded
     windows: int | None = None  # None: the most any stage's method asks for (16 for block scores, 64 for LIAR)
     seq_len: int = 512
     heldout_data: str = "builtin"
@@ -37,7 +37,7 @@ class DataSettings:
     seed: int = 0
 
     def load(
-        self, loaded: LoadedModel, spec: str, purpose: str, count: int | None, seq_len: int, parameter: str = "seq_len"
+        self, loaded: LoadedModel, spec: str, purpose: str, count: int | None, seq_len: int, parameter: str = "window_seq_len"
     ) -> TokenWindows:
         check_seq_len(seq_len, loaded.model, parameter)
         return load_windows(
@@ -74,18 +74,29 @@ def prune_job(
     data = data or DataSettings()
     if configs:
         api.check_against(loaded.model, configs)
+        for config in configs:  # a recovery stage, or a method that trains (IteRABRe, FlexiGPT, extend)
+            recovery = config if isinstance(config, RecoveryConfig) else getattr(config, "recovery", None)
+            if isinstance(recovery, RecoveryConfig):
+                check_seq_len(recovery.seq_len, loaded.model, "seq_len")
     names = [spec_for_config(c).name for c in configs or []]
     needs_data = api.plan_needs_data(plan) if plan is not None else any(method_spec(n).needs_data for n in names)
     encoder = is_encoder_config(loaded.model.config)  # an encoder's windows get [CLS] and [SEP] added
     count = data.windows if data.windows is not None else default_calibration_windows(names or [s["method"] for s in plan.stages])
     if needs_data and count < 1:
         raise ParameterError("windows", f"{count} must be at least 1 (calibration windows)")
-    windows = data.load(loaded, data.data, "calibration", count, data.seq_len - 2 * encoder) if needs_data else None
+    if needs_data and plan is not None and data.data is None:
+        windows = api.plan_calibration(plan, loaded.tokenizer)
+    elif needs_data:
+        windows = data.load(loaded, data.data or "builtin", "calibration", count, data.seq_len - 2 * encoder)
+    else:
+        windows = None
     heldout = (
         data.load(loaded, data.heldout_data, "evaluation", data.heldout_windows, data.seq_len)
         if data.heldout_windows and "iterabre" in names
         else None
     )
+    if compare:
+        check_seq_len(compare.seq_len, loaded.model, "eval_seq_len")
     dense = evaluate_model(loaded, compare, device=device, progress=progress, label="dense") if compare else None
     result = api.prune(
         loaded.model,
@@ -103,6 +114,7 @@ def prune_job(
         inplace=True,
         seed=data.seed,
         model_name=loaded.source,
+        windows_per_stage=data.windows is None and not (plan is not None and data.data is None),
         **(run or {}),
     )
     evaluation = {}
@@ -216,7 +228,7 @@ def scan_job(
             raise PrunekitError(f"{existing} exists; pass --overwrite or choose another --out")
     claim_output(out.resolve())
     data = data or DataSettings()
-    windows = data.load(loaded, data.data, "calibration", data.windows, data.seq_len)  # None: load_windows' default
+    windows = data.load(loaded, data.data or "builtin", "calibration", data.windows, data.seq_len)  # None: load_windows' default
     scores = scan_blocks(loaded.model, windows, metric, span=span, device=device, offload=offload, batch_size=batch_size, progress=progress)
     return scores, write_scan(scores, out, model=loaded.source)
 
@@ -236,7 +248,7 @@ def eval_job(
             "prunekit eval measures causal LMs; for an encoder compare sentence embeddings "
             "(prunekit.models.encoders.sentence_embeddings, benchmarks/encoder_width.py)"
         )
-    check_seq_len(request.seq_len, loaded.model, "seq_len")
+    check_seq_len(request.seq_len, loaded.model, "window_seq_len")
     results = evaluate_model(loaded, request, device=device, progress=progress, label=label)
     if out is not None:
         write_json_atomically(out, results)

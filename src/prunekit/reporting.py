@@ -10,11 +10,12 @@ import html
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object, write_json_atomically
 from prunekit.models.export import output_dir
-from prunekit.plots import plot_block_scores
+from prunekit.plots import plot_block_scores, plot_grouped_bars, plot_layer_widths, plot_measured_steps, plot_stage_panels
 from prunekit.scoring.blocks import BlockScores
 
 TASK_METRICS = ("acc", "acc_norm")
@@ -144,93 +145,163 @@ def build_tables(results: list[dict], base: dict) -> list[tuple[str, list[list[s
     return tables
 
 
-def _grouped_bars(ax, groups: list[str], series: list[tuple[str, list[float]]]) -> None:
-    width = 0.8 / len(series)
-    for k, (label, values) in enumerate(series):
-        ax.bar([i + k * width for i in range(len(groups))], values, width, label=label)
-    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(groups))], groups, rotation=20)
+def _stages(plan: dict | None) -> list[dict]:
+    """(method, details) of every stage of a plan as dicts; a format-1 plan is its own single stage."""
+    if not plan:
+        return []
+    if "stages" in plan:
+        return [{"method": s.get("method", "?"), **(s.get("details") or {})} for s in plan["stages"]]
+    return [{**plan}]
 
 
-def make_plots(results: list[dict], base: dict, folder: Path) -> list[tuple[str, str]]:
-    """PNG plots; returns (title, file name) pairs."""
-    import matplotlib
+def _measured_steps(plan: dict | None) -> list[tuple[int, float]]:
+    """(blocks removed so far, held-out perplexity) at every IteRABRe point that was measured: after each
+    removal and after its recovery."""
+    points, removed = [], 0
+    for stage in _stages(plan):
+        if stage.get("method") != "iterabre":
+            continue
+        for step in stage.get("steps", []):
+            removed += len(step.get("removed", []))
+            for key in ("heldout_perplexity_after_removal", "heldout_perplexity_after_recovery"):
+                if isinstance(step.get(key), (int, float)):
+                    points.append((removed, float(step[key])))
+    return points
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    plots = []
+def _width_panels(stage: dict) -> list[tuple[str, list[int], int]]:
+    layers = stage.get("layers") or []
+    panels = []
+    if (
+        layers
+        and stage.get("intermediate_size_before")
+        and any(layer.get("channels") != stage["intermediate_size_before"] for layer in layers)
+    ):
+        panels.append(("FFN channels", [layer["channels"] for layer in layers], stage["intermediate_size_before"]))
+    if layers and stage.get("kv_heads_before") and any(layer.get("kv_groups") != stage["kv_heads_before"] for layer in layers):
+        panels.append(("KV head groups", [layer["kv_groups"] for layer in layers], stage["kv_heads_before"]))
+    return panels
 
-    def save(fig, ax, name: str, title: str) -> None:
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        plots.append((title, name))
+
+def _stage_panel(number: int, stage: dict) -> dict | None:
+    """What one stage of a multi-stage run did, as a panel of plot_stage_panels."""
+    method, title = stage.get("method", "?"), f"stage {number}: {stage.get('method', '?')}"
+    if stage.get("scores") and stage.get("removed_blocks") is not None:
+        removed = stage["removed_blocks"]
+        return {
+            "kind": "blocks",
+            "title": f"{title} removed {removed} (red)",
+            "values": stage["scores"],
+            "highlight": removed,
+            "ylabel": stage.get("metric") or "score",
+        }
+    if widths := _width_panels(stage):
+        what, kept, before = widths[0]
+        return {"kind": "widths", "title": f"{title}: kept {what} per layer", "kept": kept, "before": before, "what": what}
+    if method == "recover" and isinstance(stage.get("loss_first"), (int, float)):
+        labels, values = ["objective before", "objective after"], [stage["loss_first"], stage["loss_last"]]
+        if isinstance(stage.get("heldout_perplexity_before"), (int, float)):
+            labels += ["held-out ppl before", "held-out ppl after"]
+            values += [stage["heldout_perplexity_before"], stage["heldout_perplexity_after"]]
+        return {"kind": "bars", "title": f"{title} on {stage.get('tokens', '?')} tokens", "labels": labels, "values": values}
+    blocks = stage.get("replaced_blocks") or stage.get("removed_blocks")
+    if blocks is not None and stage.get("num_blocks_before"):
+        mask = [1.0 if i in set(blocks) else 0.0 for i in range(stage["num_blocks_before"])]
+        verb = "replaced" if method == "flexigpt" else "removed"
+        return {"kind": "blocks", "title": f"{title} {verb} {blocks}", "values": mask, "highlight": blocks, "ylabel": verb}
+    if method == "extend":
+        return {
+            "kind": "bars",
+            "title": title,
+            "labels": ["blocks before", "blocks after"],
+            "values": [stage.get("blocks_before", 0), stage.get("blocks_after", 0)],
+            "fmt": "%d",
+        }
+    return None
+
+
+class Plot(NamedTuple):
+    title: str
+    name: str  # file name in the report folder
+    data: dict  # what the figure shows (plots.figure_data)
+
+
+def make_plots(results: list[dict], base: dict, folder: Path) -> list[Plot]:
+    """PNG plots chosen by what was measured and what each run did."""
+    plots: list[Plot] = []
+
+    def add(title: str, name: str, draw) -> None:
+        plots.append(Plot(title, name, draw(folder / name)))
+
+    specs = sorted({spec for r in results for spec in r.get("perplexity", {})})
+    if specs:
+        series = [(r["label"], [r.get("perplexity", {}).get(s, {}).get("perplexity", float("nan")) for s in specs]) for r in results]
+        title = "Perplexity per model (lower is better)"
+        add(title, "perplexity.png", lambda path: plot_grouped_bars(path, specs, series, title=title, ylabel="perplexity"))
+
+    steps = [(r["label"], _measured_steps(r.get("plan"))) for r in results]
+    steps = [(label, points) for label, points in steps if points]
+    if steps:
+        title = "Held-out perplexity measured during iterative pruning (after each removal and each recovery)"
+        add(title, "perplexity-steps.png", lambda path: plot_measured_steps(path, steps, title="held-out perplexity", ylabel="perplexity"))
 
     tasks = sorted({t for r in results for t in r.get("tasks", {})})
     if tasks:
-        fig, ax = plt.subplots(figsize=(max(6, len(tasks) * 1.4), 3.8))
         series = []
         for r in results:
             entries = [r.get("tasks", {}).get(t, {}) for t in tasks]
-            series.append((r["label"], [e.get("acc_norm", e.get("acc", 0.0)) for e in entries]))
-        _grouped_bars(ax, tasks, series)
-        ax.set_ylabel("accuracy (acc_norm or acc)")
-        save(fig, ax, "tasks.png", "Task accuracy per model")
-
-    specs = sorted({spec for r in results for spec in r.get("perplexity", {})})
-    if specs and len(results) > 1:
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        for spec in specs:
-            points = sorted(
-                (base["blocks"] - r["blocks"], r["perplexity"][spec]["perplexity"]) for r in results if spec in r.get("perplexity", {})
-            )
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=spec)
-        ax.set_xlabel("blocks removed")
-        ax.set_ylabel("perplexity")
-        ax.set_yscale("log")
-        save(fig, ax, "perplexity.png", "Perplexity vs removed blocks")
+            series.append((r["label"], [e.get("acc_norm", e.get("acc", float("nan"))) for e in entries]))
+        title = "Task accuracy per model (acc_norm or acc)"
+        add(title, "tasks.png", lambda path: plot_grouped_bars(path, tasks, series, title=title, ylabel="accuracy", fmt="%.3f"))
 
     languages = sorted(base.get("multilingual", {}))
     others = [r for r in results if r is not base and r.get("multilingual")]
     if languages and others:
-        fig, ax = plt.subplots(figsize=(max(6, len(languages) * 0.9), 3.8))
-        _grouped_bars(
-            ax,
-            languages,
-            [
-                (
-                    r["label"],
-                    [
-                        r["multilingual"].get(lang, {}).get("perplexity", float("nan")) / base["multilingual"][lang]["perplexity"]
-                        for lang in languages
-                    ],
-                )
-                for r in others
-            ],
+        series = [
+            (
+                r["label"],
+                [
+                    r["multilingual"].get(lang, {}).get("perplexity", float("nan")) / base["multilingual"][lang]["perplexity"]
+                    for lang in languages
+                ],
+            )
+            for r in others
+        ]
+        title = "Per-language perplexity ratio to the baseline (1.00 = nothing lost)"
+        add(
+            title,
+            "languages.png",
+            lambda path: plot_grouped_bars(path, languages, series, title=title, ylabel=f"perplexity / {base['label']}", reference=1.0),
         )
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_ylabel(f"perplexity / {base['label']}")
-        save(fig, ax, "languages.png", "Per-language perplexity ratio to the baseline")
 
     for r in results:
-        for plan in _scored_stages(r.get("plan")):
-            scores = BlockScores(
-                plan.get("metric") or "score",
-                plan["scores"],
-                plan.get("data") or {},
-                0.0,
-                span=len(plan["removed_blocks"]) if plan.get("method") == "angular" else 1,
-            )
-            name = f"importance-{len(plots)}.png"
-            removed = plan["removed_blocks"]
-            plot_block_scores(
-                scores,
-                folder / name,
-                title=f"{r['label']}: {plan['method']} removed {removed} (red)",
-                highlight=removed if scores.span == 1 else [removed[0]],
-            )
-            plots.append((f"Block importance behind {r['label']}", name))
+        stages = _stages(r.get("plan"))
+        if len(stages) > 1:
+            panels = [panel for number, stage in enumerate(stages, 1) if (panel := _stage_panel(number, stage))]
+            if panels:
+                title = f"What each stage did: {r['label']}"
+                add(title, f"stages-{len(plots)}.png", lambda path, p=panels, t=title: plot_stage_panels(path, p, title=t))
+            continue
+        for stage in stages:
+            if stage.get("scores") and stage.get("removed_blocks") is not None:
+                removed = stage["removed_blocks"]
+                span = len(removed) if stage.get("method") == "angular" else 1
+                scores = BlockScores(stage.get("metric") or "score", stage["scores"], stage.get("data") or {}, 0.0, span=span)
+                title = f"{r['label']}: {stage.get('method')} removed {removed} (red)"
+                add(
+                    f"Block importance behind {r['label']}",
+                    f"importance-{len(plots)}.png",
+                    lambda path, s=scores, t=title, h=(removed if span == 1 else [removed[0]]): plot_block_scores(
+                        s, path, title=t, highlight=h
+                    ),
+                )
+            if widths := _width_panels(stage):
+                title = f"{r['label']}: kept width per layer ({stage.get('criterion', '')} criterion)"
+                add(
+                    f"Kept width per layer in {r['label']}",
+                    f"widths-{len(plots)}.png",
+                    lambda path, w=widths, t=title: plot_layer_widths(path, w, title=t),
+                )
     return plots
 
 
@@ -240,7 +311,7 @@ def _markdown(tables, plots) -> str:
         lines += [f"## {title}", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
         lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
         lines.append("")
-    for title, name in plots:
+    for title, name, _ in plots:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
     return "\n".join(lines)
 
@@ -256,7 +327,7 @@ def _html(tables, plots) -> str:
         parts.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]]
         parts.append("</table>")
-    for title, name in plots:
+    for title, name, _ in plots:
         parts.append(f"<h2>{html.escape(title)}</h2><img src='{html.escape(name)}' alt='{html.escape(title)}'>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -275,14 +346,6 @@ def write_report(
         (tmp / "report.html").write_text(_html(tables, plots) + "\n")
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return {"markdown": out_path / "report.md", "html": out_path / "report.html", "folder": out_path}
-
-
-def _scored_stages(plan: dict | None) -> list[dict]:
-    """The details of every stage that scored blocks (a format-1 plan is its own single stage)."""
-    if not plan:
-        return []
-    stages = [stage.get("details") or {} for stage in plan["stages"]] if "stages" in plan else [plan]
-    return [d for d in stages if d.get("scores") and d.get("removed_blocks") is not None]
 
 
 def write_scan(scores: BlockScores, out: Path, model: str = "") -> dict:

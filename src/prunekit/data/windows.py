@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -19,6 +20,7 @@ class TokenWindows:
     input_ids: torch.Tensor
     description: str
     total_tokens_available: int
+    origin: dict | None = None  # how load_windows made them (spec, text_field, seed), so a plan can make them again
 
     @property
     def num_windows(self) -> int:
@@ -32,8 +34,15 @@ class TokenWindows:
     def num_tokens(self) -> int:
         return self.input_ids.numel()
 
-    def summary(self) -> dict:
-        return {"data": self.description, "windows": self.num_windows, "seq_len": self.seq_len, "tokens": self.num_tokens}
+    def first(self, count: int) -> "TokenWindows":
+        """The first `count` windows (all of them when there are fewer); seeded calibration windows are drawn in order,
+        so the first 16 of 64 are the 16 the same seed gives alone."""
+        return self if count >= self.num_windows else replace(self, input_ids=self.input_ids[:count])
+
+    def summary(self, origin: bool = True) -> dict:
+        """What a plan records of its calibration data; with `origin`, enough to load the same windows again."""
+        summary = {"data": self.description, "windows": self.num_windows, "seq_len": self.seq_len, "tokens": self.num_tokens}
+        return {**summary, **(self.origin or {})} if origin else summary
 
 
 def tokenize_text(tokenizer, text: str) -> torch.Tensor:
@@ -81,5 +90,7 @@ def load_windows(
         raise PrunekitError(f"data {source.description} is empty")
     ids = tokenize_text(tokenizer, source.text)
     if purpose == "calibration":
-        return calibration_windows(ids, num_windows or DEFAULT_CALIBRATION_WINDOWS, seq_len, seed, source.description)
+        windows = calibration_windows(ids, num_windows or DEFAULT_CALIBRATION_WINDOWS, seq_len, seed, source.description)
+        recorded = str(Path(spec).resolve()) if Path(spec).is_file() else spec  # a plan re-applied from elsewhere finds it
+        return replace(windows, origin={"spec": recorded, "text_field": text_field, "seed": seed})
     return evaluation_windows(ids, seq_len, num_windows, source.description)

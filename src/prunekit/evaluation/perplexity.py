@@ -64,8 +64,13 @@ def _offloaded_logits(model, windows: TokenWindows, batch_size: int, device, pro
 
 
 @torch.no_grad()
+def _progress_text(windows: TokenWindows, label: str) -> str:
+    model = f" of {label}" if label else ""
+    return f"perplexity{model} on {windows.description} ({windows.num_windows} windows x {windows.seq_len} tokens)"
+
+
 def perplexity(
-    model, windows: TokenWindows, *, batch_size: int = 1, device=None, offload: bool = False, progress: bool = True
+    model, windows: TokenWindows, *, batch_size: int = 1, device=None, offload: bool = False, progress: bool = True, label: str = ""
 ) -> PerplexityResult:
     """exp(mean NLL) of every next-token prediction inside each window (GPTQ/SparseGPT protocol).
 
@@ -79,7 +84,9 @@ def perplexity(
     started = time.perf_counter()
 
     def plain_logits():
-        for start in tqdm(range(0, windows.num_windows, batch_size), desc="perplexity", disable=not progress, leave=False):
+        for start in tqdm(
+            range(0, windows.num_windows, batch_size), desc=_progress_text(windows, label), disable=not progress, leave=False
+        ):
             batch = windows.input_ids[start : start + batch_size].to(device)
             yield batch, model(input_ids=batch, use_cache=False).logits
 

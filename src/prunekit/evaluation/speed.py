@@ -90,6 +90,9 @@ def measure_speed(
     `new_tokens` more tokens with the cache, its time net of the prefill."""
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context and prompt_tokens + new_tokens > context:  # a short-context model measures a shorter prompt
+        prompt_tokens = max(1, context - new_tokens)
     generator = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, vocab, (batch_size, prompt_tokens), generator=generator).to(device)
     was_training = model.training

@@ -16,12 +16,17 @@ from prunekit.evaluation.tasks import run_tasks
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.provenance import PLAN_FILE, library_versions
 
+# The first 48 windows of 512 tokens (24,576 tokens) of any perplexity data, in `prunekit eval` and in
+# `prune --compare` alike: the paired window-level comparisons in the benchmarks resolve 1-2% differences
+# with that many, and the whole built-in evaluation half (123 windows) takes minutes on a CPU.
+DEFAULT_PERPLEXITY_WINDOWS = 48
+
 
 @dataclass
 class EvaluationRequest:
     ppl: list[str] = field(default_factory=list)
     seq_len: int = 512
-    ppl_windows: int | None = None
+    ppl_windows: int | None = DEFAULT_PERPLEXITY_WINDOWS  # None: every window the data has
     tasks: list[str] = field(default_factory=list)
     data_dir: str | None = None
     limit: int | float | None = None
@@ -70,7 +75,13 @@ def evaluate_model(loaded, request: EvaluationRequest, *, device, progress: bool
                 text_field=request.text_field,
             )
             results["perplexity"][spec] = perplexity(
-                model, windows, batch_size=request.batch_size, device=device, offload=request.offload, progress=progress
+                model,
+                windows,
+                batch_size=request.batch_size,
+                device=device,
+                offload=request.offload,
+                progress=progress,
+                label=label or loaded.source,
             ).to_dict()
     if request.tasks:
         results["tasks"] = run_tasks(

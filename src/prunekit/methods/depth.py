@@ -74,4 +74,5 @@ def run_depth_plan(model, config: DepthConfig, context, method: str, planner, **
         model, context.require_windows(method), config.count(num_blocks), protect=config.protected(num_blocks), **options, **context.engine
     )
     plan.apply(model)
-    return plan.to_dict()
+    unfilled = ("model", "params_before", "params_after", "versions", "created", "format")  # the whole plan's record says these
+    return {key: value for key, value in plan.to_dict().items() if key not in unfilled}

@@ -149,7 +149,12 @@ def iterabre(
     # one learning rate for every iteration, chosen by the dense model's size (the student shrinks)
     settings = replace(settings, recovery=settings.recovery.resolved(parameter_count(teacher if teacher is not None else model)))
     directory = RunDirectory(run_dir)
-    run_settings = {**settings.to_dict(), **(run_info or {}), "num_blocks_before": num_blocks, "calibration": calibration.summary()}
+    run_settings = {
+        **settings.to_dict(),
+        **(run_info or {}),
+        "num_blocks_before": num_blocks,
+        "calibration": calibration.summary(origin=False),
+    }
     if resume:
         state = directory.load(run_settings, may_differ=RESUMABLE_CHANGES)
         for entry in state["iterations"]:

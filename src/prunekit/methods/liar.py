@@ -515,7 +515,12 @@ def prune_width(
     hidden = inputs.hidden
     layers_plan = []
     ffn_outputs, checked = "recomputed", False  # "rerun" once a family's block is found not to fit the recomputation
-    for index in tqdm(range(adapter.num_blocks), desc=f"liar {criterion}/{reconstruction}", disable=not progress, leave=False):
+    for index in tqdm(
+        range(adapter.num_blocks),
+        desc=f"liar: pruning and reconstructing each layer ({criterion} criterion, {reconstruction} reconstruction)",
+        disable=not progress,
+        leave=False,
+    ):
         layer = adapter.layers[index]
         keep_groups, n_keep = widths[index].kv_groups, widths[index].channels
         entry = {"block": index, "kv_groups": keep_groups, "channels": n_keep}

@@ -30,6 +30,15 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_stage(stage) -> bool:
+    return (
+        isinstance(stage, dict)
+        and isinstance(stage.get("method"), str)
+        and isinstance(stage.get("details") or {}, dict)
+        and isinstance(stage.get("config") or {}, dict)
+    )
+
+
 def read_plan_json(path: str | Path) -> dict:
     """The plan JSON at `path`, or in the checkpoint directory `path`."""
     path = Path(path)
@@ -200,16 +209,18 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
         """A plan from its JSON (format 2, or a format-1 depth plan), checked field by field."""
-        if data.get("format", PLAN_FORMAT) < PLAN_FORMAT_STAGES or "stages" not in data:
+        version = data.get("format", PLAN_FORMAT)
+        if not _is_int(version) or version < PLAN_FORMAT:
+            raise PrunekitError(f"plan format must be {PLAN_FORMAT} or {PLAN_FORMAT_STAGES}, not {json.dumps(version)[:40]}")
+        if version > PLAN_FORMAT_STAGES:
+            raise PrunekitError(f"plan format {version} is newer than this prunekit reads ({PLAN_FORMAT_STAGES}); upgrade prunekit")
+        if version < PLAN_FORMAT_STAGES or "stages" not in data:
             return cls.from_depth_plan(PrunePlan.from_dict(data))
         stages = data["stages"]
-        if (
-            not isinstance(stages, list)
-            or not stages
-            or not all(isinstance(s, dict) and isinstance(s.get("method"), str) and isinstance(s.get("details", {}), dict) for s in stages)
-        ):
+        if not isinstance(stages, list) or not stages or not all(_is_stage(s) for s in stages):
             raise PrunekitError(
-                "plan stages must be a non-empty list of {method, config, details}; pass a prunekit_plan.json written by prunekit prune"
+                "plan stages must be a non-empty list of {method, config, details} with method text and config and details "
+                "objects; pass a prunekit_plan.json written by prunekit prune"
             )
         for name in ("num_blocks_before", "num_blocks_after"):
             if not _is_int(data.get(name)) or data[name] < 1:
@@ -217,8 +228,16 @@ class Plan:
         removed = data.get("removed_blocks", [])
         if not isinstance(removed, list) or not all(_is_int(b) for b in removed):
             raise PrunekitError("plan removed_blocks must be a list of block indices (whole numbers)")
+        for name, kind in (("versions", dict), ("calibration", dict), ("model", str)):
+            if data.get(name) is not None and not isinstance(data[name], kind):
+                raise PrunekitError(f"plan {name} must be {'text' if kind is str else 'an object'}, not {json.dumps(data[name])[:40]}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+    def check_model(self, num_blocks: int) -> None:
+        """Refuse a model other than the one the plan was made for, before any stage runs."""
+        if num_blocks != self.num_blocks_before:
+            raise PrunekitError(f"the plan was made for a model with {self.num_blocks_before} blocks, this one has {num_blocks}")
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":

@@ -35,6 +35,7 @@ class StageContext:
     batch_size: int = 1
     progress: bool = True
     seed: int = 0
+    windows_per_stage: bool = False  # each stage takes the first windows its method asks for (require_windows)
     checkpoints: Checkpointing | None = None  # the job's run directory: each training stage saves in its own part
     stage: int = 0  # the stage being run (1-based), naming its part of the run directory
     _teacher: Any = field(default=None, repr=False)
@@ -52,9 +53,11 @@ class StageContext:
         return self._teacher
 
     def require_windows(self, method: str) -> TokenWindows:
+        """The calibration windows of this stage: all of them, or with `windows_per_stage` the first ones its method asks for."""
         if self.windows is None:
             raise ParameterError("data", f"is missing: method '{method}' needs calibration windows (prunekit.load_windows)")
-        return self.windows
+        wanted = method_spec(method).calibration_windows if method in method_names() else self.windows.num_windows
+        return self.windows.first(wanted) if self.windows_per_stage else self.windows
 
     def stage_checkpoints(self) -> Checkpointing | None:
         """Where the current stage's training saves itself (None: the job has no run directory)."""

@@ -154,16 +154,17 @@ class RunCheckpoints:
         self.accelerator.wait_for_everyone()
 
     # -- when to save ------------------------------------------------------------------------------
-    def due(self, step: int, tokens_per_step: int) -> bool:
-        """Whether to save after `step` (1-based); without save_every, the interval is set from the first steps' speed."""
+    def due(self, step: int, tokens_per_step: int, first_step: int = 0) -> bool:
+        """Whether to save after `step` (1-based); without save_every, the interval is set from the speed of this
+        sitting's first steps (`first_step`: where a resumed run started, so the steps of earlier sittings do not count)."""
         if self.every_steps is None:
             if self.settings.save_every is not None:
                 self.every_steps = max(1, self.settings.save_every // tokens_per_step)
             else:
-                elapsed = time.perf_counter() - self.started
-                if elapsed < 30 and step < 20:
+                elapsed, done = time.perf_counter() - self.started, step - first_step
+                if elapsed < 30 and done < 20:
                     return False
-                every = torch.tensor([max(1, int(DEFAULT_SAVE_SECONDS / (elapsed / step)))])
+                every = torch.tensor([max(1, int(DEFAULT_SAVE_SECONDS / (elapsed / done)))])
                 if self.accelerator.num_processes > 1:  # every process must agree on when to save
                     from accelerate.utils import broadcast
 

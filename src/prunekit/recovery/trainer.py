@@ -419,7 +419,7 @@ def _train(run: _Run, teacher, progress: bool, first_chunk: torch.Tensor | None)
     tokens_per_step = run.config.tokens_per_step(run.accelerator.num_processes)
     bar = tqdm(
         range(run.first_step, run.steps),
-        desc="recovery (tokens trained)",
+        desc=f"recovery steps of {tokens_per_step} tokens",
         initial=run.first_step,
         total=run.steps,
         disable=not (progress and run.accelerator.is_main_process),
@@ -433,7 +433,7 @@ def _train(run: _Run, teacher, progress: bool, first_chunk: torch.Tensor | None)
             if run.checkpoints is None or step + 1 == run.steps:
                 continue
             stop = signals.any_received(run.accelerator)
-            if stop or run.checkpoints.due(step + 1, tokens_per_step):
+            if stop or run.checkpoints.due(step + 1, tokens_per_step, run.first_step):
                 saved = run.checkpoints.save(step + 1, run.history, run.source, {"steps": run.steps})
                 if stop:
                     raise RecoveryInterrupted(saved, step + 1, run.steps, signals.received or "signal")
