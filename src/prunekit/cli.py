@@ -139,8 +139,12 @@ EVAL_OPTIONS = [
 
 
 def _add(parser, *tables) -> None:
+    """Add each table's flags; a flag with a default that its help does not state gets it appended."""
     for table in tables:
         for flag, options in table:
+            default, text = options.get("default"), options.get("help", "")
+            if default is not None and default is not False and "default" not in text and options.get("action") != "store_true":
+                options = {**options, "help": f"{text} (default {default})".lstrip()}
             parser.add_argument(flag, **options)
 
 
@@ -434,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(prune, MODEL_OPTIONS, CALIBRATION_OPTIONS, OUTPUT_OPTIONS, PRUNE_OPTIONS, HELDOUT_OPTIONS)
     seen = {"seed"}
     for config_cls in CONFIGS:
-        add_config_flags(prune.add_argument_group(f"{config_cls.__name__} options"), config_cls, seen)
+        add_config_flags(prune.add_argument_group(f"{config_cls.__name__} options"), config_cls, seen, others=tuple(CONFIGS))
     _add_recovery_flags(prune)
 
     evaluate = sub.add_parser("eval", help="perplexity, zero-shot tasks, multilingual perplexity and speed of a model")

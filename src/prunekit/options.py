@@ -59,14 +59,37 @@ def _flagged_fields(config_cls) -> list[dataclasses.Field]:
     ]
 
 
-def add_config_flags(group, config_cls, seen: set[str], prefix: str = "") -> None:
-    """One flag per field (dest = prefix + field name), skipping names in `seen` (shared with another config)."""
+def _default_of(field: dataclasses.Field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
+
+
+def _help_with_default(field: dataclasses.Field, config_cls, others: tuple) -> str | None:
+    """The field's help, ending with its default (and where another config sharing the flag has its own)."""
+    text = field.metadata.get("help")
+    default = _default_of(field)
+    if text is None or "default" in text or default in (None, (), [], "") or isinstance(default, bool):
+        return text
+    spelled = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+    differing = [
+        f"{cls.__name__.removesuffix('Config').lower()}: {_default_of(f)}"
+        for cls in others
+        for f in dataclasses.fields(cls)
+        if f.name == field.name and cls is not config_cls and _default_of(f) != default
+    ]
+    return f"{text} (default {spelled}{'; ' + ', '.join(differing) if differing else ''})"
+
+
+def add_config_flags(group, config_cls, seen: set[str], prefix: str = "", others: tuple = ()) -> None:
+    """One flag per field (dest = prefix + field name), skipping names in `seen` (shared with another config);
+    `others`: the configs that share these flags, whose different defaults the help names."""
     for field in _flagged_fields(config_cls):
         if field.name in seen:
             continue
         seen.add(field.name)
         kind = str(field.type)
-        common = {"dest": prefix + field.name, "default": argparse.SUPPRESS, "help": field.metadata.get("help")}
+        common = {"dest": prefix + field.name, "default": argparse.SUPPRESS, "help": _help_with_default(field, config_cls, others)}
         if kind == "bool":
             group.add_argument(flag_of(field), action="store_const", const=not field.default, **common)
         elif kind.startswith("tuple"):
