@@ -740,3 +740,11 @@ def test_each_recipe_stage_takes_the_calibration_windows_its_method_asks_for(tin
     code, _, _ = run(capsys, "prune", "--model", tiny_checkpoint, "--recipe", recipe, "--out", tmp_path / "told", *calib, "--windows", 8)
     told = json.loads((tmp_path / "told" / "prunekit_plan.json").read_text())
     assert code == 0 and [stage["details"]["data"]["windows"] for stage in told["stages"]] == [8, 8]
+    recipe.write_text("- {method: shortgpt, remove: 1, windows: 4}\n- {method: liar, ffn_ratio: 0.25, windows: 80}\n")
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--recipe", recipe, "--out", tmp_path / "own", *calib)
+    own = json.loads((tmp_path / "own" / "prunekit_plan.json").read_text())
+    assert code == 0, stderr
+    assert own["calibration"]["windows"] == 80 and [stage["details"]["data"]["windows"] for stage in own["stages"]] == [4, 80]
+    recipe.write_text("- {method: shortgpt, remove: 1, windows: 0}\n")
+    code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--recipe", recipe, "--out", tmp_path / "zero", *calib)
+    assert code == 2 and "--windows 0 must be at least 1 (calibration windows of the stage)" in stderr

@@ -190,7 +190,7 @@ def prune(
     names = [stage["method"] for stage in plan.stages] if plan is not None else [spec_for_config(c).name for c in configs]
     if windows_per_stage is None:
         windows_per_stage = isinstance(data, (str, os.PathLike))
-    data = _windows_of(data, tokenizer, names, seed, text_field)
+    data = _windows_of(data, tokenizer, names, seed, text_field, configs)
     if data is None and plan is not None and tokenizer is not None and plan_needs_data(plan):
         data = plan_calibration(plan, tokenizer)
     if heldout is not None and not isinstance(heldout, TokenWindows):
@@ -335,14 +335,14 @@ def plan_calibration(plan: Plan, tokenizer) -> TokenWindows:
     )
 
 
-def _windows_of(data, tokenizer, names: list[str], seed: int, text_field: str = "text"):
+def _windows_of(data, tokenizer, names: list[str], seed: int, text_field: str = "text", configs: list | None = None):
     """Calibration windows as given; a data SPEC (file, hub name, builtin) made into the windows the methods ask for."""
     if data is None or isinstance(data, TokenWindows):
         return data
     if isinstance(data, (str, os.PathLike)):
         if tokenizer is None:
             raise ParameterError("data", f"is text ('{os.fspath(data)}'): pass tokenizer= to cut it into windows, or pass TokenWindows")
-        count = default_calibration_windows(names)
+        count = default_calibration_windows(names, configs)
         return load_windows(
             os.fspath(data), tokenizer, purpose="calibration", num_windows=count, seq_len=512, seed=seed, text_field=text_field
         )

@@ -14,7 +14,7 @@ from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
 from prunekit.jsonfiles import write_json_atomically
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_spec
-from prunekit.methods.registry import default_calibration_windows, spec_for_config
+from prunekit.methods.registry import default_calibration_windows, spec_for_config, stage_windows
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
 from prunekit.models.export import check_output_dir, claim_output
 from prunekit.models.loading import LoadedModel, encoder_loaded, load_model
@@ -81,7 +81,10 @@ def prune_job(
     names = [spec_for_config(c).name for c in configs or []]
     needs_data = api.plan_needs_data(plan) if plan is not None else any(method_spec(n).needs_data for n in names)
     encoder = is_encoder_config(loaded.model.config)  # an encoder's windows get [CLS] and [SEP] added
-    count = data.windows if data.windows is not None else default_calibration_windows(names or [s["method"] for s in plan.stages])
+    if data.windows is not None:  # every stage gets these unless it names its own count
+        count = max([data.windows, *stage_windows(configs)])
+    else:
+        count = default_calibration_windows(names or [s["method"] for s in plan.stages], configs)
     if needs_data and count < 1:
         raise ParameterError("windows", f"{count} must be at least 1 (calibration windows)")
     if needs_data and plan is not None and data.data is None:

@@ -41,6 +41,7 @@ class DepthConfig:
     ratio: float | None = option(None, "fraction of blocks to remove, in (0, 1); liar: fraction of every block's parameters")
     protect: tuple[int, ...] = option((), "block indices never removed")
     protect_ends: bool = option(False, "never remove the first and the last block")
+    windows: int | None = option(None, "calibration windows of this stage in a recipe (default: the method's own)", internal=True)
 
     def check(self) -> None:
         """The checks that need no model."""
@@ -51,6 +52,7 @@ class DepthConfig:
             raise ParameterError("ratio", f"{self.ratio} must be strictly between 0 and 1")
         if self.remove is not None and self.remove < 1:
             raise ParameterError("remove", f"{self.remove} must be at least 1")
+        check_stage_windows(self.windows)
 
     def count(self, num_blocks: int) -> int:
         return blocks_to_remove(num_blocks, self.remove, self.ratio)
@@ -59,6 +61,11 @@ class DepthConfig:
         check_protected(tuple(self.protect), num_blocks)
         ends = {0, num_blocks - 1} if self.protect_ends else set()
         return tuple(sorted(set(self.protect) | ends))
+
+
+def check_stage_windows(windows: int | None) -> None:
+    if windows is not None and windows < 1:
+        raise ParameterError("windows", f"{windows} must be at least 1 (calibration windows of the stage)")
 
 
 def reapply_removal(model, details: dict) -> None:
@@ -71,7 +78,12 @@ def run_depth_plan(model, config: DepthConfig, context, method: str, planner, **
     blocks in place, return the plan's record. `planner(model, windows, count, protect=..., **options)`."""
     num_blocks = ModelAdapter(model).num_blocks
     plan = planner(
-        model, context.require_windows(method), config.count(num_blocks), protect=config.protected(num_blocks), **options, **context.engine
+        model,
+        context.require_windows(method, config.windows),
+        config.count(num_blocks),
+        protect=config.protected(num_blocks),
+        **options,
+        **context.engine,
     )
     plan.apply(model)
     unfilled = ("model", "params_before", "params_after", "versions", "created", "format")  # the whole plan's record says these

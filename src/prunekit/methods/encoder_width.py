@@ -140,7 +140,7 @@ def run_encoder_liar(model, config, context) -> dict:
     """LiarConfig on an encoder: uniform widths only; `ratio` removes that share of heads and FFN channels."""
     if config.allocation != "uniform":
         raise ParameterError("allocation", "must be uniform for encoders (per-layer FFN widths are not supported for them yet)")
-    windows = context.require_windows("liar")
+    windows = context.require_windows("liar", config.windows)
     if context.tokenizer is not None:
         windows = encoder_windows(windows, context.tokenizer)
     head_ratio = config.ratio if config.ratio is not None else (config.head_ratio or 0.0)

@@ -352,7 +352,7 @@ def set_output_norm_scales(model, scales: dict[int, dict[str, torch.Tensor]]) ->
 def run_flexigpt(model, config: FlexiGPTConfig, context) -> dict:
     num_blocks = ModelAdapter(model).num_blocks
     count, protect = config.count(num_blocks), config.protected(num_blocks)
-    windows = context.require_windows("flexigpt")
+    windows = context.require_windows("flexigpt", config.windows)
     scores = scan_blocks(model, windows, config.metric, **context.engine)
     replaced = lowest_scoring(scores.scores, count, protect)
     measured = measured_output_rms(model, windows, replaced, context.engine) if config.output_norm == MEASURED else None

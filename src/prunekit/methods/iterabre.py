@@ -441,7 +441,7 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
         plan = iterabre(
             model,
             teacher,
-            context.require_windows("iterabre"),
+            context.require_windows("iterabre", config.windows),
             lambda: context.recovery_windows(config.recovery, teacher),
             settings,
             run_dir=run_dir,

@@ -52,10 +52,13 @@ class StageContext:
             self._teacher = self.teacher_factory()
         return self._teacher
 
-    def require_windows(self, method: str) -> TokenWindows:
-        """The calibration windows of this stage: all of them, or with `windows_per_stage` the first ones its method asks for."""
+    def require_windows(self, method: str, count: int | None = None) -> TokenWindows:
+        """The calibration windows of this stage: the first `count` (a recipe stage's own `windows`), else with
+        `windows_per_stage` the first ones its method asks for, else all of them."""
         if self.windows is None:
             raise ParameterError("data", f"is missing: method '{method}' needs calibration windows (prunekit.load_windows)")
+        if count is not None:
+            return self.windows.first(count)
         wanted = method_spec(method).calibration_windows if method in method_names() else self.windows.num_windows
         return self.windows.first(wanted) if self.windows_per_stage else self.windows
 
@@ -212,7 +215,14 @@ def config_to_dict(config) -> dict:
     return out
 
 
-def default_calibration_windows(names: list[str]) -> int:
-    """The calibration windows a run loads unless told: the most that any of its methods asks for."""
+def default_calibration_windows(names: list[str], configs: list | None = None) -> int:
+    """The calibration windows a run loads unless told: the most that any of its methods, or any stage's own
+    `windows`, asks for."""
     known = method_names()
-    return max([method_spec(name).calibration_windows for name in names if name in known] or [DEFAULT_CALIBRATION_WINDOWS])
+    asked = [method_spec(name).calibration_windows for name in names if name in known] or [DEFAULT_CALIBRATION_WINDOWS]
+    return max(asked + stage_windows(configs))
+
+
+def stage_windows(configs: list | None) -> list[int]:
+    """The calibration windows that recipe stages ask for themselves."""
+    return [c.windows for c in configs or [] if isinstance(getattr(c, "windows", None), int)]

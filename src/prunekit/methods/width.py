@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prunekit.methods.depth import check_stage_windows
 from prunekit.methods.encoder_width import run_encoder_liar
 from prunekit.methods.liar import check_width_options, prune_width
 from prunekit.methods.reconstruction import check_damping
@@ -34,6 +35,7 @@ class LiarConfig:
         "where the FFN is at least 1,024 channels wide, else 1 (no rounding)",
     )
     seed: int = option(0, "seed of the random criterion")
+    windows: int | None = option(None, "calibration windows of this stage in a recipe (default: the method's own)", internal=True)
 
     def check(self) -> None:
         check_types(self)
@@ -48,6 +50,7 @@ class LiarConfig:
             self.channel_multiple,
         )
         check_damping(self.damping)
+        check_stage_windows(self.windows)
 
 
 def run_liar(model, config: LiarConfig, context) -> dict:
@@ -70,4 +73,4 @@ def run_liar(model, config: LiarConfig, context) -> dict:
             "seed",
         )
     }
-    return prune_width(model, context.require_windows("liar"), **options, **context.engine)
+    return prune_width(model, context.require_windows("liar", config.windows), **options, **context.engine)
