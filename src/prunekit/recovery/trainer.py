@@ -32,6 +32,7 @@ from prunekit.models.loading import resolve_device
 from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
 from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, RunCheckpoints, StopSignals, model_fingerprint
 from prunekit.recovery.config import RecoveryConfig
+from prunekit.recovery.memory import MemoryEstimate, check_fits, estimate_memory, measured_peak
 from prunekit.recovery.throughput import distillation_flops_per_token, peak_flops, utilisation
 from prunekit.recovery.window_stream import WindowOrder
 
@@ -69,6 +70,7 @@ class RecoveryResult:
     model_flops_per_token: float = 0.0  # 6 N_student + 2 N_teacher
     mfu: float | None = None  # model-flops utilisation of the device's bf16 peak (GPUs we know)
     peak_memory_mib: float | None = None  # CUDA peak allocation during the run
+    memory: dict = field(default_factory=dict)  # the estimate per process made before training, and the measured peak
     resumed_from_step: int = 0  # steps done in an earlier sitting (0: the run started here)
 
     def to_dict(self) -> dict:
@@ -372,6 +374,7 @@ class _Run:
     history: list = field(default_factory=list)
     first_step: int = 0
     checkpoints: RunCheckpoints | None = None
+    memory: MemoryEstimate | None = None  # per process, made before training
 
 
 def _step(run: _Run, step: int, chunk: torch.Tensor, teacher, want_hidden: bool) -> dict:
@@ -461,6 +464,7 @@ def _prepare(student, teacher, source, config: RecoveryConfig, blocks, accelerat
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise PrunekitError("nothing to train: the recovery scope selected no parameters")
+    memory = _memory_plan(student, teacher, model, trainable, config, accelerator)
     fused = target.type == "cuda" and all(p.is_floating_point() and p.device.type == "cuda" for p in trainable)
     optimizer = torch.optim.AdamW(
         _parameter_groups(model, trainable, config), lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None
@@ -470,10 +474,40 @@ def _prepare(student, teacher, source, config: RecoveryConfig, blocks, accelerat
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     run = _Run(config, accelerator, prepared, model, optimizer, scheduler, trainable, source, vocabulary, steps, per_step)
     run.micro_batch, run.checkpointing, run.checkpoints = config.micro_batch_size, config.gradient_checkpointing, checkpoints
+    run.memory = memory
     if resume_from is not None:
         checkpoints.restore(resume_from, source)
         run.first_step, run.history = int(resume_from["step"]), list(resume_from["history"])
     return run
+
+
+def _lora_parameters(model, rank: int) -> int:
+    """Parameters rank-`rank` adapters on every linear layer of the blocks would train (for the memory advice)."""
+    return sum(
+        rank * (m.in_features + m.out_features) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "layers" in name
+    )
+
+
+def _memory_plan(student, teacher, model, trainable: list, config: RecoveryConfig, accelerator) -> MemoryEstimate:
+    """The run's memory per process, checked against the device before anything is trained. On one GPU the micro-batch
+    is fitted afterwards (down to one window with checkpointing), so only that smallest setting must fit."""
+    target = accelerator.device
+    fitted = config.fit_micro_batch and target.type == "cuda" and accelerator.num_processes == 1
+    common = dict(seq_len=config.seq_len, autocast_bf16=accelerator.mixed_precision == "bf16", processes=accelerator.num_processes)
+    planned = estimate_memory(
+        student, teacher, trainable, micro_batch=config.micro_batch_size, checkpointing=config.gradient_checkpointing, **common
+    )
+    smallest = estimate_memory(student, teacher, trainable, micro_batch=1, checkpointing=True, **common)
+    check_fits(
+        smallest if fitted else planned,
+        target,
+        lora_trainable=_lora_parameters(model, config.lora_rank),
+        checkpointed=None
+        if config.gradient_checkpointing
+        else estimate_memory(student, teacher, trainable, micro_batch=config.micro_batch_size, checkpointing=True, **common),
+        micro_batch=config.micro_batch_size,
+    )
+    return planned
 
 
 def _fit_batches(run: _Run, teacher) -> torch.Tensor | None:
@@ -592,5 +626,12 @@ def _result(run: _Run, model, teacher, windows, started: float, target) -> Recov
         model_flops_per_token=flops_per_token,
         mfu=utilisation(tokens_per_second / processes, flops_per_token, peak),
         peak_memory_mib=torch.cuda.max_memory_allocated(target) / 2**20 if target.type == "cuda" else None,
+        memory=_memory_record(run, target),
         resumed_from_step=run.first_step,
     )
+
+
+def _memory_record(run: _Run, target) -> dict:
+    """The estimate next to what was measured, with the micro-batch and checkpointing actually used."""
+    peak, kind = measured_peak(target)
+    return {"estimate": run.memory.to_dict(), "measured_peak_bytes": peak, "measured_kind": kind}
