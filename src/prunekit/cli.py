@@ -28,8 +28,7 @@ from prunekit.comparison import check_limit, comparison_request, comparison_tabl
 from prunekit.errors import PrunekitError
 from prunekit.evaluation.suite import DEFAULT_PERPLEXITY_WINDOWS
 from prunekit.export.gguf_writer import GGUF_TYPES, QUANTIZER_TYPES, check_gguf_output, check_gguf_type, export_gguf
-from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_names, method_spec
-from prunekit.methods.plan import describe_stage
+from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, describe_stage, method_names, method_spec
 from prunekit.methods.recipe import recipe_configs
 from prunekit.methods.registry import spec_for_config
 from prunekit.models.cache import cache_entries, cache_root, clear_cache

@@ -7,6 +7,7 @@ from pathlib import Path
 from prunekit.errors import ParameterError
 from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
 from prunekit.evaluation.tasks import check_task_names
+from prunekit.methods import stage_label
 from prunekit.reporting import write_report
 
 
@@ -35,21 +36,13 @@ def comparison_request(
     )
 
 
-def stage_label(plan) -> str:
-    parts = []
-    for stage in plan.stages:
-        d = stage["details"]
-        if stage["method"] == "liar" and "ffn_ratio" in d:
-            parts.append(f"liar ffn {d['ffn_ratio']:.3g} heads {d['head_ratio']:.3g}")
-        elif "removed_blocks" in d and stage["method"] != "flexigpt":
-            parts.append(f"{stage['method']} -{len(d['removed_blocks'])}")
-        else:
-            parts.append(stage["method"])
-    return " + ".join(parts)
+def pruned_label(plan) -> str:
+    """A short name for a pruned model in reports: its stages' labels joined."""
+    return " + ".join(stage_label(stage) for stage in plan.stages)
 
 
 def evaluate_pruned(loaded, request: EvaluationRequest, plan, *, device, progress: bool = True) -> dict:
-    results = evaluate_model(loaded, request, device=device, progress=progress, label=stage_label(plan))
+    results = evaluate_model(loaded, request, device=device, progress=progress, label=pruned_label(plan))
     results["plan"] = plan.to_dict()
     return results
 

@@ -88,3 +88,12 @@ def run_depth_plan(model, config: DepthConfig, context, method: str, planner, **
     plan.apply(model)
     unfilled = ("model", "params_before", "params_after", "versions", "created", "format")  # the whole plan's record says these
     return {key: value for key, value in plan.to_dict().items() if key not in unfilled}
+
+
+def describe_removal(d: dict) -> str:
+    """One line for a one-shot depth stage."""
+    return f"{d.get('method', 'depth')}: removed blocks {d['removed_blocks']} of {d['num_blocks_before']} ({d.get('reason', '')})"
+
+
+def label_removal(d: dict) -> str:
+    return f"{d.get('method', 'depth')} -{len(d['removed_blocks'])}"

@@ -392,3 +392,15 @@ def run_extend(model, config: ExtendConfig, context) -> dict:
     if config.merge:
         merge_shared_blocks(model)
     return {"method": "extend", **record, "merged": config.merge, "params_after": parameter_count(model)}
+
+
+def describe_flexigpt(d: dict) -> str:
+    trained = f", trained on {d['recovery']['tokens']} tokens" if d.get("recovery") else ""
+    return (
+        f"flexigpt: blocks {d['replaced_blocks']} replaced by shared blocks {d['shares_with']} + rank-{d['rank']} adapters "
+        f"({d['own_parameters_fraction_of_block']:.1%} of a block each{trained})"
+    )
+
+
+def describe_extend(d: dict) -> str:
+    return f"extend: {d['blocks_before']} -> {d['blocks_after']} blocks ({d['pattern']} pattern, rank {d['rank']})"

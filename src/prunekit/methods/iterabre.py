@@ -454,3 +454,15 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
     details = plan.to_dict()
     details["recovery"] = {**settings.recovery.to_dict(), "run_dir": config.run_dir}
     return details
+
+
+def describe_iterabre(d: dict) -> str:
+    """One line saying what an IteRABRe stage did, from its details."""
+    trail = ", ".join(str(s["removed"]) for s in d["steps"] if not s.get("final"))
+    last = d["steps"][-1].get("heldout_perplexity_after_recovery")
+    final = " + a final recovery" if any(s.get("final") for s in d["steps"]) else ""
+    iterations = sum(not s.get("final") for s in d["steps"])
+    return (
+        f"iterabre: removed blocks {trail} in {iterations} iterations{final} ({d['recovery']['tokens']} recovery tokens in all"
+        f"{'' if last is None else f'; held-out ppl after the last {last:.2f}'})"
+    )

@@ -13,17 +13,12 @@ from pathlib import Path
 
 from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object
+from prunekit.methods.registry import method_names, method_spec
 from prunekit.models.adapters import ModelAdapter
 from prunekit.models.surgery import remove_blocks, validate_block_indices
 from prunekit.provenance import PLAN_FILE, library_versions
 
 PLAN_FORMAT = 1
-REAPPLICABLE = ("shortgpt", "angular", "sleb", "iterabre")  # iterabre's plan is a valid record; the CLI says why it is not re-run
-NOT_REAPPLICABLE = {
-    "liar": "its reconstruction is computed from calibration data, so run it again with the same settings and seed",
-    "flexigpt": "its adapters come from the weights and training, so run it again",
-    "extend": "its adapters come from training, so run it again",
-}
 
 
 def _is_int(value) -> bool:
@@ -94,13 +89,15 @@ class PrunePlan:
         method = data.get("method")
         if not isinstance(method, str):
             raise PrunekitError("plan has no method name; pass a prunekit_plan.json written by prunekit prune")
-        if method in NOT_REAPPLICABLE:
+        depth = [name for name in method_names() if method_spec(name).removes_blocks]  # a record of removed blocks
+        if method not in method_names():
+            raise PrunekitError(f"plan method '{method}' is unknown; re-applicable plans are {', '.join(depth)}")
+        if method not in depth:
+            reapplicable = ", ".join(name for name in depth if method_spec(name).reapply is not None)
             raise PrunekitError(
-                f"a {method} plan cannot be re-applied: {NOT_REAPPLICABLE[method]}; only shortgpt, angular and sleb "
+                f"a {method} plan cannot be re-applied: {method_spec(method).why_not_reapplicable}; only {reapplicable} "
                 "plans (blocks to remove) can"
             )
-        if method not in REAPPLICABLE:
-            raise PrunekitError(f"plan method '{method}' is unknown; re-applicable plans are {', '.join(REAPPLICABLE)}")
         missing = [k for k in ("removed_blocks", "num_blocks_before") if k not in data]
         if missing:
             raise PrunekitError(f"plan is missing {', '.join(missing)}; pass a prunekit_plan.json written by prunekit prune")
@@ -242,59 +239,3 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
         return cls.from_dict(read_plan_json(path))
-
-
-def describe_stage(stage: dict) -> str:
-    """One line saying what a stage did, from its details."""
-    method, d = stage["method"], stage.get("details") or {}
-    if method == "liar":
-        if d.get("model_kind") == "encoder":
-            return (
-                f"liar encoder: heads {d['heads_before']} -> {d['heads_after']}, FFN channels {d['intermediate_size_before']} -> "
-                f"{d['intermediate_size_after']} per block ({d['criterion']} criterion, {d['reconstruction']} reconstruction)"
-            )
-        sizes = (
-            "per-layer widths (load with prunekit.load_model)"
-            if d["per_layer_widths"]
-            else f"FFN channels {d['intermediate_size_before']} -> {d['intermediate_size_after']}, "
-            f"KV groups {d['kv_heads_before']} -> {d['kv_heads_after']} per block"
-        )
-        return (
-            f"liar: {sizes} ({d['criterion']} criterion, {d['reconstruction']} reconstruction, "
-            f"{d['params_after'] / d['params_before']:.1%} of the parameters kept; {d['seconds']:.0f} s, "
-            f"peak RSS {d.get('peak_rss_mib', 0):.0f} MiB)"
-        )
-    if method == "iterabre":
-        trail = ", ".join(str(s["removed"]) for s in d["steps"] if not s.get("final"))
-        last = d["steps"][-1].get("heldout_perplexity_after_recovery")
-        final = " + a final recovery" if any(s.get("final") for s in d["steps"]) else ""
-        iterations = sum(not s.get("final") for s in d["steps"])
-        return (
-            f"iterabre: removed blocks {trail} in {iterations} iterations{final} ({d['recovery']['tokens']} recovery tokens in all"
-            f"{'' if last is None else f'; held-out ppl after the last {last:.2f}'})"
-        )
-    if method == "flexigpt":
-        trained = f", trained on {d['recovery']['tokens']} tokens" if d.get("recovery") else ""
-        return (
-            f"flexigpt: blocks {d['replaced_blocks']} replaced by shared blocks {d['shares_with']} + rank-{d['rank']} adapters "
-            f"({d['own_parameters_fraction_of_block']:.1%} of a block each{trained})"
-        )
-    if method == "extend":
-        return f"extend: {d['blocks_before']} -> {d['blocks_after']} blocks ({d['pattern']} pattern, rank {d['rank']})"
-    if method == "recover":
-        mfu = f", MFU {d['mfu']:.0%}" if d.get("mfu") is not None else ""
-        text = (
-            f"recover: {d['tokens']} tokens of {d['data']} in {d['steps']} steps, {d['seconds']:.0f} s ({d['tokens_per_second']:.0f} "
-            f"tokens/s{mfu} on {d['device']}, micro-batch {d['micro_batch_size']}); "
-            f"objective {d['loss_first']:.4f} -> {d['loss_last']:.4f}"
-        )
-        heldout = d.get("heldout")  # measured before and after by prunekit recover
-        if heldout:
-            text += (
-                f"\nheld-out perplexity ({heldout['data']}, {heldout['windows']}x{heldout['seq_len']}): "
-                f"{d['heldout_perplexity_before']:.2f} -> {d['heldout_perplexity_after']:.2f}"
-            )
-        return text
-    if "removed_blocks" in d:
-        return f"{method}: removed blocks {d['removed_blocks']} of {d['num_blocks_before']} ({d.get('reason', '')})"
-    return method

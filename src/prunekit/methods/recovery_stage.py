@@ -25,3 +25,20 @@ def recover_in_context(model, config: RecoveryConfig, context) -> dict:
 
 def run_recovery(model, config: RecoveryConfig, context) -> dict:
     return {"method": "recover", **recover_in_context(model, config, context)}
+
+
+def describe_recovery(d: dict) -> str:
+    """What a recovery run did; with the held-out perplexity `prunekit recover` measures before and after."""
+    mfu = f", MFU {d['mfu']:.0%}" if d.get("mfu") is not None else ""
+    text = (
+        f"recover: {d['tokens']} tokens of {d['data']} in {d['steps']} steps, {d['seconds']:.0f} s ({d['tokens_per_second']:.0f} "
+        f"tokens/s{mfu} on {d['device']}, micro-batch {d['micro_batch_size']}); "
+        f"objective {d['loss_first']:.4f} -> {d['loss_last']:.4f}"
+    )
+    heldout = d.get("heldout")
+    if heldout:
+        text += (
+            f"\nheld-out perplexity ({heldout['data']}, {heldout['windows']}x{heldout['seq_len']}): "
+            f"{d['heldout_perplexity_before']:.2f} -> {d['heldout_perplexity_after']:.2f}"
+        )
+    return text

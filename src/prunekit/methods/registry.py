@@ -135,6 +135,8 @@ class MethodSpec:
     # calibration windows the CLI loads when --windows is not given (LIAR's least squares needs more
     # tokens than a block score: see the README's Gemma-3 measurements)
     calibration_windows: int = DEFAULT_CALIBRATION_WINDOWS
+    describe: Callable[[dict], str] | None = None  # details -> the line the command line prints for the stage
+    label: Callable[[dict], str] | None = None  # details -> a short name for the pruned model in reports
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -226,3 +228,17 @@ def default_calibration_windows(names: list[str], configs: list | None = None) -
 def stage_windows(configs: list | None) -> list[int]:
     """The calibration windows that recipe stages ask for themselves."""
     return [c.windows for c in configs or [] if isinstance(getattr(c, "windows", None), int)]
+
+
+def describe_stage(stage: dict) -> str:
+    """One line saying what a plan's stage did, from its details (the method's own `describe`)."""
+    method, details = stage["method"], stage.get("details") or {}
+    spec = _METHODS.get(method)
+    return spec.describe({"method": method, **details}) if spec is not None and spec.describe is not None else method
+
+
+def stage_label(stage: dict) -> str:
+    """A short name for one stage of a pruned model (the method's own `label`, else its name)."""
+    method, details = stage["method"], stage.get("details") or {}
+    spec = _METHODS.get(method)
+    return spec.label({"method": method, **details}) if spec is not None and spec.label is not None else method
