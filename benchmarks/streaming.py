@@ -47,7 +47,9 @@ print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_coun
 
 
 def memory_row(spec: str, budget: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", READ_ONLY, spec, str(budget)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", READ_ONLY, spec, str(budget)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"reading {budget} tokens of {spec} failed: {out.stderr.strip().splitlines()[-1:]}")
     before, after, seconds, passes = out.stdout.split()[-4:]
     return {
         "budget_tokens": budget,
