@@ -112,15 +112,31 @@ def _header(writer: gguf.GGUFWriter, model, layout: GgufLayout, file_type: int, 
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def _encoded(array: np.ndarray, encoding: Q) -> tuple[np.ndarray, Q]:
-    if array.ndim == 1 or encoding == Q.F32:
-        return array, Q.F32
-    if encoding == Q.F16:
-        return array.astype(np.float16), Q.F16
-    try:
-        return gguf.quants.quantize(array, encoding), encoding
-    except gguf.QuantError:  # rows that do not split into blocks (e.g. a pruned width not a multiple of 32)
-        return array.astype(np.float16), Q.F16
+def _encoding_of(shape: tuple[int, ...], encoding: Q) -> Q:
+    """What a tensor of `shape` is stored as: vectors in f32, and f16 for rows that do not split into the
+    type's blocks (e.g. a pruned width not a multiple of 32)."""
+    if len(shape) == 1 or encoding == Q.F32:
+        return Q.F32
+    if encoding != Q.F16 and shape[-1] % gguf.GGML_QUANT_SIZES[encoding][0]:
+        return Q.F16
+    return encoding
+
+
+def _stored_layout(shape: tuple[int, ...], kind: Q) -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape, dtype and bytes the encoded tensor will have, without encoding it."""
+    if kind in (Q.F32, Q.F16):
+        dtype = np.dtype(np.float32 if kind == Q.F32 else np.float16)
+        return shape, dtype, int(np.prod(shape)) * dtype.itemsize
+    stored = gguf.quants.quant_shape_to_byte_shape(shape, kind)
+    return stored, np.dtype(np.uint8), int(np.prod(stored))
+
+
+def _encoded(array: np.ndarray, kind: Q) -> np.ndarray:
+    if kind == Q.F32:
+        return array
+    if kind == Q.F16:
+        return array.astype(np.float16)
+    return gguf.quants.quantize(array, kind)
 
 
 def _write(model, tokenizer, layout: GgufLayout, path: Path, gguf_type: str, name: str) -> list[str]:
@@ -130,20 +146,22 @@ def _write(model, tokenizer, layout: GgufLayout, path: Path, gguf_type: str, nam
     with tempfile.TemporaryDirectory(prefix="prunekit-tokenizer-") as tokenizer_dir:
         tokenizer.save_pretrained(tokenizer_dir)
         notes = add_vocabulary(writer, tokenizer_dir, tokenizer, ModelAdapter(model).base.embed_tokens.weight.shape[0])
-    # Two passes over the tensors, one encoded at a time: their sizes for the header, then their data, so
-    # memory holds the model and one encoded tensor, not a second copy of the model.
+    # Two passes over the tensors: their stored sizes for the header (worked out, not encoded), then their
+    # data encoded one at a time, so memory holds the model and one encoded tensor, not a second copy.
     fallback = 0
     for tensor_name, tensor in gguf_tensors(model, layout):
-        data, kind = _encoded(tensor.numpy(), encoding)
+        kind = _encoding_of(tuple(tensor.shape), encoding)
         fallback += kind == Q.F16 and encoding not in (Q.F16, Q.F32)
-        writer.add_tensor_info(tensor_name, data.shape, data.dtype, data.nbytes, raw_dtype=kind)
+        stored, dtype, nbytes = _stored_layout(tuple(tensor.shape), kind)
+        writer.add_tensor_info(tensor_name, stored, dtype, nbytes, raw_dtype=kind)
     if fallback:
         notes.append(f"{fallback} matrices whose rows do not split into {gguf_type} blocks of 32 are f16 (round widths to 32 to avoid it)")
     writer.write_header_to_file(path)
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for _, tensor in gguf_tensors(model, layout):
-        writer.write_tensor_data(_encoded(tensor.numpy(), encoding)[0])
+        array = tensor.numpy()
+        writer.write_tensor_data(_encoded(array, _encoding_of(array.shape, encoding)))
     writer.close()
     return notes
 
