@@ -16,7 +16,7 @@ from prunekit.jsonfiles import write_json_atomically
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_spec
 from prunekit.methods.registry import default_calibration_windows, spec_for_config, stage_windows
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
-from prunekit.models.export import check_output_dir, claim_output
+from prunekit.models.export import check_output_dir, check_output_file, claim_output
 from prunekit.models.loading import LoadedModel, encoder_loaded, load_model
 from prunekit.recovery.distributed import on_main_process
 from prunekit.reporting import write_scan
@@ -261,12 +261,7 @@ def eval_job(
 def check_results_path(out: str | Path | None, overwrite: bool) -> None:
     if out is None:
         return
-    out = Path(out).expanduser()
-    if out.is_dir():
-        raise PrunekitError(f"--out {out} is a directory; name the .json file to write")
-    if out.exists() and not overwrite:
-        raise PrunekitError(f"{out} exists; pass --overwrite or choose another --out")
-    claim_output(out.resolve())  # a second run writing the same file stops here, before any work
+    claim_output(check_output_file(out, overwrite, kind="results", example="results.json"))  # a second run stops here
 
 
 def evaluation_request(

@@ -23,7 +23,7 @@ from prunekit.export.gguf_layout import GgufLayout, gguf_layout
 from prunekit.export.gguf_tensors import _rope_parameters, gguf_tensors
 from prunekit.export.gguf_vocab import add_vocabulary
 from prunekit.models.adapters import ModelAdapter
-from prunekit.models.export import claim_output, readable_like_save_pretrained, release_output
+from prunekit.models.export import check_output_file, claim_output, readable_like_save_pretrained, release_output
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -66,17 +66,7 @@ def check_gguf_type(name: str) -> str:
 
 def check_gguf_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Refuse, before any work, an output that exists (unless overwrite), is a directory or cannot be written."""
-    path = Path(out).expanduser().resolve()
-    if path.is_dir():
-        raise PrunekitError(f"GGUF output {path} is a directory; name a file such as {path / 'model.gguf'}")
-    if path.exists() and not overwrite:
-        raise PrunekitError(f"GGUF output {path} exists; pass --overwrite or choose another --out")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise PrunekitError(f"cannot write in {parent}; choose another --out")
-    return path
+    return check_output_file(out, overwrite, kind="GGUF", example="model.gguf")
 
 
 def _header(writer: gguf.GGUFWriter, model, layout: GgufLayout, file_type: int, name: str) -> None:

@@ -33,6 +33,20 @@ def _lock_path(out_path: Path) -> Path:
     return _nearest_existing(parent) / f".prunekit-{digest}.lock"
 
 
+def check_output_file(out: str | os.PathLike, overwrite: bool, *, kind: str, example: str) -> Path:
+    """Refuse, before any work, a file output that is a directory, exists (unless `overwrite`) or cannot be
+    written; `kind` names it in the message ("GGUF", "results") and `example` is a file name to suggest."""
+    path = Path(out).expanduser().resolve()
+    if path.is_dir():
+        raise PrunekitError(f"{kind} output {path} is a directory; name a file such as {path / example}")
+    if path.exists() and not overwrite:
+        raise PrunekitError(f"{kind} output {path} exists; pass --overwrite or choose another --out")
+    parent = _nearest_existing(path.parent)
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise PrunekitError(f"cannot write in {parent}; choose another --out")
+    return path
+
+
 def claim_output(out_path: Path) -> None:
     """Hold an exclusive lock for writing `out_path` until `release_output` (or the process ends):
     a second run into the same place fails at once instead of replacing a finished result. Under a
