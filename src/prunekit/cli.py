@@ -162,7 +162,7 @@ def _add_recovery_flags(parser, run_flags: bool = False) -> None:
     group.add_argument("--save-every", type=int, help="tokens between training checkpoints (default: about every ten minutes of training)")
 
 
-RUN_OPTIONS = ("run_dir", "resume", "overwrite_run")  # iterabre's own; for every other method they apply to the whole job
+RUN_OPTIONS = ("run_dir", "resume", "overwrite_run")  # a config's own where its method keeps its own run directory (IteRABRe)
 
 
 def _run_directory(args, trains: bool) -> dict:
@@ -231,7 +231,7 @@ def _stages(args) -> tuple[list | None, Plan | None]:
     """The recipe, the plan or the method of `prune`, checked before the model loads."""
     chosen = [flag for flag in ("--recipe", "--plan", "--method") if getattr(args, flag[2:])]
     given = sorted({name for cls in CONFIGS for name in config_options(args, cls)} - {"seed"})
-    if (args.method or "shortgpt") != "iterabre" or args.recipe or args.plan:
+    if not method_spec(args.method or "shortgpt").own_run_directory or args.recipe or args.plan:
         given = [name for name in given if name not in RUN_OPTIONS]
     if "--recipe" in chosen or "--plan" in chosen:
         if len(chosen) > 1:
@@ -241,12 +241,12 @@ def _stages(args) -> tuple[list | None, Plan | None]:
         return (recipe_configs(args.recipe), None) if args.recipe else (None, Plan.load(args.plan))
     spec = method_spec(args.method or "shortgpt")
     options = config_options(args, spec.config_cls)
-    if spec.name != "iterabre":
+    if not spec.own_run_directory:
         options = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
     if extra := sorted(set(given) - set(options)):
         raise PrunekitError(f"{', '.join(FLAGS[n] for n in extra)}: not an option of --method {spec.name}")
-    if spec.name == "iterabre":  # iteration checkpoints beside the output, so an interrupted run can --resume
-        options = {"run_dir": f"{Path(args.out).expanduser()}.iterabre-run", "overwrite_run": args.overwrite, **options}
+    if spec.own_run_directory:  # e.g. IteRABRe's iterations beside the output, so an interrupted run can --resume
+        options = {"run_dir": f"{Path(args.out).expanduser()}.{spec.name}-run", "overwrite_run": args.overwrite, **options}
     trains = any(f.name == "recovery" for f in dataclasses.fields(spec.config_cls))
     if trains:
         options["recovery"] = _recovery(args, spec.config_cls().recovery)
@@ -274,8 +274,8 @@ def cmd_prune(args) -> int:
         )
     loaded = _load(args)
     trains = any(isinstance(c, RecoveryConfig) or getattr(c, "recovery", None) for c in configs or [])
-    iterabre_only = configs and len(configs) == 1 and spec_for_config(configs[0]).name == "iterabre"
-    run = _run_directory(args, trains and not iterabre_only)
+    keeps_its_own = configs and len(configs) == 1 and spec_for_config(configs[0]).own_run_directory
+    run = _run_directory(args, trains and not keeps_its_own)
     options = dict(configs=configs, plan=plan, data=_data(args), compare=compare, offload=args.offload, batch_size=args.batch_size)
     job = jobs.prune_job(loaded, args.out, protected=jobs.input_paths(loaded), run=run, **options, **_run_options(args))
     _drop_default_run_dir(args, run)

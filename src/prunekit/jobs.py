@@ -95,7 +95,7 @@ def prune_job(
         windows = None
     heldout = (
         data.load(loaded, data.heldout_data, "evaluation", data.heldout_windows, data.seq_len)
-        if data.heldout_windows and "iterabre" in names
+        if data.heldout_windows and any(method_spec(name).logs_heldout for name in names)
         else None
     )
     if compare:

@@ -60,6 +60,8 @@ register_method(
     summary="iterative removal with recovery after each step",
     removes_blocks=True,
     why_not_reapplicable="its weights come from recovery training; keep its checkpoint",
+    own_run_directory=True,
+    logs_heldout=True,
     describe=describe_iterabre,
     label=label_removal,
 )

@@ -135,6 +135,8 @@ class MethodSpec:
     # calibration windows the CLI loads when --windows is not given (LIAR's least squares needs more
     # tokens than a block score: see the README's Gemma-3 measurements)
     calibration_windows: int = DEFAULT_CALIBRATION_WINDOWS
+    own_run_directory: bool = False  # its config has run_dir/resume of its own (IteRABRe keeps its iterations there)
+    logs_heldout: bool = False  # measures the held-out windows during the run (IteRABRe: after every iteration)
     describe: Callable[[dict], str] | None = None  # details -> the line the command line prints for the stage
     label: Callable[[dict], str] | None = None  # details -> a short name for the pruned model in reports
 
