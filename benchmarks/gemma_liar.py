@@ -106,7 +106,7 @@ def mlp_errors(dense, pruned, inputs: list) -> dict:
 
 @contextmanager
 def switched(family_name: str, intercept: bool = False, holdout: int | None = None, post_norm_weights: bool = False):
-    from prunekit.methods import liar
+    from prunekit.methods.liar import decoder as liar
     from prunekit.models import adapters
 
     family, holdout_for, ffn_run = adapters.FAMILIES[family_name], liar.holdout_for, liar._FfnPass.run

@@ -444,7 +444,7 @@ def test_liar_prunes_a_bert_encoder_from_the_command_line(tmp_path, capsys, bert
 
 
 def test_liar_statistics_that_cannot_fit_end_in_one_line_with_nothing_written(tiny_checkpoint, tmp_path, capsys, monkeypatch):
-    from prunekit.methods import liar
+    from prunekit.methods.liar import decoder as liar
 
     monkeypatch.setattr(liar, "available_memory_bytes", lambda device: 10_000)
     out = tmp_path / "narrow"
@@ -576,7 +576,7 @@ def test_only_the_main_process_prints_the_summary(tiny_checkpoint, tmp_path, cap
 
 
 def test_a_command_that_fails_after_claiming_its_output_releases_it(tiny_checkpoint, tmp_path, capsys, monkeypatch):
-    from prunekit.methods import liar
+    from prunekit.methods.liar import decoder as liar
     from prunekit.models import export
 
     monkeypatch.setattr(liar, "available_memory_bytes", lambda device: 10_000)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prunekit.data.windows import TokenWindows
-from prunekit.methods.liar import prune_width
+from prunekit.methods.liar.decoder import prune_width
 from prunekit.models.adapters import ModelAdapter
 from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, recover

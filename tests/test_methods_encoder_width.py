@@ -4,7 +4,7 @@ import transformers
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
-from prunekit.methods.encoder_width import prune_encoder_width
+from prunekit.methods.liar.encoder import prune_encoder_width
 from prunekit.models.encoders import load_encoder, save_encoder, sentence_embeddings
 
 from conftest import BERT_VOCAB, tiny_bert

@@ -6,9 +6,9 @@ import transformers
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
-from prunekit.methods import liar
-from prunekit.methods.liar import prune_width
-from prunekit.methods.reconstruction import damping_errors, fold_pruned_inputs, output_error
+from prunekit.methods.liar import decoder as liar
+from prunekit.methods.liar.decoder import prune_width
+from prunekit.methods.liar.reconstruction import damping_errors, fold_pruned_inputs, output_error
 from prunekit.models.adapters import FAMILIES as FAMILY_TABLE
 from prunekit.models.export import save_model
 from prunekit.scoring.channels import InputStatistics
@@ -106,7 +106,7 @@ def test_bad_ratios_and_bias_without_config_support_are_refused(ids):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_head_and_ffn_pruning_keeps_gqa_groups_and_reloads(family, ids, tmp_path, tiny_tokenizer):
-    from prunekit.methods.liar import prune_width
+    from prunekit.methods.liar.decoder import prune_width
 
     model = tiny_model(family)  # 4 query heads in 2 KV groups
     plan = prune_width(model, windows_of(ids), head_ratio=0.5, ffn_ratio=0.25, progress=False)
@@ -122,7 +122,7 @@ def test_head_and_ffn_pruning_keeps_gqa_groups_and_reloads(family, ids, tmp_path
 
 
 def test_head_reconstruction_beats_dropping_heads(ids):
-    from prunekit.methods.liar import prune_width
+    from prunekit.methods.liar.decoder import prune_width
 
     dense = tiny_model("llama")
     with torch.no_grad():
@@ -137,7 +137,7 @@ def test_head_reconstruction_beats_dropping_heads(ids):
 
 
 def test_impossible_head_ratios_are_refused(ids):
-    from prunekit.methods.liar import prune_width
+    from prunekit.methods.liar.decoder import prune_width
 
     with pytest.raises(PrunekitError, match="every KV group"):
         prune_width(tiny_model("llama"), windows_of(ids), head_ratio=0.9)
@@ -145,7 +145,7 @@ def test_impossible_head_ratios_are_refused(ids):
 
 @pytest.mark.parametrize("family, heads", [("llama", True), ("llama", False), ("phi3", True)])
 def test_block_ratio_splits_into_whole_kv_groups_and_ffn_channels(family, heads):
-    from prunekit.methods.liar import split_block_ratio
+    from prunekit.methods.liar.decoder import split_block_ratio
     from prunekit.models.adapters import ModelAdapter
 
     model = tiny_model(family)
@@ -394,7 +394,7 @@ def test_the_default_rounds_a_real_models_ffn_to_64_and_leaves_a_tiny_one_alone(
 
 
 def test_widths_that_gpus_run_slowly_get_a_hint_only_where_the_pruning_runs_on_a_gpu():
-    from prunekit.methods.width_allocation import LayerWidth
+    from prunekit.methods.liar.allocation import LayerWidth
 
     odd = [LayerWidth(kv_groups=2, channels=10786), LayerWidth(kv_groups=2, channels=14336)]
     assert "channel_multiple 64" in liar.unaligned_widths_hint(odd, 14336, torch.device("cuda"))
@@ -433,7 +433,7 @@ def _ridge_statistics(seed: int):
 
 
 def test_a_float32_damping_search_picks_the_float64_damping_and_so_gives_the_same_weights(monkeypatch):
-    from prunekit.methods import reconstruction
+    from prunekit.methods.liar import reconstruction
 
     assert reconstruction.search_precision(torch.device("cpu")) == torch.float32
     keep = torch.arange(30)
@@ -450,7 +450,7 @@ def test_a_float32_damping_search_picks_the_float64_damping_and_so_gives_the_sam
 
 
 def test_a_candidate_that_float32_cannot_factorise_is_scored_in_float64(monkeypatch):
-    from prunekit.methods import reconstruction
+    from prunekit.methods.liar import reconstruction
 
     stats, weight = _ridge_statistics(0)
     keep = torch.arange(30)
@@ -483,8 +483,8 @@ def test_the_attention_statistics_pass_skips_the_mlp_and_gives_the_same_weights(
         gate = model.model.layers[0].mlp.gate_proj
         gate.register_forward_hook(lambda module, args, out: calls.append(1))
         if not skip:
-            full = liar._input_statistics
-            monkeypatch.setattr(liar, "_input_statistics", lambda *args, idle=None, **kwargs: full(*args, **kwargs))
+            full = liar.input_statistics
+            monkeypatch.setattr(liar, "input_statistics", lambda *args, idle=None, **kwargs: full(*args, **kwargs))
         prune_width(model, windows, head_ratio=0.5, progress=False)
         monkeypatch.undo()
         return model.state_dict(), len(calls)

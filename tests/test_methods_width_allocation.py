@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from prunekit.errors import PrunekitError
-from prunekit.methods.width_allocation import LayerWidth, adaptive_widths, standardised, uniform_widths
+from prunekit.methods.liar.allocation import LayerWidth, adaptive_widths, standardised, uniform_widths
 
 
 def test_uniform_widths_keep_the_same_count_everywhere():

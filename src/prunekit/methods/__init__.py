@@ -4,12 +4,12 @@ from prunekit.methods.angular import AngularConfig, plan_angular, run_angular
 from prunekit.methods.depth import DepthConfig, blocks_to_remove, describe_removal, label_removal, reapply_removal
 from prunekit.methods.flexigpt import ExtendConfig, FlexiGPTConfig, describe_extend, describe_flexigpt, run_extend, run_flexigpt
 from prunekit.methods.iterabre import IterabreConfig, describe_iterabre, run_iterabre
+from prunekit.methods.liar.stage import LiarConfig, describe_liar, label_liar, run_liar
 from prunekit.methods.plan import PLAN_FILE, Plan, PrunePlan
 from prunekit.methods.recovery_stage import describe_recovery, run_recovery
 from prunekit.methods.registry import MethodSpec, StageContext, describe_stage, method_names, method_spec, register_method, stage_label
 from prunekit.methods.shortgpt import ShortGPTConfig, plan_shortgpt, run_shortgpt
 from prunekit.methods.sleb import SLEBConfig, plan_sleb, run_sleb
-from prunekit.methods.width import LiarConfig, describe_liar, label_liar, run_liar
 from prunekit.recovery.config import RecoveryConfig
 
 register_method(

@@ -27,7 +27,7 @@ from prunekit.methods.depth import DepthConfig
 from prunekit.methods.recovery_stage import recover_in_context
 from prunekit.methods.shortgpt import lowest_scoring
 from prunekit.models.adapters import ModelAdapter, parameter_count
-from prunekit.models.shared_blocks import _linear_paths, build_shared_block, is_shared_block, shared_linears
+from prunekit.models.shared_blocks import build_shared_block, is_shared_block, linear_paths, shared_linears
 from prunekit.models.shared_checkpoint import merge_shared_blocks
 from prunekit.options import check_types, option
 from prunekit.recovery import RecoveryConfig
@@ -68,7 +68,7 @@ def checked_rank(config, rank: int | None) -> int:
 
 
 def _block_weights(block: nn.Module, family) -> list[torch.Tensor]:
-    return [getattr(getattr(block, sub), name).weight.detach() for sub, name, _ in _linear_paths(family)]
+    return [getattr(getattr(block, sub), name).weight.detach() for sub, name, _ in linear_paths(family)]
 
 
 def _truncate(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +134,7 @@ def replace_blocks(
         block = build_shared_block(layers[i], layers[choice[i]], adapter.family, rank=rank, output_norm=output_norm, layer_idx=i)
         if svd_init:
             energies = []
-            for sub, name, _ in _linear_paths(adapter.family):
+            for sub, name, _ in linear_paths(adapter.family):
                 linear = getattr(getattr(block, sub), name)
                 linear = getattr(linear, "projection", linear)
                 singular = linear.init_from_difference(getattr(getattr(layers[i], sub), name))

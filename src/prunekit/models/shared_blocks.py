@@ -129,7 +129,7 @@ class NormalizedOutput(nn.Module):
         return self.norm(self.projection(x))
 
 
-def _linear_paths(family: DecoderFamily) -> list[tuple[str, str, bool]]:
+def linear_paths(family: DecoderFamily) -> list[tuple[str, str, bool]]:
     """(sublayer attr, projection attr, is the sublayer's output projection) for every linear."""
     paths = [(family.attention_attr, name, name == family.attention_projections[-1]) for name in family.attention_projections]
     return paths + [(family.mlp_attr, name, name == family.mlp_projections[-1]) for name in family.mlp_projections]
@@ -144,7 +144,7 @@ def build_shared_block(
     `output_norm` is the initial scale of the output normalisation, or None to leave it out.
     """
     block = copy.deepcopy(template)
-    for sublayer_attr, name, is_output in _linear_paths(family):
+    for sublayer_attr, name, is_output in linear_paths(family):
         sublayer = getattr(block, sublayer_attr)
         base = getattr(getattr(shared, sublayer_attr), name)
         replacement = SharedLoRALinear(base, rank)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prunekit.methods.depth import check_stage_windows
-from prunekit.methods.encoder_width import run_encoder_liar
-from prunekit.methods.liar import check_width_options, prune_width
-from prunekit.methods.reconstruction import check_damping
+from prunekit.methods.liar.decoder import check_width_options, prune_width
+from prunekit.methods.liar.encoder import run_encoder_liar
+from prunekit.methods.liar.reconstruction import check_damping
 from prunekit.models.encoders import is_encoder_config
 from prunekit.options import check_types, option
 

@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.speed import peak_rss_bytes, weight_bytes
-from prunekit.methods.reconstruction import HOLDOUT_EVERY, RECONSTRUCTIONS, check_damping, fold_pruned_inputs
-from prunekit.methods.width_allocation import ALLOCATIONS, LayerWidth, adaptive_widths, standardised, uniform_widths
+from prunekit.methods.liar.allocation import ALLOCATIONS, LayerWidth, adaptive_widths, standardised, uniform_widths
+from prunekit.methods.liar.reconstruction import HOLDOUT_EVERY, RECONSTRUCTIONS, check_damping, fold_pruned_inputs
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.layer_widths import record_layer_widths
 from prunekit.models.loading import available_memory_bytes
@@ -48,7 +48,7 @@ from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_chan
 from prunekit.scoring.gradients import taylor_unit_scores
 
 
-def _kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int, keep_groups: int):
+def kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int, keep_groups: int):
     """Keep whole GQA groups (a KV head and its query heads): channel and KV-row indices to keep."""
     per_group = num_heads // num_kv
     group_scores = scores.view(num_kv, per_group * head_dim).sum(1)
@@ -58,7 +58,7 @@ def _kept_heads(scores: torch.Tensor, num_heads: int, num_kv: int, head_dim: int
     return groups, channels, kv_rows
 
 
-def _input_statistics(
+def input_statistics(
     runner: SequentialRunner,
     index: int,
     hidden,
@@ -175,7 +175,7 @@ def _matches_a_real_run(runner: SequentialRunner, index: int, hidden, block_kwar
     return bool(error <= tolerance)
 
 
-def _check_finite(folded, index: int, what: str) -> None:
+def check_finite(folded, index: int, what: str) -> None:
     if not torch.isfinite(folded.weight).all() or (folded.bias is not None and not torch.isfinite(folded.bias).all()):
         raise PrunekitError(
             f"reconstruction of block {index} ({what}) produced non-finite weights; raise `damping` or use `reconstruction` bias"
@@ -529,17 +529,17 @@ def prune_width(
             attention = getattr(layer, family.attention_attr)
             attention_out = attention_consumer(attention, family)
             mlp = getattr(layer, family.mlp_attr)
-            stats = _input_statistics(
+            stats = input_statistics(
                 runner, index, hidden, inputs.block_kwargs, attention_out, attention_out.in_features, holdout, idle=mlp
             )
             scores = _head_channel_scores(
                 criterion, stats, attention, family, seed + 1000 + index, taylor[index].get("heads") if taylor else None
             )
-            groups, channels, kv_rows = _kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
+            groups, channels, kv_rows = kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
             folded = fold_pruned_inputs(
                 attention_out.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping, release=True
             )
-            _check_finite(folded, index, "attention")
+            check_finite(folded, index, "attention")
             entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=folded.output_error, o_proj_damping=folded.damping)
             slice_attention(attention, family, channels, kv_rows, folded.weight, folded.bias, use_attn_bias)
         outputs = None
@@ -560,7 +560,7 @@ def prune_width(
             )
             keep = torch.topk(scores, n_keep).indices.sort().values
             folded = fold_pruned_inputs(down.weight, keep, stats, reconstruction, with_bias=use_mlp_bias, damping=damping, release=True)
-            _check_finite(folded, index, "FFN")
+            check_finite(folded, index, "FFN")
             entry.update(kept_channels=keep.tolist(), output_mse=folded.output_error, damping=folded.damping)
             slice_mlp(mlp, family, keep, folded.weight, folded.bias, use_mlp_bias)
             del stats, folded

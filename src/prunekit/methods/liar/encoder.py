@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from prunekit.data.windows import TokenWindows
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import ParameterError, PrunekitError
-from prunekit.methods.liar import _check_finite, _input_statistics, _kept_heads, check_width_options, holdout_for
-from prunekit.methods.reconstruction import check_damping, fold_pruned_inputs
+from prunekit.methods.liar.decoder import check_finite, check_width_options, holdout_for, input_statistics, kept_heads
+from prunekit.methods.liar.reconstruction import check_damping, fold_pruned_inputs
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import EncoderAdapter, record_encoder_widths
 from prunekit.models.width_surgery import install_consumer, linear_like
@@ -88,13 +88,13 @@ def prune_encoder_width(
         entry = {"block": index}
         if keep_heads < num_heads:
             consumer = adapter.unit(index, family.attention_output)
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features, holdout)
+            stats = input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features, holdout)
             scores = ffn_channel_scores(
                 criterion, stats, consumer.weight, [adapter.unit(index, family.query).weight], seed=seed + 1000 + index
             )
-            heads, channels, _ = _kept_heads(scores, num_heads, num_heads, head_size, keep_heads)
+            heads, channels, _ = kept_heads(scores, num_heads, num_heads, head_size, keep_heads)
             folded = fold_pruned_inputs(consumer.weight, channels, stats, reconstruction, with_bias=True, damping=damping)
-            _check_finite(folded, index, "attention")
+            check_finite(folded, index, "attention")
             for path in (family.query, family.key, family.value):
                 _slice_rows(adapter, index, path, channels)
             _install_folded(adapter, index, family.attention_output, folded)
@@ -103,13 +103,13 @@ def prune_encoder_width(
             entry.update(kept_heads=heads.tolist(), attention_output_mse=folded.output_error, attention_damping=folded.damping)
         if keep_channels < width:
             consumer = adapter.unit(index, family.ffn_output)
-            stats = _input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, width, holdout)
+            stats = input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, width, holdout)
             scores = ffn_channel_scores(
                 criterion, stats, consumer.weight, [adapter.unit(index, family.ffn_input).weight], seed=seed + index
             )
             keep = torch.topk(scores, keep_channels).indices.sort().values
             folded = fold_pruned_inputs(consumer.weight, keep, stats, reconstruction, with_bias=True, damping=damping)
-            _check_finite(folded, index, "FFN")
+            check_finite(folded, index, "FFN")
             _slice_rows(adapter, index, family.ffn_input, keep)
             _install_folded(adapter, index, family.ffn_output, folded)
             entry.update(kept_channels=keep.tolist(), output_mse=folded.output_error, damping=folded.damping)
