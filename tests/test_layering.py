@@ -1,6 +1,6 @@
 """The package's layers import downwards only, every import sits at module level, and no module cycles exist.
 
-models/data <- engine <- evaluation/recovery/scoring <- methods <- api/comparison/reporting <- cli
+The order is the LAYERS table below and nowhere else (docs/design.md points here).
 """
 
 from __future__ import annotations
