@@ -87,7 +87,8 @@ def prune_job(
         count = default_calibration_windows(names or [s["method"] for s in plan.stages], configs)
     if needs_data and count < 1:
         raise ParameterError("windows", f"{count} must be at least 1 (calibration windows)")
-    if needs_data and plan is not None and data.data is None:
+    replaying = plan is not None and data.data is None  # its LIAR stages rerun on the data the plan recorded
+    if needs_data and replaying:
         windows = api.plan_calibration(plan, loaded.tokenizer)
     elif needs_data:
         windows = data.load(loaded, data.data or "builtin", "calibration", count, data.seq_len - 2 * encoder)
@@ -117,7 +118,7 @@ def prune_job(
         inplace=True,
         seed=data.seed,
         model_name=loaded.source,
-        windows_per_stage=data.windows is None and not (plan is not None and data.data is None),
+        windows_per_stage=data.windows is None and not replaying,
         **(run or {}),
     )
     evaluation = {}

@@ -59,7 +59,8 @@ def _flagged_fields(config_cls) -> list[dataclasses.Field]:
     ]
 
 
-def _default_of(field: dataclasses.Field):
+def field_default(field: dataclasses.Field):
+    """A dataclass field's default (made by its factory where it has one); None where it has neither."""
     if field.default is not dataclasses.MISSING:
         return field.default
     return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
@@ -68,15 +69,15 @@ def _default_of(field: dataclasses.Field):
 def _help_with_default(field: dataclasses.Field, config_cls, others: tuple) -> str | None:
     """The field's help, ending with its default (and where another config sharing the flag has its own)."""
     text = field.metadata.get("help")
-    default = _default_of(field)
+    default = field_default(field)
     if text is None or "default" in text or default in (None, (), [], "") or isinstance(default, bool):
         return text
     spelled = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
     differing = [
-        f"{cls.__name__.removesuffix('Config').lower()}: {_default_of(f)}"
+        f"{cls.__name__.removesuffix('Config').lower()}: {field_default(f)}"
         for cls in others
         for f in dataclasses.fields(cls)
-        if f.name == field.name and cls is not config_cls and _default_of(f) != default
+        if f.name == field.name and cls is not config_cls and field_default(f) != default
     ]
     return f"{text} (default {spelled}{'; ' + ', '.join(differing) if differing else ''})"
 

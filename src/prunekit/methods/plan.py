@@ -34,6 +34,16 @@ def _is_stage(stage) -> bool:
     )
 
 
+def _check_calibration(recorded: dict) -> None:
+    """The fields a LIAR stage's rerun reads back to make the same calibration windows again."""
+    for name, kind in (("windows", int), ("seq_len", int), ("seed", int), ("text_field", str)):
+        value = recorded.get(name)
+        wrong = not isinstance(value, kind) or isinstance(value, bool) or (kind is int and name != "seed" and value < 1)
+        if value is not None and wrong:
+            wanted = "text" if kind is str else "a positive whole number"
+            raise PrunekitError(f"plan calibration {name} must be {wanted}, not {value!r:.40}")
+
+
 def read_plan_json(path: str | Path) -> dict:
     """The plan JSON at `path`, or in the checkpoint directory `path`."""
     path = Path(path)
@@ -228,6 +238,7 @@ class Plan:
         for name, kind in (("versions", dict), ("calibration", dict), ("model", str)):
             if data.get(name) is not None and not isinstance(data[name], kind):
                 raise PrunekitError(f"plan {name} must be {'text' if kind is str else 'an object'}, not {json.dumps(data[name])[:40]}")
+        _check_calibration(data.get("calibration") or {})
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS, TokenWindows
 from prunekit.errors import ParameterError, PrunekitError
+from prunekit.options import field_default
 from prunekit.recovery.checkpoints import Checkpointing
 from prunekit.recovery.data import SELF_GENERATED, recovery_windows, self_generated_windows
 from prunekit.recovery.window_stream import is_streamed, streamed_windows
@@ -202,7 +203,7 @@ def nested_config(config_cls: type, options: dict, where: str):
 
 
 def _nested_config_type(field_: dataclasses.Field) -> type | None:
-    default = field_.default_factory() if field_.default_factory is not dataclasses.MISSING else field_.default
+    default = field_default(field_)
     return type(default) if dataclasses.is_dataclass(default) else getattr(field_, "metadata", {}).get("config")
 
 
@@ -232,15 +233,18 @@ def stage_windows(configs: list | None) -> list[int]:
     return [c.windows for c in configs or [] if isinstance(getattr(c, "windows", None), int)]
 
 
+def _told_by_method(stage: dict, attribute: str) -> str:
+    """The method's own `describe` or `label` of a plan's stage, from its details; the method's name without one."""
+    method = stage["method"]
+    tell = getattr(_METHODS.get(method), attribute, None)
+    return tell({"method": method, **(stage.get("details") or {})}) if tell is not None else method
+
+
 def describe_stage(stage: dict) -> str:
-    """One line saying what a plan's stage did, from its details (the method's own `describe`)."""
-    method, details = stage["method"], stage.get("details") or {}
-    spec = _METHODS.get(method)
-    return spec.describe({"method": method, **details}) if spec is not None and spec.describe is not None else method
+    """One line saying what a plan's stage did."""
+    return _told_by_method(stage, "describe")
 
 
 def stage_label(stage: dict) -> str:
-    """A short name for one stage of a pruned model (the method's own `label`, else its name)."""
-    method, details = stage["method"], stage.get("details") or {}
-    spec = _METHODS.get(method)
-    return spec.label({"method": method, **details}) if spec is not None and spec.label is not None else method
+    """A short name for one stage of a pruned model in reports."""
+    return _told_by_method(stage, "label")

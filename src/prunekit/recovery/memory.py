@@ -54,7 +54,7 @@ def _bytes(parameters) -> int:
     return sum(p.numel() * p.element_size() for p in parameters)
 
 
-def activation_bytes(config, micro_batch: int, seq_len: int, checkpointing: bool, autocast_bf16: bool, vocabulary: int) -> int:
+def activation_bytes(config, micro_batch: int, seq_len: int, checkpointing: bool, autocast_bf16: bool) -> int:
     """Activations kept for backward in one micro-batch (see the module's docstring)."""
     hidden = getattr(config, "hidden_size", 0)
     layers = getattr(config, "num_hidden_layers", 0)
@@ -63,7 +63,7 @@ def activation_bytes(config, micro_batch: int, seq_len: int, checkpointing: bool
     tokens = micro_batch * seq_len
     per_layer = tokens * (34 * hidden + 5 * heads * seq_len) * width // 2  # the paper counts 16-bit values as 2 bytes
     kept = tokens * hidden * width * layers + per_layer if checkpointing else per_layer * layers
-    logits = 4 * tokens * vocabulary * 4
+    logits = 4 * tokens * (getattr(config, "vocab_size", 0) or 0) * 4
     return int(kept + logits)
 
 
@@ -81,13 +81,12 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """What one process holds while training `trainable` parameters of `student` (distilling from `teacher`)."""
     share = processes if sharded else 1
-    vocabulary = getattr(student.config, "vocab_size", 0) or 0
     return MemoryEstimate(
         weights=_bytes(student.parameters()) // share,
         gradients=_bytes(trainable) // share,
         optimizer=2 * 4 * sum(p.numel() for p in trainable) // share,
         teacher=(_bytes(teacher.parameters()) // share) if teacher is not None and teacher is not student else 0,
-        activations=activation_bytes(student.config, micro_batch, seq_len, checkpointing, autocast_bf16, vocabulary),
+        activations=activation_bytes(student.config, micro_batch, seq_len, checkpointing, autocast_bf16),
         processes=processes,
         sharded=sharded,
     )

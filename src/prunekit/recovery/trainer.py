@@ -32,7 +32,7 @@ from prunekit.models.loading import resolve_device
 from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
 from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, RunCheckpoints, StopSignals, model_fingerprint
 from prunekit.recovery.config import RecoveryConfig
-from prunekit.recovery.memory import MemoryEstimate, check_fits, estimate_memory, measured_peak
+from prunekit.recovery.memory import MemoryEstimate, activation_bytes, check_fits, estimate_memory, measured_peak
 from prunekit.recovery.throughput import distillation_flops_per_token, peak_flops, utilisation
 from prunekit.recovery.window_stream import WindowOrder
 
@@ -488,23 +488,34 @@ def _lora_parameters(model, rank: int) -> int:
     )
 
 
+def _fits_micro_batch(config: RecoveryConfig, accelerator) -> bool:
+    """Whether the micro-batch is fitted to the GPU's memory after a trial step (one GPU, one process)."""
+    return config.fit_micro_batch and accelerator.device.type == "cuda" and accelerator.num_processes == 1
+
+
 def _memory_plan(student, teacher, model, trainable: list, config: RecoveryConfig, accelerator) -> MemoryEstimate:
     """The run's memory per process, checked against the device before anything is trained. On one GPU the micro-batch
     is fitted afterwards (down to one window with checkpointing), so only that smallest setting must fit."""
-    target = accelerator.device
-    fitted = config.fit_micro_batch and target.type == "cuda" and accelerator.num_processes == 1
-    common = dict(seq_len=config.seq_len, autocast_bf16=accelerator.mixed_precision == "bf16", processes=accelerator.num_processes)
+    bf16 = accelerator.mixed_precision == "bf16"
     planned = estimate_memory(
-        student, teacher, trainable, micro_batch=config.micro_batch_size, checkpointing=config.gradient_checkpointing, **common
+        student,
+        teacher,
+        trainable,
+        micro_batch=config.micro_batch_size,
+        seq_len=config.seq_len,
+        checkpointing=config.gradient_checkpointing,
+        autocast_bf16=bf16,
+        processes=accelerator.num_processes,
     )
-    smallest = estimate_memory(student, teacher, trainable, micro_batch=1, checkpointing=True, **common)
+
+    def with_activations(micro_batch: int) -> MemoryEstimate:  # the same run with gradient checkpointing
+        return replace(planned, activations=activation_bytes(student.config, micro_batch, config.seq_len, True, bf16))
+
     check_fits(
-        smallest if fitted else planned,
-        target,
+        with_activations(1) if _fits_micro_batch(config, accelerator) else planned,
+        accelerator.device,
         lora_trainable=_lora_parameters(model, config.lora_rank),
-        checkpointed=None
-        if config.gradient_checkpointing
-        else estimate_memory(student, teacher, trainable, micro_batch=config.micro_batch_size, checkpointing=True, **common),
+        checkpointed=None if config.gradient_checkpointing else with_activations(config.micro_batch_size),
         micro_batch=config.micro_batch_size,
     )
     return planned
@@ -512,7 +523,7 @@ def _memory_plan(student, teacher, model, trainable: list, config: RecoveryConfi
 
 def _fit_batches(run: _Run, teacher) -> torch.Tensor | None:
     """On one GPU, the largest micro-batches that fit (measured on the first step's windows, which it returns)."""
-    if not (run.config.fit_micro_batch and run.accelerator.device.type == "cuda" and run.accelerator.num_processes == 1):
+    if not _fits_micro_batch(run.config, run.accelerator):
         if run.checkpointing:
             run.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return None
