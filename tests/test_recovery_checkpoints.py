@@ -203,7 +203,7 @@ def recover_command(model, shards, out, *extra):
 
 def run_until_checkpoint(command, run_dir: Path, minimum_step: int):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         steps = [int(p.name.split("-")[1]) for p in run_dir.glob("stage-1/checkpoint-*")]
         if steps and max(steps) >= minimum_step:

@@ -2,7 +2,8 @@
 
 A run directory holds `run.json` (the settings that decide the result, checked on resume) and
 `checkpoint-NNNNNNN/` folders written by accelerate's `save_state` (trainable weights, optimizer,
-scheduler, every RNG; sharded per process under FSDP) plus the data position and the loss log.
+scheduler, every RNG) plus the data position and the loss log; a sharded (FSDP) run keeps its model,
+optimizer and schedule in a torch distributed checkpoint instead, one set of shards per process.
 Each checkpoint is written under a temporary name and renamed when complete, then all but the
 last `keep` are deleted, so an interruption or a full disk never damages the last good one.
 SIGINT and SIGTERM during training finish the current step, save, and raise `RecoveryInterrupted`.
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 TRAINER_FILE = "trainer_state.json"
 DATA_FILE = "data_state.pt"
+SHARDED_DIRECTORY = "sharded"  # FSDP runs: each process's model and optimizer shards (torch distributed checkpoint)
 CHECKPOINT_PREFIX = "checkpoint-"
 RUN_FORMAT = 1
 DEFAULT_SAVE_SECONDS = 600.0  # without save_every: a checkpoint about every ten minutes of training
@@ -94,8 +96,11 @@ def has_checkpoint(path: str | os.PathLike) -> bool:
 class RunCheckpoints:
     """The checkpoints of one training run, used from inside the trainer."""
 
-    def __init__(self, settings: Checkpointing, accelerator, run_settings: dict):
+    def __init__(self, settings: Checkpointing, accelerator, run_settings: dict, defaults: dict | None = None):
+        """`defaults`: the value a setting has when a run saved by an older version does not record it."""
         self.settings, self.accelerator, self.run_settings = settings, accelerator, run_settings
+        self.defaults = defaults or {}
+        self.sharded_state = None  # set by the trainer for a sharded run (sharding.ShardedTrainingState)
         self.path: Path = settings.path
         self.every_steps: int | None = None
         self.started = time.perf_counter()
@@ -132,6 +137,7 @@ class RunCheckpoints:
         return None
 
     def _check_same(self, saved: dict) -> None:
+        saved = {**{k: v for k, v in self.defaults.items() if k in self.run_settings}, **saved}
         changed = sorted(k for k in set(saved) | set(self.run_settings) if saved.get(k) != self.run_settings.get(k))
         if changed:
             details = "; ".join(f"{k}: {_short(saved.get(k))} -> {_short(self.run_settings.get(k))}" for k in changed)
@@ -142,6 +148,8 @@ class RunCheckpoints:
         directory = Path(trainer_state["directory"])
         try:
             self.accelerator.load_state(str(directory))
+            if self.sharded_state is not None:
+                self.sharded_state.load(directory / SHARDED_DIRECTORY)
             data.load_state_dict(torch.load(directory / DATA_FILE, weights_only=True))
         except (OSError, RuntimeError, KeyError, ValueError) as error:
             raise PrunekitError(
@@ -181,6 +189,9 @@ class RunCheckpoints:
         try:
             self._on_main(lambda: shutil.rmtree(partial, ignore_errors=True))
             self.accelerator.save_state(str(partial), safe_serialization=True)
+            if self.sharded_state is not None:
+                (partial / SHARDED_DIRECTORY).mkdir(parents=True, exist_ok=True)
+                self.sharded_state.save(partial / SHARDED_DIRECTORY)
 
             def finish() -> None:
                 torch.save(data_state, partial / DATA_FILE)

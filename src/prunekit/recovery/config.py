@@ -9,6 +9,7 @@ from prunekit.options import check_types, option
 
 SCOPES = ("blocks", "neighbours", "lora", "adapters", "full")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SHARDING = ("none", "fsdp")
 DEFAULT_RECOVERY_TOKENS = 2_500_000
 
 # The learning rate when none is given. Measured on SmolLM2-135M (benchmarks/equal_budget.py, README):
@@ -71,6 +72,11 @@ class RecoveryConfig:
     fit_micro_batch: bool = option(
         True, "on a GPU, regroup each step's windows into the largest micro-batches that fit", flag="--fixed-micro-batch"
     )
+    sharding: str = option(
+        "none",
+        "none, or fsdp: split student weights, gradients, optimizer state and the teacher over the processes of a "
+        "multi-process launch (torch FSDP2; also chosen by accelerate launch with an FSDP config)",
+    )
     seed: int = option(0, "seed for the data order")
     # This run as a stretch of a longer warm-up + cosine schedule (IteRABRe's continuous schedule):
     # its steps are steps schedule_start.. of schedule_steps. None: the schedule is this run's own.
@@ -95,6 +101,8 @@ class RecoveryConfig:
             raise ParameterError("temperature", f"{self.temperature} must be positive")
         if self.scope not in SCOPES:
             raise ParameterError("scope", f"'{self.scope}' is unknown; use one of {', '.join(SCOPES)}")
+        if self.sharding not in SHARDING:
+            raise ParameterError("sharding", f"'{self.sharding}' is unknown; use one of {', '.join(SHARDING)}")
         if self.precision not in PRECISIONS:
             raise ParameterError("precision", f"'{self.precision}' is unknown; use one of {', '.join(PRECISIONS)}")
         weights = (self.kd_weight, self.lm_weight, self.hidden_weight)

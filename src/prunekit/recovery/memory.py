@@ -92,6 +92,18 @@ def estimate_memory(
     )
 
 
+def _local_bytes(tensor: torch.Tensor) -> int:
+    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor: this process's shard
+    return local.numel() * local.element_size()
+
+
+def training_state_bytes(trainable: list, optimizer) -> int:
+    """Measured: the bytes this process holds for the trainable weights, their gradients and the optimizer's state."""
+    tensors = [*trainable, *(p.grad for p in trainable if p.grad is not None)]
+    tensors += [value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value) and value.dim() > 0]
+    return sum(_local_bytes(t) for t in tensors)
+
+
 def device_capacity(device: torch.device) -> int | None:
     """Bytes one process may use: the GPU's memory, or the machine's RAM shared by its processes."""
     if device.type == "cuda":
@@ -114,10 +126,7 @@ def _alternatives(estimate: MemoryEstimate, capacity: int, lora_trainable: int, 
     if not estimate.sharded:
         for processes in (2, 4, 8, 16, 32, 64):
             if state // processes + estimate.activations <= capacity:
-                options.append(
-                    f"sharding over {processes} processes (about {size(state // processes + estimate.activations)} each; FSDP, "
-                    "which prunekit's trainer does not do yet)"
-                )
+                options.append(f"--sharding fsdp over {processes} processes (about {size(state // processes + estimate.activations)} each)")
                 break
     return options
 

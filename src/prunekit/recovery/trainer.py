@@ -32,7 +32,9 @@ from prunekit.models.loading import resolve_device
 from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
 from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, RunCheckpoints, StopSignals, model_fingerprint
 from prunekit.recovery.config import RecoveryConfig
-from prunekit.recovery.memory import MemoryEstimate, activation_bytes, check_fits, estimate_memory, measured_peak
+from prunekit.recovery.distributed import launch_state
+from prunekit.recovery.memory import MemoryEstimate, activation_bytes, check_fits, estimate_memory, measured_peak, training_state_bytes
+from prunekit.recovery.sharding import ShardedModel, ShardedTrainingState, clip_gradients, shard, sharding_from_launch
 from prunekit.recovery.throughput import distillation_flops_per_token, peak_flops, utilisation
 from prunekit.recovery.window_stream import WindowOrder
 
@@ -90,9 +92,7 @@ def training_device(student, device: str | torch.device | None = None) -> torch.
     if device is not None:
         return resolve_device(str(device))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by accelerate launch / torchrun
-        from accelerate.state import PartialState
-
-        return PartialState().device
+        return launch_state().device
     return next(student.parameters()).device
 
 
@@ -101,24 +101,30 @@ def make_accelerator(precision: str = "auto", device: str | torch.device | None 
     state per process, so a single process that switches device or precision between runs (a CPU
     run, then a GPU one, in one notebook) gets a fresh state; a multi-process launch cannot switch."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.state import AcceleratorState
 
     wanted = torch.device(device) if device is not None else None
     if wanted is not None and wanted.type == "cuda" and wanted.index is not None:
         torch.cuda.set_device(wanted)  # accelerate's single-process device is the current one
     cpu = wanted is not None and wanted.type == "cpu"
-    mixed = _mixed_precision(precision, wanted if wanted is not None else PartialState().device)
+    mixed = _mixed_precision(precision, wanted if wanted is not None else launch_state().device)
     accelerator = None
+    # An FSDP launch config is honoured by the trainer's own sharding (sharding.py), so accelerate must not wrap too.
+    fsdp_flag = os.environ.pop("ACCELERATE_USE_FSDP", None)
     try:
-        accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
-    except ValueError:
-        if PartialState().num_processes > 1:
-            raise
-    if accelerator is None or (wanted is not None and accelerator.device.type != wanted.type):
-        if PartialState().num_processes > 1:
-            raise PrunekitError(f"this launch runs on {accelerator.device}; it cannot train on {wanted}")
-        AcceleratorState._reset_state(reset_partial_state=True)
-        accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
+        try:
+            accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
+        except ValueError:
+            if launch_state().num_processes > 1:
+                raise
+        if accelerator is None or (wanted is not None and accelerator.device.type != wanted.type):
+            if launch_state().num_processes > 1:
+                raise PrunekitError(f"this launch runs on {accelerator.device}; it cannot train on {wanted}")
+            AcceleratorState._reset_state(reset_partial_state=True)
+            accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
+    finally:
+        if fsdp_flag is not None:
+            os.environ["ACCELERATE_USE_FSDP"] = fsdp_flag
     return accelerator
 
 
@@ -375,12 +381,20 @@ class _Run:
     first_step: int = 0
     checkpoints: RunCheckpoints | None = None
     memory: MemoryEstimate | None = None  # per process, made before training
+    teacher: object = None  # the teacher the steps call: the caller's, or its sharded copy
+    sharded: list[ShardedModel] = field(default_factory=list)  # student (and teacher) shards, gathered back at the end
+    state_bytes: int | None = None  # measured after the first optimizer step
+
+    @property
+    def is_sharded(self) -> bool:
+        return bool(self.sharded)
 
 
-def _step(run: _Run, step: int, chunk: torch.Tensor, teacher, want_hidden: bool) -> dict:
+def _step(run: _Run, step: int, chunk: torch.Tensor, want_hidden: bool) -> dict:
     """One optimizer step on this step's windows (every process's share of `chunk`); returns its log entry."""
     accelerator, config, processes, rank = run.accelerator, run.config, run.accelerator.num_processes, run.accelerator.process_index
     accumulation = run.per_step // run.micro_batch
+    teacher = run.teacher
     step_loss, parts_sum = 0.0, {}
     for micro in range(accumulation):
         index = micro * processes + rank
@@ -390,7 +404,9 @@ def _step(run: _Run, step: int, chunk: torch.Tensor, teacher, want_hidden: bool)
             with torch.no_grad(), accelerator.autocast():
                 teacher_out = teacher(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
         sync = micro == accumulation - 1
-        with nullcontext() if sync else accelerator.no_sync(run.prepared):
+        if run.is_sharded:  # FSDP reduces gradients after the last micro-batch only
+            run.prepared.set_requires_gradient_sync(sync)
+        with nullcontext() if sync or run.is_sharded else accelerator.no_sync(run.prepared):
             with accelerator.autocast():
                 student_out = run.prepared(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
             loss, parts = _objective(student_out, teacher_out, input_ids, config, run.vocabulary)
@@ -400,14 +416,27 @@ def _step(run: _Run, step: int, chunk: torch.Tensor, teacher, want_hidden: bool)
         step_loss += loss.item() / accumulation
         for name, value in parts.items():
             parts_sum[name] = parts_sum.get(name, 0.0) + value / accumulation
-    norm = accelerator.clip_grad_norm_(run.trainable, config.max_grad_norm) if config.max_grad_norm else None
+    norm = _clip(run) if config.max_grad_norm else None
     if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
         raise RecoveryDiverged(step + 1, run.scheduler.get_last_lr()[0], float("nan"))
     learning_rate = run.scheduler.get_last_lr()[0]
     run.optimizer.step()
-    run.scheduler.step()
+    if run.state_bytes is None:  # weights, gradients and AdamW moments as this process holds them
+        run.state_bytes = training_state_bytes(run.trainable, run.optimizer)
+    # The schedule itself, once per optimizer step: accelerate's wrapper would step it once per process.
+    getattr(run.scheduler, "scheduler", run.scheduler).step()
     run.optimizer.zero_grad(set_to_none=True)
+    if processes > 1:  # the step's loss over every process's windows, as one process with the whole batch logs it
+        names = sorted(parts_sum)
+        mean = accelerator.reduce(torch.tensor([step_loss, *(parts_sum[n] for n in names)], device=accelerator.device), "mean").tolist()
+        step_loss, parts_sum = mean[0], dict(zip(names, mean[1:]))
     return {"step": step + 1, "loss": step_loss, "lr": learning_rate, "grad_norm": float(norm) if norm is not None else None, **parts_sum}
+
+
+def _clip(run: _Run):
+    if run.is_sharded:
+        return clip_gradients(run.trainable, run.config.max_grad_norm)
+    return run.accelerator.clip_grad_norm_(run.trainable, run.config.max_grad_norm)
 
 
 def _next_chunk(run: _Run) -> torch.Tensor:
@@ -416,7 +445,7 @@ def _next_chunk(run: _Run) -> torch.Tensor:
     return chunk
 
 
-def _train(run: _Run, teacher, progress: bool, first_chunk: torch.Tensor | None) -> None:
+def _train(run: _Run, progress: bool, first_chunk: torch.Tensor | None) -> None:
     """The step loop: saves where due, and on SIGINT/SIGTERM saves and raises RecoveryInterrupted."""
     want_hidden = run.config.hidden_weight > 0
     tokens_per_step = run.config.tokens_per_step(run.accelerator.num_processes)
@@ -431,7 +460,7 @@ def _train(run: _Run, teacher, progress: bool, first_chunk: torch.Tensor | None)
     with StopSignals() if run.checkpoints is not None else nullcontext() as signals:
         for step in bar:
             chunk = first_chunk if step == run.first_step and first_chunk is not None else _next_chunk(run)
-            run.history.append(_step(run, step, chunk, teacher, want_hidden))
+            run.history.append(_step(run, step, chunk, want_hidden))
             bar.set_postfix(loss=f"{run.history[-1]['loss']:.4f}")
             if run.checkpoints is None or step + 1 == run.steps:
                 continue
@@ -452,7 +481,8 @@ def _prepare(student, teacher, source, config: RecoveryConfig, blocks, accelerat
     vocabulary = shared_vocabulary(student, teacher)
     checkpoints = None
     if checkpointing is not None:
-        checkpoints = RunCheckpoints(checkpointing, accelerator, _run_settings(config, source, student, processes, blocks))
+        defaults = RecoveryConfig().to_dict()
+        checkpoints = RunCheckpoints(checkpointing, accelerator, _run_settings(config, source, student, processes, blocks), defaults)
     resume_from = checkpoints.open() if checkpoints is not None else None
     torch.manual_seed(config.seed)
     student.config.use_cache = False
@@ -465,16 +495,26 @@ def _prepare(student, teacher, source, config: RecoveryConfig, blocks, accelerat
     if not trainable:
         raise PrunekitError("nothing to train: the recovery scope selected no parameters")
     memory = _memory_plan(student, teacher, model, trainable, config, accelerator)
+    sharded = [shard(model, target)] + ([shard(teacher, target)] if teacher is not None else []) if config.sharding == "fsdp" else []
+    if sharded:  # train the student's shards in its place
+        model = sharded[0].sharded
+        trainable = [p for p in model.parameters() if p.requires_grad]
     fused = target.type == "cuda" and all(p.is_floating_point() and p.device.type == "cuda" for p in trainable)
     optimizer = torch.optim.AdamW(
         _parameter_groups(model, trainable, config), lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None
     )
     scheduler = _schedule(optimizer, config, steps)
     model.train()
-    prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if sharded:  # accelerate would wrap the model again and save only the first process's optimizer shard
+        prepared = model
+        if checkpoints is not None:
+            checkpoints.sharded_state = ShardedTrainingState(model, optimizer, scheduler)
+    else:
+        prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     run = _Run(config, accelerator, prepared, model, optimizer, scheduler, trainable, source, vocabulary, steps, per_step)
     run.micro_batch, run.checkpointing, run.checkpoints = config.micro_batch_size, config.gradient_checkpointing, checkpoints
-    run.memory = memory
+    run.memory, run.sharded = memory, sharded
+    run.teacher = sharded[1].sharded if len(sharded) > 1 else teacher
     if resume_from is not None:
         checkpoints.restore(resume_from, source)
         run.first_step, run.history = int(resume_from["step"]), list(resume_from["history"])
@@ -506,6 +546,7 @@ def _memory_plan(student, teacher, model, trainable: list, config: RecoveryConfi
         checkpointing=config.gradient_checkpointing,
         autocast_bf16=bf16,
         processes=accelerator.num_processes,
+        sharded=config.sharding == "fsdp",
     )
 
     def with_activations(micro_batch: int) -> MemoryEstimate:  # the same run with gradient checkpointing
@@ -521,7 +562,7 @@ def _memory_plan(student, teacher, model, trainable: list, config: RecoveryConfi
     return planned
 
 
-def _fit_batches(run: _Run, teacher) -> torch.Tensor | None:
+def _fit_batches(run: _Run) -> torch.Tensor | None:
     """On one GPU, the largest micro-batches that fit (measured on the first step's windows, which it returns)."""
     if not _fits_micro_batch(run.config, run.accelerator):
         if run.checkpointing:
@@ -530,7 +571,7 @@ def _fit_batches(run: _Run, teacher) -> torch.Tensor | None:
     first = _next_chunk(run) if run.first_step < run.steps else None
     if first is not None:
         run.micro_batch, run.checkpointing = fit_micro_batch(
-            run.prepared, teacher, first[: run.per_step], run.config, run.accelerator, run.trainable, run.vocabulary
+            run.prepared, run.teacher, first[: run.per_step], run.config, run.accelerator, run.trainable, run.vocabulary
         )
     return first
 
@@ -558,6 +599,8 @@ def recover(
     config = config or RecoveryConfig()
     config.check(teacher is not None)
     config = config.resolved(parameter_count(teacher if teacher is not None else student))
+    if config.sharding == "none" and sharding_from_launch():
+        config = replace(config, sharding="fsdp")
     if isinstance(windows, TokenWindows):
         shared_vocabulary(student, teacher, windows)
     source = window_source(windows, config.seed)
@@ -573,11 +616,11 @@ def recover(
     try:
         run = _prepare(student, teacher, source, config, blocks, accelerator, checkpoints)
         snapshot = _snapshot(run.model)
-        first_chunk = _fit_batches(run, teacher)
+        first_chunk = _fit_batches(run)
         if target.type == "cuda":
             torch.cuda.reset_peak_memory_stats(target)
         started = time.perf_counter()
-        _train(run, teacher, progress, first_chunk)
+        _train(run, progress, first_chunk)
     except RecoveryDiverged as error:
         diverged = error
     finally:
@@ -595,13 +638,19 @@ def _teardown(run: _Run | None, student, snapshot, diverged, was_training: bool,
     if run is None:
         return student
     run.optimizer.zero_grad(set_to_none=True)
-    # accelerate's prepare() patches the model's forward to run under autocast; without
-    # keep_fp32_wrapper=False the returned model would go on computing in bf16 after training.
-    model = accelerator.unwrap_model(run.prepared, keep_fp32_wrapper=False)
+    if diverged is not None and snapshot is not None:
+        _restore(run.model, snapshot)
+    if run.is_sharded:  # the full weights back into the caller's student and teacher
+        model = run.sharded[0].owner
+        for sharded in run.sharded:
+            sharded.gather()
+        run.prepared = run.model = run.teacher = None
+    else:
+        # accelerate's prepare() patches the model's forward to run under autocast; without
+        # keep_fp32_wrapper=False the returned model would go on computing in bf16 after training.
+        model = accelerator.unwrap_model(run.prepared, keep_fp32_wrapper=False)
     if run.checkpointing:
         model.gradient_checkpointing_disable()
-    if diverged is not None and snapshot is not None:
-        _restore(model, snapshot)
     if run.config.scope == "lora":
         model = model.unload() if diverged is not None else model.merge_and_unload()
     for param in model.parameters():
@@ -645,4 +694,9 @@ def _result(run: _Run, model, teacher, windows, started: float, target) -> Recov
 def _memory_record(run: _Run, target) -> dict:
     """The estimate next to what was measured, with the micro-batch and checkpointing actually used."""
     peak, kind = measured_peak(target)
-    return {"estimate": run.memory.to_dict(), "measured_peak_bytes": peak, "measured_kind": kind}
+    return {
+        "estimate": run.memory.to_dict(),
+        "measured_peak_bytes": peak,
+        "measured_kind": kind,
+        "measured_training_state_bytes": run.state_bytes,  # this process's trainable weights, gradients, AdamW moments
+    }
