@@ -78,14 +78,16 @@ def estimate_memory(
     autocast_bf16: bool,
     processes: int = 1,
     sharded: bool = False,
+    teacher_sharded: bool | None = None,
 ) -> MemoryEstimate:
     """What one process holds while training `trainable` parameters of `student` (distilling from `teacher`)."""
     share = processes if sharded else 1
+    teacher_share = share if teacher_sharded is None or teacher_sharded else 1
     return MemoryEstimate(
         weights=_bytes(student.parameters()) // share,
         gradients=_bytes(trainable) // share,
         optimizer=2 * 4 * sum(p.numel() for p in trainable) // share,
-        teacher=(_bytes(teacher.parameters()) // share) if teacher is not None and teacher is not student else 0,
+        teacher=(_bytes(teacher.parameters()) // teacher_share) if teacher is not None and teacher is not student else 0,
         activations=activation_bytes(student.config, micro_batch, seq_len, checkpointing, autocast_bf16),
         processes=processes,
         sharded=sharded,

@@ -495,7 +495,11 @@ def _prepare(student, teacher, source, config: RecoveryConfig, blocks, accelerat
     if not trainable:
         raise PrunekitError("nothing to train: the recovery scope selected no parameters")
     memory = _memory_plan(student, teacher, model, trainable, config, accelerator)
-    sharded = [shard(model, target)] + ([shard(teacher, target)] if teacher is not None else []) if config.sharding == "fsdp" else []
+    sharded = []
+    if config.sharding == "fsdp":
+        sharded.append(shard(model, target))
+        if teacher is not None and config.shard_teacher:
+            sharded.append(shard(teacher, target))
     if sharded:  # train the student's shards in its place
         model = sharded[0].sharded
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -547,6 +551,7 @@ def _memory_plan(student, teacher, model, trainable: list, config: RecoveryConfi
         autocast_bf16=bf16,
         processes=accelerator.num_processes,
         sharded=config.sharding == "fsdp",
+        teacher_sharded=config.shard_teacher,
     )
 
     def with_activations(micro_batch: int) -> MemoryEstimate:  # the same run with gradient checkpointing
