@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -99,6 +100,7 @@ PLAN = [
     (0, "llama-3.1-8b", "liar-20"),
     (0, "llama-3.2-1b", "recovery-before"),
     (0, "llama-3.2-1b", "recovery"),
+    (0, "llama-3.2-1b", "recovery-fsdp"),
     (1, "llama-3.1-8b", "liar-20-m64"),
     (1, "llama-3.1-8b", "liar-50"),
     (1, "llama-3.1-8b", "bi"),
@@ -141,6 +143,7 @@ TINY_ROWS = [
     "iterabre-1",
     "recovery-before",
     "recovery",
+    "recovery-fsdp",
 ]
 
 
@@ -287,7 +290,7 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
             rank=record["rank"],
             shared_tokens_per_second=forward_tokens_per_second(model, windows, device),
         )
-    elif row in ("iterabre-1", "recovery", "recovery-before"):
+    elif row in ("iterabre-1", "recovery", "recovery-before", "recovery-fsdp"):
         out.update(recovery_row(shape, row, model, device, settings, state))
     else:
         raise ValueError(row)
@@ -314,6 +317,9 @@ def recovery_row(shape: str, row: str, model, device: torch.device, settings: di
     config = RecoveryConfig(
         tokens=tokens, seq_len=seq, micro_batch_size=1, grad_accumulation=per_step, fit_micro_batch=row != "recovery-before", scope="blocks"
     )
+    if row == "recovery-fsdp":  # FSDP2 in one process: what sharding costs where there is nothing to split
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29517"), RANK="0", WORLD_SIZE="1")
+        config = replace(config, sharding="fsdp")
     data = random_windows(model, max(1, tokens // seq), seq, seed=1)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     meter = Meter(device)
@@ -350,6 +356,9 @@ def recovery_row(shape: str, row: str, model, device: torch.device, settings: di
             gradient_checkpointing=result.gradient_checkpointing,
             loss_first=result.loss_first,
             loss_last=result.loss_last,
+            memory_estimate_gib=result.memory["estimate"]["total"] / 2**30,
+            memory_measured_gib=result.memory["measured_peak_bytes"] / 2**30,
+            memory_measured_kind=result.memory["measured_kind"],
         )
     out["seconds"], out["peak_gib"] = meter.seconds, meter.peak / 2**30
     del teacher

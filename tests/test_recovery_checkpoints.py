@@ -22,6 +22,7 @@ from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, ha
 from conftest import VOCAB, tiny_model
 
 PRUNEKIT = [sys.executable, "-m", "prunekit.cli"]
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU processes (gloo) on any machine, one GPU or none
 
 
 def windows(count=24, seq_len=16):
@@ -201,8 +202,8 @@ def recover_command(model, shards, out, *extra):
     ]
 
 
-def run_until_checkpoint(command, run_dir: Path, minimum_step: int):
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+def run_until_checkpoint(command, run_dir: Path, minimum_step: int, env=None):
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         steps = [int(p.name.split("-")[1]) for p in run_dir.glob("stage-1/checkpoint-*")]
@@ -244,20 +245,19 @@ def test_two_processes_resume_a_killed_run_to_bitwise_the_same_model(tiny_checkp
     """DDP on the CPU (torchrun, gloo): each process resumes its own share of the same stream."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "prunekit.cli"]
     tokens = ["--recovery-tokens", "12000"]
-    unbroken = subprocess.run(
-        [*torchrun, *recover_command(tiny_checkpoint, shards, tmp_path / "unbroken")[3:], *tokens], capture_output=True, text=True
-    )
+    unbroken_command = [*torchrun, *recover_command(tiny_checkpoint, shards, tmp_path / "unbroken")[3:], *tokens]
+    unbroken = subprocess.run(unbroken_command, capture_output=True, text=True, env=CPU_ONLY)
     assert unbroken.returncode == 0, [line for line in unbroken.stderr.splitlines() if "rror" in line][:5]
     assert json.loads((tmp_path / "unbroken" / "prunekit_recovery.json").read_text())["steps"] == 12000 // (2 * 48)
     out = tmp_path / "killed"
     command = [*torchrun, *recover_command(tiny_checkpoint, shards, out)[3:], *tokens]
-    process = run_until_checkpoint(command, Path(f"{out}.run"), 30)
+    process = run_until_checkpoint(command, Path(f"{out}.run"), 30, env=CPU_ONLY)
     os.killpg(process.pid, signal.SIGKILL)  # the launcher, and then its workers (in sessions of their own), as when a node dies
     subprocess.run(["pkill", "-9", "-f", f"out {out} "], check=False)
     process.wait()
     time.sleep(0.5)
     assert not out.exists()
-    again = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, env=CPU_ONLY)
     assert again.returncode == 0, [line for line in again.stderr.splitlines() if "rror" in line][:3]
     assert (out / "model.safetensors").read_bytes() == (tmp_path / "unbroken" / "model.safetensors").read_bytes()
 

@@ -1,6 +1,7 @@
 """Sharded recovery (FSDP2) over two CPU processes (gloo), against one process with the same global batch."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +20,15 @@ from conftest import tiny_model
 WORKER = str(Path(__file__).with_name("recovery_sharding_worker.py"))
 ROOT = Path(__file__).parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU processes (gloo) on any machine, one GPU or none
 
 
 def run_worker(out: Path, scope: str, sharding: str, processes: int, *extra: str) -> subprocess.CompletedProcess:
     """The tiny model's recovery: 10 steps of 2 windows each, split over `processes`."""
     launch = TORCHRUN if processes == 2 else [sys.executable]
     accumulation = str(2 // processes)
-    return subprocess.run([*launch, WORKER, str(out), scope, sharding, accumulation, *extra], capture_output=True, text=True, timeout=300)
+    command = [*launch, WORKER, str(out), scope, sharding, accumulation, *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=CPU_ONLY)
 
 
 def finished(out: Path, process: subprocess.CompletedProcess) -> tuple[dict, dict]:
@@ -81,11 +84,12 @@ def test_accelerate_launch_with_an_fsdp_config_writes_a_plain_checkpoint(tiny_ch
 
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "examples/accelerate/fsdp-cpu.yaml")]
     command = recover_command(tiny_checkpoint, shards, tmp_path / "sharded", "--recovery-tokens", "1920")
-    process = subprocess.run([*launch, "-m", "prunekit.cli", *command[3:]], capture_output=True, text=True, timeout=300)
+    process = subprocess.run([*launch, "-m", "prunekit.cli", *command[3:]], capture_output=True, text=True, timeout=300, env=CPU_ONLY)
     assert process.returncode == 0, [line for line in process.stderr.splitlines() if "rror" in line][-5:]
     record = json.loads((tmp_path / "sharded" / "prunekit_recovery.json").read_text())
     assert record["config"]["sharding"] == "fsdp" and record["steps"] == 1920 // (2 * 48)
-    single = subprocess.run(recover_command(tiny_checkpoint, shards, tmp_path / "single", "--recovery-tokens", "1920"), capture_output=True)
+    single_command = recover_command(tiny_checkpoint, shards, tmp_path / "single", "--recovery-tokens", "1920")
+    single = subprocess.run(single_command, capture_output=True, env=CPU_ONLY)
     assert single.returncode == 0
     sharded = AutoModelForCausalLM.from_pretrained(tmp_path / "sharded")
     assert set(load_file(tmp_path / "sharded" / "model.safetensors")) == set(load_file(tmp_path / "single" / "model.safetensors"))
@@ -100,7 +104,7 @@ def test_a_sharded_iterabre_prune_under_torchrun_writes_one_model(tiny_checkpoin
     command = [*TORCHRUN, "-m", "prunekit.cli", "prune", "--model", str(tiny_checkpoint), "--method", "iterabre", "--remove", "1"]
     command += ["--data", str(data), "--seq-len", "48", "--recovery-data", str(shards), "--recovery-tokens", "1920"]
     command += ["--recovery-seq-len", "48", "--sharding", "fsdp", "--out", str(tmp_path / "out"), "--quiet"]
-    process = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    process = subprocess.run(command, capture_output=True, text=True, timeout=300, env=CPU_ONLY)
     assert process.returncode == 0, [line for line in process.stderr.splitlines() if "rror" in line][-5:]
     plan = json.loads((tmp_path / "out" / "prunekit_plan.json").read_text())
     assert '"sharding": "fsdp"' in json.dumps(plan) and '"steps": 5' in json.dumps(plan)  # 1920 tokens / (2 processes x 4 x 48)

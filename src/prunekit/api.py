@@ -160,58 +160,29 @@ def prune(
 ) -> PruneResult:
     """Prune `model` by a registered method, a config, a recipe (list of stages or a file), or a saved `plan`.
 
-    `heldout`: windows whose perplexity is measured before and after (in `metrics`; IteRABRe also logs it
-    after every iteration). `data`: calibration windows (`prunekit.load_windows`); `recovery`: a RecoveryConfig (or a token
-    count) given to a method that trains, or run as a final recovery stage (0: no training at all, also
-    for the methods that train by default); `teacher`: the dense model
-    to distil from (default: the input model itself, kept unchanged unless `inplace=True`, in which
-    case a copy is made only if a stage needs one); `tokenizer` and `recovery_data` (a data SPEC,
-    "self" for text sampled from the teacher, or TokenWindows) make recovery windows (`text_field`: the
-    field of JSON records that holds the text).
-    Depth stages of a `plan` are re-applied without data, LIAR stages rerun from their saved config on
-    `data`, recovery stages are left out (listed in `metrics["skipped_stages"]`), and a plan with a
-    stage whose structure came from training (iterabre, flexigpt, extend) is refused.
-    `windows_per_stage`: each stage takes the first of the calibration windows that its method asks for by
-    default (16 for block scores, 64 for LIAR), so a recipe's ShortGPT stage scores what ShortGPT alone would;
-    default: on when `data` is a SPEC, off when it is TokenWindows (every stage then sees all of them).
-    `run_dir`: every training stage saves checkpoints there (in `stage-N/`, every `save_every` tokens,
-    by default about every ten minutes) and `resume=True` continues an interrupted job from them.
+    `data`: calibration windows (`prunekit.load_windows`) or a data SPEC; `recovery`: a RecoveryConfig (or a token count)
+    for a method that trains, or a final recovery stage (0: no training at all); `teacher`: the dense model to distil
+    from (default: the input model, kept unchanged unless `inplace=True`); `tokenizer` and `recovery_data` (a SPEC,
+    "self" for text sampled from the teacher, or TokenWindows; `text_field` of JSON records) make recovery windows.
+    `heldout`: windows whose perplexity is measured before and after (IteRABRe also logs it every iteration).
+    A `plan`'s depth stages are re-applied without data, LIAR stages rerun from their saved config (on `data`, or the
+    data the plan records), recovery stages are left out (`metrics["skipped_stages"]`); stages whose structure came
+    from training (iterabre, flexigpt, extend) are refused. `windows_per_stage`: each stage takes the first windows its
+    method asks for by default (16 for block scores, 64 for LIAR); default on for a SPEC, off for TokenWindows.
+    `run_dir`: training stages save checkpoints there (`stage-N/`, every `save_every` tokens, by default about every
+    ten minutes) and `resume=True` continues an interrupted job.
     """
     model, tokenizer, model_name = _model_of(model, tokenizer, device, model_name)
-    if plan is not None:
-        if method is not None or options:
-            raise ParameterError("plan", "decides what is done; leave out method and its options")
-        plan = plan if isinstance(plan, Plan) else Plan.from_depth_plan(plan)
-        configs = None
-    elif method is None:
-        raise ParameterError("method", "is missing: name a method (e.g. 'shortgpt'), pass a config, a recipe or a plan")
-    else:
-        configs = _configs(method, options, recovery)
-    names = [stage["method"] for stage in plan.stages] if plan is not None else [spec_for_config(c).name for c in configs]
-    if windows_per_stage is None:
-        windows_per_stage = isinstance(data, (str, os.PathLike))
-    data = _windows_of(data, tokenizer, names, seed, text_field, configs)
-    if data is None and plan is not None and tokenizer is not None and plan_needs_data(plan):
-        data = plan_calibration(plan, tokenizer)
+    plan, configs = _what_to_do(method, options, recovery, plan)
     if heldout is not None and not isinstance(heldout, TokenWindows):
         raise ParameterError("heldout", f"must be TokenWindows (prunekit.load_windows), not {type(heldout).__name__}")
-    for stage in plan.stages if plan is not None else []:
-        spec = method_spec(stage["method"])
-        if spec.reapply is None and not spec.rerun_from_plan and not spec.skipped_on_replay:
-            raise PrunekitError(f"plan stage '{spec.name}' cannot be re-applied: {spec.why_not_reapplicable}")
+    data_spec, data = data, _calibration(data, plan, configs, tokenizer, seed, text_field)
     target = model if inplace else copy.deepcopy(model)
-    if teacher is not None:
-        teacher_factory = lambda: teacher  # noqa: E731
-    elif not inplace:
-        teacher_factory = lambda: _frozen(model)  # noqa: E731
-    else:
-        original = _snapshot_if_needed(model, configs)
-        teacher_factory = (lambda: original) if original is not None else None
     context = StageContext(
         windows=data,
-        windows_per_stage=windows_per_stage,
+        windows_per_stage=isinstance(data_spec, (str, os.PathLike)) if windows_per_stage is None else windows_per_stage,
         tokenizer=tokenizer,
-        teacher_factory=teacher_factory,
+        teacher_factory=_teacher_factory(model, teacher, inplace, configs),
         recovery_data=recovery_data,
         text_field=text_field,
         heldout=heldout,
@@ -229,36 +200,69 @@ def prune(
     metrics = {}
     if heldout is not None:
         metrics["heldout_perplexity_before"] = perplexity(target, heldout, device=device, progress=False).perplexity
-    alive, removed, stages = list(range(num_blocks)), [], []
-    steps = [(stage["method"], stage) for stage in plan.stages] if plan is not None else [(None, c) for c in configs]
+    stages, removed = _run_stages(target, _stages_to_run(plan, configs, metrics), context, data, num_blocks)
+    calibration = data.summary() if hasattr(data, "summary") else None
+    sizes = {"num_blocks_before": num_blocks, "num_blocks_after": _num_blocks(target), "params_before": params_before}
+    sizes["params_after"] = parameter_count(target)
+    result_plan = Plan(stages, removed_blocks=sorted(removed), model=model_name, calibration=calibration, **sizes)
+    if heldout is not None:
+        metrics["heldout_perplexity_after"] = perplexity(target, heldout, device=device, progress=False).perplexity
+        metrics["heldout"] = heldout.summary()
+    return PruneResult(target, result_plan, metrics)
+
+
+def _calibration(data, plan: Plan | None, configs, tokenizer, seed: int, text_field: str):
+    """The calibration windows: `data` as windows, or for a plan without data the windows it records, where it needs them."""
+    names = [stage["method"] for stage in plan.stages] if plan is not None else [spec_for_config(c).name for c in configs]
+    data = _windows_of(data, tokenizer, names, seed, text_field, configs)
+    if data is None and plan is not None and tokenizer is not None and plan_needs_data(plan):
+        data = plan_calibration(plan, tokenizer)
+    return data
+
+
+def _stages_to_run(plan: Plan | None, configs, metrics: dict) -> list[tuple[str | None, object]]:
+    """(recorded method, stage record) for a plan's stages (recovery stages left out and listed in `metrics`),
+    or (None, config) for each config to run."""
+    if plan is None:
+        return [(None, c) for c in configs]
+    metrics["skipped_stages"] = [stage["method"] for stage in plan.stages if method_spec(stage["method"]).skipped_on_replay]
+    return [(stage["method"], stage) for stage in plan.stages if not method_spec(stage["method"]).skipped_on_replay]
+
+
+def _what_to_do(method, options: dict, recovery, plan) -> tuple[Plan | None, list | None]:
+    """(the plan to re-apply, None) or (None, the configs of the stages to run)."""
     if plan is not None:
-        skipped = [name for name, _ in steps if method_spec(name).skipped_on_replay]
-        steps = [(name, stage) for name, stage in steps if not method_spec(name).skipped_on_replay]
-        metrics["skipped_stages"] = skipped
+        if method is not None or options:
+            raise ParameterError("plan", "decides what is done; leave out method and its options")
+        plan = plan if isinstance(plan, Plan) else Plan.from_depth_plan(plan)
+        for stage in plan.stages:
+            spec = method_spec(stage["method"])
+            if spec.reapply is None and not spec.rerun_from_plan and not spec.skipped_on_replay:
+                raise PrunekitError(f"plan stage '{spec.name}' cannot be re-applied: {spec.why_not_reapplicable}")
+        return plan, None
+    if method is None:
+        raise ParameterError("method", "is missing: name a method (e.g. 'shortgpt'), pass a config, a recipe or a plan")
+    return None, _configs(method, options, recovery)
+
+
+def _teacher_factory(model, teacher, inplace: bool, configs):
+    """What a stage that distils gets as its teacher: the one given, else the unpruned model (copied only when needed)."""
+    if teacher is not None:
+        return lambda: teacher
+    if not inplace:
+        return lambda: _frozen(model)
+    original = _snapshot_if_needed(model, configs)
+    return (lambda: original) if original is not None else None
+
+
+def _run_stages(target, steps: list, context: StageContext, data, num_blocks: int) -> tuple[list[dict], list[int]]:
+    """Run (or re-apply) each stage on `target`; returns the plan's stage records and the original blocks removed."""
+    alive, removed, stages = list(range(num_blocks)), [], []
     for stage_number, (recorded_method, item) in enumerate(steps, 1):
         started = time.perf_counter()
         context.stage = stage_number
         if recorded_method is not None:
-            spec = method_spec(recorded_method)
-            if spec.reapply is not None and item.get("details"):
-                spec.reapply(target, item["details"])
-                details, config = item["details"], item.get("config", {})
-            else:
-                if spec.reapply is not None:
-                    raise PrunekitError(
-                        f"plan stage '{recorded_method}' has no details to re-apply (its removed blocks); "
-                        "pass a prunekit_plan.json written by prunekit prune"
-                    )
-                if not spec.rerun_from_plan:
-                    raise PrunekitError(f"plan stage '{recorded_method}' cannot be re-applied: {spec.why_not_reapplicable}")
-                if spec.needs_data and data is None:
-                    raise PrunekitError(
-                        f"plan stage '{recorded_method}' cannot be re-applied without data ({spec.why_not_reapplicable}); "
-                        "pass calibration data to run it again from its saved config"
-                    )
-                config_obj = config_from_options(recorded_method, item.get("config") or {})
-                config_obj.check()
-                details, config = spec.run(target, config_obj, context), config_to_dict(config_obj)
+            spec, details, config = _replay_stage(target, recorded_method, item, context, data)
         else:
             spec = spec_for_config(item)
             details, config = spec.run(target, item, context), config_to_dict(item)
@@ -274,20 +278,29 @@ def prune(
                 "seconds": time.perf_counter() - started,
             }
         )
-    result_plan = Plan(
-        stages=stages,
-        num_blocks_before=num_blocks,
-        num_blocks_after=_num_blocks(target),
-        removed_blocks=sorted(removed),
-        model=model_name,
-        params_before=params_before,
-        params_after=parameter_count(target),
-        calibration=data.summary() if hasattr(data, "summary") else None,
-    )
-    if heldout is not None:
-        metrics["heldout_perplexity_after"] = perplexity(target, heldout, device=device, progress=False).perplexity
-        metrics["heldout"] = heldout.summary()
-    return PruneResult(target, result_plan, metrics)
+    return stages, removed
+
+
+def _replay_stage(target, method: str, stage: dict, context: StageContext, data):
+    """One stage of a saved plan: re-applied from its details, or run again from its saved config on `data`."""
+    spec = method_spec(method)
+    if spec.reapply is not None and stage.get("details"):
+        spec.reapply(target, stage["details"])
+        return spec, stage["details"], stage.get("config", {})
+    if spec.reapply is not None:
+        raise PrunekitError(
+            f"plan stage '{method}' has no details to re-apply (its removed blocks); pass a prunekit_plan.json written by prunekit prune"
+        )
+    if not spec.rerun_from_plan:
+        raise PrunekitError(f"plan stage '{method}' cannot be re-applied: {spec.why_not_reapplicable}")
+    if spec.needs_data and data is None:
+        raise PrunekitError(
+            f"plan stage '{method}' cannot be re-applied without data ({spec.why_not_reapplicable}); "
+            "pass calibration data to run it again from its saved config"
+        )
+    config = config_from_options(method, stage.get("config") or {})
+    config.check()
+    return spec, spec.run(target, config, context), config_to_dict(config)
 
 
 def _model_of(model, tokenizer, device, model_name: str):

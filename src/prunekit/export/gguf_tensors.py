@@ -91,14 +91,15 @@ def _block_tensors(block: nn.Module, index: int, layout: GgufLayout, config) -> 
         yield name, tensor
 
 
-def _rope_parameters(config) -> dict:
+def rope_parameters(config) -> dict:
+    """The rope settings of a config, under either name transformers has used for them."""
     parameters = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     return dict(parameters)
 
 
 def llama3_rope_factors(config, head_dim: int) -> torch.Tensor | None:
     """llama.cpp's `rope_freqs` for a Llama-3 rope scaling (the formula of its converter); None for plain rope."""
-    rope = _rope_parameters(config)
+    rope = rope_parameters(config)
     if (rope.get("rope_type") or rope.get("type") or "default").lower() != "llama3":
         return None
     base = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))

@@ -20,7 +20,7 @@ import numpy as np
 
 from prunekit.errors import PrunekitError
 from prunekit.export.gguf_layout import GgufLayout, gguf_layout
-from prunekit.export.gguf_tensors import _rope_parameters, gguf_tensors
+from prunekit.export.gguf_tensors import gguf_tensors, rope_parameters
 from prunekit.export.gguf_vocab import add_vocabulary
 from prunekit.models.adapters import ModelAdapter
 from prunekit.models.export import check_output_file, claim_output, readable_like_save_pretrained, release_output
@@ -71,7 +71,7 @@ def check_gguf_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
 
 def _header(writer: gguf.GGUFWriter, model, layout: GgufLayout, file_type: int, name: str) -> None:
     config = model.config
-    rope = _rope_parameters(config)
+    rope = rope_parameters(config)
     rope_type = (rope.get("rope_type") or rope.get("type") or "default").lower()
     if rope_type not in ROPE_TYPES:
         raise PrunekitError(f"GGUF export handles rope types {', '.join(ROPE_TYPES)}; this model uses '{rope_type}'")

@@ -451,33 +451,19 @@ def prune_width(
     """Prune KV groups (whole GQA groups) and FFN channels of every block, in place and block by block;
     returns the plan (JSON-able).
 
-    `ratio` is the share of every block's parameters to remove, spent on FFN channels unless
-    `ratio_heads` lets whole KV groups take part (uniform: where they fit; adaptive: ranked jointly;
-    on SmolLM2, with 3 groups per block, that was much worse: see the README); otherwise `head_ratio` /
-    `ffn_ratio` are the shares of KV groups / FFN channels. `allocation`
-    "uniform" prunes every layer alike (a standard config); "adaptive" ranks units across layers
-    (see width_allocation.py) and saves per-layer widths that need `prunekit.load_model`.
-    `channel_multiple` rounds every pruned layer's kept FFN channels to the nearest multiple (`auto`:
-    64 where the FFN is at least 1,024 wide): GPU and llama.cpp matmuls want sizes that are multiples
-    of 32 or more (on an H200 the 8B shape pruned to 10781 channels ran at 0.63x the dense speed; in
-    llama.cpp on a CPU SmolLM2 pruned to 1126 channels processed prompts at 0.66x; see the benchmarks).
+    `ratio` is the share of every block's parameters to remove, spent on FFN channels unless `ratio_heads` lets
+    whole KV groups take part; otherwise `head_ratio` / `ffn_ratio` are the shares of KV groups / FFN channels.
+    `allocation` "uniform" prunes every layer alike (a standard config); "adaptive" ranks units across layers
+    (allocation.py) and saves per-layer widths that need `prunekit.load_model`. `channel_multiple` rounds every
+    pruned layer's kept FFN channels to the nearest multiple (`auto`: 64 where the FFN is at least 1,024 wide),
+    because GPU and llama.cpp matmuls are slow on other sizes (measurements in docs/width.md).
     """
     check_width_options(ffn_ratio, head_ratio, criterion, reconstruction, ratio, allocation, min_keep, channel_multiple)
     check_damping(damping)
-    holdout = holdout_for(reconstruction, damping)
     adapter = ModelAdapter(model)
-    family, config = adapter.family, adapter.config
     shape = _shape(adapter)
     heads = ratio_heads if ratio is not None else head_ratio not in (None, 0.0)
-    if ratio is not None and allocation == "uniform":
-        head_ratio, ffn_ratio = split_block_ratio(model, ratio, heads=heads)
-    head_ratio, ffn_ratio = head_ratio or 0.0, ffn_ratio or 0.0
-    if allocation == "uniform" and shape.width - int(round(ffn_ratio * shape.width)) < 1:
-        raise ParameterError("ffn_ratio", f"{ffn_ratio} would remove every FFN channel; use a smaller ratio")
-    if head_ratio > 0 and allocation == "uniform" and shape.num_kv - int(round(head_ratio * shape.num_kv)) < 1:
-        raise ParameterError(
-            "head_ratio", f"{head_ratio} would remove every KV group of a layer ({shape.num_kv} per layer); use a smaller ratio"
-        )
+    head_ratio, ffn_ratio = _uniform_ratios(model, shape, allocation, ratio, head_ratio, ffn_ratio, heads)
     started = time.perf_counter()
     params_before = parameter_count(model)
     taylor = None
@@ -485,100 +471,19 @@ def prune_width(
         taylor = taylor_unit_scores(model, windows, device=device if not offload else None, heads=heads)
     runner = SequentialRunner(model, device=device, offload=offload, batch_size=batch_size, progress=False)
     inputs = runner.capture(windows.input_ids)
-    widths = _layer_widths(
-        adapter,
-        shape,
-        runner,
-        inputs,
-        allocation=allocation,
-        ratio=ratio,
-        head_ratio=head_ratio,
-        ffn_ratio=ffn_ratio,
-        heads=heads,
-        min_keep=min_keep,
-        criterion=criterion,
-        seed=seed,
-        taylor=taylor,
-    )
+    ratios = {"ratio": ratio, "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "heads": heads, "min_keep": min_keep}
+    widths = _layer_widths(adapter, shape, runner, inputs, allocation=allocation, criterion=criterion, seed=seed, taylor=taylor, **ratios)
     multiple = resolve_channel_multiple(channel_multiple, shape.width)
     widths = [replace(w, channels=_round_channels(w.channels, shape.width, multiple)) for w in widths]
     hint = unaligned_widths_hint(widths, shape.width, runner.device)
     if hint:
         warnings.warn(hint, stacklevel=2)
-    prunes_heads = any(w.kv_groups < shape.num_kv for w in widths)
-    prunes_ffn = any(w.channels < shape.width for w in widths)
-    mlp_field, attn_field = family.mlp_bias_field, family.attention_bias_field
-    wants_bias = reconstruction in ("bias", "liar")
-    use_mlp_bias = prunes_ffn and mlp_field is not None and (wants_bias or getattr(config, mlp_field, False))
-    use_attn_bias = prunes_heads and attn_field is not None and (wants_bias or getattr(config, attn_field, False))
-    _check_statistics_fit(runner, adapter, shape, holdout, prunes_heads)
-    hidden = inputs.hidden
-    layers_plan = []
-    ffn_outputs, checked = "recomputed", False  # "rerun" once a family's block is found not to fit the recomputation
-    for index in tqdm(
-        range(adapter.num_blocks),
-        desc=f"liar: pruning and reconstructing each layer ({criterion} criterion, {reconstruction} reconstruction)",
-        disable=not progress,
-        leave=False,
-    ):
-        layer = adapter.layers[index]
-        keep_groups, n_keep = widths[index].kv_groups, widths[index].channels
-        entry = {"block": index, "kv_groups": keep_groups, "channels": n_keep}
-        # A layer that keeps everything is still rebuilt when the config's bias flag will cover every layer.
-        if keep_groups < shape.num_kv or use_attn_bias:
-            attention = getattr(layer, family.attention_attr)
-            attention_out = attention_consumer(attention, family)
-            mlp = getattr(layer, family.mlp_attr)
-            stats = input_statistics(
-                runner, index, hidden, inputs.block_kwargs, attention_out, attention_out.in_features, holdout, idle=mlp
-            )
-            scores = _head_channel_scores(
-                criterion, stats, attention, family, seed + 1000 + index, taylor[index].get("heads") if taylor else None
-            )
-            groups, channels, kv_rows = kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
-            folded = fold_pruned_inputs(
-                attention_out.weight, channels, stats, reconstruction, with_bias=use_attn_bias, damping=damping, release=True
-            )
-            check_finite(folded, index, "attention")
-            entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=folded.output_error, o_proj_damping=folded.damping)
-            slice_attention(attention, family, channels, kv_rows, folded.weight, folded.bias, use_attn_bias)
-        outputs = None
-        if n_keep < shape.width or use_mlp_bias:
-            mlp = getattr(layer, family.mlp_attr)
-            down = mlp_consumer(mlp, family)
-            ffn = _FfnPass(runner, adapter, index, shape.width, holdout)
-            recompute = ffn_outputs == "recomputed" and ffn.can_recompute
-            ffn.run(hidden, inputs.block_kwargs, keep_inputs=recompute)
-            stats = ffn.stats
-            scores = ffn_channel_scores(
-                criterion,
-                stats,
-                down.weight,
-                producer_weights(mlp, family),
-                seed=seed + index,
-                taylor=taylor[index]["ffn"] if taylor else None,
-            )
-            keep = torch.topk(scores, n_keep).indices.sort().values
-            folded = fold_pruned_inputs(down.weight, keep, stats, reconstruction, with_bias=use_mlp_bias, damping=damping, release=True)
-            check_finite(folded, index, "FFN")
-            entry.update(kept_channels=keep.tolist(), output_mse=folded.output_error, damping=folded.damping)
-            slice_mlp(mlp, family, keep, folded.weight, folded.bias, use_mlp_bias)
-            del stats, folded
-            if recompute:
-                outputs = ffn.pruned_outputs(keep)
-                if not checked and not _matches_a_real_run(runner, index, hidden, inputs.block_kwargs, outputs[0]):
-                    ffn_outputs, outputs = "rerun", None  # this family's block is not residual + post(mlp): run it
-                checked = True
-            del ffn
-        layers_plan.append(entry)
-        hidden = outputs if outputs is not None else runner.run_block(index, hidden, inputs.block_kwargs)
-    if use_mlp_bias:
-        setattr(config, mlp_field, True)
-    if use_attn_bias:
-        setattr(config, attn_field, True)
-    per_layer = record_layer_widths(model)
-    if not per_layer:  # uniform: every fused attention can read the shared config again
-        share_attention_config([getattr(layer, family.attention_attr) for layer in adapter.layers], family, config)
+    holdout = holdout_for(reconstruction, damping)
+    step = _LayerStep(adapter, shape, runner, inputs, criterion, reconstruction, damping, holdout, seed, taylor)
+    step.choose_biases(widths)
+    _check_statistics_fit(runner, adapter, shape, step.holdout, any(w.kv_groups < shape.num_kv for w in widths))
+    layers_plan = step.run_blocks(widths, progress)
+    per_layer = step.finish(model)
     return {
         "method": "liar",
         "criterion": criterion,
@@ -589,6 +494,22 @@ def prune_width(
         "block_ratio": ratio,
         "channel_multiple": multiple,
         "min_keep": min_keep if allocation == "adaptive" else None,
+        **_width_summary(shape, widths, per_layer),
+        "mlp_bias": step.use_mlp_bias,
+        "attention_bias": step.use_attn_bias,
+        "damping": damping,
+        "params_before": params_before,
+        "params_after": parameter_count(model),
+        "data": windows.summary(),
+        "ffn_outputs": step.ffn_outputs if step.prunes_ffn or step.use_mlp_bias else None,
+        "seconds": time.perf_counter() - started,
+        **_peak_memory(runner.device),
+        "layers": layers_plan,
+    }
+
+
+def _width_summary(shape: _Shape, widths: list[LayerWidth], per_layer: bool) -> dict:
+    return {
         "intermediate_size_before": shape.width,
         "intermediate_size_after": max(w.channels for w in widths),
         "kv_heads_before": shape.num_kv,
@@ -596,14 +517,135 @@ def prune_width(
         "per_layer_widths": per_layer,
         "ffn_channels_removed": 1 - sum(w.channels for w in widths) / (len(widths) * shape.width),
         "kv_groups_removed": 1 - sum(w.kv_groups for w in widths) / (len(widths) * shape.num_kv),
-        "mlp_bias": use_mlp_bias,
-        "attention_bias": use_attn_bias,
-        "damping": damping,
-        "params_before": params_before,
-        "params_after": parameter_count(model),
-        "data": windows.summary(),
-        "ffn_outputs": ffn_outputs if prunes_ffn or use_mlp_bias else None,
-        "seconds": time.perf_counter() - started,
-        **_peak_memory(runner.device),
-        "layers": layers_plan,
     }
+
+
+def _uniform_ratios(model, shape: _Shape, allocation: str, ratio, head_ratio, ffn_ratio, heads: bool) -> tuple[float, float]:
+    """(head_ratio, ffn_ratio): a block `ratio` split between them, refused where it would empty a layer."""
+    if ratio is not None and allocation == "uniform":
+        head_ratio, ffn_ratio = split_block_ratio(model, ratio, heads=heads)
+    head_ratio, ffn_ratio = head_ratio or 0.0, ffn_ratio or 0.0
+    if allocation == "uniform" and shape.width - int(round(ffn_ratio * shape.width)) < 1:
+        raise ParameterError("ffn_ratio", f"{ffn_ratio} would remove every FFN channel; use a smaller ratio")
+    if head_ratio > 0 and allocation == "uniform" and shape.num_kv - int(round(head_ratio * shape.num_kv)) < 1:
+        raise ParameterError(
+            "head_ratio", f"{head_ratio} would remove every KV group of a layer ({shape.num_kv} per layer); use a smaller ratio"
+        )
+    return head_ratio, ffn_ratio
+
+
+@dataclass
+class _LayerStep:
+    """Prunes and reconstructs one block's attention and FFN, with what every block shares."""
+
+    adapter: ModelAdapter
+    shape: _Shape
+    runner: SequentialRunner
+    inputs: object
+    criterion: str
+    reconstruction: str
+    damping: float | str
+    holdout: int
+    seed: int
+    taylor: list | None
+    use_mlp_bias: bool = False
+    use_attn_bias: bool = False
+    prunes_ffn: bool = False
+    ffn_outputs: str = "recomputed"  # "rerun" once a family's block is found not to fit the recomputation
+    checked: bool = False
+
+    def choose_biases(self, widths: list[LayerWidth]) -> None:
+        """Whether the consumers get a bias: for the bias reconstructions, or where the config already has one."""
+        family, config = self.adapter.family, self.adapter.config
+        prunes_heads = any(w.kv_groups < self.shape.num_kv for w in widths)
+        self.prunes_ffn = any(w.channels < self.shape.width for w in widths)
+        wants_bias = self.reconstruction in ("bias", "liar")
+        mlp_field, attn_field = family.mlp_bias_field, family.attention_bias_field
+        self.use_mlp_bias = self.prunes_ffn and mlp_field is not None and (wants_bias or getattr(config, mlp_field, False))
+        self.use_attn_bias = prunes_heads and attn_field is not None and (wants_bias or getattr(config, attn_field, False))
+
+    def run_blocks(self, widths: list[LayerWidth], progress: bool) -> list[dict]:
+        """Each block in turn, on the outputs of the blocks already pruned; returns one plan entry per block."""
+        hidden = self.inputs.hidden
+        layers_plan = []
+        for index in tqdm(
+            range(self.adapter.num_blocks),
+            desc=f"liar: pruning and reconstructing each layer ({self.criterion} criterion, {self.reconstruction} reconstruction)",
+            disable=not progress,
+            leave=False,
+        ):
+            entry = {"block": index, "kv_groups": widths[index].kv_groups, "channels": widths[index].channels}
+            self.attention(index, hidden, widths[index].kv_groups, entry)
+            outputs = self.ffn(index, hidden, widths[index].channels, entry)
+            layers_plan.append(entry)
+            hidden = outputs if outputs is not None else self.runner.run_block(index, hidden, self.inputs.block_kwargs)
+        return layers_plan
+
+    def attention(self, index: int, hidden, keep_groups: int, entry: dict) -> None:
+        # A layer that keeps everything is still rebuilt when the config's bias flag will cover every layer.
+        if not (keep_groups < self.shape.num_kv or self.use_attn_bias):
+            return
+        family, shape, layer = self.adapter.family, self.shape, self.adapter.layers[index]
+        attention = getattr(layer, family.attention_attr)
+        attention_out = attention_consumer(attention, family)
+        mlp = getattr(layer, family.mlp_attr)
+        stats = input_statistics(
+            self.runner, index, hidden, self.inputs.block_kwargs, attention_out, attention_out.in_features, self.holdout, idle=mlp
+        )
+        taylor = self.taylor[index].get("heads") if self.taylor else None
+        scores = _head_channel_scores(self.criterion, stats, attention, family, self.seed + 1000 + index, taylor)
+        groups, channels, kv_rows = kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, keep_groups)
+        folded = fold_pruned_inputs(
+            attention_out.weight, channels, stats, self.reconstruction, with_bias=self.use_attn_bias, damping=self.damping, release=True
+        )
+        check_finite(folded, index, "attention")
+        entry.update(kept_kv_groups=groups.tolist(), o_proj_output_mse=folded.output_error, o_proj_damping=folded.damping)
+        slice_attention(attention, family, channels, kv_rows, folded.weight, folded.bias, self.use_attn_bias)
+
+    def ffn(self, index: int, hidden, n_keep: int, entry: dict):
+        """Prune the block's FFN; returns the block's outputs where they could be recomputed cheaply, else None."""
+        if not (n_keep < self.shape.width or self.use_mlp_bias):
+            return None
+        family = self.adapter.family
+        mlp = getattr(self.adapter.layers[index], family.mlp_attr)
+        down = mlp_consumer(mlp, family)
+        ffn = _FfnPass(self.runner, self.adapter, index, self.shape.width, self.holdout)
+        recompute = self.ffn_outputs == "recomputed" and ffn.can_recompute
+        ffn.run(hidden, self.inputs.block_kwargs, keep_inputs=recompute)
+        stats = ffn.stats
+        scores = ffn_channel_scores(
+            self.criterion,
+            stats,
+            down.weight,
+            producer_weights(mlp, family),
+            seed=self.seed + index,
+            taylor=self.taylor[index]["ffn"] if self.taylor else None,
+        )
+        keep = torch.topk(scores, n_keep).indices.sort().values
+        folded = fold_pruned_inputs(
+            down.weight, keep, stats, self.reconstruction, with_bias=self.use_mlp_bias, damping=self.damping, release=True
+        )
+        check_finite(folded, index, "FFN")
+        entry.update(kept_channels=keep.tolist(), output_mse=folded.output_error, damping=folded.damping)
+        slice_mlp(mlp, family, keep, folded.weight, folded.bias, self.use_mlp_bias)
+        del stats, folded
+        if not recompute:
+            return None
+        outputs = ffn.pruned_outputs(keep)
+        if not self.checked and not _matches_a_real_run(self.runner, index, hidden, self.inputs.block_kwargs, outputs[0]):
+            self.ffn_outputs, outputs = "rerun", None  # this family's block is not residual + post(mlp): run it
+        self.checked = True
+        return outputs
+
+    def finish(self, model) -> bool:
+        """Set the config's bias flags and record per-layer widths (returned); a uniform result lets every fused
+        attention read the shared config again."""
+        family, config = self.adapter.family, self.adapter.config
+        if self.use_mlp_bias:
+            setattr(config, family.mlp_bias_field, True)
+        if self.use_attn_bias:
+            setattr(config, family.attention_bias_field, True)
+        per_layer = record_layer_widths(model)
+        if not per_layer:
+            share_attention_config([getattr(layer, family.attention_attr) for layer in self.adapter.layers], family, config)
+        return per_layer

@@ -69,7 +69,6 @@ def prune_encoder_width(
     holdout = holdout_for(reconstruction, damping)
     adapter = EncoderAdapter(model)
     family = adapter.family
-    head_size = adapter.head_size()
     num_heads = adapter.num_heads(0)
     keep_heads = num_heads - int(round(head_ratio * num_heads))
     if keep_heads < 1:
@@ -86,33 +85,11 @@ def prune_encoder_width(
     layers = []
     for index in tqdm(range(adapter.num_blocks), desc=f"liar encoder {criterion}/{reconstruction}", disable=not progress, leave=False):
         entry = {"block": index}
+        pruning = {"criterion": criterion, "reconstruction": reconstruction, "damping": damping, "holdout": holdout, "seed": seed}
         if keep_heads < num_heads:
-            consumer = adapter.unit(index, family.attention_output)
-            stats = input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features, holdout)
-            scores = ffn_channel_scores(
-                criterion, stats, consumer.weight, [adapter.unit(index, family.query).weight], seed=seed + 1000 + index
-            )
-            heads, channels, _ = kept_heads(scores, num_heads, num_heads, head_size, keep_heads)
-            folded = fold_pruned_inputs(consumer.weight, channels, stats, reconstruction, with_bias=True, damping=damping)
-            check_finite(folded, index, "attention")
-            for path in (family.query, family.key, family.value):
-                _slice_rows(adapter, index, path, channels)
-            _install_folded(adapter, index, family.attention_output, folded)
-            attention = adapter.unit(index, family.self_attention)
-            attention.num_attention_heads, attention.all_head_size = keep_heads, keep_heads * head_size
-            entry.update(kept_heads=heads.tolist(), attention_output_mse=folded.output_error, attention_damping=folded.damping)
+            entry.update(_prune_heads(adapter, runner, inputs, index, hidden, keep_heads, **pruning))
         if keep_channels < width:
-            consumer = adapter.unit(index, family.ffn_output)
-            stats = input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, width, holdout)
-            scores = ffn_channel_scores(
-                criterion, stats, consumer.weight, [adapter.unit(index, family.ffn_input).weight], seed=seed + index
-            )
-            keep = torch.topk(scores, keep_channels).indices.sort().values
-            folded = fold_pruned_inputs(consumer.weight, keep, stats, reconstruction, with_bias=True, damping=damping)
-            check_finite(folded, index, "FFN")
-            _slice_rows(adapter, index, family.ffn_input, keep)
-            _install_folded(adapter, index, family.ffn_output, folded)
-            entry.update(kept_channels=keep.tolist(), output_mse=folded.output_error, damping=folded.damping)
+            entry.update(_prune_channels(adapter, runner, inputs, index, hidden, keep_channels, **pruning))
         layers.append(entry)
         hidden = runner.run_block(index, hidden, inputs.block_kwargs)
     needs_loader = record_encoder_widths(model)
@@ -134,6 +111,39 @@ def prune_encoder_width(
         "seconds": time.perf_counter() - started,
         "layers": layers,
     }
+
+
+def _prune_heads(
+    adapter, runner, inputs, index: int, hidden, keep_heads: int, *, criterion, reconstruction, damping, holdout, seed
+) -> dict:
+    """Keep `keep_heads` heads of block `index`, folding the others' contribution into the attention output."""
+    family, head_size, num_heads = adapter.family, adapter.head_size(), adapter.num_heads(index)
+    consumer = adapter.unit(index, family.attention_output)
+    stats = input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features, holdout)
+    scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.query).weight], seed=seed + 1000 + index)
+    heads, channels, _ = kept_heads(scores, num_heads, num_heads, head_size, keep_heads)
+    folded = fold_pruned_inputs(consumer.weight, channels, stats, reconstruction, with_bias=True, damping=damping)
+    check_finite(folded, index, "attention")
+    for path in (family.query, family.key, family.value):
+        _slice_rows(adapter, index, path, channels)
+    _install_folded(adapter, index, family.attention_output, folded)
+    attention = adapter.unit(index, family.self_attention)
+    attention.num_attention_heads, attention.all_head_size = keep_heads, keep_heads * head_size
+    return {"kept_heads": heads.tolist(), "attention_output_mse": folded.output_error, "attention_damping": folded.damping}
+
+
+def _prune_channels(adapter, runner, inputs, index: int, hidden, keep: int, *, criterion, reconstruction, damping, holdout, seed) -> dict:
+    """Keep `keep` FFN channels of block `index`, folding the others' contribution into the FFN output."""
+    family = adapter.family
+    consumer = adapter.unit(index, family.ffn_output)
+    stats = input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features, holdout)
+    scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.ffn_input).weight], seed=seed + index)
+    kept = torch.topk(scores, keep).indices.sort().values
+    folded = fold_pruned_inputs(consumer.weight, kept, stats, reconstruction, with_bias=True, damping=damping)
+    check_finite(folded, index, "FFN")
+    _slice_rows(adapter, index, family.ffn_input, kept)
+    _install_folded(adapter, index, family.ffn_output, folded)
+    return {"kept_channels": kept.tolist(), "output_mse": folded.output_error, "damping": folded.damping}
 
 
 def run_encoder_liar(model, config, context) -> dict:

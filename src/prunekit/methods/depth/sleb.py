@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from prunekit.engine.sequential import SequentialRunner
-from prunekit.methods.depth import DepthConfig, run_depth_plan
+from prunekit.methods.depth.removal import DepthConfig, run_depth_plan
 from prunekit.methods.plan import PrunePlan
 from prunekit.models.adapters import ModelAdapter
 from prunekit.options import option

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunekit.methods.depth import DepthConfig, run_depth_plan
+from prunekit.methods.depth.removal import DepthConfig, run_depth_plan
 from prunekit.methods.plan import PrunePlan
 from prunekit.scoring.blocks import scan_blocks
 

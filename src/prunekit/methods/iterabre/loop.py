@@ -21,13 +21,11 @@ import torch
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.perplexity import perplexity
-from prunekit.methods.depth import DepthConfig
+from prunekit.methods.depth.shortgpt import lowest_scoring
+from prunekit.methods.iterabre.run_directory import RunDirectory
 from prunekit.methods.plan import PrunePlan
-from prunekit.methods.run_directory import RunDirectory
-from prunekit.methods.shortgpt import lowest_scoring
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.surgery import remove_blocks
-from prunekit.options import option
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
 from prunekit.recovery.checkpoints import Checkpointing, has_checkpoint
 from prunekit.scoring.blocks import check_metric, scan_blocks
@@ -148,13 +146,37 @@ def iterabre(
     settings.recovery.check(teacher is not None)
     # one learning rate for every iteration, chosen by the dense model's size (the student shrinks)
     settings = replace(settings, recovery=settings.recovery.resolved(parameter_count(teacher if teacher is not None else model)))
-    directory = RunDirectory(run_dir)
     run_settings = {
         **settings.to_dict(),
         **(run_info or {}),
         "num_blocks_before": num_blocks,
         "calibration": calibration.summary(origin=False),
     }
+    directory = RunDirectory(run_dir)
+    state = _open_run(directory, model, run_settings, resume, overwrite_run)
+    recovery_data = _cached_recovery_data(directory, recovery_data)
+    progress_so_far = _Progress.of(state, num_blocks, recovery_data.seq_len)
+    started_all = time.perf_counter()
+    engine = {"device": device, "offload": offload, "batch_size": batch_size, "progress": progress}
+    while progress_so_far.removed < settings.remove:
+        entry = _iteration(model, teacher, calibration, recovery_data, settings, directory, state, progress_so_far, heldout, engine)
+        if entry["loss_after_recovery"] is None and not state["checkpoint"]:  # nothing trained yet: the weights are the input's
+            state = directory.record_iteration(state, entry)  # (no 16 GB write for 8B)
+        else:
+            state = directory.save_iteration(state, entry, model)
+        if on_iteration is not None:
+            on_iteration(entry)
+    if settings.final_tokens and not any(entry.get("final") for entry in state["iterations"]):
+        used = progress_so_far.windows_used
+        state = _final_recovery(model, teacher, recovery_data, settings, directory, state, used, heldout, device, progress)
+        if on_iteration is not None:
+            on_iteration(state["iterations"][-1])
+    state = directory.update(state, status="finished")
+    return _plan(state["iterations"], settings, num_blocks, calibration, time.perf_counter() - started_all)
+
+
+def _open_run(directory: RunDirectory, model, run_settings: dict, resume: bool, overwrite: bool) -> dict:
+    """A new run's state, or a resumed one's with the model brought to its last finished iteration."""
     if resume:
         state = directory.load(run_settings, may_differ=RESUMABLE_CHANGES)
         for entry in state["iterations"]:
@@ -164,106 +186,113 @@ def iterabre(
             directory.load_weights(state, model)
         log.info("resuming %s after iteration %d", directory.path, len(state["iterations"]))
     else:
-        state = directory.start(run_settings, overwrite=overwrite_run)
-    state = directory.update(state, settings=run_settings, status="running")
-    recovery_data = _cached_recovery_data(directory, recovery_data)
-    original = list(range(num_blocks))
-    for entry in state["iterations"]:
-        original = [b for b in original if b not in set(entry["removed"])]
-    removed_total = sum(len(entry["removed"]) for entry in state["iterations"])
-    windows_used = sum(math.ceil(entry["recovery"]["tokens_budget"] / recovery_data.seq_len) for entry in state["iterations"])
-    started_all = time.perf_counter()
-    engine = {"device": device, "offload": offload, "batch_size": batch_size, "progress": progress}
-    while removed_total < settings.remove:
-        iteration = len(state["iterations"]) + 1
-        started = time.perf_counter()
-        count = min(settings.per_step, settings.remove - removed_total)
-        scores = scan_blocks(model, calibration, settings.metric, **engine)
-        protect_now = tuple(p for p, block in enumerate(original) if block in set(settings.protect))
-        chosen = lowest_scoring(scores.scores, count, protect_now)
-        removed = [original[p] for p in chosen]
-        scan_seconds = time.perf_counter() - started
-        remove_blocks(model, chosen)
-        neighbours = blocks_next_to(chosen, len(original) - count)
-        heldout_removed = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None
-        tokens = settings.tokens_for(iteration)
-        share = math.ceil(tokens / recovery_data.seq_len)
-        config = replace(settings.recovery, tokens=tokens, seed=settings.recovery.seed + iteration, **settings.schedule_window(iteration))
-        try:
-            # final_share 1: the iterations only re-score and remove; the whole budget goes to the final pass
-            result = (
-                None
-                if tokens == 0
-                else recover(
-                    model,
-                    _windows_slice(recovery_data, windows_used, share),
-                    config,
-                    teacher=teacher,
-                    blocks=neighbours,
-                    device=device,
-                    progress=progress,
-                    checkpoints=_recovery_checkpoints(directory, iteration),
-                )
-            )
-        except RecoveryDiverged as error:
-            failed = {"iteration": iteration, "removed": removed, "error": str(error), "learning_rate": error.learning_rate}
-            directory.update(state, status="diverged", failure=failed)
-            where = f"{directory.path / state['checkpoint']}" if state["checkpoint"] else "the input model (no iteration finished)"
-            raise PrunekitError(
-                f"iteration {iteration}: recovery diverged at step {error.step} (loss {error.loss}, "
-                f"learning rate {error.learning_rate:.3g}); nothing was exported; the last good weights are "
-                f"{where}; rerun with `resume` in `run_dir` {directory.path} and `learning_rate` {settings.recovery.learning_rate / 4:.3g}"
-            ) from error
-        windows_used += share
-        heldout_recovered = (
-            perplexity(model, heldout, device=device, progress=False).perplexity
-            if heldout is not None and result is not None
-            else heldout_removed
+        state = directory.start(run_settings, overwrite=overwrite)
+    return directory.update(state, settings=run_settings, status="running")
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: the original indices of the blocks left, how many were removed, recovery windows used."""
+
+    original: list[int]
+    removed: int
+    windows_used: int
+
+    @classmethod
+    def of(cls, state: dict, num_blocks: int, seq_len: int) -> _Progress:
+        gone = {b for entry in state["iterations"] for b in entry["removed"]}
+        return cls(
+            [b for b in range(num_blocks) if b not in gone],
+            sum(len(entry["removed"]) for entry in state["iterations"]),
+            sum(math.ceil(entry["recovery"]["tokens_budget"] / seq_len) for entry in state["iterations"]),
         )
-        before, original = original, [b for p, b in enumerate(original) if p not in set(chosen)]
-        removed_total += count
-        entry = {
-            "iteration": iteration,
-            "removed": removed,
-            "removed_current": chosen,
-            "score": [scores.scores[p] for p in chosen],
-            "scores": dict(zip(map(str, before), scores.scores)),
-            "metric": settings.metric,
-            "blocks_left": len(original),
-            "loss_before_recovery": result.loss_first if result is not None else None,
-            "loss_after_recovery": result.loss_last if result is not None else None,
-            "heldout_perplexity_after_removal": heldout_removed,
-            "heldout_perplexity_after_recovery": heldout_recovered,
-            "recovery": _recovery_record(result, tokens, config) if result is not None else {"tokens_budget": 0, "tokens": 0, "steps": 0},
-            "scan_seconds": scan_seconds,
-            "seconds": time.perf_counter() - started,
-        }
-        if result is None and not state["checkpoint"]:  # nothing trained yet: the weights are the input's (no 16 GB write for 8B)
-            state = directory.record_iteration(state, entry)
-        else:
-            state = directory.save_iteration(state, entry, model)
-        log.info(
-            "iteration %d: removed block %s (%s %.4g), held-out ppl %s -> %s",
-            iteration,
-            removed,
-            settings.metric,
-            entry["score"][0],
-            heldout_removed,
-            heldout_recovered,
+
+
+def _iteration(model, teacher, calibration, recovery_data, settings, directory, state, at: _Progress, heldout, engine) -> dict:
+    """Score the current model, remove the lowest-scoring block(s), recover their neighbours; returns the log entry."""
+    device = engine["device"]
+    iteration = len(state["iterations"]) + 1
+    started = time.perf_counter()
+    count = min(settings.per_step, settings.remove - at.removed)
+    scores = scan_blocks(model, calibration, settings.metric, **engine)
+    protect_now = tuple(p for p, block in enumerate(at.original) if block in set(settings.protect))
+    chosen = lowest_scoring(scores.scores, count, protect_now)
+    removed = [at.original[p] for p in chosen]
+    scan_seconds = time.perf_counter() - started
+    remove_blocks(model, chosen)
+    heldout_removed = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None
+    tokens = settings.tokens_for(iteration)
+    share = math.ceil(tokens / recovery_data.seq_len)
+    config = replace(settings.recovery, tokens=tokens, seed=settings.recovery.seed + iteration, **settings.schedule_window(iteration))
+    neighbours = blocks_next_to(chosen, len(at.original) - count)
+    windows = _windows_slice(recovery_data, at.windows_used, share)
+    # final_share 1: the iterations only re-score and remove; the whole budget goes to the final pass
+    result = None
+    if tokens:
+        result = _recover_iteration(model, teacher, windows, config, neighbours, iteration, removed, directory, state, engine)
+    at.windows_used += share
+    heldout_recovered = heldout_removed
+    if heldout is not None and result is not None:
+        heldout_recovered = perplexity(model, heldout, device=device, progress=False).perplexity
+    before, at.original = at.original, [b for p, b in enumerate(at.original) if p not in set(chosen)]
+    at.removed += count
+    entry = {
+        "iteration": iteration,
+        "removed": removed,
+        "removed_current": chosen,
+        "score": [scores.scores[p] for p in chosen],
+        "scores": dict(zip(map(str, before), scores.scores)),
+        "metric": settings.metric,
+        "blocks_left": len(at.original),
+        "loss_before_recovery": result.loss_first if result is not None else None,
+        "loss_after_recovery": result.loss_last if result is not None else None,
+        "heldout_perplexity_after_removal": heldout_removed,
+        "heldout_perplexity_after_recovery": heldout_recovered,
+        "recovery": _recovery_record(result, tokens, config) if result is not None else {"tokens_budget": 0, "tokens": 0, "steps": 0},
+        "scan_seconds": scan_seconds,
+        "seconds": time.perf_counter() - started,
+    }
+    log.info(
+        "iteration %d: removed block %s (%s %.4g), held-out ppl %s -> %s",
+        iteration,
+        removed,
+        settings.metric,
+        entry["score"][0],
+        heldout_removed,
+        heldout_recovered,
+    )
+    return entry
+
+
+def _recover_iteration(model, teacher, windows, config, neighbours, iteration, removed, directory, state, engine):
+    """One iteration's recovery; a divergence is recorded in the run and reported with what to do next."""
+    try:
+        return recover(
+            model,
+            windows,
+            config,
+            teacher=teacher,
+            blocks=neighbours,
+            device=engine["device"],
+            progress=engine["progress"],
+            checkpoints=_recovery_checkpoints(directory, iteration),
         )
-        if on_iteration is not None:
-            on_iteration(entry)
-    if settings.final_tokens and not any(entry.get("final") for entry in state["iterations"]):
-        state = _final_recovery(model, teacher, recovery_data, settings, directory, state, windows_used, heldout, device, progress)
-        if on_iteration is not None:
-            on_iteration(state["iterations"][-1])
-    state = directory.update(state, status="finished")
-    steps = state["iterations"]
-    removed_all = [b for entry in steps for b in entry["removed"]]
+    except RecoveryDiverged as error:
+        failed = {"iteration": iteration, "removed": removed, "error": str(error), "learning_rate": error.learning_rate}
+        directory.update(state, status="diverged", failure=failed)
+        where = f"{directory.path / state['checkpoint']}" if state["checkpoint"] else "the input model (no iteration finished)"
+        raise PrunekitError(
+            f"iteration {iteration}: recovery diverged at step {error.step} (loss {error.loss}, "
+            f"learning rate {error.learning_rate:.3g}); nothing was exported; the last good weights are "
+            f"{where}; rerun with `resume` in `run_dir` {directory.path} and `learning_rate` {config.learning_rate / 4:.3g}"
+        ) from error
+
+
+def _plan(steps: list[dict], settings: IterabreSettings, num_blocks: int, calibration: TokenWindows, seconds: float) -> PrunePlan:
     first_scores = steps[0]["scores"]
     return PrunePlan(
         method="iterabre",
-        removed_blocks=sorted(removed_all),
+        removed_blocks=sorted(b for entry in steps for b in entry["removed"]),
         num_blocks_before=num_blocks,
         reason=(
             f"iterative: {sum(not s.get('final') for s in steps)} iterations, each removing the {settings.per_step} block(s) "
@@ -273,7 +302,7 @@ def iterabre(
         scores=[first_scores[str(i)] for i in range(num_blocks)],
         data=calibration.summary(),
         steps=steps,
-        scan_seconds=time.perf_counter() - started_all,
+        scan_seconds=seconds,
     )
 
 
@@ -367,102 +396,3 @@ def dense_teacher(model):
     for param in teacher.parameters():
         param.requires_grad_(False)
     return teacher
-
-
-@dataclass
-class IterabreConfig(DepthConfig):
-    """IteRABRe: remove `per_step` blocks at a time, re-scoring the current model each time; `final_share`
-    of `recovery.tokens` recovers every block after the last removal and the rest is split evenly into
-    a recovery after each removal (default 1: all of it at the end, as measured best; 0 is the paper's
-    loop). `target_blocks` (blocks left) may replace remove/ratio. `run_dir` keeps the per-iteration
-    checkpoints (a temporary directory when None); `resume` continues a run there."""
-
-    target_blocks: int | None = option(None, "remove blocks until this many remain")
-    per_step: int = option(1, "blocks removed per iteration")
-    metric: str = option(DEFAULT_METRIC, f"block score inside the loop (default {DEFAULT_METRIC}; angular scores each block alone, span 1)")
-    recovery: RecoveryConfig = option(factory=RecoveryConfig, help="recovery after each removal")
-    schedule: str = option("restart", "restart: warm-up and cosine decay in every iteration; continuous: one schedule over the run")
-    final_share: float = option(
-        DEFAULT_FINAL_SHARE,
-        "share of the recovery budget for one recovery of every block after the last removal (default 1: none between removals; "
-        "0: the paper's recovery after every removal)",
-    )
-    run_dir: str | None = option(None, "where iteration checkpoints and the log go")
-    resume: bool = option(False, "continue the interrupted run in run_dir from its last finished iteration")
-    overwrite_run: bool = option(False, "start over in a run_dir that holds an earlier run")
-
-    def check(self) -> None:
-        if self.target_blocks is not None:
-            if self.remove is not None or self.ratio is not None:
-                raise ParameterError("target_blocks", "replaces `remove` and `ratio`; give only one of the three")
-        else:
-            super().check()
-        check_metric(self.metric, "metric")
-        if self.per_step < 1:
-            raise ParameterError("per_step", f"{self.per_step} must be at least 1")
-        if self.recovery is None:
-            raise ParameterError("tokens", "must be at least 1: IteRABRe recovers after every removal (use shortgpt for none)")
-        if self.resume and self.run_dir is None:
-            raise ParameterError("resume", "needs the run_dir of the interrupted run")
-        self.recovery.check(has_teacher=True)
-
-    def count(self, num_blocks: int) -> int:
-        if self.target_blocks is None:
-            return super().count(num_blocks)
-        if not 1 <= self.target_blocks < num_blocks:
-            raise ParameterError("target_blocks", f"{self.target_blocks} must be between 1 and {num_blocks - 1}")
-        return num_blocks - self.target_blocks
-
-
-def run_iterabre(model, config: IterabreConfig, context) -> dict:
-    import tempfile
-
-    num_blocks = ModelAdapter(model).num_blocks
-    settings = IterabreSettings(
-        remove=config.count(num_blocks),
-        per_step=config.per_step,
-        metric=config.metric,
-        protect=config.protected(num_blocks),
-        recovery=config.recovery,
-        schedule=config.schedule,
-        final_share=config.final_share,
-    )
-    settings.check(num_blocks)
-    teacher = context.teacher()
-    settings = replace(settings, recovery=config.recovery.resolved(parameter_count(teacher)))  # the rate iterabre() runs at
-    resume, overwrite_run = config.resume, config.overwrite_run
-    job = context.stage_checkpoints()
-    with tempfile.TemporaryDirectory(prefix="prunekit-iterabre-") as scratch:
-        run_dir = config.run_dir or scratch
-        if config.run_dir is None and job is not None:  # the job's run directory keeps the iterations too
-            run_dir = str(job.path)
-            resume = job.resume and RunDirectory(run_dir).exists()
-            overwrite_run = job.overwrite or job.resume
-        plan = iterabre(
-            model,
-            teacher,
-            context.require_windows("iterabre", config.windows),
-            lambda: context.recovery_windows(config.recovery, teacher),
-            settings,
-            run_dir=run_dir,
-            heldout=context.heldout,
-            resume=resume,
-            overwrite_run=overwrite_run,
-            run_info={"seed": context.seed},
-            **context.engine,
-        )
-    details = plan.to_dict()
-    details["recovery"] = {**settings.recovery.to_dict(), "run_dir": config.run_dir}
-    return details
-
-
-def describe_iterabre(d: dict) -> str:
-    """One line saying what an IteRABRe stage did, from its details."""
-    trail = ", ".join(str(s["removed"]) for s in d["steps"] if not s.get("final"))
-    last = d["steps"][-1].get("heldout_perplexity_after_recovery")
-    final = " + a final recovery" if any(s.get("final") for s in d["steps"]) else ""
-    iterations = sum(not s.get("final") for s in d["steps"])
-    return (
-        f"iterabre: removed blocks {trail} in {iterations} iterations{final} ({d['recovery']['tokens']} recovery tokens in all"
-        f"{'' if last is None else f'; held-out ppl after the last {last:.2f}'})"
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunekit.methods.depth import DepthConfig, check_protected, run_depth_plan
+from prunekit.methods.depth.removal import DepthConfig, check_protected, run_depth_plan
 from prunekit.methods.plan import PrunePlan
 from prunekit.options import option
 from prunekit.scoring.blocks import check_metric, scan_blocks
