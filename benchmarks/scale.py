@@ -19,6 +19,7 @@ to `<out>/scale.json` as it finishes, and the Markdown table `<out>/scale.md` at
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import json
@@ -301,6 +302,20 @@ def run_row(shape: str, row: str, device: torch.device, state: dict) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def one_process_group(device: torch.device):
+    """A process group of this process alone, removed afterwards (with the environment it needed)."""
+    saved = dict(os.environ)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29517"), RANK="0", WORLD_SIZE="1")
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def recovery_row(shape: str, row: str, model, device: torch.device, settings: dict, state: dict) -> dict:
     """64k tokens of distillation from a dense copy: one IteRABRe iteration, or the trainer alone."""
 
@@ -318,7 +333,6 @@ def recovery_row(shape: str, row: str, model, device: torch.device, settings: di
         tokens=tokens, seq_len=seq, micro_batch_size=1, grad_accumulation=per_step, fit_micro_batch=row != "recovery-before", scope="blocks"
     )
     if row == "recovery-fsdp":  # FSDP2 in one process: what sharding costs where there is nothing to split
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29517"), RANK="0", WORLD_SIZE="1")
         config = replace(config, sharding="fsdp")
     data = random_windows(model, max(1, tokens // seq), seq, seed=1)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
@@ -346,7 +360,7 @@ def recovery_row(shape: str, row: str, model, device: torch.device, settings: di
         )
     else:
         prunekit.remove_blocks(model, [len(prunekit.ModelAdapter(model).layers) // 2])  # a pruned student, as in real use
-        with meter:
+        with meter, one_process_group(device) if row == "recovery-fsdp" else contextlib.nullcontext():
             result = recover(model, data, config, teacher=teacher, device=device, progress=False)
         out.update(
             tokens_per_second=result.tokens_per_second,

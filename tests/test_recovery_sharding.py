@@ -111,7 +111,9 @@ def test_a_sharded_iterabre_prune_under_torchrun_writes_one_model(tiny_checkpoin
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "out").config.num_hidden_layers == 3
 
 
-def test_sharding_needs_a_multi_process_launch():
+def test_sharding_needs_a_multi_process_launch(monkeypatch):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)  # not started by a launcher, and no process group (whatever ran before)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     teacher = tiny_model("llama")
     student = tiny_model("llama")
     ids = torch.randint(3, 300, (4, 16))
