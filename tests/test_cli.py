@@ -7,6 +7,7 @@ import pytest
 import torch
 import transformers
 
+from prunekit import cli
 from prunekit.cli import main
 
 CALIB = ["--data", "builtin", "--windows", "2", "--seq-len", "32", "--quiet"]
@@ -748,3 +749,27 @@ def test_each_recipe_stage_takes_the_calibration_windows_its_method_asks_for(tin
     recipe.write_text("- {method: shortgpt, remove: 1, windows: 0}\n")
     code, _, stderr = run(capsys, "prune", "--model", tiny_checkpoint, "--recipe", recipe, "--out", tmp_path / "zero", *calib)
     assert code == 2 and "--windows 0 must be at least 1 (calibration windows of the stage)" in stderr
+
+
+def test_library_warnings_and_log_lines_name_flags_on_the_command_line(monkeypatch):
+    """The library names parameters (`tokens`); on the command line its warnings and log lines name flags."""
+    import io
+    import logging
+    import os
+    import warnings
+
+    shown = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *rest, **kw: shown.append(str(message)))
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger().addHandler(handler)
+    try:
+        cli._speak_in_flags()
+        logging.getLogger("prunekit.recovery.trainer").warning("pass more data for a larger `tokens` (%d windows)", 3)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert stream.getvalue() == "pass more data for a larger --recovery-tokens (3 windows)\n"
+    inside = os.path.join(cli.PACKAGE_DIRECTORY, "methods", "liar", "decoder.py")
+    warnings.showwarning("round them (`channel_multiple` 64)", UserWarning, inside, 1)
+    warnings.showwarning("`channel_multiple` elsewhere", UserWarning, "/elsewhere/code.py", 1)
+    assert shown == ["round them (--channel-multiple 64)", "`channel_multiple` elsewhere"]

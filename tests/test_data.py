@@ -85,7 +85,7 @@ def test_records_without_the_text_field_are_refused_not_guessed(tmp_path):
     data.write_text("\n".join(json.dumps({"id": f"doc-{i}", "body": f"sentence number {i}."}) for i in range(3)))
     with pytest.raises(
         PrunekitError,
-        match=r"docs.jsonl:1: no 'text' string in this record \(its fields: id, body\); name the text field with --text-field",
+        match=r"docs.jsonl:1: no 'text' string in this record \(its fields: id, body\); name the text field with `text_field`",
     ):
         load_text(str(data))
     assert load_text(str(data), text_field="body").text == "sentence number 0.\n\nsentence number 1.\n\nsentence number 2."

@@ -96,7 +96,7 @@ def test_unknown_dtype_and_unavailable_cuda(tiny_checkpoint):
 def test_a_model_too_large_for_memory_is_refused_with_the_estimate(tiny_checkpoint, monkeypatch):
     monkeypatch.setattr(loading, "available_memory_bytes", lambda device: 1000)
     with pytest.raises(
-        PrunekitError, match=r"needs about 0\.0 GiB .* only 0\.0 GiB is free on cpu; use --dtype bfloat16 or a larger machine"
+        PrunekitError, match=r"needs about 0\.0 GiB .* only 0\.0 GiB is free on cpu; use `dtype` bfloat16 or a larger machine"
     ):
         load_model(str(tiny_checkpoint), device="cpu")
     needed = loading.estimated_weight_bytes(str(tiny_checkpoint), transformers.AutoConfig.from_pretrained(tiny_checkpoint), torch.bfloat16)

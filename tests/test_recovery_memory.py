@@ -46,7 +46,7 @@ def test_a_run_that_cannot_fit_stops_before_training_and_names_what_would(monkey
         PrunekitError, match=r"recovery needs about [0-9.]+ MiB \(weights .*\) per process, more than this machine's memory holds"
     ) as error:
         recover(student, windows(), config, teacher=teacher, progress=False)
-    assert "--scope lora" in str(error.value) and "--sharding fsdp over" in str(error.value) and "\n" not in str(error.value)
+    assert "`scope` lora" in str(error.value) and "`sharding` fsdp over" in str(error.value) and "\n" not in str(error.value)
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
     monkeypatch.setenv(memory.SKIP_VARIABLE, "1")
     recover(student, windows(), config, teacher=teacher, progress=False)

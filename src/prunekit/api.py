@@ -321,7 +321,7 @@ def plan_calibration(plan: Plan, tokenizer) -> TokenWindows:
     if not isinstance(recorded.get("spec"), str):
         described = recorded.get("data") or "calibration data the plan does not record"
         raise PrunekitError(
-            f"the plan's {rerun} stage was computed on {described}; pass that data (--data, --windows, --seq-len) to run it again"
+            f"the plan's {rerun} stage was computed on {described}; pass that data (`data`, `windows`, `window_seq_len`) to run it again"
         )
     log.warning(
         "re-running the plan's %s stage on the data it recorded: %s, %s windows of %s tokens, seed %s",

@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from transformers.utils import logging as hf_logging
@@ -35,7 +36,7 @@ from prunekit.models.cache import cache_entries, cache_root, clear_cache
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
 from prunekit.models.export import check_output_dir, release_all_outputs
 from prunekit.models.loading import load_model, resolve_device
-from prunekit.options import add_config_flags, config_options, flag_message, flag_names
+from prunekit.options import add_config_flags, config_options, flag_message, flag_names, flag_text
 from prunekit.recovery.checkpoints import RecoveryInterrupted
 from prunekit.recovery.distributed import on_main_process
 from prunekit.reporting import results_lines, write_report
@@ -48,6 +49,7 @@ EVALUATION_FIELDS = (
 )
 RECOVERY = "recovery."  # namespace of the recovery flags' destinations (--recovery-seq-len is not --seq-len)
 CONFIGS = [method_spec(name).config_cls for name in method_names() if name != "recover"]
+PACKAGE_DIRECTORY = os.path.dirname(os.path.abspath(__file__))  # prunekit's own warnings come from files under it
 FLAGS = {
     **flag_names(*CONFIGS, RecoveryConfig),
     "data": "--data",
@@ -60,6 +62,17 @@ FLAGS = {
     "limit": "--limit",
     "offload": "--offload",
     "overwrite_run": "--overwrite",
+    "overwrite": "--overwrite",
+    "out": "--out",
+    "device": "--device",
+    "dtype": "--dtype",
+    "text_field": "--text-field",
+    "data_dir": "--data-dir",
+    "ppl": "--ppl",
+    "tasks": "--tasks",
+    "flores": "--flores",
+    "speed": "--speed",
+    "output_norm": "--output-norm",
 }
 
 MODEL_OPTIONS = [
@@ -507,12 +520,39 @@ def _terminated(signum, frame):
     raise _Terminated
 
 
+class _FlagSpelling(logging.Filter):
+    """Log lines name parameters (`tokens`); the command line's user reads flags (--recovery-tokens)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = flag_text(record.getMessage(), FLAGS), None
+        return True
+
+
+def _speak_in_flags() -> None:
+    """prunekit's own warnings and log lines name flags, as its errors do."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _FlagSpelling) for f in handler.filters):
+            handler.addFilter(_FlagSpelling())
+    show = warnings.showwarning
+    if getattr(show, "spells_flags", False):
+        return
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if str(filename).startswith(PACKAGE_DIRECTORY):
+            message = flag_text(str(message), FLAGS)
+        show(message, category, filename, lineno, file, line)
+
+    show_warning.spells_flags = True
+    warnings.showwarning = show_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    _speak_in_flags()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     os.environ.update({"TQDM_DISABLE": "1"} if getattr(args, "quiet", False) else {})

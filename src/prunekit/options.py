@@ -121,7 +121,12 @@ def flag_message(error: Exception, flags: dict[str, str]) -> str:
 
     if isinstance(error, ParameterError):
         return f"{flags.get(error.parameter, error.parameter)} {spelled(error.detail)}"
-    return re.sub(r"`([a-z_]+)`", spell, str(error))
+    return flag_text(str(error), flags)
+
+
+def flag_text(text: str, flags: dict[str, str]) -> str:
+    """Library text (a message, a warning, a log line) with its `quoted` parameter names spelled as flags."""
+    return re.sub(r"`([a-z_]+)`", lambda match: flags.get(match.group(1), match.group(1)), text)
 
 
 _KIND_WORDS = {"int": "whole number", "float": "number", "str": "text", "bool": "true or false", "None": "none"}

@@ -79,7 +79,7 @@ def text_of_record(record, path: Path, line_no: int, field: str) -> str:
     if isinstance(record, dict) and isinstance(record.get(field), str):
         return record[field]
     fields = f" (its fields: {', '.join(map(str, record))[:200]})" if isinstance(record, dict) else ""
-    raise PrunekitError(f"{path}:{line_no}: no '{field}' string in this record{fields}; name the text field with --text-field")
+    raise PrunekitError(f"{path}:{line_no}: no '{field}' string in this record{fields}; name the text field with `text_field`")
 
 
 def read_local_text(path: Path, field: str = "text") -> str:

@@ -56,7 +56,7 @@ def _require(ids: torch.Tensor, seq_len: int, description: str) -> None:
         raise PrunekitError(f"sequence length {seq_len} is too short; use at least 2 tokens")
     if ids.numel() < seq_len:
         raise PrunekitError(
-            f"data {description} has {ids.numel()} tokens, fewer than one window of {seq_len}; use more text or a shorter --seq-len"
+            f"data {description} has {ids.numel()} tokens, fewer than one window of {seq_len}; use more text or a shorter `window_seq_len`"
         )
 
 

@@ -106,7 +106,7 @@ def perplexity(
     warm_seconds = time.perf_counter() - warm_started
     nll = total_nll / total_count
     if not math.isfinite(nll):
-        raise PrunekitError("perplexity is not finite: the model produces NaN/inf logits on this data (try --dtype float32)")
+        raise PrunekitError("perplexity is not finite: the model produces NaN/inf logits on this data (try `dtype` float32)")
     return PerplexityResult(
         math.exp(nll),
         nll,

@@ -52,7 +52,7 @@ def evaluate_model(loaded, request: EvaluationRequest, *, device, progress: bool
 
     model, tokenizer = loaded.model, loaded.tokenizer
     if not (request.ppl or request.tasks or request.flores or request.speed):
-        raise PrunekitError("nothing to evaluate: give --ppl, --tasks, --flores and/or --speed")
+        raise PrunekitError("nothing to evaluate: give `ppl`, `tasks`, `flores` and/or `speed`")
     results: dict = {
         "model": loaded.source,
         "label": label or loaded.source,

@@ -229,7 +229,7 @@ def local_task_spec(name: str, data_dir: str | Path, workdir: Path) -> dict:
     """An lm-eval task config dict that reads the converted local file for `name`."""
     if name not in LOCAL_TASKS:
         raise PrunekitError(
-            f"task '{name}' has no local-file loader; local tasks: {', '.join(LOCAL_TASKS)} (drop --data-dir to use lm-eval's own)"
+            f"task '{name}' has no local-file loader; local tasks: {', '.join(LOCAL_TASKS)} (drop `data_dir` to use lm-eval's own)"
         )
     task = LOCAL_TASKS[name]
     folder = Path(data_dir).expanduser() / task.folder

@@ -40,10 +40,10 @@ def check_output_file(out: str | os.PathLike, overwrite: bool, *, kind: str, exa
     if path.is_dir():
         raise PrunekitError(f"{kind} output {path} is a directory; name a file such as {path / example}")
     if path.exists() and not overwrite:
-        raise PrunekitError(f"{kind} output {path} exists; pass --overwrite or choose another --out")
+        raise PrunekitError(f"{kind} output {path} exists; pass `overwrite` or choose another `out`")
     parent = _nearest_existing(path.parent)
     if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise PrunekitError(f"cannot write in {parent}; choose another --out")
+        raise PrunekitError(f"cannot write in {parent}; choose another `out`")
     return path
 
 
@@ -58,12 +58,12 @@ def claim_output(out_path: Path) -> None:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as error:  # e.g. a directory where the lock file goes, or an unwritable place
-            raise PrunekitError(f"cannot lock {out_path} through {lock} ({error.strerror}); remove it or choose another --out") from None
+            raise PrunekitError(f"cannot lock {out_path} through {lock} ({error.strerror}); remove it or choose another `out`") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise PrunekitError(f"another prunekit run is writing {out_path}; wait for it to finish or choose another --out") from None
+            raise PrunekitError(f"another prunekit run is writing {out_path}; wait for it to finish or choose another `out`") from None
         try:
             same = os.stat(lock).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -99,26 +99,26 @@ def check_output_dir(
     for source in protected:
         source_path = Path(source).expanduser().resolve()
         if out_path == source_path or source_path in out_path.parents or out_path in source_path.parents:
-            raise PrunekitError(f"output directory {out_path} would overwrite the input model {source_path}; choose another --out")
+            raise PrunekitError(f"output directory {out_path} would overwrite the input model {source_path}; choose another `out`")
     if out_path.exists() and not out_path.is_dir():
-        raise PrunekitError(f"output path {out_path} exists and is not a directory; choose another --out")
+        raise PrunekitError(f"output path {out_path} exists and is not a directory; choose another `out`")
     existing = _nearest_existing(out_path.parent)
     if not existing.is_dir():
-        raise PrunekitError(f"output path {out_path} is under {existing}, which is a file; choose another --out")
+        raise PrunekitError(f"output path {out_path} is under {existing}, which is a file; choose another `out`")
     try:
         Path(tempfile.mkdtemp(prefix=".prunekit-probe-", dir=existing)).rmdir()
     except OSError as error:
-        raise PrunekitError(f"cannot write in {existing} ({error.strerror}); choose another --out") from error
+        raise PrunekitError(f"cannot write in {existing} ({error.strerror}); choose another `out`") from error
     if needed_bytes:
         free = shutil.disk_usage(existing).free
         if needed_bytes > free:
             raise PrunekitError(
                 f"the output needs about {needed_bytes / 2**30:.1f} GiB but {existing} has {free / 2**30:.1f} GiB free; "
-                "free some space or choose another --out"
+                "free some space or choose another `out`"
             )
     claim_output(out_path)
     if out_path.is_dir() and any(out_path.iterdir()) and not overwrite:
-        raise PrunekitError(f"output directory {out_path} is not empty; pass --overwrite or choose another --out")
+        raise PrunekitError(f"output directory {out_path} is not empty; pass `overwrite` or choose another `out`")
     return out_path
 
 

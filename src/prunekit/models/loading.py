@@ -65,7 +65,7 @@ def resolve_device(device: str | None) -> torch.device:
     except RuntimeError as error:
         raise PrunekitError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise PrunekitError(f"device '{device}' asked for but CUDA is not available; use --device cpu")
+        raise PrunekitError(f"device '{device}' asked for but CUDA is not available; use `device` cpu")
     return resolved
 
 
@@ -235,8 +235,8 @@ def check_fits_in_memory(location: str, config, dtype: torch.dtype, device: torc
     if needed is not None and free is not None and needed > free:
         raise PrunekitError(
             f"the model needs about {needed / 2**30:.1f} GiB for its weights in {str(dtype).replace('torch.', '')} but only "
-            f"{free / 2**30:.1f} GiB is free on {device.type}; use --dtype bfloat16"
-            f"{', --offload (one block on the GPU at a time)' if device.type == 'cuda' else ''} or a larger machine"
+            f"{free / 2**30:.1f} GiB is free on {device.type}; use `dtype` bfloat16"
+            f"{', `offload` (one block on the GPU at a time)' if device.type == 'cuda' else ''} or a larger machine"
         )
 
 

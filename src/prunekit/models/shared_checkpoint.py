@@ -121,7 +121,7 @@ def merge_shared_blocks(model) -> None:
         raise PrunekitError(
             f"cannot merge: the output normalisation of the shared blocks has no equivalent in a plain "
             f"{model.config.model_type} block; keep the shared checkpoint (load it with prunekit.load_model) "
-            "or build it with --no-output-norm"
+            "or build it with `output_norm` none"
         )
     for layer in adapter.layers:
         for parent in list(layer.modules()):

@@ -19,7 +19,7 @@ def validate_block_indices(indices: Iterable[int], num_blocks: int) -> list[int]
     """Sorted unique indices, or a one-line error for anything impossible."""
     chosen = sorted(set(int(i) for i in indices))
     if not chosen:
-        raise PrunekitError("no blocks to remove; ask for at least one (--remove N with N >= 1)")
+        raise PrunekitError("no blocks to remove; ask for at least one (`remove` N with N >= 1)")
     bad = [i for i in chosen if i < 0 or i >= num_blocks]
     if bad:
         raise PrunekitError(f"block indices {bad} out of range: the model has blocks 0..{num_blocks - 1}")

@@ -121,9 +121,7 @@ class RunCheckpoints:
         occupied = self.path.is_dir() and any(self.path.iterdir())
         self.accelerator.wait_for_everyone()  # every process looks before the main one writes
         if occupied and not (self.settings.overwrite or self.settings.resume):
-            raise PrunekitError(
-                f"{self.path} already holds a recovery run; continue it with resume (--resume) or start afresh with overwrite"
-            )
+            raise PrunekitError(f"{self.path} already holds a recovery run; continue it with `resume` or start afresh with `overwrite_run`")
 
         def reset() -> None:
             if self.path.exists():

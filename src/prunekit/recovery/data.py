@@ -21,7 +21,7 @@ def _shuffled_windows(ids: torch.Tensor, seq_len: int, needed: int, seed: int, d
     if count < 1:
         raise PrunekitError(
             f"recovery data {description} has {ids.numel()} tokens, fewer than one window of {seq_len}; "
-            "use more text or a shorter --recovery-seq-len"
+            "use more text or a shorter `seq_len`"
         )
     windows = ids[: count * seq_len].view(count, seq_len)
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))

@@ -120,15 +120,15 @@ def device_capacity(device: torch.device) -> int | None:
 def _alternatives(estimate: MemoryEstimate, capacity: int, lora_trainable: int, checkpointed: MemoryEstimate | None) -> list[str]:
     options = []
     if checkpointed is not None and checkpointed.total <= capacity:
-        options.append(f"--gradient-checkpointing ({size(checkpointed.total)})")
+        options.append(f"`gradient_checkpointing` ({size(checkpointed.total)})")
     lora = replace(estimate, gradients=lora_trainable * 4, optimizer=8 * lora_trainable)
     if lora.total <= capacity:
-        options.append(f"--scope lora ({size(lora.total)})")
+        options.append(f"`scope` lora ({size(lora.total)})")
     state = estimate.weights + estimate.gradients + estimate.optimizer + estimate.teacher
     if not estimate.sharded:
         for processes in (2, 4, 8, 16, 32, 64):
             if state // processes + estimate.activations <= capacity:
-                options.append(f"--sharding fsdp over {processes} processes (about {size(state // processes + estimate.activations)} each)")
+                options.append(f"`sharding` fsdp over {processes} processes (about {size(state // processes + estimate.activations)} each)")
                 break
     return options
 
@@ -147,7 +147,7 @@ def check_fits(
         return
     options = _alternatives(estimate, capacity, lora_trainable, checkpointed)
     if micro_batch > 1:
-        options.append("a smaller --micro-batch-size")
+        options.append("a smaller `micro_batch_size`")
     where = f"{device}" if device.type == "cuda" else "this machine's memory"
     raise PrunekitError(
         f"recovery needs about {estimate.describe()} per process, more than {where} holds ({size(capacity)}); "

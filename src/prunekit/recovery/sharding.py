@@ -40,7 +40,7 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
         if ids & seen:
             raise PrunekitError(
                 "sharded recovery cannot split blocks that share weights (FlexiGPT's shared blocks); "
-                "use --sharding none (their adapters are small enough to train unsharded)"
+                "use `sharding` none (their adapters are small enough to train unsharded)"
             )
         seen |= ids
     return layers
@@ -58,7 +58,7 @@ def _mesh(device: torch.device):
     if not torch.distributed.is_initialized():
         if "MASTER_ADDR" not in os.environ:  # not started by a launcher: there is nothing to shard over
             raise PrunekitError(
-                "sharded recovery needs a multi-process launch (accelerate launch or torchrun); one process may use --sharding none"
+                "sharded recovery needs a multi-process launch (accelerate launch or torchrun); one process may use `sharding` none"
             )
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")  # one process under a launcher
     return init_device_mesh(device.type, (torch.distributed.get_world_size(),))

@@ -48,7 +48,7 @@ class RecoveryDiverged(PrunekitError):
         self.step, self.learning_rate, self.loss = step, learning_rate, loss
         super().__init__(
             f"recovery diverged at step {step} (loss {loss}, learning rate {learning_rate:.3g}); "
-            "the weights from before recovery were restored; retry with a lower --lr or --precision fp32"
+            "the weights from before recovery were restored; retry with a lower `learning_rate` or `precision` fp32"
         )
 
 
@@ -256,7 +256,7 @@ def choose_micro_batch(per_step: int, peak_bytes, capacity: int, optimizer_bytes
                 return micro, use_checkpointing
     raise PrunekitError(
         f"recovery does not fit in {capacity / 2**30:.0f} GiB even one window at a time with gradient "
-        "checkpointing; use --scope lora, a shorter --recovery-seq-len, or a larger GPU"
+        "checkpointing; use `scope` lora, a shorter `seq_len`, or a larger GPU"
     )
 
 
@@ -334,15 +334,14 @@ def _warn_about_budget(config: RecoveryConfig, source, per_step: int, processes:
     if config.tokens < config.tokens_per_step(processes):
         log.warning(
             "the budget of %d tokens is less than one optimizer step (%d windows of %d tokens): the step repeats "
-            "windows; raise --recovery-tokens or lower --grad-accumulation",
+            "windows; raise `tokens` or lower `grad_accumulation`",
             config.tokens,
             per_step * processes,
             config.seq_len,
         )
     elif source.num_windows is not None and windows_needed > source.num_windows:
         log.warning(
-            "recovery data has %d windows but the budget needs %d: each window is seen %.1f times; "
-            "pass more data for a larger --recovery-tokens",
+            "recovery data has %d windows but the budget needs %d: each window is seen %.1f times; pass more data for a larger `tokens`",
             source.num_windows,
             windows_needed,
             windows_needed / source.num_windows,

@@ -196,7 +196,7 @@ def scan_blocks(
     for value in scores:
         if not math.isfinite(value):
             raise PrunekitError(
-                f"metric {metric} produced a non-finite score; the model gives NaN/inf activations on this data (try --dtype float32)"
+                f"metric {metric} produced a non-finite score; the model gives NaN/inf activations on this data (try `dtype` float32)"
             )
     return BlockScores(
         metric, [float(s) for s in scores], windows.summary(), seconds, span=span if metric == "angular" else 1, details=details

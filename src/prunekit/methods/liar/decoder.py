@@ -400,7 +400,7 @@ def unaligned_widths_hint(widths: list[LayerWidth], width: int, device: torch.de
     return (
         f"kept FFN widths such as {odd[0]} are not multiples of 8: on an H200 an 8B shape pruned to 10786 channels "
         "ran at 0.62x the dense speed, and at 1.14x with channel_multiple 64; pass channel_multiple 64 "
-        "(`--channel-multiple 64`) for a model served on GPUs"
+        "(`channel_multiple` 64) for a model served on GPUs"
     )
 
 
