@@ -50,13 +50,20 @@ def _shrunk(code: str) -> str:
     return code.replace('"tokens": 50_000', '"tokens": 2_048')
 
 
-def test_the_python_examples_run_as_written(tiny_setup):
+def test_the_python_examples_run_as_written(tiny_setup, monkeypatch):
+    from prunekit.scoring import blocks as block_scores
+    from prunekit.scoring import channels
+
+    monkeypatch.setattr(block_scores, "_METRICS", dict(block_scores._METRICS))  # the example's registrations end with it
+    monkeypatch.setattr(channels, "_CRITERIA", dict(channels._CRITERIA))
     blocks = _blocks("python")
-    assert len(blocks) == 2 and "prunekit.prune(" in blocks[0]
+    assert len(blocks) == 3 and "prunekit.prune(" in blocks[0]
     namespace: dict = {}
     for code in blocks:
         exec(compile(_shrunk(code), "README.md", "exec"), namespace)  # noqa: S102 - the README's own examples
     again, result = namespace["again"], namespace["result"]
+    assert namespace["shallower"].plan.removed_blocks == [28, 29]  # the example metric's least important blocks
+    assert namespace["narrower"].plan.stages[0]["details"]["criterion"] == "consumer-norm"
     assert [s["method"] for s in result.plan.stages] == ["shortgpt", "liar", "recover"]
     assert again.plan.removed_blocks == result.plan.removed_blocks and Path("out/smol-36/prunekit_shared_blocks.json").is_file()
     reloaded = prunekit.load_model("out/smol-recipe")  # the tiny model again: the patched loader ignores the spec

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
-from prunekit.scoring.blocks import METRICS, scan_blocks
+from prunekit.scoring.blocks import block_metric_names, scan_blocks
 
 from conftest import FAMILIES, tiny_model, zero_block
 
@@ -16,7 +16,7 @@ def windows_of(ids):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric", block_metric_names())
 def test_an_identity_block_scores_zero_and_others_do_not(family, metric, ids):
     model = tiny_model(family)
     zero_block(model, 1)
@@ -90,3 +90,34 @@ def test_bfloat16_scans_rank_like_float32(metric, ids):
     low = scan_blocks(model.to(torch.bfloat16), windows_of(ids), metric, progress=False)
     assert low.ranking()[0] == reference.ranking()[0] == 3
     assert low.scores == pytest.approx(reference.scores, abs=0.02)
+
+
+@pytest.fixture
+def own_registry(monkeypatch):
+    """Metrics registered by a test are gone after it."""
+    from prunekit.scoring import blocks
+
+    monkeypatch.setattr(blocks, "_METRICS", dict(blocks._METRICS))
+
+
+def test_a_registered_block_metric_is_taken_wherever_a_metric_is(own_registry, ids):
+    """A user's metric, in one class, reaches scan_blocks, the CLI's choices and the methods' configs."""
+    import prunekit
+    from prunekit.scoring import BlockMetric, block_metric_names, register_block_metric
+
+    class LastIsLeast(BlockMetric):  # a control: the later the block, the less it matters
+        name = "last-is-least"
+
+        def score(self, model, windows, *, span, engine):
+            count = len(prunekit.ModelAdapter(model).layers)
+            return [float(count - i) for i in range(count)], {"note": "position only"}
+
+    register_block_metric(LastIsLeast())
+    model, windows = tiny_model("llama"), windows_of(ids)
+    scores = scan_blocks(model, windows, "last-is-least", progress=False)
+    assert scores.scores == [4.0, 3.0, 2.0, 1.0] and scores.details == {"note": "position only"}
+    assert "last-is-least" in block_metric_names()
+    result = prunekit.prune(model, prunekit.ShortGPTConfig(remove=1, metric="last-is-least"), windows, progress=False)
+    assert result.plan.removed_blocks == [3]
+    with pytest.raises(PrunekitError, match="metric 'nope' is unknown; choose one of bi, angular, .*last-is-least"):
+        scan_blocks(model, windows, "nope")

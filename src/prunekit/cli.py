@@ -40,7 +40,7 @@ from prunekit.options import add_config_flags, config_options, flag_message, fla
 from prunekit.recovery.checkpoints import RecoveryInterrupted
 from prunekit.recovery.distributed import on_main_process
 from prunekit.reporting import results_lines, write_report
-from prunekit.scoring.blocks import METRICS
+from prunekit.scoring.blocks import block_metric_names
 from prunekit.version import __version__
 
 EXIT_USAGE = 2
@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     scan = sub.add_parser("scan", help="score every decoder block; write JSON and a PNG chart")
     _add(scan, MODEL_OPTIONS, CALIBRATION_OPTIONS)
-    scan.add_argument("--metric", default="bi", help=f"one of {', '.join(METRICS)} (default bi)")
+    scan.add_argument("--metric", default="bi", help=f"one of {', '.join(block_metric_names())} (default bi)")
     scan.add_argument("--span", type=int, default=1, help="blocks per span for --metric angular")
     scan.add_argument("--out", default="prunekit_scan.json", help="JSON output path; the PNG goes beside it")
     scan.add_argument("--overwrite", action="store_true")

@@ -14,6 +14,9 @@ with the lowest scores.
 
 `bi` and `angular` cost one block-by-block pass. The removal metrics cache every block's input so
 candidate i runs only blocks i+1..L-1, not a full forward.
+
+Each metric is a `BlockMetric` registered by name; `register_block_metric(MyMetric())` adds one that every
+command and method taking a metric then accepts (`--metric`, `ShortGPTConfig(metric=...)`, IteRABRe, FlexiGPT).
 """
 
 from __future__ import annotations
@@ -32,8 +35,6 @@ from prunekit.engine.sequential import BlockInputs, SequentialRunner
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.perplexity import next_token_nll
 from prunekit.models.adapters import ModelAdapter
-
-METRICS = ("bi", "angular", "removal-cosine", "removal-loss", "taylor")
 
 
 @dataclass
@@ -58,9 +59,97 @@ class BlockScores:
         return out
 
 
+class BlockMetric:
+    """A way to score decoder blocks (higher = more important). Subclass it, set `name`, implement `score`,
+    and register an instance with `register_block_metric`. `spans`: the metric scores spans of consecutive
+    blocks (score i covers blocks i..i+span-1), so it takes a `span`."""
+
+    name: str = ""
+    spans: bool = False
+
+    def score(self, model, windows: TokenWindows, *, span: int, engine: dict) -> tuple[list[float], dict]:
+        """(one score per block or span start, details to record); `engine` holds device, offload, batch_size, progress."""
+        raise NotImplementedError
+
+
+class CapturedBlockMetric(BlockMetric):
+    """A metric computed on the block-by-block run (one block's activations in memory at a time)."""
+
+    def score(self, model, windows: TokenWindows, *, span: int, engine: dict) -> tuple[list[float], dict]:
+        runner = SequentialRunner(model, **engine)
+        return self.score_captured(runner, runner.capture(windows.input_ids), windows, span)
+
+    def score_captured(self, runner: SequentialRunner, inputs: BlockInputs, windows: TokenWindows, span: int) -> tuple[list[float], dict]:
+        raise NotImplementedError
+
+
+class _Similarity(CapturedBlockMetric):
+    """A distance between a block's (or span's) input and output, from the token cosine."""
+
+    def distance(self, cos: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_captured(self, runner, inputs, windows, span):
+        return _similarity_scan(runner, inputs, self, span), {}
+
+
+class BlockInfluence(_Similarity):
+    name = "bi"
+
+    def distance(self, cos):
+        return 1.0 - cos
+
+
+class AngularDistance(_Similarity):
+    name, spans = "angular", True
+
+    def distance(self, cos):
+        return torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi
+
+
+class OutputChange(CapturedBlockMetric):
+    """How the model's output changes with the block removed: final-hidden cosine, or calibration loss."""
+
+    def __init__(self, name: str, by_loss: bool):
+        self.name, self.by_loss = name, by_loss
+
+    def score_captured(self, runner, inputs, windows, span):
+        return removal_scores(runner, inputs, windows, self.name)
+
+
+class TaylorImportance(BlockMetric):
+    name = "taylor"
+
+    def score(self, model, windows, *, span, engine):
+        device = engine["device"]
+        device = torch.device(device) if device is not None else next(model.parameters()).device
+        return _taylor_scan(model, windows, device, engine["batch_size"], engine["progress"]), {}
+
+
+_METRICS: dict[str, BlockMetric] = {}
+
+
+def register_block_metric(metric: BlockMetric) -> BlockMetric:
+    """Make `metric` available by its name everywhere a block metric is taken."""
+    if not isinstance(metric, BlockMetric) or not metric.name:
+        raise PrunekitError("a block metric is a BlockMetric instance with a name")
+    _METRICS[metric.name] = metric
+    return metric
+
+
+def block_metric_names() -> list[str]:
+    return list(_METRICS)
+
+
+def block_metric(name: str, parameter: str = "metric") -> BlockMetric:
+    """The registered metric called `name`, or a one-line error naming the known ones."""
+    if not isinstance(name, str) or name not in _METRICS:
+        raise ParameterError(parameter, f"'{name}' is unknown; choose one of {', '.join(_METRICS)}")
+    return _METRICS[name]
+
+
 def check_metric(metric: str, parameter: str = "metric") -> str:
-    if metric not in METRICS:
-        raise ParameterError(parameter, f"'{metric}' is unknown; choose one of {', '.join(METRICS)}")
+    block_metric(metric, parameter)
     return metric
 
 
@@ -73,20 +162,20 @@ def _batches(windows: TokenWindows, batch_size: int) -> list[torch.Tensor]:
     return [windows.input_ids[s : s + batch_size] for s in range(0, windows.num_windows, batch_size)]
 
 
-def _similarity_scan(runner: SequentialRunner, inputs: BlockInputs, metric: str, span: int) -> list[float]:
+def _similarity_scan(runner: SequentialRunner, inputs: BlockInputs, metric: _Similarity, span: int) -> list[float]:
     """BI or angular distance in one pass: keep the last `span` block inputs to compare with."""
     num_blocks = runner.adapter.num_blocks
     sums = [0.0] * (num_blocks - span + 1)
     counts = [0] * (num_blocks - span + 1)
     history: deque[list[torch.Tensor]] = deque(maxlen=span)
-    for index, block_in, block_out in runner.iterate(inputs, desc=f"scan {metric}"):
+    for index, block_in, block_out in runner.iterate(inputs, desc=f"scan {metric.name}"):
         history.append(block_in)
         start = index - span + 1
         if start < 0:
             continue
         for earlier, later in zip(history[0], block_out):
             cos = _token_cosine(earlier, later)
-            value = 1.0 - cos if metric == "bi" else torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi
+            value = metric.distance(cos)
             sums[start] += value.sum().item()
             counts[start] += value.numel()
     return [s / c for s, c in zip(sums, counts)]
@@ -101,6 +190,9 @@ def removal_scores(
     methods can score a virtually pruned model without touching the real one.
     """
     active = list(range(runner.adapter.num_blocks)) if active is None else list(active)
+    change = block_metric(metric)
+    if not isinstance(change, OutputChange):
+        raise ParameterError("metric", f"'{metric}' does not remove blocks; use one of {', '.join(_removal_metric_names())}")
     batches = _batches(windows, runner.batch_size)
     block_inputs: list[list[torch.Tensor]] = []
     final = inputs.hidden
@@ -111,7 +203,7 @@ def removal_scores(
     def measure(hidden: list[torch.Tensor], reference: list[torch.Tensor] | None) -> tuple[float, list[torch.Tensor]]:
         """(score contribution, normed final hidden states) of one candidate's final block outputs."""
         normed = [runner.final_hidden(h) for h in hidden]
-        if metric == "removal-cosine":
+        if not change.by_loss:
             if reference is None:
                 return 0.0, normed
             total = sum(_token_cosine(n, r).sum().item() for n, r in zip(normed, reference))
@@ -128,9 +220,13 @@ def removal_scores(
         later = active[position + 1 :]
         hidden = runner.run_blocks(BlockInputs(block_inputs[position], inputs.block_kwargs), later)
         value, _ = measure(hidden, reference)
-        scores.append(value - base_value if metric == "removal-loss" else value)
-    details = {"base_loss": base_value} if metric == "removal-loss" else {}
+        scores.append(value - base_value if change.by_loss else value)
+    details = {"base_loss": base_value} if change.by_loss else {}
     return scores, details
+
+
+def _removal_metric_names() -> list[str]:
+    return [name for name, metric in _METRICS.items() if isinstance(metric, OutputChange)]
 
 
 def _taylor_scan(model, windows: TokenWindows, device: torch.device, batch_size: int, progress: bool) -> list[float]:
@@ -168,28 +264,20 @@ def scan_blocks(
     batch_size: int = 1,
     progress: bool = True,
 ) -> BlockScores:
-    """Score every decoder block of `model` on calibration `windows` by `metric`."""
-    check_metric(metric)
+    """Score every decoder block of `model` on calibration `windows` by `metric` (a registered name)."""
+    scorer = block_metric(metric)
     adapter = ModelAdapter(model)
-    if metric == "angular" and not 1 <= span < adapter.num_blocks:
+    span = span if scorer.spans else 1
+    if scorer.spans and not 1 <= span < adapter.num_blocks:
         raise PrunekitError(
-            f"angular span {span} must be between 1 and {adapter.num_blocks - 1} (the model has {adapter.num_blocks} blocks)"
+            f"{metric} span {span} must be between 1 and {adapter.num_blocks - 1} (the model has {adapter.num_blocks} blocks)"
         )
     was_training = model.training
     model.eval()
     started = time.perf_counter()
-    details: dict = {}
+    engine = {"device": device, "offload": offload, "batch_size": batch_size, "progress": progress}
     try:
-        if metric == "taylor":
-            device = torch.device(device) if device is not None else next(model.parameters()).device
-            scores = _taylor_scan(model, windows, device, batch_size, progress)
-        else:
-            runner = SequentialRunner(model, device=device, offload=offload, batch_size=batch_size, progress=progress)
-            inputs = runner.capture(windows.input_ids)
-            if metric in ("bi", "angular"):
-                scores = _similarity_scan(runner, inputs, metric, span if metric == "angular" else 1)
-            else:
-                scores, details = removal_scores(runner, inputs, windows, metric)
+        scores, details = scorer.score(model, windows, span=span, engine=engine)
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - started
@@ -198,6 +286,9 @@ def scan_blocks(
             raise PrunekitError(
                 f"metric {metric} produced a non-finite score; the model gives NaN/inf activations on this data (try `dtype` float32)"
             )
-    return BlockScores(
-        metric, [float(s) for s in scores], windows.summary(), seconds, span=span if metric == "angular" else 1, details=details
-    )
+    return BlockScores(metric, [float(s) for s in scores], windows.summary(), seconds, span=span, details=details)
+
+
+for _metric in (BlockInfluence(), AngularDistance(), OutputChange("removal-cosine", False), OutputChange("removal-loss", True)):
+    register_block_metric(_metric)
+register_block_metric(TaylorImportance())

@@ -12,6 +12,9 @@ as accurate (see `product_precision`). Criteria (higher = more important):
 - `taylor`: sum |w * dL/dw| over the weights the channel owns, from one gradient pass on the dense
   model (`gradients.py`); passed in precomputed.
 - `random`: a seeded random score (a control).
+
+Each criterion is a `ChannelCriterion` registered by name; `register_channel_criterion(MyCriterion())` adds one
+that LIAR (decoders and encoders) then accepts as `criterion`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import torch
 
 from prunekit.errors import ParameterError, PrunekitError
 
-CRITERIA = ("magnitude", "wanda", "fluctuation", "taylor", "random")
 # GPUs whose float64 throughput is half their float32 (datacentre parts: P100, V100, A100, H100/H200, B200).
 _FAST_FLOAT64_CAPABILITIES = {(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)}
 _GRAM_CHUNKS = 8  # column chunks of the Gram product: only the lower block triangle is computed (36/64 of the flops)
@@ -195,13 +197,88 @@ class InputStatistics:
         return self.diagonal().clamp_min(0).sqrt()
 
 
-def check_criterion(criterion: str) -> str:
-    if criterion not in CRITERIA:
-        raise ParameterError("criterion", f"'{criterion}' is unknown; choose one of {', '.join(CRITERIA)}")
+class ChannelCriterion:
+    """A way to score the input channels of a consuming projection (higher = more important). Subclass it, set
+    `name`, implement `score`, and register an instance with `register_channel_criterion`.
+    `uses_gradients`: it reads the gradient scores LIAR computes first (`taylor`), which need a language-model loss."""
+
+    name: str = ""
+    uses_gradients: bool = False
+
+    def score(
+        self, stats: InputStatistics, consumer: torch.Tensor, producers: list[torch.Tensor], *, seed: int, gradients: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One score per channel. `stats`: the channels' input statistics; `consumer` [out, channels] the consuming
+        weight in float64 where the statistics live; `producers` [channels, in] the weights that write the channels."""
+        raise NotImplementedError
+
+
+class Magnitude(ChannelCriterion):
+    name = "magnitude"
+
+    def score(self, stats, consumer, producers, *, seed, gradients):
+        owned = consumer.pow(2).sum(0) + sum(w.detach().to(consumer.device, torch.float64).pow(2).sum(1) for w in producers)
+        return owned.sqrt()
+
+
+class Wanda(ChannelCriterion):
+    name = "wanda"
+
+    def score(self, stats, consumer, producers, *, seed, gradients):
+        return (consumer.abs() * stats.norm[None, :]).sum(0)
+
+
+class Fluctuation(ChannelCriterion):
+    name = "fluctuation"
+
+    def score(self, stats, consumer, producers, *, seed, gradients):
+        return stats.variance * consumer.pow(2).sum(0)
+
+
+class Taylor(ChannelCriterion):
+    name, uses_gradients = "taylor", True
+
+    def score(self, stats, consumer, producers, *, seed, gradients):
+        if gradients is None or gradients.numel() != consumer.shape[1]:
+            raise PrunekitError("the taylor criterion needs gradient scores from scoring.gradients.taylor_unit_scores")
+        return gradients.detach().to(torch.float64)
+
+
+class Random(ChannelCriterion):
+    name = "random"
+
+    def score(self, stats, consumer, producers, *, seed, gradients):
+        return torch.rand(consumer.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+_CRITERIA: dict[str, ChannelCriterion] = {}
+
+
+def register_channel_criterion(criterion: ChannelCriterion) -> ChannelCriterion:
+    """Make `criterion` available by its name to width pruning."""
+    if not isinstance(criterion, ChannelCriterion) or not criterion.name:
+        raise PrunekitError("a channel criterion is a ChannelCriterion instance with a name")
+    _CRITERIA[criterion.name] = criterion
     return criterion
 
 
-def ffn_channel_scores(
+def channel_criterion_names() -> list[str]:
+    return list(_CRITERIA)
+
+
+def channel_criterion(name: str) -> ChannelCriterion:
+    """The registered criterion called `name`, or a one-line error naming the known ones."""
+    if not isinstance(name, str) or name not in _CRITERIA:
+        raise ParameterError("criterion", f"'{name}' is unknown; choose one of {', '.join(_CRITERIA)}")
+    return _CRITERIA[name]
+
+
+def check_criterion(criterion: str) -> str:
+    channel_criterion(criterion)
+    return criterion
+
+
+def channel_scores(
     criterion: str,
     stats: InputStatistics,
     down_weight: torch.Tensor,
@@ -209,22 +286,15 @@ def ffn_channel_scores(
     seed: int = 0,
     taylor: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One score per intermediate channel. `producer_weights` are the [d_int, hidden] matrices
-    that write the channel (gate and up); `down_weight` [hidden, d_int] consumes it; `taylor` is
-    the precomputed gradient score (criterion `taylor` only). Computed where the statistics live;
-    returned on the CPU (a vector)."""
+    """One score per input channel of a consuming projection (the FFN's down projection, or attention's output
+    projection for head channels), by the registered `criterion`. `producer_weights` are the [d_int, hidden]
+    matrices that write the channel (gate and up); `down_weight` [hidden, d_int] consumes it; `taylor` is the
+    precomputed gradient score. Computed where the statistics live; returned on the CPU (a float64 vector)."""
     device = stats.device if stats.device is not None else down_weight.device
     down = down_weight.detach().to(device, torch.float64)
-    if criterion == "taylor":
-        if taylor is None or taylor.numel() != down.shape[1]:
-            raise PrunekitError("the taylor criterion needs gradient scores from scoring.gradients.taylor_unit_scores")
-        return taylor.detach().to("cpu", torch.float64)
-    if criterion == "magnitude":
-        owned = down.pow(2).sum(0) + sum(w.detach().to(device, torch.float64).pow(2).sum(1) for w in producer_weights)
-        return owned.sqrt().cpu()
-    if criterion == "wanda":
-        return (down.abs() * stats.norm[None, :]).sum(0).cpu()
-    if criterion == "fluctuation":
-        return (stats.variance * down.pow(2).sum(0)).cpu()
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(down.shape[1], generator=generator, dtype=torch.float64)
+    scores = channel_criterion(criterion).score(stats, down, producer_weights, seed=seed, gradients=taylor)
+    return scores.to("cpu", torch.float64)
+
+
+for _criterion in (Magnitude(), Wanda(), Fluctuation(), Taylor(), Random()):
+    register_channel_criterion(_criterion)

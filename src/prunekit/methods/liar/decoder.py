@@ -44,7 +44,7 @@ from prunekit.models.width_surgery import (
     slice_attention,
     slice_mlp,
 )
-from prunekit.scoring.channels import InputStatistics, check_criterion, ffn_channel_scores, statistics_peak_bytes
+from prunekit.scoring.channels import InputStatistics, channel_criterion, channel_scores, check_criterion, statistics_peak_bytes
 from prunekit.scoring.gradients import taylor_unit_scores
 
 
@@ -292,7 +292,7 @@ def _shape(adapter: ModelAdapter) -> _Shape:
 
 def _head_channel_scores(criterion: str, stats: InputStatistics, attention: nn.Module, family, seed: int, taylor) -> torch.Tensor:
     """One score per input channel of the attention's output projection (query head channel)."""
-    return ffn_channel_scores(
+    return channel_scores(
         criterion, stats, attention_consumer(attention, family).weight, [query_weight(attention, family)], seed=seed, taylor=taylor
     )
 
@@ -323,7 +323,7 @@ def _dense_unit_scores(
             for hook in hooks:
                 hook.remove()
         channel_scores.append(
-            ffn_channel_scores(
+            channel_scores(
                 criterion,
                 ffn_stats,
                 down.weight,
@@ -467,7 +467,7 @@ def prune_width(
     started = time.perf_counter()
     params_before = parameter_count(model)
     taylor = None
-    if criterion == "taylor":
+    if channel_criterion(criterion).uses_gradients:
         taylor = taylor_unit_scores(model, windows, device=device if not offload else None, heads=heads)
     runner = SequentialRunner(model, device=device, offload=offload, batch_size=batch_size, progress=False)
     inputs = runner.capture(windows.input_ids)
@@ -613,7 +613,7 @@ class _LayerStep:
         recompute = self.ffn_outputs == "recomputed" and ffn.can_recompute
         ffn.run(hidden, self.inputs.block_kwargs, keep_inputs=recompute)
         stats = ffn.stats
-        scores = ffn_channel_scores(
+        scores = channel_scores(
             self.criterion,
             stats,
             down.weight,

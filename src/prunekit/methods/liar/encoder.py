@@ -23,7 +23,7 @@ from prunekit.methods.liar.reconstruction import check_damping, fold_pruned_inpu
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import EncoderAdapter, record_encoder_widths
 from prunekit.models.width_surgery import install_consumer, linear_like
-from prunekit.scoring.channels import ffn_channel_scores
+from prunekit.scoring.channels import channel_criterion, channel_criterion_names, channel_scores
 
 
 def encoder_windows(windows: TokenWindows, tokenizer) -> TokenWindows:
@@ -63,8 +63,9 @@ def prune_encoder_width(
 ) -> dict:
     """Remove `head_ratio` of every block's heads and `ffn_ratio` of its FFN channels, in place."""
     check_width_options(ffn_ratio, head_ratio, criterion, reconstruction)
-    if criterion == "taylor":
-        raise PrunekitError("the taylor criterion needs a language-model loss; encoders take magnitude, wanda, fluctuation or random")
+    if channel_criterion(criterion).uses_gradients:
+        usable = [name for name in channel_criterion_names() if not channel_criterion(name).uses_gradients]
+        raise PrunekitError(f"the {criterion} criterion needs a language-model loss; encoders take {', '.join(usable)}")
     check_damping(damping)
     holdout = holdout_for(reconstruction, damping)
     adapter = EncoderAdapter(model)
@@ -120,7 +121,7 @@ def _prune_heads(
     family, head_size, num_heads = adapter.family, adapter.head_size(), adapter.num_heads(index)
     consumer = adapter.unit(index, family.attention_output)
     stats = input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features, holdout)
-    scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.query).weight], seed=seed + 1000 + index)
+    scores = channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.query).weight], seed=seed + 1000 + index)
     heads, channels, _ = kept_heads(scores, num_heads, num_heads, head_size, keep_heads)
     folded = fold_pruned_inputs(consumer.weight, channels, stats, reconstruction, with_bias=True, damping=damping)
     check_finite(folded, index, "attention")
@@ -137,7 +138,7 @@ def _prune_channels(adapter, runner, inputs, index: int, hidden, keep: int, *, c
     family = adapter.family
     consumer = adapter.unit(index, family.ffn_output)
     stats = input_statistics(runner, index, hidden, inputs.block_kwargs, consumer, consumer.in_features, holdout)
-    scores = ffn_channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.ffn_input).weight], seed=seed + index)
+    scores = channel_scores(criterion, stats, consumer.weight, [adapter.unit(index, family.ffn_input).weight], seed=seed + index)
     kept = torch.topk(scores, keep).indices.sort().values
     folded = fold_pruned_inputs(consumer.weight, kept, stats, reconstruction, with_bias=True, damping=damping)
     check_finite(folded, index, "FFN")
