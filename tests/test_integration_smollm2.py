@@ -80,8 +80,8 @@ def test_local_tasks_score_the_embedded_model_differently_from_random_weights(sm
 
 def test_iterabre_on_the_embedded_model_resumes_to_the_same_weights(smollm2, tmp_path):
     """Tied embeddings survive the run directory's checkpoints, and resume equals an unbroken run."""
-    from prunekit.methods.iterabre import IterabreSettings, dense_teacher, iterabre
-    from prunekit.recovery import RecoveryConfig, recovery_windows
+    from prunekit.methods.iterabre import IterabreSettings, iterabre
+    from prunekit.recovery import RecoveryConfig, dense_teacher, recovery_windows
 
     tokenizer = smollm2.tokenizer
     calibration = load_windows("builtin", tokenizer, purpose="calibration", num_windows=1, seq_len=64)

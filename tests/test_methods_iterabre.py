@@ -6,9 +6,9 @@ import torch
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
-from prunekit.methods.iterabre import IterabreSettings, blocks_next_to, dense_teacher, iterabre
+from prunekit.methods.iterabre import IterabreSettings, blocks_next_to, iterabre
 from prunekit.models.adapters import ModelAdapter
-from prunekit.recovery import RecoveryConfig
+from prunekit.recovery import RecoveryConfig, dense_teacher
 from prunekit.scoring.blocks import scan_blocks
 
 from conftest import VOCAB, tiny_model

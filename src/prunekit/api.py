@@ -40,6 +40,7 @@ from prunekit.models.encoders import adapter_for, is_encoder_config, save_encode
 from prunekit.models.export import save_model
 from prunekit.models.loading import load_model
 from prunekit.models.shared_checkpoint import has_shared_blocks, save_shared_model
+from prunekit.recovery import dense_teacher
 from prunekit.recovery.checkpoints import Checkpointing
 from prunekit.recovery.config import RecoveryConfig
 
@@ -250,7 +251,7 @@ def _teacher_factory(model, teacher, inplace: bool, configs):
     if teacher is not None:
         return lambda: teacher
     if not inplace:
-        return lambda: _frozen(model)
+        return lambda: dense_teacher(model)
     original = _snapshot_if_needed(model, configs)
     return (lambda: original) if original is not None else None
 
@@ -358,13 +359,6 @@ def _windows_of(data, tokenizer, names: list[str], seed: int, text_field: str = 
     )
 
 
-def _frozen(model):
-    teacher = copy.deepcopy(model).eval()
-    for param in teacher.parameters():
-        param.requires_grad_(False)
-    return teacher
-
-
 def _snapshot_if_needed(model, configs):
     """With inplace=True the dense model is gone once a stage runs: copy it first if any stage distils."""
 
@@ -372,7 +366,7 @@ def _snapshot_if_needed(model, configs):
         recovery = config if isinstance(config, RecoveryConfig) else getattr(config, "recovery", None)
         return recovery is not None
 
-    return _frozen(model) if configs and any(trains(c) for c in configs) else None
+    return dense_teacher(model) if configs and any(trains(c) for c in configs) else None
 
 
 def save(

@@ -21,6 +21,8 @@ from prunekit.models.adapters import DecoderFamily, ModelAdapter
 class SharedLoRALinear(nn.Module):
     """y = base(x) + scaling * (x @ A^T) @ B^T + bias_delta, with `base` owned by another block."""
 
+    recovery_scope = "adapters"  # the recovery scope under which this module's own parameters train
+
     def __init__(self, base: nn.Linear, rank: int):
         super().__init__()
         # Stored outside the module tree so the shared weight is registered once, under its owner.
@@ -107,6 +109,9 @@ class OutputNorm(nn.Module):
     With a small initial scale the replacement starts close to a skipped block, which is why
     FlexiGPT's pre-training perplexity stays near ShortGPT's instead of exploding.
     """
+
+    recovery_scope = "adapters"  # the recovery scope under which this module's own parameters train
+    learning_rate_option = "norm_scale_learning_rate"  # the recovery setting that gives its scales their own rate
 
     def __init__(self, width: int, init_scale: float, eps: float = 1e-6, dtype=None, device=None):
         super().__init__()

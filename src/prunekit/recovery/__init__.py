@@ -2,6 +2,6 @@
 
 from prunekit.recovery.config import RecoveryConfig
 from prunekit.recovery.data import recovery_windows, self_generated_windows
-from prunekit.recovery.trainer import RecoveryDiverged, RecoveryResult, recover
+from prunekit.recovery.trainer import RecoveryDiverged, RecoveryResult, dense_teacher, recover
 
-__all__ = ["RecoveryConfig", "RecoveryDiverged", "RecoveryResult", "recover", "recovery_windows", "self_generated_windows"]
+__all__ = ["RecoveryConfig", "RecoveryDiverged", "RecoveryResult", "dense_teacher", "recover", "recovery_windows", "self_generated_windows"]

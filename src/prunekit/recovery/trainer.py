@@ -14,6 +14,7 @@ tokens/s and model-flops utilisation (`throughput.py`).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -29,7 +30,6 @@ from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.loading import resolve_device
-from prunekit.models.shared_blocks import OutputNorm, SharedLoRALinear
 from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, RunCheckpoints, StopSignals, model_fingerprint
 from prunekit.recovery.config import RecoveryConfig
 from prunekit.recovery.distributed import launch_state
@@ -77,6 +77,14 @@ class RecoveryResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def dense_teacher(model):
+    """A frozen copy of the unpruned model to distil from (made before pruning changes the model)."""
+    teacher = copy.deepcopy(model).eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
 
 
 def _mixed_precision(precision: str, device: torch.device) -> str:
@@ -144,13 +152,14 @@ def _select_trainable(model, config: RecoveryConfig, blocks: list[int] | None):
         return get_peft_model(model, lora)
     for param in model.parameters():
         param.requires_grad_(config.scope == "full")
-    if config.scope == "adapters":
-        owned = [m for m in model.modules() if isinstance(m, (SharedLoRALinear, OutputNorm))]
-        if not owned:
-            raise PrunekitError("recovery scope 'adapters' needs shared blocks (FlexiGPT); this model has none")
-        for module in owned:
-            for param in module.parameters(recurse=False):
-                param.requires_grad_(True)
+    owned = [m for m in model.modules() if getattr(m, "recovery_scope", None) == config.scope]  # modules that name their scope
+    if config.scope == "adapters" and not owned:
+        raise PrunekitError(
+            "recovery scope 'adapters' needs modules with their own adapters (FlexiGPT's shared blocks); this model has none"
+        )
+    for module in owned:
+        for param in module.parameters(recurse=False):
+            param.requires_grad_(True)
     if config.scope in ("blocks", "neighbours"):
         layers = ModelAdapter(model).layers
         chosen = range(len(layers)) if config.scope == "blocks" else blocks
@@ -165,14 +174,19 @@ def _select_trainable(model, config: RecoveryConfig, blocks: list[int] | None):
 
 
 def _parameter_groups(model, trainable: list, config: RecoveryConfig) -> list[dict]:
-    """One group at the peak learning rate, or, with `norm_scale_learning_rate`, the output-norm scales
-    of shared blocks (FlexiGPT) in a group of their own (the schedule scales both alike)."""
-    if config.norm_scale_learning_rate is None:
-        return [{"params": trainable}]
-    scales = {id(p) for m in model.modules() if isinstance(m, OutputNorm) for p in m.parameters(recurse=False)}
-    rest = [p for p in trainable if id(p) not in scales]
-    own = [p for p in trainable if id(p) in scales]
-    return [{"params": rest}] + ([{"params": own, "lr": config.norm_scale_learning_rate}] if own else [])
+    """One group at the peak learning rate, plus one for the parameters of modules that name a setting for their own
+    rate (`learning_rate_option`, e.g. FlexiGPT's output-norm scales: `norm_scale_learning_rate`) where it is set;
+    the schedule scales every group alike."""
+    rates: dict[int, float] = {}
+    for module in model.modules():
+        rate = getattr(config, getattr(module, "learning_rate_option", "") or "", None)
+        if rate is not None:
+            rates.update((id(p), rate) for p in module.parameters(recurse=False))
+    groups = [{"params": [p for p in trainable if id(p) not in rates]}]
+    for rate in dict.fromkeys(rates.values()):
+        own = [p for p in trainable if rates.get(id(p)) == rate]
+        groups += [{"params": own, "lr": rate}] if own else []
+    return groups
 
 
 def _vocabulary(model) -> int:

@@ -6,7 +6,7 @@ directory that keeps each finished iteration; stage.py: the registered method (I
 """
 
 from prunekit.methods.depth.removal import label_removal
-from prunekit.methods.iterabre.loop import IterabreSettings, blocks_next_to, dense_teacher, iterabre
+from prunekit.methods.iterabre.loop import IterabreSettings, blocks_next_to, iterabre
 from prunekit.methods.iterabre.run_directory import RunDirectory
 from prunekit.methods.iterabre.stage import IterabreConfig, describe_iterabre, run_iterabre
 from prunekit.methods.registry import register_method
@@ -29,7 +29,6 @@ __all__ = [
     "IterabreSettings",
     "RunDirectory",
     "blocks_next_to",
-    "dense_teacher",
     "describe_iterabre",
     "iterabre",
     "run_iterabre",

@@ -9,7 +9,6 @@ same seed, ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -388,11 +387,3 @@ def blocks_next_to(removed_positions: list[int], blocks_left: int) -> list[int]:
         new = position - shift  # where the block after the removed one now sits
         near.update(i for i in (new - 1, new) if 0 <= i < blocks_left)
     return sorted(near)
-
-
-def dense_teacher(model):
-    """A frozen copy of the unpruned model to distil from."""
-    teacher = copy.deepcopy(model).eval()
-    for param in teacher.parameters():
-        param.requires_grad_(False)
-    return teacher

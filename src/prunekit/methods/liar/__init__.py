@@ -1,7 +1,7 @@
 """LIAR: width pruning of attention heads and FFN channels, the pruned channels' contribution folded into the
 consuming layer by least squares (no training).
 
-stage.py: the registered method (LiarConfig, run_liar, how a stage is described); decoder.py: prune_width on
+config.py: LiarConfig and its checks; stage.py: the registered method (run_liar, how a stage is described); decoder.py: prune_width on
 decoder models; encoder.py: the same for BERT-style encoders; reconstruction.py: the least-squares fold and its
 damping; allocation.py: uniform or adaptive per-layer widths.
 """

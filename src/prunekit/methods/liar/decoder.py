@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.speed import peak_rss_bytes, weight_bytes
-from prunekit.methods.liar.allocation import ALLOCATIONS, LayerWidth, adaptive_widths, standardised, uniform_widths
-from prunekit.methods.liar.reconstruction import HOLDOUT_EVERY, RECONSTRUCTIONS, check_damping, fold_pruned_inputs
+from prunekit.methods.liar.allocation import LayerWidth, adaptive_widths, standardised, uniform_widths
+from prunekit.methods.liar.config import AUTO_MULTIPLE, AUTO_MULTIPLE_MIN_WIDTH, AUTO_MULTIPLE_VALUE, LiarConfig
+from prunekit.methods.liar.reconstruction import HOLDOUT_EVERY, fold_pruned_inputs
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.layer_widths import record_layer_widths
 from prunekit.models.loading import available_memory_bytes
@@ -44,7 +45,7 @@ from prunekit.models.width_surgery import (
     slice_attention,
     slice_mlp,
 )
-from prunekit.scoring.channels import InputStatistics, channel_criterion, channel_scores, check_criterion, statistics_peak_bytes
+from prunekit.scoring.channels import InputStatistics, channel_criterion, channel_scores, statistics_peak_bytes
 from prunekit.scoring.gradients import taylor_unit_scores
 
 
@@ -182,55 +183,11 @@ def check_finite(folded, index: int, what: str) -> None:
         )
 
 
-# `channel_multiple` auto: 64 for a real model's FFN (fast in llama.cpp and on GPUs; on SmolLM2-135M and
-# Gemma-3 270M rounding cost no measured quality), unrounded for the tiny FFNs of test models.
-AUTO_MULTIPLE = "auto"
-AUTO_MULTIPLE_VALUE = 64
-AUTO_MULTIPLE_MIN_WIDTH = 1024
-
-
 def resolve_channel_multiple(channel_multiple: int | str, width: int) -> int:
     """The multiple kept FFN channels are rounded to: `auto` is 64 where the FFN is at least 1,024 wide, else 1."""
     if channel_multiple == AUTO_MULTIPLE:
         return AUTO_MULTIPLE_VALUE if width >= AUTO_MULTIPLE_MIN_WIDTH else 1
     return int(channel_multiple)
-
-
-def check_width_options(
-    ffn_ratio: float | None,
-    head_ratio: float | None,
-    criterion: str,
-    reconstruction: str,
-    ratio: float | None = None,
-    allocation: str = "uniform",
-    min_keep: float = 0.1,
-    channel_multiple: int | str = 1,
-) -> None:
-    """The checks that need no model, so the CLI can fail before loading one."""
-    if ratio is not None:
-        if ffn_ratio is not None or head_ratio not in (None, 0.0):
-            raise ParameterError(
-                "ratio",
-                "(share of the block parameters) or ffn_ratio/head_ratio: give one, not both (head_ratio 0 with `ratio` keeps every head)",
-            )
-        if not 0.0 < ratio < 1.0:
-            raise ParameterError("ratio", f"{ratio} must be strictly between 0 and 1")
-    elif ffn_ratio is None and head_ratio is None:
-        raise ParameterError("ratio", "is missing: liar needs `ratio`, or ffn_ratio and/or head_ratio (fractions to remove, in [0, 1))")
-    elif not (ffn_ratio or 0.0) and not (head_ratio or 0.0):
-        raise ParameterError("ffn_ratio", "0 and no head_ratio remove nothing; give a ratio above 0")
-    for flag, value in (("ffn_ratio", ffn_ratio), ("head_ratio", head_ratio)):
-        if value is not None and not 0.0 <= value < 1.0:
-            raise ParameterError(flag, f"{value} must be in [0, 1)")
-    check_criterion(criterion)
-    if reconstruction not in RECONSTRUCTIONS:
-        raise ParameterError("reconstruction", f"'{reconstruction}' is unknown; choose one of {', '.join(RECONSTRUCTIONS)}")
-    if allocation not in ALLOCATIONS:
-        raise ParameterError("allocation", f"'{allocation}' is unknown; choose one of {', '.join(ALLOCATIONS)}")
-    if not 0.0 < min_keep <= 1.0:
-        raise ParameterError("min_keep", f"{min_keep} must be in (0, 1]")
-    if channel_multiple != AUTO_MULTIPLE and (isinstance(channel_multiple, str) or channel_multiple < 1):
-        raise ParameterError("channel_multiple", f"{channel_multiple} must be at least 1, or {AUTO_MULTIPLE}")
 
 
 def holdout_for(reconstruction: str, damping) -> int:
@@ -297,9 +254,9 @@ def _head_channel_scores(criterion: str, stats: InputStatistics, attention: nn.M
     )
 
 
-def _group_scores(channel_scores: torch.Tensor, shape: _Shape) -> torch.Tensor:
+def _group_scores(unit_scores: torch.Tensor, shape: _Shape) -> torch.Tensor:
     """A KV group's score for the adaptive ranking: the mean z-score of its query channels."""
-    return standardised(channel_scores).view(shape.num_kv, -1).mean(1)
+    return standardised(unit_scores).view(shape.num_kv, -1).mean(1)
 
 
 def _dense_unit_scores(
@@ -307,7 +264,7 @@ def _dense_unit_scores(
 ) -> tuple[list | None, list]:
     """Per-layer KV-group and FFN-channel scores of the unpruned model (one sequential pass)."""
     family = adapter.family
-    group_scores, channel_scores = [], []
+    group_scores, ffn_scores = [], []
     hidden = inputs.hidden
     for index, layer in enumerate(adapter.layers):
         attention, mlp = getattr(layer, family.attention_attr), getattr(layer, family.mlp_attr)
@@ -322,7 +279,7 @@ def _dense_unit_scores(
         finally:
             for hook in hooks:
                 hook.remove()
-        channel_scores.append(
+        ffn_scores.append(
             channel_scores(
                 criterion,
                 ffn_stats,
@@ -338,7 +295,7 @@ def _dense_unit_scores(
             )
             group_scores.append(_group_scores(scores, shape))
         hidden = outputs
-    return (group_scores if heads else None), channel_scores
+    return (group_scores if heads else None), ffn_scores
 
 
 def _layer_widths(
@@ -368,12 +325,12 @@ def _layer_widths(
         unit_ratio = ratio * adapter.block_parameter_count(0) / prunable
         if unit_ratio >= 1.0:
             raise ParameterError("ratio", f"{ratio} is more than the prunable share of a block; use a smaller ratio")
-    group_scores, channel_scores = _dense_unit_scores(
+    group_scores, ffn_scores = _dense_unit_scores(
         runner, inputs, adapter, shape, criterion, seed, taylor, heads and (ratio is not None or head_ratio > 0)
     )
     return adaptive_widths(
         group_scores,
-        channel_scores,
+        ffn_scores,
         group_cost=group_cost,
         channel_cost=channel_cost,
         width=shape.width,
@@ -431,25 +388,17 @@ def _peak_memory(device: torch.device) -> dict:
 def prune_width(
     model,
     windows,
+    config: LiarConfig | None = None,
     *,
-    ffn_ratio: float | None = None,
-    head_ratio: float | None = None,
-    ratio: float | None = None,
-    allocation: str = "uniform",
-    min_keep: float = 0.1,
-    criterion: str = "wanda",
-    reconstruction: str = "liar",
-    damping: float | str = "auto",
     device=None,
     offload: bool = False,
     batch_size: int = 1,
     progress: bool = True,
-    seed: int = 0,
-    ratio_heads: bool = False,
-    channel_multiple: int | str = 1,
+    **options,
 ) -> dict:
     """Prune KV groups (whole GQA groups) and FFN channels of every block, in place and block by block;
-    returns the plan (JSON-able).
+    returns the plan (JSON-able). The settings are a LiarConfig (checked where it was made), or its fields given
+    as keyword options (checked here; kept widths exact unless `channel_multiple` is given).
 
     `ratio` is the share of every block's parameters to remove, spent on FFN channels unless `ratio_heads` lets
     whole KV groups take part; otherwise `head_ratio` / `ffn_ratio` are the shares of KV groups / FFN channels.
@@ -458,8 +407,11 @@ def prune_width(
     pruned layer's kept FFN channels to the nearest multiple (`auto`: 64 where the FFN is at least 1,024 wide),
     because GPU and llama.cpp matmuls are slow on other sizes (measurements in docs/width.md).
     """
-    check_width_options(ffn_ratio, head_ratio, criterion, reconstruction, ratio, allocation, min_keep, channel_multiple)
-    check_damping(damping)
+    config = _checked(config, options)
+    ratio, ffn_ratio, head_ratio = config.ratio, config.ffn_ratio, config.head_ratio
+    allocation, min_keep = config.allocation, config.min_keep
+    criterion, reconstruction, damping, seed = config.criterion, config.reconstruction, config.damping, config.seed
+    ratio_heads, channel_multiple = config.ratio_heads, config.channel_multiple
     adapter = ModelAdapter(model)
     shape = _shape(adapter)
     heads = ratio_heads if ratio is not None else head_ratio not in (None, 0.0)
@@ -518,6 +470,18 @@ def _width_summary(shape: _Shape, widths: list[LayerWidth], per_layer: bool) -> 
         "ffn_channels_removed": 1 - sum(w.channels for w in widths) / (len(widths) * shape.width),
         "kv_groups_removed": 1 - sum(w.kv_groups for w in widths) / (len(widths) * shape.num_kv),
     }
+
+
+def _checked(config: LiarConfig | None, options: dict) -> LiarConfig:
+    """The config a run was given (checked where it was made), or one made and checked from keyword options;
+    called that way, kept FFN widths are exact unless `channel_multiple` says otherwise."""
+    if config is not None:
+        if options:
+            raise ParameterError("config", f"is given, so {', '.join(sorted(options))} belong in it")
+        return config
+    config = LiarConfig(**{"channel_multiple": 1, **options})
+    config.check()
+    return config
 
 
 def _uniform_ratios(model, shape: _Shape, allocation: str, ratio, head_ratio, ffn_ratio, heads: bool) -> tuple[float, float]:

@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 from prunekit.data.windows import TokenWindows
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import ParameterError, PrunekitError
-from prunekit.methods.liar.decoder import check_finite, check_width_options, holdout_for, input_statistics, kept_heads
-from prunekit.methods.liar.reconstruction import check_damping, fold_pruned_inputs
+from prunekit.methods.liar.config import LiarConfig
+from prunekit.methods.liar.decoder import check_finite, holdout_for, input_statistics, kept_heads
+from prunekit.methods.liar.reconstruction import fold_pruned_inputs
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import EncoderAdapter, record_encoder_widths
 from prunekit.models.width_surgery import install_consumer, linear_like
@@ -50,23 +51,28 @@ def _install_folded(adapter: EncoderAdapter, index: int, path: str, folded) -> N
 def prune_encoder_width(
     model,
     windows: TokenWindows,
+    config: LiarConfig | None = None,
     *,
-    head_ratio: float = 0.0,
-    ffn_ratio: float = 0.0,
-    criterion: str = "wanda",
-    reconstruction: str = "liar",
-    damping: float | str = "auto",
     device=None,
     batch_size: int = 1,
     progress: bool = True,
-    seed: int = 0,
+    **options,
 ) -> dict:
-    """Remove `head_ratio` of every block's heads and `ffn_ratio` of its FFN channels, in place."""
-    check_width_options(ffn_ratio, head_ratio, criterion, reconstruction)
+    """Remove a share of every block's heads and FFN channels, in place: `ratio` of both, or `head_ratio` of the heads
+    and `ffn_ratio` of the channels (a LiarConfig, or its fields as keyword options; uniform widths only)."""
+    if config is None:
+        config = LiarConfig(**{"head_ratio": 0.0, "ffn_ratio": 0.0, **options})
+        config.check()
+    elif options:
+        raise ParameterError("config", f"is given, so {', '.join(sorted(options))} belong in it")
+    if config.allocation != "uniform":
+        raise ParameterError("allocation", "must be uniform for encoders (per-layer FFN widths are not supported for them yet)")
+    head_ratio = config.ratio if config.ratio is not None else (config.head_ratio or 0.0)
+    ffn_ratio = config.ratio if config.ratio is not None else (config.ffn_ratio or 0.0)
+    criterion, reconstruction, damping, seed = config.criterion, config.reconstruction, config.damping, config.seed
     if channel_criterion(criterion).uses_gradients:
         usable = [name for name in channel_criterion_names() if not channel_criterion(name).uses_gradients]
         raise PrunekitError(f"the {criterion} criterion needs a language-model loss; encoders take {', '.join(usable)}")
-    check_damping(damping)
     holdout = holdout_for(reconstruction, damping)
     adapter = EncoderAdapter(model)
     family = adapter.family
@@ -149,23 +155,7 @@ def _prune_channels(adapter, runner, inputs, index: int, hidden, keep: int, *, c
 
 def run_encoder_liar(model, config, context) -> dict:
     """LiarConfig on an encoder: uniform widths only; `ratio` removes that share of heads and FFN channels."""
-    if config.allocation != "uniform":
-        raise ParameterError("allocation", "must be uniform for encoders (per-layer FFN widths are not supported for them yet)")
     windows = context.require_windows("liar", config.windows)
     if context.tokenizer is not None:
         windows = encoder_windows(windows, context.tokenizer)
-    head_ratio = config.ratio if config.ratio is not None else (config.head_ratio or 0.0)
-    ffn_ratio = config.ratio if config.ratio is not None else (config.ffn_ratio or 0.0)
-    return prune_encoder_width(
-        model,
-        windows,
-        head_ratio=head_ratio,
-        ffn_ratio=ffn_ratio,
-        criterion=config.criterion,
-        reconstruction=config.reconstruction,
-        damping=config.damping,
-        seed=config.seed,
-        device=context.device,
-        batch_size=context.batch_size,
-        progress=context.progress,
-    )
+    return prune_encoder_width(model, windows, config, device=context.device, batch_size=context.batch_size, progress=context.progress)
