@@ -108,3 +108,23 @@ def test_task_and_language_plots_print_their_values(tmp_path):
     assert plots["tasks.png"].data["panels"][0]["bars"] == [0.62, 0.55]
     assert plots["tasks.png"].data["panels"][0]["texts"] == ["0.620", "0.550"]
     assert plots["languages.png"].data["panels"][0]["bars"] == pytest.approx([1.5])
+
+
+def test_what_a_plot_shows_comes_from_the_stage_record_not_the_method_name(tmp_path):
+    """Span scores (angular), replaced blocks (FlexiGPT) and a grown model (extend) are read from the details."""
+    span_plan = {
+        "stages": [
+            {
+                "method": "mine",
+                "details": {"removed_blocks": [1, 2, 3], "num_blocks_before": 6, "scores": [0.5, 0.1, 0.4, 0.6], "metric": "angular"},
+            }
+        ]
+    }
+    dense = result("dense", 6, 20.0)
+    importance = by_name(make_plots([dense, result("span", 3, 30.0, span_plan)], dense, tmp_path))["importance-1.png"]
+    assert importance.data["panels"][0]["bars"] == [0.5, 0.1, 0.4, 0.6] and importance.data["panels"][0]["xlabel"] == "span start (span 3)"
+    replaced = {"method": "other", "details": {"replaced_blocks": [2], "num_blocks_before": 4}}
+    grown = {"method": "grow", "details": {"blocks_before": 4, "blocks_after": 6}}
+    stages = {"stages": [replaced, grown]}
+    panels = by_name(make_plots([dense, result("both", 6, 21.0, stages)], dense, tmp_path))["stages-1.png"].data["panels"]
+    assert "replaced [2]" in panels[0]["title"] and panels[1]["bars"] == [4.0, 6.0]

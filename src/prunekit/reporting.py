@@ -158,10 +158,8 @@ def _measured_steps(plan: dict | None) -> list[tuple[int, float]]:
     """(blocks removed so far, held-out perplexity) at every IteRABRe point that was measured: after each
     removal and after its recovery."""
     points, removed = [], 0
-    for stage in _stages(plan):
-        if stage.get("method") != "iterabre":
-            continue
-        for step in stage.get("steps", []):
+    for stage in _stages(plan):  # stages that log their steps (IteRABRe's iterations)
+        for step in stage.get("steps") or []:
             removed += len(step.get("removed", []))
             for key in ("heldout_perplexity_after_removal", "heldout_perplexity_after_recovery"):
                 if isinstance(step.get(key), (int, float)):
@@ -207,9 +205,9 @@ def _stage_panel(number: int, stage: dict) -> dict | None:
     blocks = stage.get("replaced_blocks") or stage.get("removed_blocks")
     if blocks is not None and stage.get("num_blocks_before"):
         mask = [1.0 if i in set(blocks) else 0.0 for i in range(stage["num_blocks_before"])]
-        verb = "replaced" if method == "flexigpt" else "removed"
+        verb = "replaced" if stage.get("replaced_blocks") else "removed"
         return {"kind": "blocks", "title": f"{title} {verb} {blocks}", "values": mask, "highlight": blocks, "ylabel": verb}
-    if method == "extend":
+    if "blocks_before" in stage and "blocks_after" in stage:  # a stage that grew the model
         return {
             "kind": "bars",
             "title": title,
@@ -285,7 +283,7 @@ def make_plots(results: list[dict], base: dict, folder: Path) -> list[Plot]:
         for stage in stages:
             if stage.get("scores") and stage.get("removed_blocks") is not None:
                 removed = stage["removed_blocks"]
-                span = len(removed) if stage.get("method") == "angular" else 1
+                span = stage.get("num_blocks_before", len(stage["scores"])) - len(stage["scores"]) + 1  # scores of spans
                 scores = BlockScores(stage.get("metric") or "score", stage["scores"], stage.get("data") or {}, 0.0, span=span)
                 title = f"{r['label']}: {stage.get('method')} removed {removed} (red)"
                 add(
