@@ -201,7 +201,7 @@ def test_structures_llama_cpp_cannot_run_are_refused_in_one_line(family, structu
 def test_a_full_disk_leaves_nothing_and_an_existing_output_is_kept(tiny_tokenizer, tmp_path, monkeypatch):
     model = tiny_model("llama")
     (tmp_path / "old.gguf").write_text("earlier")
-    with pytest.raises(PrunekitError, match="old.gguf exists; pass --overwrite"):
+    with pytest.raises(PrunekitError, match="old.gguf exists; pass `overwrite`"):
         export_gguf(model, tiny_tokenizer, tmp_path / "old.gguf")
 
     def full(self, *args, **kwargs):

@@ -110,7 +110,7 @@ def test_resume_without_a_run_and_a_fresh_start_over_a_run_are_refused(tmp_path)
     with pytest.raises(PrunekitError, match="nothing to resume"):
         recover(student, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "none", resume=True))
     interrupted_run(tmp_path)
-    with pytest.raises(PrunekitError, match="already holds a recovery run; continue it with resume"):
+    with pytest.raises(PrunekitError, match="already holds a recovery run; continue it with `resume`"):
         recover(student, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run"))
 
 

@@ -158,10 +158,14 @@ def _measured_steps(plan: dict | None) -> list[tuple[int, float]]:
     """(blocks removed so far, held-out perplexity) at every IteRABRe point that was measured: after each
     removal and after its recovery."""
     points, removed = [], 0
-    for stage in _stages(plan):  # stages that log their steps (IteRABRe's iterations)
+    measured = ("heldout_perplexity_after_removal", "heldout_perplexity_after_recovery")
+    for stage in _stages(plan):  # stages whose steps log held-out perplexity (IteRABRe's iterations)
         for step in stage.get("steps") or []:
-            removed += len(step.get("removed", []))
-            for key in ("heldout_perplexity_after_removal", "heldout_perplexity_after_recovery"):
+            if not any(key in step for key in measured):
+                continue
+            gone = step.get("removed", [])
+            removed += len(gone) if isinstance(gone, list) else 1
+            for key in measured:
                 if isinstance(step.get(key), (int, float)):
                     points.append((removed, float(step[key])))
     return points
