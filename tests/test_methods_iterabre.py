@@ -216,3 +216,14 @@ def test_angular_inside_the_loop_scores_each_block_alone(tmp_path):
     plan = run(model, tmp_path / "run", IterabreSettings(remove=1, metric="angular", recovery=settings().recovery, final_share=0.0))
     assert [plan.steps[0]["scores"][str(i)] for i in range(4)] == pytest.approx(expected)
     assert plan.removed_blocks == [min(range(4), key=expected.__getitem__)]
+
+
+def test_schedule_and_final_share_are_checked_with_the_config():
+    """Refused when the config is checked (before a model is loaded), not when the loop starts."""
+    from prunekit.errors import PrunekitError
+    from prunekit.methods.iterabre import IterabreConfig
+
+    with pytest.raises(PrunekitError, match="schedule 'cosine' is unknown; use one of restart, continuous"):
+        IterabreConfig(remove=2, schedule="cosine").check()
+    with pytest.raises(PrunekitError, match=r"final_share 1.5 must be in \[0, 1\]"):
+        IterabreConfig(remove=2, final_share=1.5).check()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from prunekit.errors import ParameterError
 from prunekit.methods.depth.removal import DepthConfig
-from prunekit.methods.iterabre.loop import DEFAULT_FINAL_SHARE, DEFAULT_METRIC, IterabreSettings, iterabre
+from prunekit.methods.iterabre.loop import DEFAULT_FINAL_SHARE, DEFAULT_METRIC, SCHEDULES, IterabreSettings, iterabre
 from prunekit.methods.iterabre.run_directory import RunDirectory
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.options import option
@@ -49,6 +49,10 @@ class IterabreConfig(DepthConfig):
             raise ParameterError("tokens", "must be at least 1: IteRABRe recovers after every removal (use shortgpt for none)")
         if self.resume and self.run_dir is None:
             raise ParameterError("resume", "needs the run_dir of the interrupted run")
+        if self.schedule not in SCHEDULES:  # before any model is loaded, not when the loop starts
+            raise ParameterError("schedule", f"'{self.schedule}' is unknown; use one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.final_share <= 1.0:
+            raise ParameterError("final_share", f"{self.final_share} must be in [0, 1]")
         self.recovery.check(has_teacher=True)
 
     def count(self, num_blocks: int) -> int:
