@@ -8,6 +8,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 RESULTS = HERE / "results"
+# The C4 files that may be trained on, as patterns (the first 1,000 validation documents, the papers' C4 set, are not).
+C4_TRAIN_PATTERNS = ("c4-train.*.jsonl", "c4-validation.sample.*.jsonl")
 
 
 def benchmark_parser(doc: str) -> argparse.ArgumentParser:
@@ -19,6 +21,11 @@ def benchmark_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--calib-windows", type=int, default=16)
     parser.add_argument("--out", default=str(RESULTS))
     return parser
+
+
+def c4_train_spec(c4: Path) -> str:
+    """The C4 training files under `c4` as one data SPEC (absolute, so it reads the same from any directory)."""
+    return ",".join(str(Path(c4).resolve() / pattern) for pattern in C4_TRAIN_PATTERNS)
 
 
 def git_commit() -> str:

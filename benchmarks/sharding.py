@@ -19,9 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import git_commit, write_json
-
-TRAIN_FILES = ("c4-train.*.jsonl", "c4-validation.sample.*.jsonl")  # never the first 1,000 validation documents
+from _common import SHARED, c4_train_spec, git_commit, write_json
 
 WORKER = """
 import json, os, sys, time
@@ -76,13 +74,13 @@ def run(name: str, spec: str, tokens: int, seq_len: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--c4", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/c4")
+    parser.add_argument("--c4", type=Path, default=SHARED / "c4")
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
-    spec = ",".join(str(args.c4.resolve() / pattern) for pattern in TRAIN_FILES)
+    spec = c4_train_spec(args.c4)
     started = time.perf_counter()
     rows = []
     for repeat in range(args.repeats):

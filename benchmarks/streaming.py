@@ -23,15 +23,7 @@ from prunekit.models.loading import load_model
 from prunekit.recovery import RecoveryConfig, recover
 from prunekit.recovery.window_stream import streamed_windows
 
-from _common import git_commit, write_json
-
-# the papers' C4 perplexity set is the first 1,000 validation documents: never train on it
-TRAIN_FILES = ("c4-train.*.jsonl", "c4-validation.sample.*.jsonl")
-
-
-def train_spec(c4: Path) -> str:
-    return ",".join(str(c4 / pattern) for pattern in TRAIN_FILES)
-
+from _common import c4_train_spec, git_commit, write_json
 
 READ_ONLY = """
 import resource, sys, time
@@ -89,7 +81,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="1000000,10000000", help="tokens read by the memory rows")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
-    spec = train_spec(args.c4)
+    spec = c4_train_spec(args.c4)
     started = time.perf_counter()
     memory = [memory_row(spec, int(b)) for b in args.budgets.split(",")]
     for row in memory:

@@ -54,8 +54,10 @@ def test_the_python_examples_run_as_written(tiny_setup, monkeypatch):
     from prunekit.scoring import blocks as block_scores
     from prunekit.scoring import channels
 
-    monkeypatch.setattr(block_scores, "_METRICS", dict(block_scores._METRICS))  # the example's registrations end with it
-    monkeypatch.setattr(channels, "_CRITERIA", dict(channels._CRITERIA))
+    monkeypatch.setattr(
+        block_scores.BLOCK_METRICS, "entries", dict(block_scores.BLOCK_METRICS.entries)
+    )  # the example's registrations end with it
+    monkeypatch.setattr(channels.CHANNEL_CRITERIA, "entries", dict(channels.CHANNEL_CRITERIA.entries))
     blocks = _blocks("python")
     assert len(blocks) == 3 and "prunekit.prune(" in blocks[0]
     namespace: dict = {}

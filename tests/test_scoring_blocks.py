@@ -97,7 +97,7 @@ def own_registry(monkeypatch):
     """Metrics registered by a test are gone after it."""
     from prunekit.scoring import blocks
 
-    monkeypatch.setattr(blocks, "_METRICS", dict(blocks._METRICS))
+    monkeypatch.setattr(blocks.BLOCK_METRICS, "entries", dict(blocks.BLOCK_METRICS.entries))
 
 
 def test_a_registered_block_metric_is_taken_wherever_a_metric_is(own_registry, ids):

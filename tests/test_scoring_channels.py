@@ -20,7 +20,7 @@ def test_a_registered_channel_criterion_prunes_widths(monkeypatch):
         def score(self, stats, consumer, producers, *, seed, gradients):
             return -torch.arange(consumer.shape[1], dtype=torch.float64)
 
-    monkeypatch.setattr(channels, "_CRITERIA", dict(channels._CRITERIA))  # gone after the test
+    monkeypatch.setattr(channels.CHANNEL_CRITERIA, "entries", dict(channels.CHANNEL_CRITERIA.entries))  # gone after the test
     register_channel_criterion(FirstChannels())
     model = tiny_model("llama")
     ids = torch.randint(3, VOCAB, (8, 32), generator=torch.Generator().manual_seed(0))

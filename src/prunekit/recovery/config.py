@@ -77,7 +77,8 @@ class RecoveryConfig:
         "none, or fsdp: split student weights, gradients, optimizer state and the teacher over the processes of a "
         "multi-process launch (torch FSDP2; also chosen by accelerate launch with an FSDP config)",
     )
-    # Measured in benchmarks/sharding.py (docs/recovery.md): the teacher's shards cost little time and save a whole copy per process.
+    # Sharding the teacher saves a whole copy per process, the memory sharding is for; it cost 16% of the speed on two
+    # CPU processes (gloo) in benchmarks/sharding.py (docs/decisions.md).
     shard_teacher: bool = option(True, "with sharding fsdp, shard the teacher too (else each process holds all of it)", internal=True)
     seed: int = option(0, "seed for the data order")
     # This run as a stretch of a longer warm-up + cosine schedule (IteRABRe's continuous schedule):

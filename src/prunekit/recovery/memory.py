@@ -78,11 +78,11 @@ def estimate_memory(
     autocast_bf16: bool,
     processes: int = 1,
     sharded: bool = False,
-    teacher_sharded: bool | None = None,
+    teacher_sharded: bool = True,
 ) -> MemoryEstimate:
     """What one process holds while training `trainable` parameters of `student` (distilling from `teacher`)."""
     share = processes if sharded else 1
-    teacher_share = share if teacher_sharded is None or teacher_sharded else 1
+    teacher_share = share if teacher_sharded else 1
     return MemoryEstimate(
         weights=_bytes(student.parameters()) // share,
         gradients=_bytes(trainable) // share,

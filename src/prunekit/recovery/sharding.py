@@ -70,7 +70,6 @@ class ShardedModel:
 
     owner: nn.Module
     sharded: nn.Module
-    devices: dict  # parameter name -> the device the owner's parameter lives on
 
     def gather(self) -> None:
         """All-gather the full weights into the owner's parameters (every process gets them) and drop the shards."""
@@ -78,8 +77,8 @@ class ShardedModel:
 
         full = get_model_state_dict(self.sharded, options=StateDictOptions(full_state_dict=True))
         with torch.no_grad():
-            for name, param in self.owner.named_parameters():
-                param.data = full[name].detach().to(self.devices[name], copy=True)
+            for name, param in self.owner.named_parameters():  # emptied, each still on its own device
+                param.data = full[name].detach().to(param.device, copy=True)
         self.sharded = None
 
 
@@ -98,10 +97,9 @@ def shard(model: nn.Module, device: torch.device) -> ShardedModel:
         for name, buffer in model.named_buffers():  # to_empty left them uninitialised; they are not sharded
             sharded.get_buffer(name).copy_(buffer)
     set_model_state_dict(sharded, model.state_dict(), options=StateDictOptions(full_state_dict=True))
-    devices = {name: param.device for name, param in model.named_parameters()}
     for param in model.parameters():  # the caller's full copy is not needed until the weights come back
         param.data = torch.empty(0, dtype=param.dtype, device=param.device)
-    return ShardedModel(model, sharded, devices)
+    return ShardedModel(model, sharded)
 
 
 def clip_gradients(parameters: list, max_norm: float) -> torch.Tensor:

@@ -416,10 +416,7 @@ def _step(run: _Run, step: int, chunk: torch.Tensor, want_hidden: bool) -> dict:
         if teacher is not None:
             with torch.no_grad(), accelerator.autocast():
                 teacher_out = teacher(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
-        sync = micro == accumulation - 1
-        if run.is_sharded:  # FSDP reduces gradients after the last micro-batch only
-            run.prepared.set_requires_gradient_sync(sync)
-        with nullcontext() if sync or run.is_sharded else accelerator.no_sync(run.prepared):
+        with _gradient_sync(run, micro == accumulation - 1):
             with accelerator.autocast():
                 student_out = run.prepared(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
             loss, parts = _objective(student_out, teacher_out, input_ids, config, run.vocabulary)
@@ -444,6 +441,14 @@ def _step(run: _Run, step: int, chunk: torch.Tensor, want_hidden: bool) -> dict:
         mean = accelerator.reduce(torch.tensor([step_loss, *(parts_sum[n] for n in names)], device=accelerator.device), "mean").tolist()
         step_loss, parts_sum = mean[0], dict(zip(names, mean[1:]))
     return {"step": step + 1, "loss": step_loss, "lr": learning_rate, "grad_norm": float(norm) if norm is not None else None, **parts_sum}
+
+
+def _gradient_sync(run: _Run, sync: bool):
+    """Gradients are reduced across processes after a step's last micro-batch only (FSDP or DDP)."""
+    if run.is_sharded:
+        run.prepared.set_requires_gradient_sync(sync)
+        return nullcontext()
+    return nullcontext() if sync else run.accelerator.no_sync(run.prepared)
 
 
 def _clip(run: _Run):

@@ -35,6 +35,7 @@ from prunekit.engine.sequential import BlockInputs, SequentialRunner
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.evaluation.perplexity import next_token_nll
 from prunekit.models.adapters import ModelAdapter
+from prunekit.scoring.registry import ScorerRegistry
 
 
 @dataclass
@@ -126,26 +127,21 @@ class TaylorImportance(BlockMetric):
         return _taylor_scan(model, windows, device, engine["batch_size"], engine["progress"]), {}
 
 
-_METRICS: dict[str, BlockMetric] = {}
+BLOCK_METRICS = ScorerRegistry(BlockMetric, "block metric", "metric")
 
 
 def register_block_metric(metric: BlockMetric) -> BlockMetric:
     """Make `metric` available by its name everywhere a block metric is taken."""
-    if not isinstance(metric, BlockMetric) or not metric.name:
-        raise PrunekitError("a block metric is a BlockMetric instance with a name")
-    _METRICS[metric.name] = metric
-    return metric
+    return BLOCK_METRICS.register(metric)
 
 
 def block_metric_names() -> list[str]:
-    return list(_METRICS)
+    return BLOCK_METRICS.names()
 
 
 def block_metric(name: str, parameter: str = "metric") -> BlockMetric:
     """The registered metric called `name`, or a one-line error naming the known ones."""
-    if not isinstance(name, str) or name not in _METRICS:
-        raise ParameterError(parameter, f"'{name}' is unknown; choose one of {', '.join(_METRICS)}")
-    return _METRICS[name]
+    return BLOCK_METRICS.get(name, parameter)
 
 
 def check_metric(metric: str, parameter: str = "metric") -> str:
@@ -226,7 +222,7 @@ def removal_scores(
 
 
 def _removal_metric_names() -> list[str]:
-    return [name for name, metric in _METRICS.items() if isinstance(metric, OutputChange)]
+    return [name for name, metric in BLOCK_METRICS.entries.items() if isinstance(metric, OutputChange)]
 
 
 def _taylor_scan(model, windows: TokenWindows, device: torch.device, batch_size: int, progress: bool) -> list[float]:

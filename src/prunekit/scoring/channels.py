@@ -23,7 +23,8 @@ from contextlib import contextmanager
 
 import torch
 
-from prunekit.errors import ParameterError, PrunekitError
+from prunekit.errors import PrunekitError
+from prunekit.scoring.registry import ScorerRegistry
 
 # GPUs whose float64 throughput is half their float32 (datacentre parts: P100, V100, A100, H100/H200, B200).
 _FAST_FLOAT64_CAPABILITIES = {(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)}
@@ -251,26 +252,21 @@ class Random(ChannelCriterion):
         return torch.rand(consumer.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-_CRITERIA: dict[str, ChannelCriterion] = {}
+CHANNEL_CRITERIA = ScorerRegistry(ChannelCriterion, "channel criterion", "criterion")
 
 
 def register_channel_criterion(criterion: ChannelCriterion) -> ChannelCriterion:
     """Make `criterion` available by its name to width pruning."""
-    if not isinstance(criterion, ChannelCriterion) or not criterion.name:
-        raise PrunekitError("a channel criterion is a ChannelCriterion instance with a name")
-    _CRITERIA[criterion.name] = criterion
-    return criterion
+    return CHANNEL_CRITERIA.register(criterion)
 
 
 def channel_criterion_names() -> list[str]:
-    return list(_CRITERIA)
+    return CHANNEL_CRITERIA.names()
 
 
 def channel_criterion(name: str) -> ChannelCriterion:
     """The registered criterion called `name`, or a one-line error naming the known ones."""
-    if not isinstance(name, str) or name not in _CRITERIA:
-        raise ParameterError("criterion", f"'{name}' is unknown; choose one of {', '.join(_CRITERIA)}")
-    return _CRITERIA[name]
+    return CHANNEL_CRITERIA.get(name)
 
 
 def check_criterion(criterion: str) -> str:
