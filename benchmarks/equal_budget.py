@@ -347,6 +347,15 @@ def _quoted(argument: str) -> str:
     return f"'{argument}'" if " " in argument else argument
 
 
+def _without_new_defaults(recovery: dict, earlier: dict) -> dict:
+    """Recovery settings less those added since the earlier run was recorded, where they keep their default.
+
+    A setting added later (sharding, say) left at its default trains as the earlier run did.
+    """
+    defaults = RecoveryConfig().to_dict()
+    return {k: v for k, v in recovery.items() if k in earlier or v != defaults.get(k)}
+
+
 def _resumed(path: Path, header: dict) -> dict:
     """The finished rows of an earlier run with the same settings; a fresh record where there is none.
 
@@ -354,10 +363,12 @@ def _resumed(path: Path, header: dict) -> dict:
     """
     if path.exists():
         earlier = json.loads(path.read_text())
+        current = json.loads(json.dumps(header))
+        current["recovery"] = _without_new_defaults(current["recovery"], earlier.get("recovery", {}))
         differ = [
             k
             for k in ("table", "model", "remove", "budget", "seed", "recovery", "recovery_data", "evaluation")
-            if earlier.get(k, UNRECORDED.get(k)) != json.loads(json.dumps(header.get(k, UNRECORDED.get(k))))
+            if earlier.get(k, UNRECORDED.get(k)) != current.get(k, UNRECORDED.get(k))
         ]
         if differ:
             raise SystemExit(

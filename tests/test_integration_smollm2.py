@@ -80,7 +80,7 @@ def test_local_tasks_score_the_embedded_model_differently_from_random_weights(sm
 
 def test_iterabre_on_the_embedded_model_resumes_to_the_same_weights(smollm2, tmp_path):
     """Tied embeddings survive the run directory's checkpoints, and resume equals an unbroken run."""
-    from prunekit.methods.iterabre import IterabreSettings, iterabre
+    from prunekit.methods.iterabre import IterabreConfig, iterabre
     from prunekit.recovery import RecoveryConfig, dense_teacher, recovery_windows
 
     tokenizer = smollm2.tokenizer
@@ -91,7 +91,7 @@ def test_iterabre_on_the_embedded_model_resumes_to_the_same_weights(smollm2, tmp
 
     def settings():
         # BI keeps the scan to one pass; the removal metrics are covered on tiny models.
-        return IterabreSettings(
+        return IterabreConfig(
             remove=2, metric="bi", recovery=RecoveryConfig(tokens=128, seq_len=64, grad_accumulation=1, learning_rate=1e-4)
         )
 

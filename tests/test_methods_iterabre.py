@@ -6,7 +6,8 @@ import torch
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
-from prunekit.methods.iterabre import IterabreSettings, blocks_next_to, iterabre
+from prunekit.methods.iterabre import IterabreConfig, blocks_next_to, iterabre
+from prunekit.methods.iterabre.loop import LoopSettings
 from prunekit.models.adapters import ModelAdapter
 from prunekit.recovery import RecoveryConfig, dense_teacher
 from prunekit.scoring.blocks import scan_blocks
@@ -22,7 +23,7 @@ def windows(count, seq_len=16, seed=0):
 def settings(remove=2, **recovery):
     base = {"tokens": 2 * 8 * 16, "seq_len": 16, "micro_batch_size": 2, "grad_accumulation": 1, "learning_rate": 1e-3}
     # the paper's loop (a recovery after every removal), which these tests exercise; the default spends it all at the end
-    return IterabreSettings(remove=remove, recovery=RecoveryConfig(**{**base, **recovery}), final_share=0.0)
+    return IterabreConfig(remove=remove, recovery=RecoveryConfig(**{**base, **recovery}), final_share=0.0)
 
 
 def run(model, run_dir, plan_settings=None, **kwargs):
@@ -110,7 +111,7 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_writes_nothing_else
 
 def test_bad_settings_are_refused_before_any_work(tmp_path):
     model = tiny_model("llama")
-    with pytest.raises(PrunekitError, match="cannot remove 4 of 4"):
+    with pytest.raises(PrunekitError, match="must be smaller than the number of blocks"):
         run(model, tmp_path / "a", settings(remove=4))
     bad = settings(remove=2)
     bad.protect = (0, 1, 2)
@@ -151,7 +152,8 @@ def test_a_final_share_of_the_budget_recovers_every_block_after_the_last_removal
 def test_final_share_1_only_rescores_between_removals_and_spends_the_whole_budget_after_the_last(tmp_path):
     plan_settings = settings(tokens=2 * 8 * 16)
     plan_settings.final_share, plan_settings.schedule = 1.0, "continuous"
-    assert [plan_settings.schedule_window(i)["schedule_start"] for i in (1, 2, 3)] == [0, 0, 0]  # the iterations take no steps
+    resolved = LoopSettings.of(plan_settings, num_blocks=4, dense_parameters=1)
+    assert [resolved.schedule_window(i)["schedule_start"] for i in (1, 2, 3)] == [0, 0, 0]  # the iterations take no steps
     model = tiny_model("llama")
     plan = run(model, tmp_path / "run", plan_settings)
     removals, final = plan.steps[:-1], plan.steps[-1]
@@ -173,7 +175,7 @@ def test_final_share_1_only_rescores_between_removals_and_spends_the_whole_budge
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), cut.state_dict().values()))
     plan_settings.final_share = 1.5
     with pytest.raises(PrunekitError, match=r"final_share.*\[0, 1\]"):
-        plan_settings.check(4)
+        plan_settings.check()
 
 
 def test_the_continuous_schedule_places_each_iteration_in_one_warm_up_and_cosine_decay():
@@ -183,7 +185,7 @@ def test_the_continuous_schedule_places_each_iteration_in_one_warm_up_and_cosine
 
     plan_settings = settings(tokens=3 * 8 * 16, warmup_ratio=0.2)  # 2 removals and a final pass: 128 tokens, 4 steps each
     plan_settings.schedule, plan_settings.final_share = "continuous", 1 / 3
-    windows_ = [plan_settings.schedule_window(i) for i in (1, 2, 3)]
+    windows_ = [LoopSettings.of(plan_settings, num_blocks=4, dense_parameters=1).schedule_window(i) for i in (1, 2, 3)]
     assert [w["schedule_start"] for w in windows_] == [0, 4, 8] and {w["schedule_steps"] for w in windows_} == {12}
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     second = _schedule(optimizer, RecoveryConfig(tokens=128, seq_len=16, grad_accumulation=1, warmup_ratio=0.2, **windows_[1]), 4)
@@ -197,7 +199,7 @@ def test_the_continuous_schedule_places_each_iteration_in_one_warm_up_and_cosine
     assert rates == pytest.approx(expected) and rates[0] < 1.0  # no second warm-up: the decay goes on
     plan_settings.schedule = "sometimes"
     with pytest.raises(PrunekitError, match="schedule 'sometimes' is unknown"):
-        plan_settings.check(4)
+        plan_settings.check()
 
 
 def test_without_a_learning_rate_every_iteration_uses_the_one_chosen_for_the_dense_model(tmp_path, monkeypatch):
@@ -213,7 +215,7 @@ def test_without_a_learning_rate_every_iteration_uses_the_one_chosen_for_the_den
 def test_angular_inside_the_loop_scores_each_block_alone(tmp_path):
     model = tiny_model("llama")
     expected = scan_blocks(model, windows(4, seed=1), "angular", progress=False).scores
-    plan = run(model, tmp_path / "run", IterabreSettings(remove=1, metric="angular", recovery=settings().recovery, final_share=0.0))
+    plan = run(model, tmp_path / "run", IterabreConfig(remove=1, metric="angular", recovery=settings().recovery, final_share=0.0))
     assert [plan.steps[0]["scores"][str(i)] for i in range(4)] == pytest.approx(expected)
     assert plan.removed_blocks == [min(range(4), key=expected.__getitem__)]
 

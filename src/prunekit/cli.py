@@ -26,10 +26,11 @@ from transformers.utils import logging as hf_logging
 
 from prunekit import jobs
 from prunekit.comparison import check_limit, comparison_request, comparison_table, format_table
+from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS
 from prunekit.errors import PrunekitError
 from prunekit.evaluation.suite import DEFAULT_PERPLEXITY_WINDOWS
 from prunekit.export.gguf_writer import GGUF_TYPES, QUANTIZER_TYPES, check_gguf_output, check_gguf_type, export_gguf
-from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, describe_stage, method_names, method_spec
+from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, default_method, describe_stage, method_names, method_spec, offered_methods
 from prunekit.methods.recipe import recipe_configs
 from prunekit.methods.registry import spec_for_config
 from prunekit.models.cache import cache_entries, cache_root, clear_cache
@@ -48,7 +49,7 @@ EVALUATION_FIELDS = (
     "ppl seq_len windows tasks data_dir limit task_batch_size flores languages flores_windows speed batch_size offload text_field".split()
 )
 RECOVERY = "recovery."  # namespace of the recovery flags' destinations (--recovery-seq-len is not --seq-len)
-CONFIGS = [method_spec(name).config_cls for name in method_names() if name != "recover"]
+CONFIGS = [method_spec(name).config_cls for name in offered_methods()]
 PACKAGE_DIRECTORY = os.path.dirname(os.path.abspath(__file__))  # prunekit's own warnings come from files under it
 FLAGS = {
     **flag_names(*CONFIGS, RecoveryConfig),
@@ -87,6 +88,20 @@ MODEL_OPTIONS = [
     ("--batch-size", {"type": int, "default": 1, "help": "windows per forward batch"}),
     ("--offload", {"action": "store_true", "help": "keep only the current block on the device (large models)"}),
 ]
+
+
+def _window_defaults() -> str:
+    """'default 16; 64 for liar': the calibration windows each method loads when none are asked for."""
+    own = [f"{spec.calibration_windows} for {spec.name}" for spec in map(method_spec, offered_methods())]
+    own = [text for text in own if not text.startswith(f"{DEFAULT_CALIBRATION_WINDOWS} ")]
+    return "; ".join([f"default {DEFAULT_CALIBRATION_WINDOWS}", *own])
+
+
+def _heldout_logging() -> str:
+    logging_methods = [name for name in offered_methods() if method_spec(name).logs_heldout]
+    return f" ({', '.join(logging_methods)}: also during the run)" if logging_methods else ""
+
+
 CALIBRATION_OPTIONS = [
     (
         "--data",
@@ -95,18 +110,18 @@ CALIBRATION_OPTIONS = [
             "with --plan, the data the plan recorded)"
         },
     ),
-    ("--windows", {"type": int, "help": "number of calibration windows (default 16; 64 for liar, whose least squares needs more tokens)"}),
+    ("--windows", {"type": int, "help": f"number of calibration windows ({_window_defaults()})"}),
     ("--seq-len", {"type": int, "default": 512, "help": "tokens per calibration window (default 512)"}),
 ]
 OUTPUT_OPTIONS = [("--out", {"required": True, "help": "output directory"}), ("--overwrite", {"action": "store_true"})]
 HELDOUT_OPTIONS = [
-    ("--heldout-data", {"default": "builtin", "help": "perplexity data measured before and after (iterabre: after every iteration)"}),
+    ("--heldout-data", {"default": "builtin", "help": f"perplexity data measured before and after{_heldout_logging()}"}),
     ("--heldout-windows", {"type": int, "default": 4, "help": "held-out windows (0 = none; default 4)"}),
 ]
 PRUNE_OPTIONS = [
-    ("--method", {"help": f"one of {', '.join(n for n in method_names() if n != 'recover')} (default shortgpt)"}),
+    ("--method", {"help": f"one of {', '.join(offered_methods())} (default {default_method()})"}),
     ("--recipe", {"help": "a .yaml/.json list of stages, e.g. [{method: shortgpt, remove: 4}, {recover: {tokens: 200000}}]"}),
-    ("--plan", {"help": "re-apply a prunekit_plan.json (file or checkpoint directory); liar stages rerun from their settings"}),
+    ("--plan", {"help": "re-apply a prunekit_plan.json (file or checkpoint directory); data-driven stages rerun from their settings"}),
     ("--compare", {"action": "store_true", "help": "evaluate before and after; write DIR/report/"}),
     ("--eval-data", {"default": "builtin", "help": "perplexity data for --compare (default: builtin evaluation half)"}),
     (
@@ -244,7 +259,7 @@ def _stages(args) -> tuple[list | None, Plan | None]:
     """The recipe, the plan or the method of `prune`, checked before the model loads."""
     chosen = [flag for flag in ("--recipe", "--plan", "--method") if getattr(args, flag[2:])]
     given = sorted({name for cls in CONFIGS for name in config_options(args, cls)} - {"seed"})
-    if not method_spec(args.method or "shortgpt").own_run_directory or args.recipe or args.plan:
+    if not method_spec(args.method or default_method()).own_run_directory or args.recipe or args.plan:
         given = [name for name in given if name not in RUN_OPTIONS]
     if "--recipe" in chosen or "--plan" in chosen:
         if len(chosen) > 1:
@@ -252,7 +267,7 @@ def _stages(args) -> tuple[list | None, Plan | None]:
         if given:
             raise PrunekitError(f"{chosen[0]} decides what is done; drop {', '.join(FLAGS[n] for n in given)}")
         return (recipe_configs(args.recipe), None) if args.recipe else (None, Plan.load(args.plan))
-    spec = method_spec(args.method or "shortgpt")
+    spec = method_spec(args.method or default_method())
     options = config_options(args, spec.config_cls)
     if not spec.own_run_directory:
         options = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
@@ -364,8 +379,9 @@ def cmd_export(args) -> int:
     return _print(args, _gguf_payload(exported), _gguf_lines(exported))
 
 
-def cmd_extend(args) -> int:
-    args.method, args.recipe, args.plan, args.compare = "extend", None, None, False  # prune's evaluation flags stay unread
+def cmd_method(args) -> int:
+    """A method offered as a command of its own (e.g. growing a model deeper): a prune with that method alone."""
+    args.method, args.recipe, args.plan, args.compare = args.command, None, None, False  # prune's evaluation flags stay unread
     return cmd_prune(args)
 
 
@@ -461,11 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--teacher", help="the dense model to distil from (without one, plain next-token training)")
     _add_recovery_flags(recover, run_flags=True)
 
-    extend = sub.add_parser("extend", help="grow a model deeper by repeating blocks with their own adapters (FlexiGPT)")
-    _add(extend, MODEL_OPTIONS, OUTPUT_OPTIONS)
-    add_config_flags(extend.add_argument_group("extend options"), method_spec("extend").config_cls, {"seed"})
-    _add_recovery_flags(extend, run_flags=True)
-    extend.set_defaults(data="builtin", windows=0, seq_len=512, heldout_windows=0)
+    for spec in (method_spec(name) for name in method_names() if method_spec(name).command_help):
+        command = sub.add_parser(spec.name, help=spec.command_help)
+        _add(command, MODEL_OPTIONS, OUTPUT_OPTIONS)
+        add_config_flags(command.add_argument_group(f"{spec.name} options"), spec.config_cls, {"seed"})
+        _add_recovery_flags(command, run_flags=True)
+        command.set_defaults(data="builtin", windows=0, seq_len=512, heldout_windows=0, func=cmd_method)
 
     export = sub.add_parser("export", help="write a model as a GGUF file that llama.cpp, ollama and LM Studio run")
     export.add_argument("--model", required=True, help="a checkpoint directory (pruned or not), hub id or alias")
@@ -502,7 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
         "prune": cmd_prune,
         "eval": cmd_eval,
         "recover": cmd_recover,
-        "extend": cmd_extend,
         "export": cmd_export,
         "cache": cmd_cache,
         "report": cmd_report,

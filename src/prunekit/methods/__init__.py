@@ -11,7 +11,17 @@ from prunekit.methods.flexigpt import ExtendConfig, FlexiGPTConfig
 # isort: on
 from prunekit.methods.plan import PLAN_FILE, Plan, PrunePlan
 from prunekit.methods.recovery_stage import describe_recovery, run_recovery
-from prunekit.methods.registry import MethodSpec, StageContext, describe_stage, method_names, method_spec, register_method, stage_label
+from prunekit.methods.registry import (
+    MethodSpec,
+    StageContext,
+    default_method,
+    describe_stage,
+    method_names,
+    method_spec,
+    offered_methods,
+    register_method,
+    stage_label,
+)
 from prunekit.recovery.config import RecoveryConfig
 
 register_method(
@@ -23,6 +33,7 @@ register_method(
     why_not_reapplicable="it trains, so run it again",
     skipped_on_replay=True,
     describe=describe_recovery,
+    offered_as_method=False,
 )
 
 __all__ = [
@@ -41,8 +52,10 @@ __all__ = [
     "ShortGPTConfig",
     "StageContext",
     "blocks_to_remove",
+    "default_method",
     "describe_stage",
     "method_names",
+    "offered_methods",
     "method_spec",
     "plan_angular",
     "plan_shortgpt",

@@ -140,6 +140,9 @@ class MethodSpec:
     logs_heldout: bool = False  # measures the held-out windows during the run (IteRABRe: after every iteration)
     describe: Callable[[dict], str] | None = None  # details -> the line the command line prints for the stage
     label: Callable[[dict], str] | None = None  # details -> a short name for the pruned model in reports
+    is_default: bool = False  # the method `prune` runs when none is named
+    offered_as_method: bool = True  # a choice of `--method` (recovery has its own flags and command)
+    command_help: str = ""  # given: the command line also offers the method as a command of its own, with this help
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -156,6 +159,16 @@ def register_method(name: str, config_cls: type, run: Callable, *, summary: str,
 
 def method_names() -> list[str]:
     return list(_METHODS)
+
+
+def default_method() -> str:
+    """The method a prune runs when none is named (the one registered with is_default)."""
+    return next(spec.name for spec in _METHODS.values() if spec.is_default)
+
+
+def offered_methods() -> list[str]:
+    """The names `--method` offers, in registration order."""
+    return [spec.name for spec in _METHODS.values() if spec.offered_as_method]
 
 
 def method_spec(name: str) -> MethodSpec:

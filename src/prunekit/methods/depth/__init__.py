@@ -13,15 +13,18 @@ from prunekit.methods.depth.removal import (
     check_stage_windows,
     describe_removal,
     label_removal,
+    lowest_scoring,
     reapply_removal,
     run_depth_plan,
 )
-from prunekit.methods.depth.shortgpt import ShortGPTConfig, lowest_scoring, plan_shortgpt, run_shortgpt
+from prunekit.methods.depth.shortgpt import ShortGPTConfig, plan_shortgpt, run_shortgpt
 from prunekit.methods.depth.sleb import SLEBConfig, plan_sleb, run_sleb
 from prunekit.methods.registry import register_method
 
 REMOVAL = {"reapply": reapply_removal, "removes_blocks": True, "describe": describe_removal, "label": label_removal}
-register_method("shortgpt", ShortGPTConfig, run_shortgpt, summary="one-shot removal of the lowest-scoring blocks (BI)", **REMOVAL)
+register_method(
+    "shortgpt", ShortGPTConfig, run_shortgpt, summary="one-shot removal of the lowest-scoring blocks (BI)", is_default=True, **REMOVAL
+)
 register_method("angular", AngularConfig, run_angular, summary="removal of the span of blocks closest in angle", **REMOVAL)
 register_method("sleb", SLEBConfig, run_sleb, summary="greedy removal re-scored after each step", **REMOVAL)
 

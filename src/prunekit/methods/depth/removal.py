@@ -63,6 +63,13 @@ class DepthConfig:
         return tuple(sorted(set(self.protect) | ends))
 
 
+def lowest_scoring(scores: list[float], count: int, protect: tuple[int, ...] = ()) -> list[int]:
+    """The `count` least important indices, never one in `protect`."""
+    check_protected(protect, len(scores))
+    order = sorted((i for i in range(len(scores)) if i not in set(protect)), key=lambda i: (scores[i], i))
+    return sorted(order[:count])
+
+
 def check_stage_windows(windows: int | None) -> None:
     if windows is not None and windows < 1:
         raise ParameterError("windows", f"{windows} must be at least 1 (calibration windows of the stage)")

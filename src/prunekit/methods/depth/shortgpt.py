@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunekit.methods.depth.removal import DepthConfig, check_protected, run_depth_plan
+from prunekit.methods.depth.removal import DepthConfig, lowest_scoring, run_depth_plan
 from prunekit.methods.plan import PrunePlan
 from prunekit.options import option
 from prunekit.scoring.blocks import check_metric, scan_blocks
-
-
-def lowest_scoring(scores: list[float], count: int, protect: tuple[int, ...] = ()) -> list[int]:
-    """The `count` least important indices, never one in `protect`."""
-    check_protected(protect, len(scores))
-    order = sorted((i for i in range(len(scores)) if i not in set(protect)), key=lambda i: (scores[i], i))
-    return sorted(order[:count])
 
 
 def plan_shortgpt(model, windows, num_remove: int, *, metric: str = "bi", protect: tuple[int, ...] = (), **engine) -> PrunePlan:

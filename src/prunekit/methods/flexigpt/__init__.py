@@ -33,6 +33,7 @@ register_method(
     needs_data=False,
     why_not_reapplicable="its adapters come from training, so run it again",
     describe=describe_extend,
+    command_help="grow a model deeper by repeating blocks with their own adapters (FlexiGPT)",
 )
 
 __all__ = [

@@ -9,8 +9,7 @@ import torch
 
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import ParameterError
-from prunekit.methods.depth.removal import DepthConfig
-from prunekit.methods.depth.shortgpt import lowest_scoring
+from prunekit.methods.depth.removal import DepthConfig, lowest_scoring
 from prunekit.methods.flexigpt.blocks import DEFAULT_NORM_SCALE, DISTANCES, MEASURED, PATTERNS, extend_model, replace_blocks
 from prunekit.methods.recovery_stage import recover_in_context
 from prunekit.models.adapters import ModelAdapter, parameter_count

@@ -2,13 +2,14 @@
 recovery after each removal or once at the end.
 
 loop.py: the iterations (score, remove, recover, checkpoint) and resuming them; run_directory.py: the run
-directory that keeps each finished iteration; stage.py: the registered method (IterabreConfig, run_iterabre).
+directory that keeps each finished iteration; config.py: IterabreConfig; stage.py: how `prune` runs it.
 """
 
 from prunekit.methods.depth.removal import label_removal
-from prunekit.methods.iterabre.loop import IterabreSettings, blocks_next_to, iterabre
+from prunekit.methods.iterabre.config import IterabreConfig
+from prunekit.methods.iterabre.loop import blocks_next_to, iterabre
 from prunekit.methods.iterabre.run_directory import RunDirectory
-from prunekit.methods.iterabre.stage import IterabreConfig, describe_iterabre, run_iterabre
+from prunekit.methods.iterabre.stage import describe_iterabre, run_iterabre
 from prunekit.methods.registry import register_method
 
 register_method(
@@ -26,7 +27,6 @@ register_method(
 
 __all__ = [
     "IterabreConfig",
-    "IterabreSettings",
     "RunDirectory",
     "blocks_next_to",
     "describe_iterabre",

@@ -13,44 +13,53 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
 from prunekit.data.windows import TokenWindows
-from prunekit.errors import ParameterError, PrunekitError
+from prunekit.errors import PrunekitError
 from prunekit.evaluation.perplexity import perplexity
-from prunekit.methods.depth.shortgpt import lowest_scoring
+from prunekit.methods.depth.removal import lowest_scoring
+from prunekit.methods.iterabre.config import IterabreConfig
 from prunekit.methods.iterabre.run_directory import RunDirectory
 from prunekit.methods.plan import PrunePlan
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
 from prunekit.recovery.checkpoints import Checkpointing, has_checkpoint
-from prunekit.scoring.blocks import check_metric, scan_blocks
+from prunekit.scoring.blocks import scan_blocks
 
 log = logging.getLogger(__name__)
-# Defaults from the equal-budget screening (issue 15; README, "IteRABRe at an equal budget"): BI in the loop
-# beat removal-cosine, and spending the whole budget once after the last removal beat a recovery after
-# every removal. The paper's loop is metric removal-cosine with final_share 0.
-DEFAULT_METRIC = "bi"
-DEFAULT_FINAL_SHARE = 1.0
 # Settings a resumed run may change without breaking what was already done.
 RESUMABLE_CHANGES = ("learning_rate", "progress", "precision")
-SCHEDULES = ("restart", "continuous")
 
 
-@dataclass
-class IterabreSettings:
-    """What the loop does; `recovery.tokens` is the total budget, split evenly over the iterations."""
+@dataclass(frozen=True)
+class LoopSettings:
+    """An IterabreConfig resolved for one model: how many blocks go, which never do, and the learning rate.
+
+    `recovery.tokens` is the total budget: `final_share` of it for the pass after the last removal, the rest
+    split evenly over the iterations.
+    """
 
     remove: int
-    per_step: int = 1
-    metric: str = DEFAULT_METRIC
-    protect: tuple[int, ...] = ()
-    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
-    schedule: str = "restart"  # restart: warm-up + cosine per iteration; continuous: one schedule over the whole run
-    final_share: float = DEFAULT_FINAL_SHARE  # share of the budget for one recovery of every block after the last removal (1: only then)
+    per_step: int
+    metric: str
+    protect: tuple[int, ...]
+    recovery: RecoveryConfig
+    schedule: str
+    final_share: float
+
+    @classmethod
+    def of(cls, config: IterabreConfig, num_blocks: int, dense_parameters: int) -> LoopSettings:
+        config.check()
+        remove, protect = config.count(num_blocks), config.protected(num_blocks)
+        if num_blocks - len(protect) < remove:
+            raise PrunekitError(f"only {num_blocks - len(protect)} blocks are unprotected; cannot remove {remove}")
+        # one learning rate for every iteration, chosen by the dense model's size (the student shrinks)
+        recovery = config.recovery.resolved(dense_parameters)
+        return cls(remove, config.per_step, config.metric, protect, recovery, config.schedule, config.final_share)
 
     @property
     def iterations(self) -> int:
@@ -68,22 +77,6 @@ class IterabreSettings:
         budgets = [self.tokens_for(i) for i in range(1, self.iterations + 1)] + ([self.final_tokens] if self.final_tokens else [])
         steps = [replace(self.recovery, tokens=t).steps() if t else 0 for t in budgets]
         return {"schedule_start": sum(steps[: iteration - 1]), "schedule_steps": sum(steps)}
-
-    def check(self, num_blocks: int) -> None:
-        check_metric(self.metric)
-        if self.per_step < 1:
-            raise ParameterError("per_step", f"{self.per_step} must be at least 1")
-        if not 1 <= self.remove < num_blocks:
-            raise PrunekitError(f"cannot remove {self.remove} of {num_blocks} blocks; remove between 1 and {num_blocks - 1}")
-        bad = [i for i in self.protect if not 0 <= i < num_blocks]
-        if bad:
-            raise ParameterError("protect", f"{bad} is outside the model's blocks 0..{num_blocks - 1}")
-        if num_blocks - len(set(self.protect)) < self.remove:
-            raise PrunekitError(f"only {num_blocks - len(set(self.protect))} blocks are unprotected; cannot remove {self.remove}")
-        if self.schedule not in SCHEDULES:
-            raise ParameterError("schedule", f"'{self.schedule}' is unknown; use one of {', '.join(SCHEDULES)}")
-        if not 0.0 <= self.final_share <= 1.0:
-            raise ParameterError("final_share", f"{self.final_share} must be in [0, 1]")
 
     def tokens_for(self, iteration: int) -> int:
         """Iteration `iteration` (1-based) gets an equal share of what the final pass leaves; the
@@ -119,7 +112,7 @@ def iterabre(
     teacher,
     calibration: TokenWindows,
     recovery_data: TokenWindows | Callable[[], TokenWindows],
-    settings: IterabreSettings,
+    config: IterabreConfig,
     *,
     run_dir: str,
     heldout: TokenWindows | None = None,
@@ -141,10 +134,8 @@ def iterabre(
     `on_iteration(entry)` is called after each checkpoint (progress reports, or tests that interrupt).
     """
     num_blocks = ModelAdapter(model).num_blocks
-    settings.check(num_blocks)
-    settings.recovery.check(teacher is not None)
-    # one learning rate for every iteration, chosen by the dense model's size (the student shrinks)
-    settings = replace(settings, recovery=settings.recovery.resolved(parameter_count(teacher if teacher is not None else model)))
+    config.recovery.check(teacher is not None)
+    settings = LoopSettings.of(config, num_blocks, parameter_count(teacher if teacher is not None else model))
     run_settings = {
         **settings.to_dict(),
         **(run_info or {}),
@@ -287,7 +278,7 @@ def _recover_iteration(model, teacher, windows, config, neighbours, iteration, r
         ) from error
 
 
-def _plan(steps: list[dict], settings: IterabreSettings, num_blocks: int, calibration: TokenWindows, seconds: float) -> PrunePlan:
+def _plan(steps: list[dict], settings: LoopSettings, num_blocks: int, calibration: TokenWindows, seconds: float) -> PrunePlan:
     first_scores = steps[0]["scores"]
     return PrunePlan(
         method="iterabre",
