@@ -773,3 +773,12 @@ def test_library_warnings_and_log_lines_name_flags_on_the_command_line(monkeypat
     warnings.showwarning("round them (`channel_multiple` 64)", UserWarning, inside, 1)
     warnings.showwarning("`channel_multiple` elsewhere", UserWarning, "/elsewhere/code.py", 1)
     assert shown == ["round them (--channel-multiple 64)", "`channel_multiple` elsewhere"]
+
+
+def test_a_diverged_recovery_fails_with_exit_code_1_and_one_line_naming_the_flag(tiny_checkpoint, tmp_path, capsys):
+    """A failed computation on valid input is not a usage error: exit 1, the flag to change, no output left."""
+    recovery = [*RECOVERY, "--lr", "1e30", "--max-grad-norm", "0", "--warmup-ratio", "0"]
+    out = tmp_path / "recovered"
+    code, _, stderr = run(capsys, "recover", "--model", tiny_checkpoint, "--recovery-data", "builtin", *recovery, "--out", out, "--quiet")
+    assert code == 1 and "diverged" in stderr and "--lr" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists()

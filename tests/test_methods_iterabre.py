@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from prunekit.data.windows import TokenWindows
-from prunekit.errors import PrunekitError
+from prunekit.errors import ComputationError, PrunekitError
 from prunekit.methods.iterabre import IterabreConfig, blocks_next_to, iterabre
 from prunekit.methods.iterabre.loop import LoopSettings
 from prunekit.models.adapters import ModelAdapter
@@ -102,7 +102,7 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_writes_nothing_else
         plan_settings.recovery.max_grad_norm = 0.0
 
     plan_settings = settings(remove=2, warmup_ratio=0.0)
-    with pytest.raises(PrunekitError, match=r"iteration 2: recovery diverged .* learning rate \d.*e\+29.*`resume`"):
+    with pytest.raises(ComputationError, match=r"iteration 2: recovery diverged .* learning rate \d.*e\+29.*`resume`"):
         run(model, tmp_path / "run", plan_settings, on_iteration=make_lr_explode)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["status"] == "diverged" and state["checkpoint"] == "checkpoint-001" and len(state["iterations"]) == 1

@@ -27,6 +27,7 @@ _PUBLIC = {
     "Plan": "prunekit.methods",
     "prune": "prunekit.api",
     "PrunekitError": "prunekit.errors",
+    "ComputationError": "prunekit.errors",
     "PrunePlan": "prunekit.methods",
     "PruneResult": "prunekit.api",
     "recover": "prunekit.recovery",

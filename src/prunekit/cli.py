@@ -27,7 +27,7 @@ from transformers.utils import logging as hf_logging
 from prunekit import jobs
 from prunekit.comparison import check_limit, comparison_request, comparison_table, format_table
 from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS
-from prunekit.errors import PrunekitError
+from prunekit.errors import ComputationError, PrunekitError
 from prunekit.evaluation.suite import DEFAULT_PERPLEXITY_WINDOWS
 from prunekit.export.gguf_writer import GGUF_TYPES, QUANTIZER_TYPES, check_gguf_output, check_gguf_type, export_gguf
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, default_method, describe_stage, method_names, method_spec, offered_methods
@@ -44,7 +44,8 @@ from prunekit.reporting import results_lines, write_report
 from prunekit.scoring.blocks import block_metric_names
 from prunekit.version import __version__
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # bad input
+EXIT_FAILED = 1  # valid input, failed computation (e.g. recovery diverged)
 EVALUATION_FIELDS = (
     "ppl seq_len windows tasks data_dir limit task_batch_size flores languages flores_windows speed batch_size offload text_field".split()
 )
@@ -582,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     except PrunekitError as error:
         print(f"prunekit: error: {flag_message(error, FLAGS)}", file=sys.stderr)
         return EXIT_USAGE
+    except ComputationError as error:
+        print(f"prunekit: failed: {flag_message(error, FLAGS)}", file=sys.stderr)
+        return EXIT_FAILED
     except RecoveryInterrupted as stopped:
         command = " ".join(shlex.quote(a) for a in ["prunekit", *(sys.argv[1:] if argv is None else argv)])
         command += "" if "--resume" in command.split() else " --resume"

@@ -1,4 +1,4 @@
-"""The exception types the CLI turns into a one-line message and exit code 2."""
+"""The exception types the CLI turns into a one-line message: exit code 2 for bad input, 1 for a failed computation."""
 
 
 class PrunekitError(Exception):
@@ -20,3 +20,10 @@ class ParameterError(PrunekitError):
 
     def named(self, name: str) -> str:
         return f"{name} {self.detail}"
+
+
+class ComputationError(Exception):
+    """The input was valid but the computation failed on it (a diverged loss, a non-finite least-squares fit).
+
+    Not a bug and not bad input: the message says what happened, what was kept, and which setting to change.
+    """

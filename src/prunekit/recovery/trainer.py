@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from prunekit.data.windows import TokenWindows
-from prunekit.errors import PrunekitError
+from prunekit.errors import ComputationError, PrunekitError
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.loading import resolve_device
 from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, RunCheckpoints, StopSignals, model_fingerprint
@@ -41,7 +41,7 @@ from prunekit.recovery.window_stream import WindowOrder
 log = logging.getLogger(__name__)
 
 
-class RecoveryDiverged(PrunekitError):
+class RecoveryDiverged(ComputationError):
     """The loss or the gradient became NaN/inf; the student holds its weights from before the run."""
 
     def __init__(self, step: int, learning_rate: float, loss: float):

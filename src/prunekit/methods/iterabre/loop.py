@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from prunekit.data.windows import TokenWindows
-from prunekit.errors import PrunekitError
+from prunekit.errors import ComputationError, PrunekitError
 from prunekit.evaluation.perplexity import perplexity
 from prunekit.methods.depth.removal import lowest_scoring
 from prunekit.methods.iterabre.config import IterabreConfig
@@ -271,7 +271,7 @@ def _recover_iteration(model, teacher, windows, config, neighbours, iteration, r
         failed = {"iteration": iteration, "removed": removed, "error": str(error), "learning_rate": error.learning_rate}
         directory.update(state, status="diverged", failure=failed)
         where = f"{directory.path / state['checkpoint']}" if state["checkpoint"] else "the input model (no iteration finished)"
-        raise PrunekitError(
+        raise ComputationError(
             f"iteration {iteration}: recovery diverged at step {error.step} (loss {error.loss}, "
             f"learning rate {error.learning_rate:.3g}); nothing was exported; the last good weights are "
             f"{where}; rerun with `resume` in `run_dir` {directory.path} and `learning_rate` {config.learning_rate / 4:.3g}"
@@ -339,7 +339,7 @@ def _final_recovery(model, teacher, recovery_data, settings, directory, state, w
         )
     except RecoveryDiverged as error:
         directory.update(state, status="diverged", failure={"iteration": iteration, "final": True, "error": str(error)})
-        raise PrunekitError(
+        raise ComputationError(
             f"the final recovery diverged at step {error.step} (loss {error.loss}); nothing was exported; the last "
             f"good weights are {directory.path / state['checkpoint']}; rerun with `resume` and a lower "
             "`learning_rate`"

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunekit.engine.sequential import SequentialRunner
-from prunekit.errors import ParameterError, PrunekitError
+from prunekit.errors import ComputationError, ParameterError, PrunekitError
 from prunekit.evaluation.speed import peak_rss_bytes, weight_bytes
 from prunekit.methods.liar.allocation import LayerWidth, adaptive_widths, standardised, uniform_widths
 from prunekit.methods.liar.config import AUTO_MULTIPLE, AUTO_MULTIPLE_MIN_WIDTH, AUTO_MULTIPLE_VALUE, LiarConfig
@@ -178,7 +178,7 @@ def _matches_a_real_run(runner: SequentialRunner, index: int, hidden, block_kwar
 
 def check_finite(folded, index: int, what: str) -> None:
     if not torch.isfinite(folded.weight).all() or (folded.bias is not None and not torch.isfinite(folded.bias).all()):
-        raise PrunekitError(
+        raise ComputationError(
             f"reconstruction of block {index} ({what}) produced non-finite weights; raise `damping` or use `reconstruction` bias"
         )
 

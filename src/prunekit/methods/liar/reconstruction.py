@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prunekit.errors import ParameterError, PrunekitError
+from prunekit.errors import ComputationError, ParameterError, PrunekitError
 from prunekit.scoring.channels import InputStatistics, product_precision
 
 RECONSTRUCTIONS = ("none", "bias", "liar")
@@ -93,7 +93,9 @@ def _solve_psd(matrix: torch.Tensor, rhs: torch.Tensor, damping: float, scale_di
         damping = max(damping * 10, 1e-8)
         if attempt == 0:
             warnings.warn("Gram matrix is singular or ill-conditioned; raising the ridge damping", stacklevel=3)
-    raise PrunekitError("least-squares reconstruction failed even with strong damping; use more calibration data or `reconstruction` bias")
+    raise ComputationError(
+        "least-squares reconstruction failed even with strong damping; use more calibration data or `reconstruction` bias"
+    )
 
 
 def _split(width: int, keep: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
