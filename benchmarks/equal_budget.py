@@ -12,6 +12,10 @@ Tables (`--table`):
             (metric inside the loop, scan windows, learning-rate schedule, final-pass share, scope)
   flexigpt  9 (or `--remove`) of 30 blocks: ShortGPT + LoRA of about the same trainable size, against
             FlexiGPT variants (learning rate, output-norm initialisation, scale learning rate)
+  extend    nothing removed: the model grown from 30 to 36 blocks (repeats spread over the depth, or the
+            last six repeated) against continued training of the dense 30-block model on the same tokens
+            (all weights, or LoRA with the extension's trainable-parameter count), all on the next-token
+            loss; each row also reports its size on disk and its decode speed
 
 Rows are written to JSON as they finish; running the same command again skips the finished rows, so an
 interrupted run resumes. Each row's training saves checkpoints under `--runs` (about every ten minutes), so
@@ -26,6 +30,7 @@ in-memory windows of `--calibration`.
     python benchmarks/equal_budget.py --table iterabre --budget 200000 --contenders shortgpt+rec iterabre
     python benchmarks/equal_budget.py --table iterabre --budget 2500000 --recovery-data c4-train \\
         --contenders 'angular+rec lr 3e-4' 'iterabre lr 3e-4' 'iterabre bi final 1.0 lr 3e-4'
+    python benchmarks/equal_budget.py --table extend --budget 200000 --recovery-data c4-train
 """
 
 from __future__ import annotations
@@ -33,13 +38,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import prunekit
 from prunekit import RecoveryConfig, load_model, load_windows, parameter_count
+from prunekit.evaluation.speed import measure_speed
 from prunekit.evaluation.standard import PAPER_TASKS, StandardEvaluation, compare_results, evaluate_standard, task_mean
+from prunekit.models.export import save_model
 from prunekit.recovery import recovery_windows, self_generated_windows
 from prunekit.recovery.data import SELF_GENERATED
 from prunekit.recovery.trainer import RecoveryDiverged
@@ -120,7 +128,21 @@ FLEXIGPT_TABLE = {
         16,
     ),
 }
-TABLES = {"iterabre": (ITERABRE_TABLE, 6, 1e-4), "flexigpt": (FLEXIGPT_TABLE, 9, 1e-3)}
+# Growth is trained on the next-token loss (there is no larger teacher). LoRA rank 7 on every linear weight of the
+# 30 blocks trains 2.14M parameters, the extension's six repeats 2.21M (rank 36 adapters and output-norm scales).
+NEXT_TOKEN = {"kd_weight": 0.0, "lm_weight": 1.0}
+GROW = {"to_blocks": 36}
+EXTEND_TABLE = {
+    "extend block": ("extend", {**GROW, "pattern": "block"}, {**NEXT_TOKEN, **ADAPTERS}, 4),
+    "extend sequential": ("extend", {**GROW, "pattern": "sequential"}, {**NEXT_TOKEN, **ADAPTERS}, 4),
+    "dense+full": ("recover", {}, {**NEXT_TOKEN, "scope": "full"}, 4),
+    "dense+lora": ("recover", {}, {**NEXT_TOKEN, "scope": "lora", "lora_rank": 7, "lora_alpha": 14.0}, 4),
+    # extension's 1e-4 was never tuned; adapters usually want more
+    "extend block lr 1e-3": ("extend", {**GROW, "pattern": "block"}, {**NEXT_TOKEN, **ADAPTERS, "learning_rate": 1e-3}, 4),
+    "dense+lora lr 1e-3": ("recover", {}, {**NEXT_TOKEN, "scope": "lora", "lora_rank": 7, "lora_alpha": 14.0, "learning_rate": 1e-3}, 4),
+}
+TABLES = {"iterabre": (ITERABRE_TABLE, 6, 1e-4), "flexigpt": (FLEXIGPT_TABLE, 9, 1e-3), "extend": (EXTEND_TABLE, 0, 1e-4)}
+FOOTPRINT_TABLES = ("extend",)  # tables whose rows also report disk size and decode speed
 C4_TRAIN = "c4-train"
 IN_MEMORY = "c4 (--calibration, in memory)"
 UNRECORDED = {"recovery_data": IN_MEMORY}  # runs from before a setting was recorded ran with its default
@@ -182,7 +204,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate unless a contender sets its own (default: 1e-4 / 1e-3)")
     parser.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated zero-shot tasks, or 'none'")
     parser.add_argument("--items", type=int, default=500, help="items per zero-shot task")
-    parser.add_argument("--eval-windows", type=int, default=48)
+    parser.add_argument("--eval-windows", type=int, default=48, help="512-token windows of WikiText-2 and of C4 validation scored")
     parser.add_argument("--precision", default="bf16", help="recovery precision (bf16 autocast is ~1.6x faster on this CPU)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the recovery data order")
     parser.add_argument("--name", help="output file name (default: equal_budget_<table>_<budget>)")
@@ -195,17 +217,20 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, help="recovery tokens between checkpoints (default: about ten minutes)")
     args = parser.parse_args()
     table, default_remove, default_lr = TABLES[args.table]
+    if args.remove and not default_remove:
+        raise SystemExit(f"the {args.table} table removes no blocks; drop --remove")
     remove = args.remove or default_remove
     names = args.contenders or list(table)
     unknown = [n for n in names if n not in table]
     if unknown:
         raise SystemExit(f"unknown contender '{unknown[0]}'; the {args.table} table has: {', '.join(table)}")
-    name = args.name or f"equal_budget_{args.table}_{remove}_{args.budget // 1000}k"
+    name = args.name or f"equal_budget_{args.table}_{f'{remove}_' if remove else ''}{args.budget // 1000}k"
     tasks = () if args.tasks == "none" else tuple(t for t in args.tasks.split(",") if t)
     settings = StandardEvaluation(
         data_dir=str(SHARED),
         wikitext=args.wikitext,
         wikitext_windows=args.eval_windows,
+        c4_windows=args.eval_windows,
         tasks=tasks,
         items_per_task=args.items,
         device=args.device,
@@ -242,6 +267,8 @@ def main() -> None:
     }
     if "dense" not in results:
         results["dense"] = {"params": parameter_count(dense), **evaluate_standard(dense, tokenizer, settings)}
+        if args.table in FOOTPRINT_TABLES:
+            results["dense"]["footprint"] = footprint(dense, tokenizer)
         write_json(out, name, results)
     done = {row["contender"] for row in results["rows"]}
     self_generated_seconds = None  # the dense model samples its text once, when a contender asks
@@ -284,7 +311,7 @@ def main() -> None:
                 recovery=config,
                 recovery_data=recovery_data[data],
                 tokenizer=tokenizer,
-                remove=remove,
+                **({"remove": remove} if remove else {}),
                 device=args.device,
                 progress=False,
                 run_dir=run_dir,
@@ -315,13 +342,39 @@ def main() -> None:
         row["passes"] = _passes(result.plan)
         row["params"] = parameter_count(result.model)
         row.update(evaluate_standard(result.model, tokenizer, settings))
+        if args.table in FOOTPRINT_TABLES:
+            row["blocks"] = result.model.config.num_hidden_layers
+            row["footprint"] = footprint(result.model, tokenizer, dense)
         results["rows"].append(row)
         write_json(out, name, results)
-        print(f"{contender}: removed {row['removed']}, ppl {row['wikitext']['perplexity']:.2f}, {row['prune_seconds']:.0f} s", flush=True)
+        structure = f"{row['blocks']} blocks" if "blocks" in row else f"removed {row['removed']}"
+        print(f"{contender}: {structure}, ppl {row['wikitext']['perplexity']:.2f}, {row['prune_seconds']:.0f} s", flush=True)
         del result
     results["rows"] = in_asked_order(results["rows"], names)
     write_json(out, name, results)
     write_table(out, name, markdown(results))
+
+
+def footprint(model, tokenizer, dense=None, rounds: int = 3) -> dict:
+    """Bytes on disk as prunekit saves the model (shared blocks: each shared tensor once) and greedy decode
+    speed (128-token prompt, 64 new tokens, batch 1), best of `rounds`.
+
+    With `dense`, the dense model is timed in turn with this one (dense, model, dense, ...), and the ratio of
+    the two bests is reported too: on a machine that other work shares, the ratio holds where the absolute
+    speed does not.
+    """
+    with tempfile.TemporaryDirectory(prefix="equal-budget-footprint-") as scratch:
+        saved = save_model(model, tokenizer, Path(scratch) / "model")
+        disk = sum(path.stat().st_size for path in saved.glob("*.safetensors"))
+    timed = {"model": [], "dense": []}
+    for _ in range(rounds):
+        for which, subject in (("dense", dense), ("model", model)):
+            if subject is not None:
+                timed[which].append(measure_speed(subject, prompt_tokens=128, new_tokens=64, repeats=1).decode_tokens_per_second)
+    out = {"disk_bytes": disk, "decode_tokens_per_second": max(timed["model"])}
+    if dense is not None:
+        out["decode_vs_dense"] = out["decode_tokens_per_second"] / max(timed["dense"])
+    return out
 
 
 def in_asked_order(rows: list[dict], names: list[str]) -> list[dict]:
@@ -419,22 +472,39 @@ def markdown(results: dict) -> str:
     reference = rows[0] if rows else None
     tasks = list(dense["tasks"])
     c4 = bool(dense.get("c4"))
+    sized = "footprint" in dense  # size on disk and decode speed
+    grown = results["table"] == "extend"
+    change = "grown from 30 blocks, or trained as it is" if grown else f"{results['remove']} of 30 blocks removed"
+    loss = "next-token loss" if grown else "KL distillation"
     lines = [
-        f"`{results['model']}` fp32 on {_where(results)}, {results['remove']} of 30 blocks removed; {results['budget']:,} recovery "
-        f"tokens per contender, of C4 unless the contender says self-generated or wikitext (KL distillation, same windows in the same "
+        f"`{results['model']}` fp32 on {_where(results)}, {change}; {results['budget']:,} training "
+        f"tokens per contender, of C4 unless the contender says self-generated or wikitext ({loss}, same windows in the same "
         f"order, {results['recovery']['precision']} autocast, default lr {results['recovery']['learning_rate']}); "
         f"WikiText-2 test {results['evaluation']['wikitext_windows']}x512"
         + (f"; tasks: first {results['evaluation']['items_per_task']} items each" if tasks else "")
         + (f"; C4 validation (the papers' 1,000 documents, never trained on) {results['evaluation'].get('c4_windows')}x512" if c4 else "")
         + _passes_text(results["rows"])
+        + (
+            "; disk: safetensors as prunekit saves the model (fp32); decode: greedy, 128-token prompt, 64 new tokens, batch 1, "
+            "best of 3 rounds in which the dense model is timed in turn (the machine may be shared: the ratio is the robust number)"
+            if sized
+            else ""
+        )
         + f". Commit {_commits(results)}; command: `{results['command']}`.",
         "Verdicts against the first row, paired over the same windows / items, 'better'/'worse' only beyond two standard errors.",
         "",
-        "| contender | removed | trainable (M) | WikiText-2 ppl | vs reference (NLL per token) | "
+        f"| contender | {'blocks' if grown else 'removed'} | trainable (M) | WikiText-2 ppl | vs reference (NLL per token) | "
         + ("C4 ppl | C4 vs reference | " if c4 else "")
         + ("task mean ± se | vs reference | " if tasks else "")
-        + "FLORES / dense (mean / worst) | FLORES vs reference (NLL per token) | wall time (s): prune + train, eval |",
-        "|---|---|---:|---:|---|" + ("---:|---|" if c4 else "") + ("---:|---|" if tasks else "") + "---|---|---:|",
+        + "FLORES / dense (mean / worst) | FLORES vs reference (NLL per token) | "
+        + ("disk (MB) | decode tok/s (vs dense, timed in turn) | " if sized else "")
+        + "wall time (s): prune + train, eval |",
+        "|---|---|---:|---:|---|"
+        + ("---:|---|" if c4 else "")
+        + ("---:|---|" if tasks else "")
+        + "---|---|"
+        + ("---:|---:|" if sized else "")
+        + "---:|",
     ]
     for row in [{"contender": "dense", **dense}] + results["rows"]:
         if row.get("diverged"):
@@ -442,11 +512,13 @@ def markdown(results: dict) -> str:
                 f"| {row['contender']} | diverged at lr {row['learning_rate']} (step {row['step']}) | | | | | "
                 + ("| | " if c4 else "")
                 + ("| | " if tasks else "")
+                + ("| | " if sized else "")
                 + f"| {row['prune_seconds']:.0f} |"
             )
             continue
         trainable = row.get("trainable_parameters")
-        cells = [row["contender"], str(row.get("removed", "-")), f"{trainable / 1e6:.2f}" if trainable else "-"]
+        structure = row.get("blocks", 30 if row["contender"] == "dense" else "-") if grown else row.get("removed", "-")
+        cells = [row["contender"], str(structure), f"{trainable / 1e6:.2f}" if trainable else "-"]
         cells.append(f"{row['wikitext']['perplexity']:.2f}")
         versus = compare_results(reference, row) if reference is not None and row is not reference and row["contender"] != "dense" else None
         cells.append(verdict_text(versus["wikitext"]) if versus else "-")
@@ -463,6 +535,10 @@ def markdown(results: dict) -> str:
             ratios = compare_results(dense, row).get("flores")
             cells.append(f"{ratios['mean_ratio']:.2f} / {ratios['worst_ratio']:.2f} ({ratios['worst_language']})" if ratios else "-")
         cells.append(flores_versus(reference, row) if versus else "-")
+        if sized:
+            size = row.get("footprint")
+            decode = f"{size['decode_tokens_per_second']:.1f}" + (f" ({size['decode_vs_dense']:.2f}x)" if "decode_vs_dense" in size else "")
+            cells += [f"{size['disk_bytes'] / 1e6:.1f}", decode] if size else ["-", "-"]
         wall = f"{row['prune_seconds']:.0f} + {sum(row['seconds'].values()):.0f}" if "prune_seconds" in row else "-"
         if "generation_seconds" in row:
             wall += f" (+ {row['generation_seconds']:.0f} sampling the data, once per run)"

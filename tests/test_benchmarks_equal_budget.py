@@ -97,7 +97,8 @@ def test_every_contender_of_every_table_is_a_valid_method_configuration():
     module = _module()
     for table, remove, _ in module.TABLES.values():
         for name, (method, options, overrides, scan_windows, *data) in table.items():
-            config_from_options(method, {"remove": remove, **options}, f" (contender '{name}')").check()
+            removal = {"remove": remove} if remove else {}  # the extension table removes nothing
+            config_from_options(method, {**removal, **options}, f" (contender '{name}')").check()
             RecoveryConfig(**overrides)
             assert scan_windows in (4, 16), name
             assert data in ([], [module.SELF_GENERATED], [module.WIKITEXT_REST]), name  # C4, sampled, or unscored WikiText-2
@@ -139,3 +140,46 @@ def test_a_rows_wall_time_adds_up_over_its_sittings(tmp_path):
     assert 0.05 < saved <= 0.2
     second = equal_budget.RowClock(tmp_path / "row", every=0.02)
     assert second.before == pytest.approx(saved, abs=0.05) and second.stop() >= saved
+
+
+def test_a_run_recorded_before_a_recovery_setting_existed_resumes_while_that_setting_keeps_its_default(tmp_path):
+    from prunekit.recovery import RecoveryConfig
+
+    equal_budget = _module()
+    path = tmp_path / "run.json"
+    recorded = {k: v for k, v in RecoveryConfig(tokens=1000).to_dict().items() if k not in ("sharding", "shard_teacher")}
+    equal_budget.write_json(tmp_path, "run", {**HEADER, "recovery": recorded, "commit": "abc", "rows": [{"contender": "a"}]})
+    now = {**HEADER, "recovery": RecoveryConfig(tokens=1000).to_dict()}
+    assert equal_budget._resumed(path, now)["rows"] == [{"contender": "a"}]
+    with pytest.raises(SystemExit, match=r"other settings \(recovery\)"):
+        equal_budget._resumed(path, {**now, "recovery": RecoveryConfig(tokens=1000, sharding="fsdp").to_dict()})
+
+
+def test_the_extension_table_shows_blocks_size_on_disk_and_decode_speed():
+    equal_budget = _module()
+    footprint = {"disk_bytes": 538_000_000, "decode_tokens_per_second": 41.25}
+    results = {
+        **HEADER,
+        "table": "extend",
+        "remove": 0,
+        "commit": "abc",
+        "recovery": {"learning_rate": 1e-4, "precision": "bf16"},
+        "evaluation": {"wikitext_windows": 4},
+        "dense": {**_evaluation([3.0, 3.1, 3.2, 3.3]), "footprint": footprint},
+        "rows": [
+            {
+                "contender": "extend block",
+                "blocks": 36,
+                "prune_seconds": 5.0,
+                "footprint": {**footprint, "decode_vs_dense": 0.8333},
+                **_evaluation([2.9] * 4),
+            },
+            {"contender": "dense+full", "blocks": 30, "prune_seconds": 5.0, "footprint": footprint, **_evaluation([2.8, 2.9, 2.8, 2.9])},
+            {"contender": "dense+lora", "diverged": True, "learning_rate": 1e-3, "step": 7, "prune_seconds": 3.0},
+        ],
+    }
+    table = equal_budget.markdown(results)
+    assert "grown from 30 blocks, or trained as it is" in table and "next-token loss" in table and "removed" not in table
+    assert "| contender | blocks |" in table and "| extend block | 36 |" in table and "| dense | 30 |" in table
+    assert "| 538.0 | 41.2 (0.83x) |" in table and "| 538.0 | 41.2 |" in table and "disk (MB) | decode tok/s" in table
+    assert all(line.count("|") == table.splitlines()[3].count("|") for line in table.splitlines()[3:])
