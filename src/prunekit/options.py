@@ -66,15 +66,34 @@ def field_default(field: dataclasses.Field):
     return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
 
 
+def _config_name(cls) -> str:
+    return cls.__name__.removesuffix("Config").lower()
+
+
+def _other_meanings(field: dataclasses.Field, config_cls, others: tuple) -> str:
+    """'; liar: fraction of every block's parameters...': what the flag means for configs that share it and read it otherwise."""
+    own = field.metadata.get("help")
+    meanings = {}
+    for cls in others:
+        for other in dataclasses.fields(cls):
+            text = other.metadata.get("help")
+            if other.name == field.name and cls is not config_cls and text and text != own:
+                meanings.setdefault(text, _config_name(cls))
+    return "".join(f"; {name}: {text}" for text, name in meanings.items())
+
+
 def _help_with_default(field: dataclasses.Field, config_cls, others: tuple) -> str | None:
-    """The field's help, ending with its default (and where another config sharing the flag has its own)."""
+    """The field's help, ending with its default (and where another config sharing the flag has its own
+    default or meaning)."""
     text = field.metadata.get("help")
+    if text is not None:
+        text += _other_meanings(field, config_cls, others)
     default = field_default(field)
     if text is None or "default" in text or default in (None, (), [], "") or isinstance(default, bool):
         return text
     spelled = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
     differing = [
-        f"{cls.__name__.removesuffix('Config').lower()}: {field_default(f)}"
+        f"{_config_name(cls)}: {field_default(f)}"
         for cls in others
         for f in dataclasses.fields(cls)
         if f.name == field.name and cls is not config_cls and field_default(f) != default

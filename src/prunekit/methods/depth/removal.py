@@ -38,7 +38,7 @@ class DepthConfig:
     """remove (a count) or ratio (a fraction of the blocks); protect: block indices never removed."""
 
     remove: int | None = option(None, "number of blocks to remove")
-    ratio: float | None = option(None, "fraction of blocks to remove, in (0, 1); liar: fraction of every block's parameters")
+    ratio: float | None = option(None, "fraction of blocks to remove, in (0, 1)")
     protect: tuple[int, ...] = option((), "block indices never removed")
     protect_ends: bool = option(False, "never remove the first and the last block")
     windows: int | None = option(None, "calibration windows of this stage in a recipe (default: the method's own)", internal=True)
