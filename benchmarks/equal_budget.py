@@ -45,7 +45,7 @@ from pathlib import Path
 
 import prunekit
 from prunekit import RecoveryConfig, load_model, load_windows, parameter_count
-from prunekit.evaluation.speed import measure_speed
+from prunekit.evaluation.speed import disk_size, measure_speed
 from prunekit.evaluation.standard import PAPER_TASKS, StandardEvaluation, compare_results, evaluate_standard, task_mean
 from prunekit.models.export import save_model
 from prunekit.recovery import recovery_windows, self_generated_windows
@@ -145,6 +145,7 @@ TABLES = {"iterabre": (ITERABRE_TABLE, 6, 1e-4), "flexigpt": (FLEXIGPT_TABLE, 9,
 FOOTPRINT_TABLES = ("extend",)  # tables whose rows also report disk size and decode speed
 C4_TRAIN = "c4-train"
 IN_MEMORY = "c4 (--calibration, in memory)"
+SETTINGS = ("table", "model", "remove", "budget", "seed", "recovery", "recovery_data", "evaluation")  # a resumed run keeps them
 UNRECORDED = {"recovery_data": IN_MEMORY}  # runs from before a setting was recorded ran with its default
 C4_TRAIN_FILES = (
     "c4-train.00000-of-01024.first1000.jsonl",
@@ -343,11 +344,10 @@ def main() -> None:
         row["params"] = parameter_count(result.model)
         row.update(evaluate_standard(result.model, tokenizer, settings))
         if args.table in FOOTPRINT_TABLES:
-            row["blocks"] = result.model.config.num_hidden_layers
             row["footprint"] = footprint(result.model, tokenizer, dense)
         results["rows"].append(row)
         write_json(out, name, results)
-        structure = f"{row['blocks']} blocks" if "blocks" in row else f"removed {row['removed']}"
+        structure = f"{row['footprint']['blocks']} blocks" if "footprint" in row else f"removed {row['removed']}"
         print(f"{contender}: {structure}, ppl {row['wikitext']['perplexity']:.2f}, {row['prune_seconds']:.0f} s", flush=True)
         del result
     results["rows"] = in_asked_order(results["rows"], names)
@@ -364,17 +364,24 @@ def footprint(model, tokenizer, dense=None, rounds: int = 3) -> dict:
     speed does not.
     """
     with tempfile.TemporaryDirectory(prefix="equal-budget-footprint-") as scratch:
-        saved = save_model(model, tokenizer, Path(scratch) / "model")
-        disk = sum(path.stat().st_size for path in saved.glob("*.safetensors"))
+        disk = disk_size(save_model(model, tokenizer, Path(scratch) / "model"))
     timed = {"model": [], "dense": []}
     for _ in range(rounds):
         for which, subject in (("dense", dense), ("model", model)):
             if subject is not None:
                 timed[which].append(measure_speed(subject, prompt_tokens=128, new_tokens=64, repeats=1).decode_tokens_per_second)
-    out = {"disk_bytes": disk, "decode_tokens_per_second": max(timed["model"])}
+    out = {"blocks": model.config.num_hidden_layers, "disk_bytes": disk, "decode_tokens_per_second": max(timed["model"])}
     if dense is not None:
         out["decode_vs_dense"] = out["decode_tokens_per_second"] / max(timed["dense"])
     return out
+
+
+def _footprint_cells(size: dict | None) -> list[str]:
+    """Disk MB and decode tok/s (with the ratio to the dense model timed in turn, where there is one)."""
+    if not size:
+        return ["-", "-"]
+    ratio = f" ({size['decode_vs_dense']:.2f}x)" if "decode_vs_dense" in size else ""
+    return [f"{size['disk_bytes'] / 1e6:.1f}", f"{size['decode_tokens_per_second']:.1f}{ratio}"]
 
 
 def in_asked_order(rows: list[dict], names: list[str]) -> list[dict]:
@@ -400,13 +407,14 @@ def _quoted(argument: str) -> str:
     return f"'{argument}'" if " " in argument else argument
 
 
-def _without_new_defaults(recovery: dict, earlier: dict) -> dict:
-    """Recovery settings less those added since the earlier run was recorded, where they keep their default.
-
-    A setting added later (sharding, say) left at its default trains as the earlier run did.
-    """
-    defaults = RecoveryConfig().to_dict()
-    return {k: v for k, v in recovery.items() if k in earlier or v != defaults.get(k)}
+def _recorded(earlier: dict, key: str, current):
+    """A setting of an earlier run; a recovery setting added since it was recorded (sharding, say) reads as
+    its default, which the run had, as the trainer reads an older run file."""
+    value = earlier.get(key, UNRECORDED.get(key))
+    if key == "recovery" and isinstance(value, dict) and isinstance(current, dict):
+        defaults = RecoveryConfig().to_dict()
+        value = {**{k: defaults[k] for k in current if k in defaults}, **value}
+    return value
 
 
 def _resumed(path: Path, header: dict) -> dict:
@@ -416,13 +424,8 @@ def _resumed(path: Path, header: dict) -> dict:
     """
     if path.exists():
         earlier = json.loads(path.read_text())
-        current = json.loads(json.dumps(header))
-        current["recovery"] = _without_new_defaults(current["recovery"], earlier.get("recovery", {}))
-        differ = [
-            k
-            for k in ("table", "model", "remove", "budget", "seed", "recovery", "recovery_data", "evaluation")
-            if earlier.get(k, UNRECORDED.get(k)) != current.get(k, UNRECORDED.get(k))
-        ]
+        current = {k: json.loads(json.dumps(header.get(k, UNRECORDED.get(k)))) for k in SETTINGS}
+        differ = [k for k in SETTINGS if _recorded(earlier, k, current[k]) != current[k]]
         if differ:
             raise SystemExit(
                 f"{path} holds a run with other settings ({', '.join(differ)}); pass another --name to keep both, "
@@ -517,7 +520,7 @@ def markdown(results: dict) -> str:
             )
             continue
         trainable = row.get("trainable_parameters")
-        structure = row.get("blocks", 30 if row["contender"] == "dense" else "-") if grown else row.get("removed", "-")
+        structure = row.get("footprint", {}).get("blocks", "-") if grown else row.get("removed", "-")
         cells = [row["contender"], str(structure), f"{trainable / 1e6:.2f}" if trainable else "-"]
         cells.append(f"{row['wikitext']['perplexity']:.2f}")
         versus = compare_results(reference, row) if reference is not None and row is not reference and row["contender"] != "dense" else None
@@ -536,9 +539,7 @@ def markdown(results: dict) -> str:
             cells.append(f"{ratios['mean_ratio']:.2f} / {ratios['worst_ratio']:.2f} ({ratios['worst_language']})" if ratios else "-")
         cells.append(flores_versus(reference, row) if versus else "-")
         if sized:
-            size = row.get("footprint")
-            decode = f"{size['decode_tokens_per_second']:.1f}" + (f" ({size['decode_vs_dense']:.2f}x)" if "decode_vs_dense" in size else "")
-            cells += [f"{size['disk_bytes'] / 1e6:.1f}", decode] if size else ["-", "-"]
+            cells += _footprint_cells(row.get("footprint"))
         wall = f"{row['prune_seconds']:.0f} + {sum(row['seconds'].values()):.0f}" if "prune_seconds" in row else "-"
         if "generation_seconds" in row:
             wall += f" (+ {row['generation_seconds']:.0f} sampling the data, once per run)"

@@ -157,7 +157,7 @@ def test_a_run_recorded_before_a_recovery_setting_existed_resumes_while_that_set
 
 def test_the_extension_table_shows_blocks_size_on_disk_and_decode_speed():
     equal_budget = _module()
-    footprint = {"disk_bytes": 538_000_000, "decode_tokens_per_second": 41.25}
+    footprint = {"blocks": 30, "disk_bytes": 538_000_000, "decode_tokens_per_second": 41.25}
     results = {
         **HEADER,
         "table": "extend",
@@ -169,12 +169,11 @@ def test_the_extension_table_shows_blocks_size_on_disk_and_decode_speed():
         "rows": [
             {
                 "contender": "extend block",
-                "blocks": 36,
                 "prune_seconds": 5.0,
-                "footprint": {**footprint, "decode_vs_dense": 0.8333},
+                "footprint": {**footprint, "blocks": 36, "decode_vs_dense": 0.8333},
                 **_evaluation([2.9] * 4),
             },
-            {"contender": "dense+full", "blocks": 30, "prune_seconds": 5.0, "footprint": footprint, **_evaluation([2.8, 2.9, 2.8, 2.9])},
+            {"contender": "dense+full", "prune_seconds": 5.0, "footprint": footprint, **_evaluation([2.8, 2.9, 2.8, 2.9])},
             {"contender": "dense+lora", "diverged": True, "learning_rate": 1e-3, "step": 7, "prune_seconds": 3.0},
         ],
     }

@@ -93,8 +93,8 @@ MODEL_OPTIONS = [
 
 def _window_defaults() -> str:
     """'default 16; 64 for liar': the calibration windows each method loads when none are asked for."""
-    own = [f"{spec.calibration_windows} for {spec.name}" for spec in map(method_spec, offered_methods())]
-    own = [text for text in own if not text.startswith(f"{DEFAULT_CALIBRATION_WINDOWS} ")]
+    specs = map(method_spec, offered_methods())
+    own = [f"{spec.calibration_windows} for {spec.name}" for spec in specs if spec.calibration_windows != DEFAULT_CALIBRATION_WINDOWS]
     return "; ".join([f"default {DEFAULT_CALIBRATION_WINDOWS}", *own])
 
 
@@ -478,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--teacher", help="the dense model to distil from (without one, plain next-token training)")
     _add_recovery_flags(recover, run_flags=True)
 
-    for spec in (method_spec(name) for name in method_names() if method_spec(name).command_help):
+    for spec in map(method_spec, method_names()):
+        if not spec.command_help:
+            continue
         command = sub.add_parser(spec.name, help=spec.command_help)
         _add(command, MODEL_OPTIONS, OUTPUT_OPTIONS)
         add_config_flags(command.add_argument_group(f"{spec.name} options"), spec.config_cls, {"seed"})

@@ -86,10 +86,14 @@ def _help_with_default(field: dataclasses.Field, config_cls, others: tuple) -> s
     """The field's help, ending with its default (and where another config sharing the flag has its own
     default or meaning)."""
     text = field.metadata.get("help")
-    if text is not None:
-        text += _other_meanings(field, config_cls, others)
+    if text is None:
+        return None
+    return _with_default(text, field, config_cls, others) + _other_meanings(field, config_cls, others)
+
+
+def _with_default(text: str, field: dataclasses.Field, config_cls, others: tuple) -> str:
     default = field_default(field)
-    if text is None or "default" in text or default in (None, (), [], "") or isinstance(default, bool):
+    if "default" in text or default in (None, (), [], "") or isinstance(default, bool):
         return text
     spelled = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
     differing = [
