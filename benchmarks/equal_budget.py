@@ -329,7 +329,7 @@ def main() -> None:
                 prune_seconds=clock.stop(),
             )
             results["rows"].append(row)
-            write_json(out, name, results)
+            _write(out, name, results, names)
             print(f"{contender}: diverged at lr {error.learning_rate}", flush=True)
             continue
         row["prune_seconds"] = clock.stop()  # every sitting's, where the row was killed and resumed
@@ -346,10 +346,15 @@ def main() -> None:
         if args.table in FOOTPRINT_TABLES:
             row["footprint"] = footprint(result.model, tokenizer, dense)
         results["rows"].append(row)
-        write_json(out, name, results)
+        _write(out, name, results, names)
         structure = f"{row['footprint']['blocks']} blocks" if "footprint" in row else f"removed {row['removed']}"
         print(f"{contender}: {structure}, ppl {row['wikitext']['perplexity']:.2f}, {row['prune_seconds']:.0f} s", flush=True)
         del result
+    _write(out, name, results, names)
+
+
+def _write(out: Path, name: str, results: dict, names: list[str]) -> None:
+    """The JSON and the table after every finished row, so each row can be committed as it lands."""
     results["rows"] = in_asked_order(results["rows"], names)
     write_json(out, name, results)
     write_table(out, name, markdown(results))

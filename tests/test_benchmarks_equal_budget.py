@@ -113,6 +113,25 @@ def test_rows_follow_the_order_the_contenders_are_named_in():
     assert [row["contender"] for row in ordered] == ["c", "a", "b", "d"]
 
 
+def test_each_finished_row_lands_in_the_table_in_the_asked_order_before_the_run_ends(tmp_path):
+    module = _module()
+    results = {
+        **HEADER,
+        "commit": "abc",
+        "recovery": {"learning_rate": 1e-4, "precision": "bf16"},
+        "evaluation": {"wikitext_windows": 4},
+        "dense": _evaluation([3.0, 3.1, 3.2, 3.3]),
+        "rows": [{"contender": "b", "removed": [2], "prune_seconds": 9.0, **_evaluation([4.5, 4.7, 4.6, 4.9])}],
+    }
+    module._write(tmp_path, "run", results, ["a", "b"])  # the reference, a, has not finished
+    assert "| b | [2] |" in (tmp_path / "run.md").read_text()
+    results["rows"].append({"contender": "a", "removed": [1], "prune_seconds": 5.0, **_evaluation([4.0, 4.1, 4.2, 4.3])})
+    module._write(tmp_path, "run", results, ["a", "b"])
+    table = (tmp_path / "run.md").read_text()
+    assert table.index("| a | [1] |") < table.index("| b | [2] |") and "worse" in table
+    assert [row["contender"] for row in json.loads((tmp_path / "run.json").read_text())["rows"]] == ["a", "b"]
+
+
 def test_runs_from_before_streamed_data_resume_and_a_run_on_other_data_is_refused(tmp_path):
     equal_budget = _module()
     path = tmp_path / "run.json"
