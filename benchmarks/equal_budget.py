@@ -132,14 +132,26 @@ FLEXIGPT_TABLE = {
 # 30 blocks trains 2.14M parameters, the extension's six repeats 2.21M (rank 36 adapters and output-norm scales).
 NEXT_TOKEN = {"kd_weight": 0.0, "lm_weight": 1.0}
 GROW = {"to_blocks": 36}
+DENSE_LORA = {"scope": "lora", "lora_rank": 7, "lora_alpha": 14.0}
+FLEXIGPT_RATES = {"learning_rate": 4e-3, "norm_scale_learning_rate": 1e-1}
 EXTEND_TABLE = {
     "extend block": ("extend", {**GROW, "pattern": "block"}, {**NEXT_TOKEN, **ADAPTERS}, 4),
     "extend sequential": ("extend", {**GROW, "pattern": "sequential"}, {**NEXT_TOKEN, **ADAPTERS}, 4),
     "dense+full": ("recover", {}, {**NEXT_TOKEN, "scope": "full"}, 4),
-    "dense+lora": ("recover", {}, {**NEXT_TOKEN, "scope": "lora", "lora_rank": 7, "lora_alpha": 14.0}, 4),
-    # extension's 1e-4 was never tuned; adapters usually want more
+    "dense+lora": ("recover", {}, {**NEXT_TOKEN, **DENSE_LORA}, 4),
+    # extension's 1e-4 was never tuned; adapters usually want more: FlexiGPT's measured rates (adapters 4e-3, the
+    # output-norm scales, which start at 0.01, 1e-1), LoRA's and full weights' defaults (4e-3; 3e-4 below 1B)
     "extend block lr 1e-3": ("extend", {**GROW, "pattern": "block"}, {**NEXT_TOKEN, **ADAPTERS, "learning_rate": 1e-3}, 4),
-    "dense+lora lr 1e-3": ("recover", {}, {**NEXT_TOKEN, "scope": "lora", "lora_rank": 7, "lora_alpha": 14.0, "learning_rate": 1e-3}, 4),
+    "extend block lr 4e-3 scale lr 1e-1": ("extend", {**GROW, "pattern": "block"}, {**NEXT_TOKEN, **ADAPTERS, **FLEXIGPT_RATES}, 4),
+    "extend sequential lr 4e-3 scale lr 1e-1": (
+        "extend",
+        {**GROW, "pattern": "sequential"},
+        {**NEXT_TOKEN, **ADAPTERS, **FLEXIGPT_RATES},
+        4,
+    ),
+    "dense+full lr 3e-4": ("recover", {}, {**NEXT_TOKEN, "scope": "full", "learning_rate": 3e-4}, 4),
+    "dense+lora lr 1e-3": ("recover", {}, {**NEXT_TOKEN, **DENSE_LORA, "learning_rate": 1e-3}, 4),
+    "dense+lora lr 4e-3": ("recover", {}, {**NEXT_TOKEN, **DENSE_LORA, "learning_rate": 4e-3}, 4),
 }
 TABLES = {"iterabre": (ITERABRE_TABLE, 6, 1e-4), "flexigpt": (FLEXIGPT_TABLE, 9, 1e-3), "extend": (EXTEND_TABLE, 0, 1e-4)}
 FOOTPRINT_TABLES = ("extend",)  # tables whose rows also report disk size and decode speed
