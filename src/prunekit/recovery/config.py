@@ -61,7 +61,9 @@ class RecoveryConfig:
     # blocks' own LoRA pairs, bias deltas and output-norm scales (FlexiGPT); full: all weights
     scope: str = option("blocks", f"what trains: {', '.join(SCOPES)}")
     norm_scale_learning_rate: float | None = option(
-        None, "peak learning rate of shared blocks' output-norm scales (FlexiGPT; default: --lr)", flag="--norm-scale-lr"
+        None,
+        "peak learning rate of shared blocks' output-norm scales (flexigpt and extend: default 1e-1; unset: --lr)",
+        flag="--norm-scale-lr",
     )
     lora_rank: int = option(8, "scope lora: adapter rank (merged back before export)")
     lora_alpha: float = option(16.0, "scope lora: adapter alpha")
