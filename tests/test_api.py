@@ -207,6 +207,22 @@ def test_recovery_goes_to_the_method_that_trains_or_becomes_a_final_stage(ids, r
     assert [s["method"] for s in prunekit.prune(model, "shortgpt", data, remove=1, recovery=0).plan.stages] == ["shortgpt"]
 
 
+def test_method_recover_with_a_recovery_runs_that_one_recovery_not_a_default_one_first(ids, recovery_windows):
+    model = tiny_model("llama")
+    data = windows_of(ids)
+    next_token = RecoveryConfig(**TRAIN, kd_weight=0.0, lm_weight=1.0, learning_rate=3e-4)
+    result = prunekit.prune(model, "recover", data, recovery=next_token, recovery_data=recovery_windows, progress=False)
+    assert [s["method"] for s in result.plan.stages] == ["recover"]
+    assert result.plan.stages[0]["config"]["kd_weight"] == 0.0 and result.plan.stages[0]["details"]["tokens"] == 64
+    fields = prunekit.prune(model, "recover", data, lm_weight=1.0, recovery=TRAIN, recovery_data=recovery_windows, progress=False)
+    assert [s["method"] for s in fields.plan.stages] == ["recover"]  # a token count or fields go over the stage's options
+    assert fields.plan.stages[0]["config"]["lm_weight"] == 1.0 and fields.plan.stages[0]["config"]["tokens"] == 64
+    with pytest.raises(ParameterError, match="0 leaves method 'recover' nothing to do"):
+        prunekit.prune(model, "recover", data, recovery=0)
+    with pytest.raises(ParameterError, match=r"options \(lm_weight\) both set the recovery"):
+        prunekit.prune(model, "recover", data, lm_weight=1.0, recovery=next_token)
+
+
 def test_inplace_prunes_the_given_model_and_distils_from_a_copy_taken_first(ids, recovery_windows):
     model = tiny_model("llama")
     result = prunekit.prune(

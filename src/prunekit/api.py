@@ -83,7 +83,8 @@ def _recovery_fields(recovery) -> dict:
 
 def _configs(method, options: dict, recovery) -> list:
     """The stages asked for: a name with options, a config, or a list of them (a recipe)."""
-    if isinstance(method, (list, tuple)) or (isinstance(method, (str, Path)) and Path(method).suffix in (".yaml", ".yml", ".json")):
+    recipe = isinstance(method, (list, tuple)) or (isinstance(method, (str, Path)) and Path(method).suffix in (".yaml", ".yml", ".json"))
+    if recipe:
         if options:
             raise ParameterError(sorted(options)[0], "cannot go with a recipe; put the option into its stage")
         configs = recipe_configs(method)
@@ -97,20 +98,32 @@ def _configs(method, options: dict, recovery) -> list:
     else:
         raise ParameterError("method", f"must be a method name, a config or a list of them, not {type(method).__name__}")
     if recovery is not None:
-        last = configs[-1]
-        trains = any(f.name == "recovery" for f in dataclasses.fields(last))  # the method trains itself (iterabre, flexigpt, extend)
-        if recovery == 0 and not isinstance(recovery, (bool, RecoveryConfig, dict)):  # as --recovery-tokens 0: no training
-            recovery = None
-        elif not isinstance(recovery, RecoveryConfig):  # a token count or some fields: over the method's own defaults
-            base = _own_recovery_default(last) if trains else RecoveryConfig()
-            recovery = dataclasses.replace(base, **_recovery_fields(recovery))
-        if trains:
-            configs[-1] = dataclasses.replace(last, recovery=recovery)
-        elif recovery is not None:
-            configs.append(recovery)
+        configs = _with_recovery(configs, recovery, is_recovery=not recipe and isinstance(configs[-1], RecoveryConfig), options=options)
     for config in configs:
         config.check()
     return configs
+
+
+def _with_recovery(configs: list, recovery, is_recovery: bool, options: dict) -> list:
+    """`recovery` applied to the stages: the training of a method that trains itself (iterabre, flexigpt,
+    extend), the settings of the one recovery when the method is `recover`, else a final recovery stage."""
+    last = configs[-1]
+    trains = any(f.name == "recovery" for f in dataclasses.fields(last))
+    if recovery == 0 and not isinstance(recovery, (bool, RecoveryConfig, dict)):  # as --recovery-tokens 0: no training
+        if is_recovery:
+            raise ParameterError("recovery", "0 leaves method 'recover' nothing to do; give a token count or a RecoveryConfig")
+        recovery = None
+    elif isinstance(recovery, RecoveryConfig):
+        if is_recovery and options:
+            raise ParameterError("recovery", f"and the options ({', '.join(sorted(options))}) both set the recovery; give one of them")
+    else:  # a token count or some fields: over the method's own defaults
+        base = last if is_recovery else _own_recovery_default(last) if trains else RecoveryConfig()
+        recovery = dataclasses.replace(base, **_recovery_fields(recovery))
+    if is_recovery:
+        return [*configs[:-1], recovery]
+    if trains:
+        return [*configs[:-1], dataclasses.replace(last, recovery=recovery)]
+    return configs + ([recovery] if recovery is not None else [])
 
 
 def plan_needs_data(plan: Plan) -> bool:
@@ -162,8 +175,9 @@ def prune(
     """Prune `model` by a registered method, a config, a recipe (list of stages or a file), or a saved `plan`.
 
     `data`: calibration windows (`prunekit.load_windows`) or a data SPEC; `recovery`: a RecoveryConfig (or a token count)
-    for a method that trains, or a final recovery stage (0: no training at all); `teacher`: the dense model to distil
-    from (default: the input model, kept unchanged unless `inplace=True`); `tokenizer` and `recovery_data` (a SPEC,
+    for a method that trains, the settings of method "recover", or a final recovery stage (0: no training at all);
+    `teacher`: the dense model to distil from (default: the input model, kept unchanged unless `inplace=True`);
+    `tokenizer` and `recovery_data` (a SPEC,
     "self" for text sampled from the teacher, or TokenWindows; `text_field` of JSON records) make recovery windows.
     `heldout`: windows whose perplexity is measured before and after (IteRABRe also logs it every iteration).
     A `plan`'s depth stages are re-applied without data, LIAR stages rerun from their saved config (on `data`, or the
