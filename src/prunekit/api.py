@@ -98,7 +98,12 @@ def _configs(method, options: dict, recovery) -> list:
     else:
         raise ParameterError("method", f"must be a method name, a config or a list of them, not {type(method).__name__}")
     if recovery is not None:
-        configs = _with_recovery(configs, recovery, is_recovery=not recipe and isinstance(configs[-1], RecoveryConfig), options=options)
+        configs = _with_recovery(
+            configs,
+            recovery,
+            is_recovery=isinstance(method, str) and not recipe and isinstance(configs[-1], RecoveryConfig),
+            options=options,
+        )
     for config in configs:
         config.check()
     return configs
