@@ -484,6 +484,8 @@ def _passes_text(rows: list[dict]) -> str:
         passes = [p for p in row.get("passes") or [] if p is not None]
         if passes:
             seen.append(f"{row['contender']} {max(passes):.2f}")
+        elif row.get("passes"):  # a stream that never came round: less than one pass
+            seen.append(f"{row['contender']} under 1")
     return ("; passes over the training data: " + ", ".join(seen)) if seen else ""
 
 

@@ -201,3 +201,14 @@ def test_the_extension_table_shows_blocks_size_on_disk_and_decode_speed():
     assert "| contender | blocks |" in table and "| extend block | 36 |" in table and "| dense | 30 |" in table
     assert "| 538.0 | 41.2 (0.83x) |" in table and "| 538.0 | 41.2 |" in table and "disk (MB) | decode tok/s" in table
     assert all(line.count("|") == table.splitlines()[3].count("|") for line in table.splitlines()[3:])
+
+
+def test_the_header_says_how_often_each_contender_saw_its_training_data():
+    equal_budget = _module()
+    rows = [
+        {"contender": "repeated", "passes": [1.29]},
+        {"contender": "streamed", "passes": [None]},  # a stream read less than once has no count
+        {"contender": "untrained", "passes": []},
+    ]
+    text = equal_budget._passes_text(rows)
+    assert text == "; passes over the training data: repeated 1.29, streamed under 1"
