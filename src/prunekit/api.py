@@ -182,8 +182,8 @@ def prune(
     `data`: calibration windows (`prunekit.load_windows`) or a data SPEC; `recovery`: a RecoveryConfig (or a token count)
     for a method that trains, the settings of method "recover", or a final recovery stage (0: no training at all);
     `teacher`: the dense model to distil from (default: the input model, kept unchanged unless `inplace=True`);
-    `tokenizer` and `recovery_data` (a SPEC,
-    "self" for text sampled from the teacher, or TokenWindows; `text_field` of JSON records) make recovery windows.
+    `tokenizer` and `recovery_data` (a SPEC, "self" for text sampled from the teacher, or TokenWindows; `text_field`
+    of JSON records) make recovery windows.
     `heldout`: windows whose perplexity is measured before and after (IteRABRe also logs it every iteration).
     A `plan`'s depth stages are re-applied without data, LIAR stages rerun from their saved config (on `data`, or the
     data the plan records), recovery stages are left out (`metrics["skipped_stages"]`); stages whose structure came
