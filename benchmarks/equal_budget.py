@@ -228,6 +228,12 @@ def main() -> None:
         help=f"streamed data SPEC, or '{C4_TRAIN}' for every C4 training file (default: --calibration, in memory)",
     )
     parser.add_argument("--runs", help="where each row's training checkpoints live (default: benchmarks/runs/<name>)")
+    parser.add_argument(
+        "--dense-from",
+        metavar="NAME",
+        help="take the untrained dense model's row from the table NAME in --out (same model, table and evaluation) "
+        "instead of evaluating it again",
+    )
     parser.add_argument("--save-every", type=int, help="recovery tokens between checkpoints (default: about ten minutes)")
     args = parser.parse_args()
     table, default_remove, default_lr = TABLES[args.table]
@@ -279,6 +285,9 @@ def main() -> None:
         n: load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=n, seq_len=512, seed=1 if n == 4 else 0)
         for n in (4, 16)
     }
+    if "dense" not in results and args.dense_from:
+        results["dense"] = _dense_from(out / f"{args.dense_from}.json", header)
+        write_json(out, name, results)
     if "dense" not in results:
         results["dense"] = {"params": parameter_count(dense), **evaluate_standard(dense, tokenizer, settings)}
         if args.table in FOOTPRINT_TABLES:
@@ -455,6 +464,22 @@ def _resumed(path: Path, header: dict) -> dict:
     return {**header, "commit": commit, "rows": []}
 
 
+DENSE_SETTINGS = ("table", "model", "evaluation")  # what the untrained dense model's row depends on
+
+
+def _dense_from(path: Path, header: dict) -> dict:
+    """The untrained dense row of another run of the same model, table and evaluation: it does not depend on
+    the budget, the recovery or its data, and evaluating it again costs a quarter of an hour."""
+    if not path.exists():
+        raise SystemExit(f"--dense-from: {path} does not exist; name a finished table in --out, or leave the option out")
+    earlier = json.loads(path.read_text())
+    differ = [k for k in DENSE_SETTINGS if earlier.get(k) != json.loads(json.dumps(header.get(k)))]
+    if differ or "dense" not in earlier:
+        why = f"other settings ({', '.join(differ)})" if differ else "no dense row"
+        raise SystemExit(f"--dense-from: {path} holds {why}; leave the option out to evaluate the dense model")
+    return {**earlier["dense"], "copied_from": f"{path.stem} (commit {earlier.get('commit', 'unknown')})"}
+
+
 def _trainable(plan) -> int | None:
     for stage in plan.stages:
         details = stage.get("details") or {}
@@ -513,6 +538,7 @@ def markdown(results: dict) -> str:
             if sized
             else ""
         )
+        + (f"; the dense row is taken from {dense['copied_from']}, evaluated the same way" if dense.get("copied_from") else "")
         + f". Commit {_commits(results)}; command: `{results['command']}`.",
         "Verdicts against the first row, paired over the same windows / items, 'better'/'worse' only beyond two standard errors.",
         "",

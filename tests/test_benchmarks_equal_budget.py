@@ -46,6 +46,21 @@ def test_a_run_with_the_same_settings_resumes_and_one_with_other_settings_is_ref
     assert equal_budget._resumed(tmp_path / "new.json", HEADER)["rows"] == []
 
 
+def test_the_dense_row_is_taken_from_a_table_of_the_same_model_and_evaluation_only(tmp_path):
+    equal_budget = _module()
+    dense = {"params": 10, **_evaluation([1.0, 2.0])}
+    equal_budget.write_json(tmp_path, "small", {**HEADER, "commit": "abc", "dense": dense, "rows": []})
+    taken = equal_budget._dense_from(tmp_path / "small.json", {**HEADER, "budget": 5000, "recovery": {"lr": 3e-4}})
+    assert taken["wikitext"] == dense["wikitext"] and taken["copied_from"] == "small (commit abc)"
+    with pytest.raises(SystemExit, match=r"other settings \(evaluation\)"):
+        equal_budget._dense_from(tmp_path / "small.json", {**HEADER, "evaluation": {"tasks": ["piqa"]}})
+    with pytest.raises(SystemExit, match="does not exist"):
+        equal_budget._dense_from(tmp_path / "none.json", HEADER)
+    results = {**HEADER, "evaluation": {"wikitext_windows": 2, "tasks": []}, "recovery": {"precision": "bf16", "learning_rate": 1e-4}}
+    results.update(commit="def", dense=taken, rows=[])
+    assert "the dense row is taken from small (commit abc)" in equal_budget.markdown(results)
+
+
 def test_the_table_gives_paired_verdicts_and_names_a_diverged_contender():
     equal_budget = _module()
     results = {
