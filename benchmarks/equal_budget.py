@@ -275,6 +275,9 @@ def main() -> None:
         "command": "python benchmarks/equal_budget.py " + " ".join(_quoted(a) for a in sys.argv[1:]),
     }
     results = _resumed(out / f"{name}.json", header)
+    if "dense" not in results and args.dense_from:  # checked before the model loads: a wrong NAME fails at once
+        results["dense"] = _dense_from(out / f"{args.dense_from}.json", header)
+        write_json(out, name, results)
     loaded = load_model(args.model, device=args.device, dtype="float32")
     dense, tokenizer = loaded.model, loaded.tokenizer
     if streamed:
@@ -285,9 +288,6 @@ def main() -> None:
         n: load_windows(args.calibration, tokenizer, purpose="calibration", num_windows=n, seq_len=512, seed=1 if n == 4 else 0)
         for n in (4, 16)
     }
-    if "dense" not in results and args.dense_from:
-        results["dense"] = _dense_from(out / f"{args.dense_from}.json", header)
-        write_json(out, name, results)
     if "dense" not in results:
         results["dense"] = {"params": parameter_count(dense), **evaluate_standard(dense, tokenizer, settings)}
         if args.table in FOOTPRINT_TABLES:
@@ -444,6 +444,12 @@ def _recorded(earlier: dict, key: str, current):
     return value
 
 
+def _differing(earlier: dict, header: dict, keys) -> list[str]:
+    """The settings among `keys` in which an earlier run's record differs from this run's header."""
+    current = {k: json.loads(json.dumps(header.get(k, UNRECORDED.get(k)))) for k in keys}  # tuples read back as lists
+    return [k for k in keys if _recorded(earlier, k, current[k]) != current[k]]
+
+
 def _resumed(path: Path, header: dict) -> dict:
     """The finished rows of an earlier run with the same settings; a fresh record where there is none.
 
@@ -451,8 +457,7 @@ def _resumed(path: Path, header: dict) -> dict:
     """
     if path.exists():
         earlier = json.loads(path.read_text())
-        current = {k: json.loads(json.dumps(header.get(k, UNRECORDED.get(k)))) for k in SETTINGS}
-        differ = [k for k in SETTINGS if _recorded(earlier, k, current[k]) != current[k]]
+        differ = _differing(earlier, header, SETTINGS)
         if differ:
             raise SystemExit(
                 f"{path} holds a run with other settings ({', '.join(differ)}); pass another --name to keep both, "
@@ -473,7 +478,7 @@ def _dense_from(path: Path, header: dict) -> dict:
     if not path.exists():
         raise SystemExit(f"--dense-from: {path} does not exist; name a finished table in --out, or leave the option out")
     earlier = json.loads(path.read_text())
-    differ = [k for k in DENSE_SETTINGS if earlier.get(k) != json.loads(json.dumps(header.get(k)))]
+    differ = _differing(earlier, header, DENSE_SETTINGS)
     if differ or "dense" not in earlier:
         why = f"other settings ({', '.join(differ)})" if differ else "no dense row"
         raise SystemExit(f"--dense-from: {path} holds {why}; leave the option out to evaluate the dense model")
