@@ -1,5 +1,6 @@
 import argparse
 import json
+import signal
 import subprocess
 import sys
 
@@ -122,6 +123,28 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_checkpoint, tmp_pa
     assert message in stderr and stderr.count("\n") == 1 and "Traceback" not in stderr
     assert not (tmp_path / "o").exists()
     assert sorted(p.name for p in tiny_checkpoint.iterdir()) == before
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_that_a_library_reports_as_its_own_error_still_exits_with_the_signals_code(tmp_path, capsys, monkeypatch, sig, code):
+    # transformers' lazy imports can turn an interrupted import into "Could not import module ..."
+    def interrupted_load(args):
+        try:
+            signal.raise_signal(sig)
+        except KeyboardInterrupt as interrupt:
+            raise cli.PrunekitError("cannot load model 'x': Could not import module 'LlamaForCausalLM'") from interrupt
+        raise AssertionError("the signal did not arrive")
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(cli, "cmd_report", interrupted_load)
+    try:
+        returned, _, stderr = run(capsys, "report", str(tmp_path / "r.json"), "--out", str(tmp_path / "o"))
+        assert returned == code and "no partial output was written" in stderr and "cannot load" not in stderr
+        returned, _, stderr = run(capsys, "eval", "--model", str(tmp_path / "missing"))
+        assert returned == 2 and "model not found" in stderr  # the next run in this process is not taken for a signal
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def test_console_script_exit_code_without_traceback(tmp_path):

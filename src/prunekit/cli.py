@@ -535,8 +535,24 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (what schedulers and `timeout` send) unwinds like Ctrl-C, so temporary output is removed."""
 
 
+_signals_received: list[int] = []
+
+
 def _terminated(signum, frame):
+    _signals_received.append(signum)
     raise _Terminated
+
+
+def _interrupted(signum, frame):
+    _signals_received.append(signum)
+    raise KeyboardInterrupt
+
+
+def _stopped_by_signal() -> int | None:
+    """The exit code of a signal that arrived, even where a library turned its exception into its own error."""
+    if not _signals_received:
+        return None
+    return 143 if _signals_received[0] == signal.SIGTERM else 130
 
 
 class _FlagSpelling(logging.Filter):
@@ -568,6 +584,8 @@ def _speak_in_flags() -> None:
 def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
+        signal.signal(signal.SIGINT, _interrupted)
+    _signals_received.clear()
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -582,10 +600,14 @@ def main(argv: list[str] | None = None) -> int:
             raise PrunekitError(f"--batch-size {args.batch_size} must be at least 1")
         with report:
             return args.func(args)
-    except PrunekitError as error:
-        print(f"prunekit: error: {flag_message(error, FLAGS)}", file=sys.stderr)
-        return EXIT_USAGE
-    except ComputationError as error:
+    except (PrunekitError, ComputationError) as error:
+        # a library (transformers' lazy imports, for one) may report an interrupted import as its own error
+        if (code := _stopped_by_signal()) is not None:
+            print(f"prunekit: {'terminated' if code == 143 else 'interrupted'}; no partial output was written", file=sys.stderr)
+            return code
+        if isinstance(error, PrunekitError):
+            print(f"prunekit: error: {flag_message(error, FLAGS)}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"prunekit: failed: {flag_message(error, FLAGS)}", file=sys.stderr)
         return EXIT_FAILED
     except RecoveryInterrupted as stopped:
