@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 RESULTS = HERE / "results"
 # The C4 files that may be trained on, as patterns (the first 1,000 validation documents, the papers' C4 set, are not).
 C4_TRAIN_PATTERNS = ("c4-train.*.jsonl", "c4-validation.sample.*.jsonl")
+
+
+class BadInput(SystemExit):
+    """Input a benchmark refuses: exit code 2, as prunekit's own commands, with the reason as its text."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def refuse(message: str) -> NoReturn:
+    """One line on stderr that says what to do, exit code 2; called before anything is written."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    raise BadInput(message)
 
 
 def benchmark_parser(doc: str) -> argparse.ArgumentParser:

@@ -52,7 +52,7 @@ from prunekit.recovery import recovery_windows, self_generated_windows
 from prunekit.recovery.data import SELF_GENERATED
 from prunekit.recovery.trainer import RecoveryDiverged
 
-from _common import SHARED, benchmark_parser, flores_versus, git_commit, verdict_text, write_json, write_table
+from _common import SHARED, benchmark_parser, flores_versus, git_commit, refuse, verdict_text, write_json, write_table
 
 PAPER_LOOP = {"metric": "removal-cosine", "final_share": 0.0, "schedule": "restart"}
 LORA_16 = {"scope": "lora", "lora_rank": 16, "lora_alpha": 32.0}  # ShortGPT + LoRA: about FlexiGPT's trainable size at 9/30
@@ -238,12 +238,12 @@ def main() -> None:
     args = parser.parse_args()
     table, default_remove, default_lr = TABLES[args.table]
     if args.remove and not default_remove:
-        raise SystemExit(f"the {args.table} table removes no blocks; drop --remove")
+        refuse(f"the {args.table} table removes no blocks; drop --remove")
     remove = args.remove or default_remove
     names = args.contenders or list(table)
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise SystemExit(f"unknown contender '{unknown[0]}'; the {args.table} table has: {', '.join(table)}")
+        refuse(f"unknown contender '{unknown[0]}'; the {args.table} table has: {', '.join(table)}")
     name = args.name or f"equal_budget_{args.table}_{f'{remove}_' if remove else ''}{args.budget // 1000}k"
     tasks = () if args.tasks == "none" else tuple(t for t in args.tasks.split(",") if t)
     settings = StandardEvaluation(
@@ -459,7 +459,7 @@ def _resumed(path: Path, header: dict) -> dict:
         earlier = json.loads(path.read_text())
         differ = _differing(earlier, header, SETTINGS)
         if differ:
-            raise SystemExit(
+            refuse(
                 f"{path} holds a run with other settings ({', '.join(differ)}); pass another --name to keep both, "
                 "or move that file away to start afresh"
             )
@@ -476,12 +476,12 @@ def _dense_from(path: Path, header: dict) -> dict:
     """The untrained dense row of another run of the same model, table and evaluation: it does not depend on
     the budget, the recovery or its data, and evaluating it again costs a quarter of an hour."""
     if not path.exists():
-        raise SystemExit(f"--dense-from: {path} does not exist; name a finished table in --out, or leave the option out")
+        refuse(f"--dense-from: {path} does not exist; name a finished table in --out, or leave the option out")
     earlier = json.loads(path.read_text())
     differ = _differing(earlier, header, DENSE_SETTINGS)
     if differ or "dense" not in earlier:
         why = f"other settings ({', '.join(differ)})" if differ else "no dense row"
-        raise SystemExit(f"--dense-from: {path} holds {why}; leave the option out to evaluate the dense model")
+        refuse(f"--dense-from: {path} holds {why}; leave the option out to evaluate the dense model")
     return {**earlier["dense"], "copied_from": f"{path.stem} (commit {earlier.get('commit', 'unknown')})"}
 
 

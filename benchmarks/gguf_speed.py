@@ -30,7 +30,7 @@ from prunekit import load_model, load_windows, parameter_count
 from prunekit.evaluation.perplexity import perplexity
 from prunekit.evaluation.significance import compare
 
-from _common import benchmark_parser, git_commit, verdict_text, write_json, write_table
+from _common import benchmark_parser, git_commit, refuse, verdict_text, write_json, write_table
 
 # name: method or recipe, options
 CONTENDERS = {
@@ -117,7 +117,7 @@ def main() -> None:
     names = args.contenders or list(CONTENDERS)
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
-        raise SystemExit(f"unknown contender '{unknown[0]}'; choose from: {', '.join(CONTENDERS)}")
+        refuse(f"unknown contender '{unknown[0]}'; choose from: {', '.join(CONTENDERS)}")
     cores = sorted(os.sched_getaffinity(0))[: args.threads]
     os.sched_setaffinity(0, cores)  # llama.cpp's threads and torch's on the same, named cores
     torch.set_num_threads(args.threads)

@@ -26,7 +26,7 @@ from prunekit.evaluation.multilingual import language_ratios, multilingual_perpl
 from prunekit.evaluation.tasks import DEFAULT_TASKS, run_tasks
 from prunekit.recovery import recovery_windows
 
-from _common import SHARED, benchmark_parser, write_json, write_table
+from _common import SHARED, benchmark_parser, refuse, write_json, write_table
 
 CONTENDERS = ("shortgpt", "shortgpt+recovery", "sleb", "iterabre")
 
@@ -125,7 +125,7 @@ def main() -> None:
             ]
             detail["recovery_tokens"] = sum(s["recovery"]["tokens"] for s in steps)
         else:
-            raise SystemExit(f"unknown contender {name}; choose from {', '.join(CONTENDERS)}")
+            refuse(f"unknown contender {name}; choose from {', '.join(CONTENDERS)}")
         prune_seconds = time.perf_counter() - started
         row = {"contender": name, "removed": removed, "prune_seconds": prune_seconds, **detail, **evaluate(model, name)}
         row["flores_ratios"] = language_ratios(

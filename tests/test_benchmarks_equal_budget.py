@@ -46,7 +46,7 @@ def test_a_run_with_the_same_settings_resumes_and_one_with_other_settings_is_ref
     assert equal_budget._resumed(tmp_path / "new.json", HEADER)["rows"] == []
 
 
-def test_the_dense_row_is_taken_from_a_table_of_the_same_model_and_evaluation_only(tmp_path):
+def test_the_dense_row_is_taken_from_a_table_of_the_same_model_and_evaluation_only(tmp_path, capsys):
     equal_budget = _module()
     dense = {"params": 10, **_evaluation([1.0, 2.0])}
     equal_budget.write_json(tmp_path, "small", {**HEADER, "commit": "abc", "dense": dense, "rows": []})
@@ -54,8 +54,11 @@ def test_the_dense_row_is_taken_from_a_table_of_the_same_model_and_evaluation_on
     assert taken["wikitext"] == dense["wikitext"] and taken["copied_from"] == "small (commit abc)"
     with pytest.raises(SystemExit, match=r"other settings \(evaluation\)"):
         equal_budget._dense_from(tmp_path / "small.json", {**HEADER, "evaluation": {"tasks": ["piqa"]}})
-    with pytest.raises(SystemExit, match="does not exist"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="does not exist") as refused:
         equal_budget._dense_from(tmp_path / "none.json", HEADER)
+    stderr = capsys.readouterr().err
+    assert refused.value.code == 2 and stderr.count("\n") == 1 and ": error: --dense-from:" in stderr  # as prunekit's bad input
     results = {**HEADER, "evaluation": {"wikitext_windows": 2, "tasks": []}, "recovery": {"precision": "bf16", "learning_rate": 1e-4}}
     results.update(commit="def", dense=taken, rows=[])
     assert "the dense row is taken from small (commit abc)" in equal_budget.markdown(results)
