@@ -26,7 +26,7 @@ class BadInput(SystemExit):
 
 
 def refuse(message: str) -> NoReturn:
-    """One line on stderr that says what to do, exit code 2; called before anything is written."""
+    """One line on stderr that says what to do, exit code 2; rows already written stay."""
     print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
     raise BadInput(message)
 

@@ -548,11 +548,10 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
-def _stopped_by_signal() -> int | None:
-    """The exit code of a signal that arrived, even where a library turned its exception into its own error."""
-    if not _signals_received:
-        return None
-    return 143 if _signals_received[0] == signal.SIGTERM else 130
+def _stopped(terminated: bool) -> int:
+    """The line and exit code of a run that a signal stopped (SIGTERM 143, Ctrl-C 130)."""
+    print(f"prunekit: {'terminated' if terminated else 'interrupted'}; no partial output was written", file=sys.stderr)
+    return 143 if terminated else 130
 
 
 class _FlagSpelling(logging.Filter):
@@ -602,9 +601,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except (PrunekitError, ComputationError) as error:
         # a library (transformers' lazy imports, for one) may report an interrupted import as its own error
-        if (code := _stopped_by_signal()) is not None:
-            print(f"prunekit: {'terminated' if code == 143 else 'interrupted'}; no partial output was written", file=sys.stderr)
-            return code
+        if _signals_received:
+            return _stopped(_signals_received[0] == signal.SIGTERM)
         if isinstance(error, PrunekitError):
             print(f"prunekit: error: {flag_message(error, FLAGS)}", file=sys.stderr)
             return EXIT_USAGE
@@ -620,9 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 143
     except KeyboardInterrupt as interrupt:
-        terminated = isinstance(interrupt, _Terminated)
-        print(f"prunekit: {'terminated' if terminated else 'interrupted'}; no partial output was written", file=sys.stderr)
-        return 143 if terminated else 130
+        return _stopped(isinstance(interrupt, _Terminated))
     finally:
         release_all_outputs()
 
