@@ -150,6 +150,13 @@ EXTEND_TABLE = {
         {**NEXT_TOKEN, **ADAPTERS, **FLEXIGPT_RATES},
         4,
     ),
+    # the grown model's adapters at the lower rate that won for the dense LoRA at 1M (its scales keep 1e-1: they must grow)
+    "extend block lr 1e-3 scale lr 1e-1": (
+        "extend",
+        {**GROW, "pattern": "block"},
+        {**NEXT_TOKEN, **ADAPTERS, **FLEXIGPT_RATES, "learning_rate": 1e-3},
+        4,
+    ),
     "dense+full lr 3e-4": ("recover", {}, {**NEXT_TOKEN, "scope": "full", "learning_rate": 3e-4}, 4),
     "dense+lora lr 1e-3": ("recover", {}, {**NEXT_TOKEN, **DENSE_LORA, "learning_rate": 1e-3}, 4),
     "dense+lora lr 4e-3": ("recover", {}, {**NEXT_TOKEN, **DENSE_LORA, "learning_rate": 4e-3}, 4),
