@@ -187,8 +187,8 @@ def c4_training_shards(runs: Path) -> str:
 
 
 class RowClock:
-    """Seconds a row has run over all its sittings, saved every minute in its run directory, so the wall
-    time of a row that was killed and resumed counts every sitting (up to a minute of each killed one may be lost)."""
+    """Seconds a row has run over all the processes that ran it, saved every minute in its run directory, so the wall
+    time of a row that was killed and resumed counts every process (up to a minute of each killed one may be lost)."""
 
     def __init__(self, run_dir: Path, every: float = 60.0):
         self.path, self.every = run_dir / "row_seconds.json", every
@@ -361,7 +361,7 @@ def main() -> None:
             _write(out, name, results, names)
             print(f"{contender}: diverged at lr {error.learning_rate}", flush=True)
             continue
-        row["prune_seconds"] = clock.stop()  # every sitting's, where the row was killed and resumed
+        row["prune_seconds"] = clock.stop()  # every process's, where the row was killed and resumed
         if resumed:
             row["resumed"] = True
         if data == SELF_GENERATED:  # the sampling is paid once per run, but every contender that trains on it needs it

@@ -162,7 +162,7 @@ class RunCheckpoints:
     # -- when to save ------------------------------------------------------------------------------
     def due(self, step: int, tokens_per_step: int, first_step: int = 0) -> bool:
         """Whether to save after `step` (1-based); without save_every, the interval is set from the speed of this
-        sitting's first steps (`first_step`: where a resumed run started, so the steps of earlier sittings do not count)."""
+        process's first steps (`first_step`: where a resumed run started, so the steps of earlier processes do not count)."""
         if self.every_steps is None:
             if self.settings.save_every is not None:
                 self.every_steps = max(1, self.settings.save_every // tokens_per_step)

@@ -73,7 +73,7 @@ class RecoveryResult:
     mfu: float | None = None  # model-flops utilisation of the device's bf16 peak (GPUs we know)
     peak_memory_mib: float | None = None  # CUDA peak allocation during the run
     memory: dict = field(default_factory=dict)  # the estimate per process made before training, and the measured peak
-    resumed_from_step: int = 0  # steps done in an earlier sitting (0: the run started here)
+    resumed_from_step: int = 0  # steps done by an earlier process (0: the run started here)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,7 +10,7 @@ from prunekit.options import option
 from prunekit.recovery import RecoveryConfig
 from prunekit.scoring.blocks import check_metric
 
-# Defaults from the equal-budget screening (issue 15; README, "IteRABRe at an equal budget"): BI in the loop
+# Defaults from the equal-budget screening (README, "IteRABRe at an equal budget"): BI in the loop
 # beat removal-cosine, and spending the whole budget once after the last removal beat a recovery after
 # every removal. The paper's loop is metric removal-cosine with final_share 0.
 DEFAULT_METRIC = "bi"
