@@ -72,11 +72,15 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, sco
         recover(copy.deepcopy(student), stopping, config(scope=scope), teacher=teacher, progress=False, checkpoints=saving)
     assert stopped.value.step == 12 and stopped.value.signal_name == "SIGTERM" and has_checkpoint(tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-0000007", "checkpoint-0000012"]
+    earlier = json.loads((tmp_path / "run" / "checkpoint-0000012" / "trainer_state.json").read_text())["seconds"]
     resumed = copy.deepcopy(student)
     result = recover(
         resumed, windows(), config(scope=scope), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", resume=True)
     )
     assert result.resumed_from_step == 12 and result.history == reference.history
+    # the time reported is the whole run's; the speed is this process's steps over this process's time
+    assert 0 < earlier < result.seconds
+    assert result.tokens_per_second == pytest.approx((40 - 12) * 16 / (result.seconds - earlier))
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), unbroken.state_dict().values()))
     assert not list((tmp_path / "run").glob("checkpoint-*"))  # a finished run keeps only its settings
 

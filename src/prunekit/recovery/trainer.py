@@ -56,8 +56,8 @@ class RecoveryDiverged(ComputationError):
 class RecoveryResult:
     steps: int
     tokens: int
-    seconds: float
-    tokens_per_second: float
+    seconds: float  # training time; a resumed run adds the processes before it (up to their last checkpoint)
+    tokens_per_second: float  # this process's steps over this process's time
     loss_first: float  # mean objective over the first optimizer step (before any update)
     loss_last: float  # mean objective over the last optimizer step
     trainable_parameters: int
@@ -392,6 +392,8 @@ class _Run:
     checkpointing: bool = False
     history: list = field(default_factory=list)
     first_step: int = 0
+    earlier_seconds: float = 0.0  # training time of the processes before a resumed one, from its checkpoint
+    started: float = 0.0  # when this process's first step began (time.perf_counter)
     checkpoints: RunCheckpoints | None = None
     memory: MemoryEstimate | None = None  # per process, made before training
     teacher: object = None  # the teacher the steps call: the caller's, or its sharded copy
@@ -484,7 +486,8 @@ def _train(run: _Run, progress: bool, first_chunk: torch.Tensor | None) -> None:
                 continue
             stop = signals.any_received(run.accelerator)
             if stop or run.checkpoints.due(step + 1, tokens_per_step, run.first_step):
-                saved = run.checkpoints.save(step + 1, run.history, run.source, {"steps": run.steps})
+                seconds = run.earlier_seconds + time.perf_counter() - run.started
+                saved = run.checkpoints.save(step + 1, run.history, run.source, {"steps": run.steps, "seconds": seconds})
                 if stop:
                     raise RecoveryInterrupted(saved, step + 1, run.steps, signals.received or "signal")
 
@@ -540,6 +543,7 @@ def _prepare(student, teacher, source, config: RecoveryConfig, blocks, accelerat
     if resume_from is not None:
         checkpoints.restore(resume_from, source)
         run.first_step, run.history = int(resume_from["step"]), list(resume_from["history"])
+        run.earlier_seconds = float(resume_from.get("seconds", 0.0))  # checkpoints of older versions lack it
     return run
 
 
@@ -635,14 +639,13 @@ def recover(
     snapshot = None
     run = None
     diverged: RecoveryDiverged | None = None
-    started = time.perf_counter()
     try:
         run = _prepare(student, teacher, source, config, blocks, accelerator, checkpoints)
         snapshot = _snapshot(run.model)
         first_chunk = _fit_batches(run)
         if target.type == "cuda":
             torch.cuda.reset_peak_memory_stats(target)
-        started = time.perf_counter()
+        run.started = time.perf_counter()
         _train(run, progress, first_chunk)
     except RecoveryDiverged as error:
         diverged = error
@@ -652,7 +655,7 @@ def recover(
         raise diverged
     if run.checkpoints is not None:
         run.checkpoints.finish()
-    return _result(run, model, teacher, windows, started, target)
+    return _result(run, model, teacher, windows, target)
 
 
 def _teardown(run: _Run | None, student, snapshot, diverged, was_training: bool, use_cache, accelerator):
@@ -683,9 +686,9 @@ def _teardown(run: _Run | None, student, snapshot, diverged, was_training: bool,
     return model
 
 
-def _result(run: _Run, model, teacher, windows, started: float, target) -> RecoveryResult:
+def _result(run: _Run, model, teacher, windows, target) -> RecoveryResult:
     processes = run.accelerator.num_processes
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - run.started
     tokens = run.steps * run.config.tokens_per_step(processes)
     tokens_per_second = (run.steps - run.first_step) * run.config.tokens_per_step(processes) / seconds if seconds else 0.0
     flops_per_token = distillation_flops_per_token(model, teacher)
@@ -693,7 +696,7 @@ def _result(run: _Run, model, teacher, windows, started: float, target) -> Recov
     return RecoveryResult(
         steps=run.steps,
         tokens=tokens,
-        seconds=seconds,
+        seconds=run.earlier_seconds + seconds,
         tokens_per_second=tokens_per_second,
         loss_first=run.history[0]["loss"],
         loss_last=run.history[-1]["loss"],
