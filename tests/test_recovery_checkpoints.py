@@ -1,6 +1,7 @@
 import copy
 import errno
 import json
+import logging
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ from pydoc_data.topics import topics
 
 import pytest
 import torch
+import transformers
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import PrunekitError
@@ -83,6 +85,31 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, sco
     assert result.tokens_per_second == pytest.approx((40 - 12) * 16 / (result.seconds - earlier))
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), unbroken.state_dict().values()))
     assert not list((tmp_path / "run").glob("checkpoint-*"))  # a finished run keeps only its settings
+
+
+def test_a_model_with_tied_embeddings_resumes_still_tied_and_without_a_warning(tmp_path, caplog):
+    config_ = tiny_model("llama").config
+    config_.tie_word_embeddings = True
+    torch.manual_seed(0)
+    teacher = transformers.AutoModelForCausalLM.from_config(config_).eval()
+    student = copy.deepcopy(teacher)
+    remove_blocks(student, [1])
+    unbroken = copy.deepcopy(student)
+    recover(unbroken, windows(), config(), teacher=teacher, progress=False)
+    with caplog.at_level(logging.WARNING), pytest.raises(RecoveryInterrupted):
+        recover(
+            copy.deepcopy(student),
+            SignalAt(windows(), at=6),
+            config(),
+            teacher=teacher,
+            progress=False,
+            checkpoints=Checkpointing(tmp_path / "run"),
+        )
+    resumed = copy.deepcopy(student)
+    recover(resumed, windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run", resume=True))
+    assert resumed.lm_head.weight is resumed.model.embed_tokens.weight
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), unbroken.state_dict().values()))
+    assert not [r for r in caplog.records if "shared tensor" in r.getMessage()]
 
 
 def interrupted_run(tmp_path, at=5):

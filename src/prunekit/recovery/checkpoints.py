@@ -18,6 +18,7 @@ import shutil
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -186,7 +187,8 @@ class RunCheckpoints:
         data_state = data.state_dict()
         try:
             self._on_main(lambda: shutil.rmtree(partial, ignore_errors=True))
-            self.accelerator.save_state(str(partial), safe_serialization=True)
+            with _quiet_about_tied_weights():
+                self.accelerator.save_state(str(partial), safe_serialization=True)
             if self.sharded_state is not None:
                 (partial / SHARDED_DIRECTORY).mkdir(parents=True, exist_ok=True)
                 self.sharded_state.save(partial / SHARDED_DIRECTORY)
@@ -217,6 +219,24 @@ class RunCheckpoints:
             write_json_atomically(self.path / RUN_FILE, {"format": RUN_FORMAT, "settings": self.run_settings, "status": status})
 
         self._on_main(mark)
+
+
+class _TiedWeightsNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_about_tied_weights():
+    """accelerate warns at every save of a model whose head shares the embedding (SmolLM2, Gemma, Llama 3.2) that it
+    dropped the head's name and asks to check the reload; loading the state ties them again (tested), so in a long
+    run the warning repeated at every checkpoint would only alarm."""
+    note, source = _TiedWeightsNote(), logging.getLogger("accelerate.utils.other")
+    source.addFilter(note)
+    try:
+        yield
+    finally:
+        source.removeFilter(note)
 
 
 def _short(value) -> str:
