@@ -168,7 +168,7 @@ def test_the_c4_training_shards_leave_out_the_evaluation_documents(tmp_path):
     assert equal_budget.slug("iterabre bi final 1.0 lr 3e-4") == "iterabre_bi_final_1.0_lr_3e-4"
 
 
-def test_a_rows_wall_time_adds_up_over_its_sittings(tmp_path):
+def test_a_rows_wall_time_adds_up_over_the_processes_that_ran_it(tmp_path):
     equal_budget = _module()
     first = equal_budget.RowClock(tmp_path / "row", every=0.02)
     time.sleep(0.15)  # killed here: only what was saved counts

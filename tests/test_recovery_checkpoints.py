@@ -293,7 +293,7 @@ def test_two_processes_resume_a_killed_run_to_bitwise_the_same_model(tiny_checkp
     assert (out / "model.safetensors").read_bytes() == (tmp_path / "unbroken" / "model.safetensors").read_bytes()
 
 
-def test_the_default_save_interval_is_measured_on_this_sittings_steps(tmp_path, monkeypatch):
+def test_the_default_save_interval_is_measured_on_this_processs_steps(tmp_path, monkeypatch):
     """A run resumed at step 500 that takes 6 s a step saves about every 100 steps (ten minutes), not every 50,000."""
     from types import SimpleNamespace
 
