@@ -21,7 +21,7 @@ from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, recover
 from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, has_checkpoint
 
-from conftest import VOCAB, tiny_model
+from conftest import VOCAB, tiny_config, tiny_model
 
 PRUNEKIT = [sys.executable, "-m", "prunekit.cli"]
 CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU processes (gloo) on any machine, one GPU or none
@@ -88,7 +88,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, sco
 
 
 def test_a_model_with_tied_embeddings_resumes_still_tied_and_without_a_warning(tmp_path, caplog):
-    config_ = tiny_model("llama").config
+    config_ = tiny_config("llama")
     config_.tie_word_embeddings = True
     torch.manual_seed(0)
     teacher = transformers.AutoModelForCausalLM.from_config(config_).eval()
