@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,27 @@ def tiny_model(family: str = "llama", num_layers: int = 4, seed: int = 0):
             if param.dim() == 2 and "embed" not in name:
                 param.normal_(0.0, 0.08)
     return model.eval()
+
+
+class SignalAt:
+    """Windows that send this process SIGTERM when step `at` draws its data (as a scheduler would); `delay`
+    seconds of sleep per draw stand in for slow steps."""
+
+    def __init__(self, windows, at, seed=0, delay=0.0):
+        from prunekit.recovery.window_stream import WindowOrder
+
+        self.inner, self.at, self.calls, self.delay = WindowOrder(windows, seed), at, 0, delay
+        self.description, self.seq_len, self.num_windows = self.inner.description, self.inner.seq_len, self.inner.num_windows
+
+    def take(self, count):
+        self.calls += 1
+        time.sleep(self.delay)
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.inner.take(count)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 def zero_block(model, index: int) -> None:

@@ -6,13 +6,14 @@ import torch
 
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import ComputationError, PrunekitError
-from prunekit.methods.iterabre import IterabreConfig, blocks_next_to, iterabre
+from prunekit.methods.iterabre import IterabreConfig, blocks_next_to, iterabre, loop
 from prunekit.methods.iterabre.loop import LoopSettings
 from prunekit.models.adapters import ModelAdapter
-from prunekit.recovery import RecoveryConfig, dense_teacher
+from prunekit.recovery import RecoveryConfig, dense_teacher, recover
+from prunekit.recovery.checkpoints import RecoveryInterrupted
 from prunekit.scoring.blocks import scan_blocks
 
-from conftest import VOCAB, tiny_model
+from conftest import VOCAB, SignalAt, tiny_model
 
 
 def windows(count, seq_len=16, seed=0):
@@ -74,6 +75,34 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
     assert len(plan.steps) == 2
     a, b = uninterrupted.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_stopped_inside_a_recovery_resumes_from_its_checkpoint_and_counts_the_time_before(tmp_path, monkeypatch):
+    uninterrupted = tiny_model("llama")
+    run(uninterrupted, tmp_path / "a")
+    calls = []
+
+    def second_recovery_stops(model, windows, config, **kwargs):  # slow steps, then SIGTERM at the third
+        calls.append(config.seed)
+        if len(calls) == 2:
+            windows = SignalAt(windows, at=3, seed=config.seed, delay=0.5)
+        return recover(model, windows, config, **kwargs)
+
+    monkeypatch.setattr(loop, "recover", second_recovery_stops)
+    with pytest.raises(RecoveryInterrupted):
+        run(tiny_model("llama"), tmp_path / "b")
+    saved = sorted((tmp_path / "b" / "recovery-002").glob("checkpoint-*"))
+    assert len(saved) == 1
+    earlier = json.loads((saved[0] / "trainer_state.json").read_text())["seconds"]
+    monkeypatch.setattr(loop, "recover", recover)
+    resumed = tiny_model("llama")
+    plan = run(resumed, tmp_path / "b", resume=True)
+    a, b = uninterrupted.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    second = plan.steps[1]
+    assert earlier >= 1.0 and second["recovery"]["seconds"] > earlier
+    assert second["seconds"] >= second["scan_seconds"] + second["recovery"]["seconds"]
+    assert plan.scan_seconds == pytest.approx(sum(step["seconds"] for step in plan.steps))
 
 
 def test_resume_refuses_other_settings_and_a_fresh_start_refuses_an_old_run(tmp_path):

@@ -21,7 +21,7 @@ from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, recover
 from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, has_checkpoint
 
-from conftest import VOCAB, tiny_config, tiny_model
+from conftest import VOCAB, SignalAt, tiny_config, tiny_model
 
 PRUNEKIT = [sys.executable, "-m", "prunekit.cli"]
 CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU processes (gloo) on any machine, one GPU or none
@@ -42,25 +42,6 @@ def pair():
     student = copy.deepcopy(teacher)
     remove_blocks(student, [1])
     return teacher, student
-
-
-class SignalAt:
-    """Windows that send this process SIGTERM when step `at` draws its data (as a scheduler would)."""
-
-    def __init__(self, windows, at, seed=0):
-        from prunekit.recovery.window_stream import WindowOrder
-
-        self.inner, self.at, self.calls = WindowOrder(windows, seed), at, 0
-        self.description, self.seq_len, self.num_windows = self.inner.description, self.inner.seq_len, self.inner.num_windows
-
-    def take(self, count):
-        self.calls += 1
-        if self.calls == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return self.inner.take(count)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 @pytest.mark.parametrize("scope", ["blocks", "lora"])

@@ -74,6 +74,7 @@ class RecoveryResult:
     peak_memory_mib: float | None = None  # CUDA peak allocation during the run
     memory: dict = field(default_factory=dict)  # the estimate per process made before training, and the measured peak
     resumed_from_step: int = 0  # steps done by an earlier process (0: the run started here)
+    seconds_before_resume: float = 0.0  # the earlier processes' share of `seconds`, so callers timing this process can add it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -697,6 +698,7 @@ def _result(run: _Run, model, teacher, windows, target) -> RecoveryResult:
         steps=run.steps,
         tokens=tokens,
         seconds=run.earlier_seconds + seconds,
+        seconds_before_resume=run.earlier_seconds,
         tokens_per_second=tokens_per_second,
         loss_first=run.history[0]["loss"],
         loss_last=run.history[-1]["loss"],

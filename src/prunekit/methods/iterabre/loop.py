@@ -146,7 +146,6 @@ def iterabre(
     state = _open_run(directory, model, run_settings, resume, overwrite_run)
     recovery_data = _cached_recovery_data(directory, recovery_data)
     progress_so_far = _Progress.of(state, num_blocks, recovery_data.seq_len)
-    started_all = time.perf_counter()
     engine = {"device": device, "offload": offload, "batch_size": batch_size, "progress": progress}
     while progress_so_far.removed < settings.remove:
         entry = _iteration(model, teacher, calibration, recovery_data, settings, directory, state, progress_so_far, heldout, engine)
@@ -162,7 +161,7 @@ def iterabre(
         if on_iteration is not None:
             on_iteration(state["iterations"][-1])
     state = directory.update(state, status="finished")
-    return _plan(state["iterations"], settings, num_blocks, calibration, time.perf_counter() - started_all)
+    return _plan(state["iterations"], settings, num_blocks, calibration)
 
 
 def _open_run(directory: RunDirectory, model, run_settings: dict, resume: bool, overwrite: bool) -> dict:
@@ -240,7 +239,7 @@ def _iteration(model, teacher, calibration, recovery_data, settings, directory, 
         "heldout_perplexity_after_recovery": heldout_recovered,
         "recovery": _recovery_record(result, tokens, config) if result is not None else {"tokens_budget": 0, "tokens": 0, "steps": 0},
         "scan_seconds": scan_seconds,
-        "seconds": time.perf_counter() - started,
+        "seconds": _seconds_since(started, result),
     }
     log.info(
         "iteration %d: removed block %s (%s %.4g), held-out ppl %s -> %s",
@@ -278,7 +277,8 @@ def _recover_iteration(model, teacher, windows, config, neighbours, iteration, r
         ) from error
 
 
-def _plan(steps: list[dict], settings: LoopSettings, num_blocks: int, calibration: TokenWindows, seconds: float) -> PrunePlan:
+def _plan(steps: list[dict], settings: LoopSettings, num_blocks: int, calibration: TokenWindows) -> PrunePlan:
+    """The run as a plan; its time is the iterations' own, so a resumed run counts the processes before it too."""
     first_scores = steps[0]["scores"]
     return PrunePlan(
         method="iterabre",
@@ -292,8 +292,13 @@ def _plan(steps: list[dict], settings: LoopSettings, num_blocks: int, calibratio
         scores=[first_scores[str(i)] for i in range(num_blocks)],
         data=calibration.summary(),
         steps=steps,
-        scan_seconds=seconds,
+        scan_seconds=sum(entry["seconds"] for entry in steps),
     )
+
+
+def _seconds_since(started: float, result) -> float:
+    """An iteration's time: this process's, plus the training that processes before a resume did on its recovery."""
+    return time.perf_counter() - started + (result.seconds_before_resume if result is not None else 0.0)
 
 
 def _recovery_record(result, tokens: int, config: RecoveryConfig) -> dict:
@@ -356,7 +361,7 @@ def _final_recovery(model, teacher, recovery_data, settings, directory, state, w
         if heldout is not None
         else None,
         "recovery": {**_recovery_record(result, tokens, config), "scope": scope},
-        "seconds": time.perf_counter() - started,
+        "seconds": _seconds_since(started, result),
     }
     return directory.save_iteration(state, entry, model)
 
