@@ -1,5 +1,6 @@
 import copy
 import json
+import logging
 
 import pytest
 import torch
@@ -77,12 +78,11 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_run_stopped_inside_a_recovery_resumes_from_its_checkpoint_and_counts_the_time_before(tmp_path, monkeypatch):
-    uninterrupted = tiny_model("llama")
-    run(uninterrupted, tmp_path / "a")
+def stopped_inside_the_second_recovery(run_dir, monkeypatch, plan_settings=None) -> float:
+    """Run until SIGTERM lands inside the second iteration's recovery (after slow steps); returns the seconds it saved."""
     calls = []
 
-    def second_recovery_stops(model, windows, config, **kwargs):  # slow steps, then SIGTERM at the third
+    def second_recovery_stops(model, windows, config, **kwargs):
         calls.append(config.seed)
         if len(calls) == 2:
             windows = SignalAt(windows, at=3, seed=config.seed, delay=0.5)
@@ -90,19 +90,48 @@ def test_a_run_stopped_inside_a_recovery_resumes_from_its_checkpoint_and_counts_
 
     monkeypatch.setattr(loop, "recover", second_recovery_stops)
     with pytest.raises(RecoveryInterrupted):
-        run(tiny_model("llama"), tmp_path / "b")
-    saved = sorted((tmp_path / "b" / "recovery-002").glob("checkpoint-*"))
-    assert len(saved) == 1
-    earlier = json.loads((saved[0] / "trainer_state.json").read_text())["seconds"]
+        run(tiny_model("llama"), run_dir, plan_settings)
     monkeypatch.setattr(loop, "recover", recover)
+    saved = sorted((run_dir / "recovery-002").glob("checkpoint-*"))
+    assert len(saved) == 1
+    return json.loads((saved[0] / "trainer_state.json").read_text())["seconds"]
+
+
+def test_a_run_stopped_inside_a_recovery_resumes_from_its_checkpoint_and_counts_the_time_before(tmp_path, monkeypatch):
+    uninterrupted = tiny_model("llama")
+    run(uninterrupted, tmp_path / "a")
+    earlier = stopped_inside_the_second_recovery(tmp_path / "b", monkeypatch)
+    assert json.loads((tmp_path / "b" / "state.json").read_text())["pending"]["iteration"] == 2
+    scans = []
+    monkeypatch.setattr(loop, "scan_blocks", lambda *a, **k: scans.append(1) or scan_blocks(*a, **k))
     resumed = tiny_model("llama")
     plan = run(resumed, tmp_path / "b", resume=True)
+    assert scans == []  # the block the stopped process chose is the one removed again, without a new scan
     a, b = uninterrupted.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     second = plan.steps[1]
     assert earlier >= 1.0 and second["recovery"]["seconds"] > earlier
     assert second["seconds"] >= second["scan_seconds"] + second["recovery"]["seconds"]
     assert plan.scan_seconds == pytest.approx(sum(step["seconds"] for step in plan.steps))
+    assert "pending" not in json.loads((tmp_path / "b" / "state.json").read_text())
+
+
+def test_a_run_resumed_with_another_learning_rate_starts_the_stopped_recovery_over_at_it(tmp_path, monkeypatch, caplog):
+    plan_settings = settings()
+
+    def lower_the_rate(entry):  # the rate a resume below asks for, from the second iteration on
+        plan_settings.recovery.learning_rate = 2e-4
+
+    reference = tiny_model("llama")
+    run(reference, tmp_path / "a", plan_settings, on_iteration=lower_the_rate)
+    stopped_inside_the_second_recovery(tmp_path / "b", monkeypatch)
+    resumed = tiny_model("llama")
+    with caplog.at_level(logging.WARNING):
+        plan = run(resumed, tmp_path / "b", settings(learning_rate=2e-4), resume=True)
+    assert "iteration 2: its recovery starts over (learning_rate 0.001 -> 0.0002)" in caplog.text
+    assert [step["recovery"]["learning_rate"] for step in plan.steps] == [1e-3, 2e-4]
+    a, b = reference.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_other_settings_and_a_fresh_start_refuses_an_old_run(tmp_path):

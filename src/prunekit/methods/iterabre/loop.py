@@ -3,8 +3,9 @@
 Each iteration scores every remaining block on the *current* (already pruned and recovered) model,
 removes the least important one (or `per_step` of them), then distils the dense teacher into the
 pruned model on its share of the recovery token budget. Every finished iteration is checkpointed
-in a run directory, so an interrupted run resumes from the last finished iteration and, with the
-same seed, ends with the same weights as an uninterrupted one.
+in a run directory, and each recovery checkpoints itself, so an interrupted run resumes from where it
+stopped (the block being recovered from is recorded before its recovery starts, so it is not chosen
+again) and, with the same seed, ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import ComputationError, PrunekitError
 from prunekit.evaluation.perplexity import perplexity
+from prunekit.jsonfiles import read_json_object
 from prunekit.methods.depth.removal import lowest_scoring
 from prunekit.methods.iterabre.config import IterabreConfig
 from prunekit.methods.iterabre.run_directory import RunDirectory
@@ -27,12 +29,13 @@ from prunekit.methods.plan import PrunePlan
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
-from prunekit.recovery.checkpoints import Checkpointing, has_checkpoint
+from prunekit.recovery.checkpoints import RUN_FILE, Checkpointing, has_checkpoint
 from prunekit.scoring.blocks import scan_blocks
 
 log = logging.getLogger(__name__)
 # Settings a resumed run may change without breaking what was already done.
 RESUMABLE_CHANGES = ("learning_rate", "progress", "precision")
+RECOVERY_RESUMABLE = ("learning_rate", "precision")  # of those, the ones a half-done recovery cannot continue under
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,18 @@ def _windows_slice(windows: TokenWindows, start: int, count: int) -> TokenWindow
     return TokenWindows(windows.input_ids[rows], windows.description, windows.total_tokens_available)
 
 
-def _recovery_checkpoints(directory: RunDirectory, iteration: int) -> Checkpointing:
-    """Each iteration's recovery saves itself beside the iteration checkpoints; an interrupted one continues."""
+def _recovery_checkpoints(directory: RunDirectory, iteration: int, config: RecoveryConfig) -> Checkpointing:
+    """Each iteration's recovery saves itself beside the iteration checkpoints; an interrupted one continues,
+    unless the run resumed with another learning rate or precision (after a divergence, say): then it starts over."""
     path = directory.path / f"recovery-{iteration:03d}"
-    return Checkpointing(path, resume=has_checkpoint(path), overwrite=True)
+    resume = has_checkpoint(path)
+    if resume:
+        saved = read_json_object(path / RUN_FILE, "recovery run").get("settings", {})
+        changed = [f"{k} {saved.get(k)} -> {getattr(config, k)}" for k in RECOVERY_RESUMABLE if saved.get(k) != getattr(config, k)]
+        if changed:
+            log.warning("iteration %d: its recovery starts over (%s); its saved steps are dropped", iteration, "; ".join(changed))
+            resume = False
+    return Checkpointing(path, resume=resume, overwrite=True)
 
 
 def iterabre(
@@ -203,14 +214,16 @@ def _iteration(model, teacher, calibration, recovery_data, settings, directory, 
     iteration = len(state["iterations"]) + 1
     started = time.perf_counter()
     count = min(settings.per_step, settings.remove - at.removed)
-    scores = scan_blocks(model, calibration, settings.metric, **engine)
-    protect_now = tuple(p for p, block in enumerate(at.original) if block in set(settings.protect))
-    chosen = lowest_scoring(scores.scores, count, protect_now)
-    removed = [at.original[p] for p in chosen]
-    scan_seconds = time.perf_counter() - started
+    tokens = settings.tokens_for(iteration)
+    choice = state.get("pending")
+    chosen_before = choice is not None and choice["iteration"] == iteration  # by a process stopped inside its recovery
+    if not chosen_before:
+        choice = _choose(model, calibration, settings, at, count, engine, iteration)
+        if tokens:  # a resume inside the recovery must train the model it was training, whatever a new scan would say
+            state = directory.update(state, pending=choice)
+    chosen, removed = choice["removed_current"], [at.original[p] for p in choice["removed_current"]]
     remove_blocks(model, chosen)
     heldout_removed = perplexity(model, heldout, device=device, progress=False).perplexity if heldout is not None else None
-    tokens = settings.tokens_for(iteration)
     share = math.ceil(tokens / recovery_data.seq_len)
     config = replace(settings.recovery, tokens=tokens, seed=settings.recovery.seed + iteration, **settings.schedule_window(iteration))
     neighbours = blocks_next_to(chosen, len(at.original) - count)
@@ -229,8 +242,8 @@ def _iteration(model, teacher, calibration, recovery_data, settings, directory, 
         "iteration": iteration,
         "removed": removed,
         "removed_current": chosen,
-        "score": [scores.scores[p] for p in chosen],
-        "scores": dict(zip(map(str, before), scores.scores)),
+        "score": [choice["scores"][p] for p in chosen],
+        "scores": dict(zip(map(str, before), choice["scores"])),
         "metric": settings.metric,
         "blocks_left": len(at.original),
         "loss_before_recovery": result.loss_first if result is not None else None,
@@ -238,8 +251,8 @@ def _iteration(model, teacher, calibration, recovery_data, settings, directory, 
         "heldout_perplexity_after_removal": heldout_removed,
         "heldout_perplexity_after_recovery": heldout_recovered,
         "recovery": _recovery_record(result, tokens, config) if result is not None else {"tokens_budget": 0, "tokens": 0, "steps": 0},
-        "scan_seconds": scan_seconds,
-        "seconds": _seconds_since(started, result),
+        "scan_seconds": choice["scan_seconds"],
+        "seconds": _seconds_since(started, result) + (choice["scan_seconds"] if chosen_before else 0.0),
     }
     log.info(
         "iteration %d: removed block %s (%s %.4g), held-out ppl %s -> %s",
@@ -253,6 +266,15 @@ def _iteration(model, teacher, calibration, recovery_data, settings, directory, 
     return entry
 
 
+def _choose(model, calibration, settings: LoopSettings, at: _Progress, count: int, engine: dict, iteration: int) -> dict:
+    """Score every remaining block on the current model and pick the `count` lowest (protected ones never)."""
+    started = time.perf_counter()
+    scores = scan_blocks(model, calibration, settings.metric, **engine).scores
+    protect_now = tuple(p for p, block in enumerate(at.original) if block in set(settings.protect))
+    chosen = lowest_scoring(scores, count, protect_now)
+    return {"iteration": iteration, "removed_current": chosen, "scores": scores, "scan_seconds": time.perf_counter() - started}
+
+
 def _recover_iteration(model, teacher, windows, config, neighbours, iteration, removed, directory, state, engine):
     """One iteration's recovery; a divergence is recorded in the run and reported with what to do next."""
     try:
@@ -264,7 +286,7 @@ def _recover_iteration(model, teacher, windows, config, neighbours, iteration, r
             blocks=neighbours,
             device=engine["device"],
             progress=engine["progress"],
-            checkpoints=_recovery_checkpoints(directory, iteration),
+            checkpoints=_recovery_checkpoints(directory, iteration, config),
         )
     except RecoveryDiverged as error:
         failed = {"iteration": iteration, "removed": removed, "error": str(error), "learning_rate": error.learning_rate}
@@ -340,7 +362,7 @@ def _final_recovery(model, teacher, recovery_data, settings, directory, state, w
             teacher=teacher,
             device=device,
             progress=progress,
-            checkpoints=_recovery_checkpoints(directory, iteration),
+            checkpoints=_recovery_checkpoints(directory, iteration, config),
         )
     except RecoveryDiverged as error:
         directory.update(state, status="diverged", failure={"iteration": iteration, "final": True, "error": str(error)})

@@ -30,6 +30,11 @@ def _write_json_atomically(path: Path, payload: dict) -> None:
     on_main_process(lambda: write_json_atomically(path, payload))
 
 
+def _finished(state: dict) -> dict:
+    """The state without `pending`, the removal an unfinished iteration was recovering from."""
+    return {k: v for k, v in state.items() if k != "pending"}
+
+
 class RunDirectory:
     """`DIR/state.json`, `DIR/checkpoint-NNN/model.safetensors` and cached recovery data."""
 
@@ -83,7 +88,7 @@ class RunDirectory:
 
         on_main_process(write_weights)
         previous = state.get("checkpoint")
-        state = {**state, "iterations": [*state["iterations"], entry], "checkpoint": name}
+        state = {**_finished(state), "iterations": [*state["iterations"], entry], "checkpoint": name}
         _write_json_atomically(self.state_path, state)
         if previous and previous != name:
             on_main_process(lambda: shutil.rmtree(self.path / previous, ignore_errors=True))
@@ -94,7 +99,7 @@ class RunDirectory:
         with the recorded blocks removed, which a resume rebuilds, so no weights are written."""
         if state.get("checkpoint"):
             raise PrunekitError("an iteration after a checkpoint must be saved with its weights")
-        state = {**state, "iterations": [*state["iterations"], entry]}
+        state = {**_finished(state), "iterations": [*state["iterations"], entry]}
         _write_json_atomically(self.state_path, state)
         return state
 
