@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import tempfile
 import threading
@@ -51,6 +52,7 @@ from prunekit.models.export import save_model
 from prunekit.recovery import recovery_windows, self_generated_windows
 from prunekit.recovery.data import SELF_GENERATED
 from prunekit.recovery.trainer import RecoveryDiverged
+from prunekit.recovery.window_stream import streamed_windows
 
 from _common import SHARED, benchmark_parser, flores_versus, git_commit, refuse, verdict_text, write_json, write_table
 
@@ -289,6 +291,9 @@ def main() -> None:
     dense, tokenizer = loaded.model, loaded.tokenizer
     if streamed:
         recovery_data = {None: streamed}
+        if "data_tokens" not in results:  # the header's passes over the data, for every kind of row alike
+            results["data_tokens"] = tokens_per_pass(streamed, tokenizer)
+            write_json(out, name, results)
     else:
         recovery_data = {None: recovery_windows(args.calibration, tokenizer, num_tokens=args.budget, seq_len=512, seed=args.seed)}
     windows = {
@@ -370,6 +375,7 @@ def main() -> None:
         row["stages"] = [{"method": s["method"], "seconds": s.get("seconds")} for s in result.plan.stages]
         row["trainable_parameters"] = _trainable(result.plan)
         row["passes"] = _passes(result.plan)
+        row["tokens_trained"] = _tokens_trained(result.plan)
         row["params"] = parameter_count(result.model)
         row.update(evaluate_standard(result.model, tokenizer, settings))
         if args.table in FOOTPRINT_TABLES:
@@ -502,28 +508,53 @@ def _trainable(plan) -> int | None:
     return None
 
 
-def _passes(plan) -> list[float | None]:
-    """How often each of the row's recoveries saw its data (None: less than one pass of a stream)."""
-    out = []
+def _recoveries(plan):
+    """The record of every recovery the row ran: a stage's own, or each IteRABRe iteration's and final pass's."""
     for stage in plan.stages:
         details = stage.get("details") or {}
         steps = details.get("steps") if isinstance(details.get("steps"), list) else []
         for record in [details, details.get("recovery") or {}] + [step.get("recovery") or {} for step in steps]:
             if "epochs" in record:
-                out.append(record["epochs"])
-    return out
+                yield record
 
 
-def _passes_text(rows: list[dict]) -> str:
-    """How often each contender's training saw its data, where a stream was read (a pass is the whole data once)."""
+def _passes(plan) -> list[float | None]:
+    """How often each of the row's recoveries saw its data (None: less than one pass of a stream)."""
+    return [record["epochs"] for record in _recoveries(plan)]
+
+
+def _tokens_trained(plan) -> int:
+    return sum(record["tokens"] for record in _recoveries(plan))
+
+
+def tokens_per_pass(spec: str, tokenizer, seq_len: int = 512) -> int:
+    """The tokens one pass over streamed data gives as training windows (the stream is read to its end once)."""
+    stream = streamed_windows(spec, tokenizer, seq_len=seq_len)
+    said = logging.getLogger("prunekit.recovery.window_stream")
+    level, _ = said.level, said.setLevel(logging.ERROR)  # "ends before the budget does" is what is asked here
+    try:
+        while stream.passes() is None:
+            stream.take(256)
+    finally:
+        said.setLevel(level)
+    return round(stream.position / stream.passes() * seq_len)
+
+
+def _passes_text(rows: list[dict], budget: int | None = None, data_tokens: int | None = None) -> str:
+    """How often each contender's training saw its data (a pass is the whole data once). With the data's size known
+    (the C4 training files), each row's tokens over it: windows drawn into memory first (IteRABRe) count as read; else
+    the trainer's count, which for those sees only the windows drawn."""
     seen = []
     for row in rows:
         passes = [p for p in row.get("passes") or [] if p is not None]
-        if passes:
+        if data_tokens and row.get("passes"):
+            seen.append(f"{row['contender']} {row.get('tokens_trained', budget) / data_tokens:.2f}")
+        elif passes:
             seen.append(f"{row['contender']} {max(passes):.2f}")
         elif row.get("passes"):  # a stream that never came round: less than one pass
             seen.append(f"{row['contender']} under 1")
-    return ("; passes over the training data: " + ", ".join(seen)) if seen else ""
+    size = f" ({data_tokens:,} tokens)" if data_tokens else ""
+    return (f"; passes over the training data{size}: " + ", ".join(seen)) if seen else ""
 
 
 def markdown(results: dict) -> str:
@@ -543,7 +574,7 @@ def markdown(results: dict) -> str:
         f"WikiText-2 test {results['evaluation']['wikitext_windows']}x512"
         + (f"; tasks: first {results['evaluation']['items_per_task']} items each" if tasks else "")
         + (f"; C4 validation (the papers' 1,000 documents, never trained on) {results['evaluation'].get('c4_windows')}x512" if c4 else "")
-        + _passes_text(results["rows"])
+        + _passes_text(results["rows"], results["budget"], results.get("data_tokens"))
         + (
             "; disk: safetensors as prunekit saves the model (fp32); decode: greedy, 128-token prompt, 64 new tokens, batch 1, "
             "best of 3 rounds in which the dense model is timed in turn (the machine may be shared: the ratio is the robust number)"

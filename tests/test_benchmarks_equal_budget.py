@@ -230,3 +230,18 @@ def test_the_header_says_how_often_each_contender_saw_its_training_data():
     ]
     text = equal_budget._passes_text(rows)
     assert text == "; passes over the training data: repeated 1.29, streamed under 1"
+
+
+def test_with_the_datas_size_known_every_row_counts_its_tokens_over_it(tmp_path, tiny_tokenizer):
+    equal_budget = _module()
+    documents = [f"Document {i} says something about pruning, recovery and number {i * 7}." for i in range(40)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
+    per_pass = equal_budget.tokens_per_pass(str(tmp_path / "docs.jsonl"), tiny_tokenizer, seq_len=16)
+    assert per_pass == sum(len(tiny_tokenizer(d, add_special_tokens=False)["input_ids"]) + 1 for d in documents)  # + EOS each
+    rows = [
+        {"contender": "one-shot", "passes": [1.29], "tokens_trained": 2 * per_pass},
+        {"contender": "loop", "passes": [1.0, 1.0]},  # each iteration read its own share of windows drawn into memory once
+        {"contender": "untrained", "passes": []},
+    ]
+    text = equal_budget._passes_text(rows, budget=per_pass, data_tokens=per_pass)
+    assert text == f"; passes over the training data ({per_pass:,} tokens): one-shot 2.00, loop 1.00"
