@@ -245,3 +245,35 @@ def test_with_the_datas_size_known_every_row_counts_its_tokens_over_it(tmp_path,
     ]
     text = equal_budget._passes_text(rows, budget=per_pass, data_tokens=per_pass)
     assert text == f"; passes over the training data ({per_pass:,} tokens): one-shot 2.00, loop 1.00"
+
+
+def _with_tasks(window_nll, boolq, piqa):
+    task = lambda scores: {"acc": sum(scores) / len(scores), "acc_stderr": 0.05, "item_scores": {"acc": scores}}  # noqa: E731
+    return {**_evaluation(window_nll), "tasks": {"boolq": task(boolq), "piqa": task(piqa)}}
+
+
+def test_the_table_gives_the_task_verdict_again_without_boolq():
+    equal_budget = _module()
+    answers_yes = [1] * 60 + [0] * 40  # a model that tipped its yes/no balance: BoolQ alone moves
+    answers_no = [0] * 60 + [1] * 40
+    piqa = [1, 0] * 50
+    results = {
+        **HEADER,
+        "recovery": {"learning_rate": 1e-4, "precision": "bf16"},
+        "commit": "abc",
+        "evaluation": {"wikitext_windows": 4, "items_per_task": 100},
+        "dense": _with_tasks([3.0, 3.1, 3.2, 3.3], answers_no, piqa),
+        "rows": [
+            {"contender": "tipped", "removed": [1], "prune_seconds": 5.0, **_with_tasks([4.0, 4.1, 4.2, 4.3], answers_yes, piqa)},
+            {"contender": "kept", "removed": [2], "prune_seconds": 5.0, **_with_tasks([4.0, 4.1, 4.2, 4.3], answers_no, piqa)},
+            {"contender": "better", "removed": [3], "prune_seconds": 5.0, **_with_tasks([4.0, 4.1, 4.2, 4.3], answers_yes, [1] * 100)},
+        ],
+    }
+    table = equal_budget.markdown(results)
+    assert "| -0.100 ± 0.049 worse |" in table  # kept against tipped: the task mean, all BoolQ
+    last = table.splitlines()[-1]
+    assert last == (
+        "Task mean without BoolQ (it follows a small model's yes/no balance), against the first row: "
+        "kept +0.000 ± 0.000 tie; better +0.500 ± 0.050 better."
+    )
+    assert "without BoolQ" not in equal_budget.markdown({**results, "dense": {**results["dense"], "tasks": {}}, "rows": []})

@@ -134,6 +134,13 @@ def task_mean(result: dict) -> tuple[float, float]:
     return mean, math.sqrt(sum(se**2 for _, se in values)) / len(values)
 
 
+def mean_difference(per_task: dict) -> dict:
+    """The task mean's paired difference from the tasks' own (different items, so their errors add independently)."""
+    mean = sum(t["difference"] for t in per_task.values()) / len(per_task)
+    se = math.sqrt(sum(t["standard_error"] ** 2 for t in per_task.values())) / len(per_task)
+    return {"difference": mean, "standard_error": se, "verdict": verdict(mean, se)}
+
+
 def compare_results(reference: dict, other: dict) -> dict:
     """`other` against `reference`, paired on the same windows and items: WikiText-2 and C4 where both have it
     (mean NLL per window, lower is better), each task's main metric, the task mean, and the FLORES ratios (mean and worst)."""
@@ -146,9 +153,7 @@ def compare_results(reference: dict, other: dict) -> dict:
         per_task[name] = {"metric": metric, **compare(task["item_scores"][metric], other["tasks"][name]["item_scores"][metric])}
     out["tasks"] = per_task
     if per_task:
-        mean = sum(t["difference"] for t in per_task.values()) / len(per_task)
-        se = math.sqrt(sum(t["standard_error"] ** 2 for t in per_task.values())) / len(per_task)
-        out["task_mean"] = {"difference": mean, "standard_error": se, "verdict": verdict(mean, se)}
+        out["task_mean"] = mean_difference(per_task)
     ratios = {
         lang: other["flores"][lang]["perplexity"] / reference["flores"][lang]["perplexity"]
         for lang in reference.get("flores", {})
