@@ -537,13 +537,14 @@ def _tokens_trained(plan) -> int:
 def tokens_per_pass(spec: str, tokenizer, seq_len: int = 512) -> int:
     """The tokens one pass over streamed data gives as training windows (the stream is read to its end once)."""
     stream = streamed_windows(spec, tokenizer, seq_len=seq_len)
-    said = logging.getLogger("prunekit.recovery.window_stream")
-    level, _ = said.level, said.setLevel(logging.ERROR)  # "ends before the budget does" is what is asked here
+    stream_log = logging.getLogger("prunekit.recovery.window_stream")
+    level = stream_log.level
+    stream_log.setLevel(logging.ERROR)  # its "ends before the budget does" is the very end asked for here
     try:
         while stream.passes() is None:
             stream.take(256)
     finally:
-        said.setLevel(level)
+        stream_log.setLevel(level)
     return round(stream.position / stream.passes() * seq_len)
 
 

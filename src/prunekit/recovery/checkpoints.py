@@ -88,6 +88,11 @@ def _checkpoints(path: Path) -> list[Path]:
     return sorted((p for p in found if (p / TRAINER_FILE).is_file()), key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
+def saved_run_settings(path: str | os.PathLike) -> dict:
+    """The settings a recovery run in `path` was started with (what a resume is checked against)."""
+    return read_json_object(Path(path) / RUN_FILE, "recovery run").get("settings", {})
+
+
 def has_checkpoint(path: str | os.PathLike) -> bool:
     """Whether `path` holds a recovery run with at least one finished checkpoint to resume from."""
     path = Path(path)
@@ -113,8 +118,7 @@ class RunCheckpoints:
         if self.settings.resume:
             if not run_file.is_file():
                 raise PrunekitError(f"nothing to resume in {self.path}: no {RUN_FILE}; start the run without resume")
-            saved = read_json_object(run_file, "recovery run")
-            self._check_same(saved.get("settings", {}))
+            self._check_same(saved_run_settings(self.path))
             found = _checkpoints(self.path)
             if found:
                 return read_json_object(found[-1] / TRAINER_FILE, "recovery checkpoint") | {"directory": str(found[-1])}

@@ -21,7 +21,6 @@ import torch
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import ComputationError, PrunekitError
 from prunekit.evaluation.perplexity import perplexity
-from prunekit.jsonfiles import read_json_object
 from prunekit.methods.depth.removal import lowest_scoring
 from prunekit.methods.iterabre.config import IterabreConfig
 from prunekit.methods.iterabre.run_directory import RunDirectory
@@ -29,7 +28,7 @@ from prunekit.methods.plan import PrunePlan
 from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.surgery import remove_blocks
 from prunekit.recovery import RecoveryConfig, RecoveryDiverged, recover
-from prunekit.recovery.checkpoints import RUN_FILE, Checkpointing, has_checkpoint
+from prunekit.recovery.checkpoints import Checkpointing, has_checkpoint, saved_run_settings
 from prunekit.scoring.blocks import scan_blocks
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ def _recovery_checkpoints(directory: RunDirectory, iteration: int, config: Recov
     path = directory.path / f"recovery-{iteration:03d}"
     resume = has_checkpoint(path)
     if resume:
-        saved = read_json_object(path / RUN_FILE, "recovery run").get("settings", {})
+        saved = saved_run_settings(path)
         changed = [f"{k} {saved.get(k)} -> {getattr(config, k)}" for k in RECOVERY_RESUMABLE if saved.get(k) != getattr(config, k)]
         if changed:
             log.warning("iteration %d: its recovery starts over (%s); its saved steps are dropped", iteration, "; ".join(changed))
