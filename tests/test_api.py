@@ -23,7 +23,7 @@ from prunekit import (
 from prunekit.methods import method_names, method_spec
 from prunekit.models.adapters import ModelAdapter
 
-from conftest import VOCAB, tiny_model
+from conftest import VOCAB, SignalAt, tiny_model
 
 TRAIN = {"tokens": 64, "seq_len": 16, "grad_accumulation": 1}
 
@@ -268,6 +268,24 @@ def test_iterabre_keeps_its_iterations_in_the_jobs_run_directory_and_a_resume_co
     assert resumed.plan.removed_blocks == unbroken.plan.removed_blocks
     fresh = prunekit.prune(tiny_model("llama"), config, windows_of(ids), **job, resume=True)  # nothing there yet: starts
     assert fresh.plan.removed_blocks == unbroken.plan.removed_blocks
+
+
+def test_a_stage_resumed_after_a_stop_counts_the_time_the_stopped_process_spent_on_it(ids, recovery_windows, tmp_path, monkeypatch):
+    from prunekit.methods import recovery_stage
+    from prunekit.recovery import recover
+    from prunekit.recovery.checkpoints import RecoveryInterrupted
+
+    def stopped_at_the_third_step(model, windows, config, **kwargs):
+        return recover(model, SignalAt(windows, at=3, seed=config.seed, delay=0.5), config, **kwargs)
+
+    job = dict(recovery=TRAIN, recovery_data=recovery_windows, progress=False, run_dir=tmp_path / "run")
+    monkeypatch.setattr(recovery_stage, "recover", stopped_at_the_third_step)
+    with pytest.raises(RecoveryInterrupted):
+        prunekit.prune(tiny_model("llama"), "recover", windows_of(ids), **job)
+    monkeypatch.setattr(recovery_stage, "recover", recover)
+    stage = prunekit.prune(tiny_model("llama"), "recover", windows_of(ids), **job, resume=True).plan.stages[0]
+    assert 0 < stage["details"]["resumed_from_step"] < stage["details"]["steps"] and stage["details"]["seconds_before_resume"] >= 1.0
+    assert stage["seconds"] >= stage["details"]["seconds"]  # this process's time alone is a fraction of it
 
 
 def test_a_model_path_and_a_data_spec_are_loaded_and_wrong_types_are_named(tiny_checkpoint, ids):

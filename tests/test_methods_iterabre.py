@@ -113,6 +113,8 @@ def test_a_run_stopped_inside_a_recovery_resumes_from_its_checkpoint_and_counts_
     assert earlier >= 1.0 and second["recovery"]["seconds"] > earlier
     assert second["seconds"] >= second["scan_seconds"] + second["recovery"]["seconds"]
     assert plan.scan_seconds == pytest.approx(sum(step["seconds"] for step in plan.steps))
+    # the stopped process's share: the first iteration, the second's scan and its recovery's saved steps
+    assert plan.seconds_before_resume == pytest.approx(plan.steps[0]["seconds"] + second["scan_seconds"] + earlier)
     assert "pending" not in json.loads((tmp_path / "b" / "state.json").read_text())
 
 

@@ -295,10 +295,18 @@ def _run_stages(target, steps: list, context: StageContext, data, num_blocks: in
                 "config": config,
                 "details": details,
                 "reapplicable": spec.reapply is not None,
-                "seconds": time.perf_counter() - started,
+                "seconds": time.perf_counter() - started + _seconds_before_resume(details),
             }
         )
     return stages, removed
+
+
+def _seconds_before_resume(details: dict) -> float:
+    """What processes stopped before this one spent on a resumed stage (IteRABRe's iterations, a recovery's steps,
+    the adapters' training of flexigpt and extend), so a stage's time is its whole, as its own record counts it."""
+    recovery = details.get("recovery")
+    nested = recovery.get("seconds_before_resume", 0.0) if isinstance(recovery, dict) else 0.0
+    return float(details.get("seconds_before_resume", nested) or 0.0)
 
 
 def _replay_stage(target, method: str, stage: dict, context: StageContext, data):

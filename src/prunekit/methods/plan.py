@@ -66,6 +66,7 @@ class PrunePlan:
     params_before: int | None = None
     params_after: int | None = None
     scan_seconds: float | None = None
+    seconds_before_resume: float = 0.0  # a resumed iterative run: the share of scan_seconds spent by the processes before it
     versions: dict = field(default_factory=library_versions)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format: int = PLAN_FORMAT

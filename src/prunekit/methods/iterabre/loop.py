@@ -166,12 +166,11 @@ def iterabre(
         if on_iteration is not None:
             on_iteration(entry)
     if settings.final_tokens and not any(entry.get("final") for entry in state["iterations"]):
-        used = progress_so_far.windows_used
-        state = _final_recovery(model, teacher, recovery_data, settings, directory, state, used, heldout, device, progress)
+        state = _final_recovery(model, teacher, recovery_data, settings, directory, state, progress_so_far, heldout, device, progress)
         if on_iteration is not None:
             on_iteration(state["iterations"][-1])
     state = directory.update(state, status="finished")
-    return _plan(state["iterations"], settings, num_blocks, calibration)
+    return _plan(state["iterations"], settings, num_blocks, calibration, progress_so_far.earlier_seconds)
 
 
 def _open_run(directory: RunDirectory, model, run_settings: dict, resume: bool, overwrite: bool) -> dict:
@@ -191,11 +190,13 @@ def _open_run(directory: RunDirectory, model, run_settings: dict, resume: bool, 
 
 @dataclass
 class _Progress:
-    """Where a run stands: the original indices of the blocks left, how many were removed, recovery windows used."""
+    """Where a run stands: the original indices of the blocks left, how many were removed, recovery windows used,
+    and the seconds processes before this one spent on it (so a resumed run's time is its whole)."""
 
     original: list[int]
     removed: int
     windows_used: int
+    earlier_seconds: float = 0.0
 
     @classmethod
     def of(cls, state: dict, num_blocks: int, seq_len: int) -> _Progress:
@@ -204,6 +205,7 @@ class _Progress:
             [b for b in range(num_blocks) if b not in gone],
             sum(len(entry["removed"]) for entry in state["iterations"]),
             sum(math.ceil(entry["recovery"]["tokens_budget"] / seq_len) for entry in state["iterations"]),
+            sum(entry["seconds"] for entry in state["iterations"]),
         )
 
 
@@ -232,6 +234,7 @@ def _iteration(model, teacher, calibration, recovery_data, settings, directory, 
     if tokens:
         result = _recover_iteration(model, teacher, windows, config, neighbours, iteration, removed, directory, state, engine)
     at.windows_used += share
+    at.earlier_seconds += (result.seconds_before_resume if result is not None else 0.0) + (choice["scan_seconds"] if chosen_before else 0.0)
     heldout_recovered = heldout_removed
     if heldout is not None and result is not None:
         heldout_recovered = perplexity(model, heldout, device=device, progress=False).perplexity
@@ -298,8 +301,9 @@ def _recover_iteration(model, teacher, windows, config, neighbours, iteration, r
         ) from error
 
 
-def _plan(steps: list[dict], settings: LoopSettings, num_blocks: int, calibration: TokenWindows) -> PrunePlan:
-    """The run as a plan; its time is the iterations' own, so a resumed run counts the processes before it too."""
+def _plan(steps: list[dict], settings: LoopSettings, num_blocks: int, calibration: TokenWindows, earlier_seconds: float) -> PrunePlan:
+    """The run as a plan; its time is the iterations' own, so a resumed run counts the processes before it too
+    (`earlier_seconds` of it)."""
     first_scores = steps[0]["scores"]
     return PrunePlan(
         method="iterabre",
@@ -314,6 +318,7 @@ def _plan(steps: list[dict], settings: LoopSettings, num_blocks: int, calibratio
         data=calibration.summary(),
         steps=steps,
         scan_seconds=sum(entry["seconds"] for entry in steps),
+        seconds_before_resume=earlier_seconds,
     )
 
 
@@ -343,7 +348,7 @@ def _recovery_record(result, tokens: int, config: RecoveryConfig) -> dict:
     }
 
 
-def _final_recovery(model, teacher, recovery_data, settings, directory, state, windows_used, heldout, device, progress) -> dict:
+def _final_recovery(model, teacher, recovery_data, settings, directory, state, at: _Progress, heldout, device, progress) -> dict:
     """One recovery of every remaining block on the budget's final share, after the last removal."""
     iteration = len(state["iterations"]) + 1
     started = time.perf_counter()
@@ -356,7 +361,7 @@ def _final_recovery(model, teacher, recovery_data, settings, directory, state, w
     try:
         result = recover(
             model,
-            _windows_slice(recovery_data, windows_used, share),
+            _windows_slice(recovery_data, at.windows_used, share),
             config,
             teacher=teacher,
             device=device,
@@ -370,6 +375,7 @@ def _final_recovery(model, teacher, recovery_data, settings, directory, state, w
             f"good weights are {directory.path / state['checkpoint']}; rerun with `resume` and a lower "
             "`learning_rate`"
         ) from error
+    at.earlier_seconds += result.seconds_before_resume
     entry = {
         "iteration": iteration,
         "final": True,
