@@ -207,6 +207,7 @@ def test_a_final_share_of_the_budget_recovers_every_block_after_the_last_removal
     resumed = tiny_model("llama")
     again = run(resumed, tmp_path / "run", plan_settings, resume=True)  # a finished run resumes to the same weights
     assert len(again.steps) == 3 and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+    assert plan.seconds_before_resume == 0.0 and again.seconds_before_resume == pytest.approx(again.scan_seconds)  # all done before
 
 
 def test_final_share_1_only_rescores_between_removals_and_spends_the_whole_budget_after_the_last(tmp_path):
