@@ -234,7 +234,9 @@ def _iteration(model, teacher, calibration, recovery_data, settings, directory, 
     if tokens:
         result = _recover_iteration(model, teacher, windows, config, neighbours, iteration, removed, directory, state, engine)
     at.windows_used += share
-    at.earlier_seconds += (result.seconds_before_resume if result is not None else 0.0) + (choice["scan_seconds"] if chosen_before else 0.0)
+    # what processes stopped inside this iteration spent on it: the scan that chose its block, its recovery's saved steps
+    earlier = (result.seconds_before_resume if result is not None else 0.0) + (choice["scan_seconds"] if chosen_before else 0.0)
+    at.earlier_seconds += earlier
     heldout_recovered = heldout_removed
     if heldout is not None and result is not None:
         heldout_recovered = perplexity(model, heldout, device=device, progress=False).perplexity
@@ -254,7 +256,7 @@ def _iteration(model, teacher, calibration, recovery_data, settings, directory, 
         "heldout_perplexity_after_recovery": heldout_recovered,
         "recovery": _recovery_record(result, tokens, config) if result is not None else {"tokens_budget": 0, "tokens": 0, "steps": 0},
         "scan_seconds": choice["scan_seconds"],
-        "seconds": _seconds_since(started, result) + (choice["scan_seconds"] if chosen_before else 0.0),
+        "seconds": time.perf_counter() - started + earlier,
     }
     log.info(
         "iteration %d: removed block %s (%s %.4g), held-out ppl %s -> %s",
@@ -322,11 +324,6 @@ def _plan(steps: list[dict], settings: LoopSettings, num_blocks: int, calibratio
     )
 
 
-def _seconds_since(started: float, result) -> float:
-    """An iteration's time: this process's, plus the training that processes before a resume did on its recovery."""
-    return time.perf_counter() - started + (result.seconds_before_resume if result is not None else 0.0)
-
-
 def _recovery_record(result, tokens: int, config: RecoveryConfig) -> dict:
     """What the run log keeps of one iteration's recovery."""
     return {
@@ -388,7 +385,7 @@ def _final_recovery(model, teacher, recovery_data, settings, directory, state, a
         if heldout is not None
         else None,
         "recovery": {**_recovery_record(result, tokens, config), "scope": scope},
-        "seconds": _seconds_since(started, result),
+        "seconds": time.perf_counter() - started + result.seconds_before_resume,
     }
     return directory.save_iteration(state, entry, model)
 
