@@ -15,6 +15,7 @@ LAYERS = {
     "jsonfiles": 1,
     "options": 1,
     "provenance": 1,
+    "fingerprints": 1,
     "data": 2,
     "models": 2,
     "engine": 3,

@@ -60,7 +60,7 @@ def test_output_may_not_overwrite_the_input_model(tmp_path, tiny_tokenizer):
     source = tmp_path / "model"
     save_model(tiny_model("llama"), tiny_tokenizer, source)
     for target in (source, tmp_path):
-        with pytest.raises(PrunekitError, match="input model"):
+        with pytest.raises(PrunekitError, match="(is|holds) the input"):
             save_model(tiny_model("llama"), tiny_tokenizer, target, overwrite=True, protected=[source])
     assert (source / "config.json").is_file()
 

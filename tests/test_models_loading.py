@@ -82,7 +82,9 @@ def test_gemma_alias_assembles_its_package_gguf_into_the_cache_and_says_how_to_i
     monkeypatch.setitem(sys.modules, package, fake)
     monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: object())
     path = loading.assembled_model_path("gemma3-270m")
-    assert path == tmp_path / "cache" / "gguf" / "gemma.gguf" and path.read_bytes() == b"GGUF" and written == [path]
+    assert path == tmp_path / "cache" / "assembled" / "gemma3-270m" / "gemma.gguf" and path.read_bytes() == b"GGUF"
+    assert len(written) == 1 and written[0].name == "gemma.gguf"  # assembled in a temporary folder, renamed when whole
+    assert loading.assembled_model_path("gemma3-270m") == path and len(written) == 1  # once
 
 
 def test_unknown_dtype_and_unavailable_cuda(tiny_checkpoint):
@@ -125,7 +127,8 @@ def test_an_unreachable_hub_fails_at_once_with_one_line(monkeypatch):
 
 def test_converted_gguf_files_are_keyed_by_content_and_the_cache_can_be_listed_and_cleared(tmp_path, monkeypatch, capsys):
     from prunekit.cli import main
-    from prunekit.models.cache import content_key
+    from prunekit.models.cache import _size as entry_size
+    from prunekit.models.cache import content_key, mark_entry, writable_cache_dir
     from prunekit.models.loading import _gguf_cache_dir
 
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
@@ -140,9 +143,11 @@ def test_converted_gguf_files_are_keyed_by_content_and_the_cache_can_be_listed_a
     (tmp_path / "b" / "m.gguf").write_bytes(bytes(changed))
     assert content_key(tmp_path / "a" / "m.gguf") != content_key(tmp_path / "b" / "m.gguf")
     entry = _gguf_cache_dir(tmp_path / "a" / "m.gguf")
+    writable_cache_dir("gguf")
     entry.mkdir(parents=True)
     (entry / "model.safetensors").write_bytes(b"x" * 3 * 2**20)
+    mark_entry(entry, tmp_path / "a" / "m.gguf")
     assert main(["cache", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert listed["bytes"] == 3 * 2**20 and listed["entries"][0]["path"] == str(entry)
-    assert main(["cache", "--clear"]) == 0 and "removed 3 MiB" in capsys.readouterr().out and not entry.exists()
+    assert listed["bytes"] == entry_size(entry) and listed["entries"][0]["path"] == str(entry)
+    assert main(["cache", "--clear"]) == 0 and "removed 3 MiB (1 entries)" in capsys.readouterr().out and not entry.exists()

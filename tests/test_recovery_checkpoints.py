@@ -169,6 +169,36 @@ def test_a_full_disk_while_saving_keeps_the_last_good_checkpoint(tmp_path, monke
     assert result.resumed_from_step == 3
 
 
+@pytest.mark.parametrize("part", ["model.safetensors", "random_states_0.pkl", "optimizer.bin"])
+def test_a_truncated_part_of_the_latest_checkpoint_is_refused_in_one_line(tmp_path, part):
+    teacher, student = interrupted_run(tmp_path)
+    latest = sorted((tmp_path / "run").glob("checkpoint-*"))[-1]
+    damaged = latest / part
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    resume = Checkpointing(tmp_path / "run", resume=True)
+    with pytest.raises(PrunekitError, match=rf"checkpoint {latest} cannot be read .*delete it to use the one before") as error:
+        recover(student, windows(), config(), teacher=teacher, progress=False, checkpoints=resume)
+    assert "\n" not in str(error.value)
+
+
+def test_a_resume_names_the_field_that_differs_even_inside_the_data(tmp_path):
+    teacher, student = interrupted_run(tmp_path)
+    other = windows()
+    other.input_ids[3, 5] += 1  # one token: the same count, length and description
+    resume = Checkpointing(tmp_path / "run", resume=True)
+    with pytest.raises(PrunekitError, match=r"different settings \(data\.content: '[0-9a-f]+' -> '[0-9a-f]+'\)"):
+        recover(student, other, config(), teacher=teacher, progress=False, checkpoints=resume)
+
+
+def test_a_resume_with_nothing_saved_says_it_starts_over(tmp_path, caplog):
+    teacher, student = pair()
+    recover(copy.deepcopy(student), windows(), config(), teacher=teacher, progress=False, checkpoints=Checkpointing(tmp_path / "run"))
+    with caplog.at_level(logging.WARNING):
+        resume = Checkpointing(tmp_path / "run", resume=True)
+        recover(copy.deepcopy(student), windows(), config(), teacher=teacher, progress=False, checkpoints=resume)
+    assert "holds no checkpoint to resume from (it finished earlier" in caplog.text
+
+
 def test_save_every_is_checked():
     with pytest.raises(PrunekitError, match="save_every 0 must be at least 1"):
         Checkpointing("x", save_every=0)

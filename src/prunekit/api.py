@@ -351,15 +351,7 @@ def plan_calibration(plan: Plan, tokenizer) -> TokenWindows:
         raise PrunekitError(
             f"the plan's {rerun} stage was computed on {described}; pass that data (`data`, `windows`, `window_seq_len`) to run it again"
         )
-    log.warning(
-        "re-running the plan's %s stage on the data it recorded: %s, %s windows of %s tokens, seed %s",
-        rerun,
-        recorded["data"],
-        recorded.get("windows"),
-        recorded.get("seq_len"),
-        recorded.get("seed", 0),
-    )
-    return load_windows(
+    windows = load_windows(
         recorded["spec"],
         tokenizer,
         purpose="calibration",
@@ -368,6 +360,23 @@ def plan_calibration(plan: Plan, tokenizer) -> TokenWindows:
         seed=recorded.get("seed", 0),
         text_field=recorded.get("text_field", "text"),
     )
+    content = recorded.get("content")
+    if content is not None and windows.summary(origin=False)["content"] != content:
+        raise PrunekitError(
+            f"the plan's {rerun} stage was computed on {recorded['data']}, which has changed since (its windows differ from the "
+            "ones the plan recorded), so it would keep other channels; restore that data, or prune anew with `data`"
+        )
+    checked = "the same windows, checked" if content is not None else "not checked: the plan records no content hash"
+    log.warning(
+        "re-running the plan's %s stage on the data it recorded: %s, %s windows of %s tokens, seed %s (%s)",
+        rerun,
+        recorded["data"],
+        recorded.get("windows"),
+        recorded.get("seq_len"),
+        recorded.get("seed", 0),
+        checked,
+    )
+    return windows
 
 
 def _windows_of(data, tokenizer, names: list[str], seed: int, text_field: str = "text", configs: list | None = None):
@@ -410,6 +419,9 @@ def save(
     a plain transformers checkpoint, one with per-layer widths, a shared-block checkpoint, or an
     encoder. Atomic: `out` appears complete or not at all."""
     model, plan = (result.model, result.plan) if isinstance(result, PruneResult) else (result, None)
+    loaded_from = getattr(model.config, "_name_or_path", "") or ""
+    if loaded_from and Path(loaded_from).expanduser().exists():  # never written over, into or above
+        protected = [*protected, loaded_from]
     extra = dict(extra_json or {})
     if plan is not None:
         extra.setdefault(PLAN_FILE, plan.to_dict())

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import functools
 import io
 import json
 import logging
@@ -29,14 +30,16 @@ from prunekit.comparison import check_limit, comparison_request, comparison_tabl
 from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS
 from prunekit.errors import ComputationError, PrunekitError
 from prunekit.evaluation.suite import DEFAULT_PERPLEXITY_WINDOWS
+from prunekit.export.gguf_layout import check_exportable_family
 from prunekit.export.gguf_writer import GGUF_TYPES, QUANTIZER_TYPES, check_gguf_output, check_gguf_type, export_gguf
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, default_method, describe_stage, method_names, method_spec, offered_methods
 from prunekit.methods.recipe import recipe_configs
 from prunekit.methods.registry import spec_for_config
+from prunekit.models.adapters import FAMILIES
 from prunekit.models.cache import cache_entries, cache_root, clear_cache
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
 from prunekit.models.export import check_output_dir, release_all_outputs
-from prunekit.models.loading import load_model, resolve_device
+from prunekit.models.loading import load_model, peek_model_type, resolve_device
 from prunekit.options import add_config_flags, config_options, flag_message, flag_names, flag_text
 from prunekit.recovery.checkpoints import RecoveryInterrupted
 from prunekit.recovery.distributed import on_main_process
@@ -75,6 +78,7 @@ FLAGS = {
     "flores": "--flores",
     "speed": "--speed",
     "output_norm": "--output-norm",
+    "run_dir": "--run-dir",
 }
 
 MODEL_OPTIONS = [
@@ -310,6 +314,11 @@ def cmd_prune(args) -> int:
     _drop_default_run_dir(args, run)
     plan = job.result.plan
     lines = [describe_stage(stage) for stage in plan.stages]
+    if args.data is None and not args.plan and any(stage["method"] == "liar" for stage in plan.stages):
+        lines.append(
+            "note: liar calibrated on the built-in text (Python documentation), the default; calibrating on text like the "
+            "model's use is better (SmolLM2 at 20%: WikiText-2 perplexity 66.77 on built-in against 50.58 on C4): pass --data"
+        )
     lines += [
         f"left out stage '{name}' of the plan: it trains; run it again with prunekit recover"
         for name in job.result.metrics.get("skipped_stages", [])
@@ -322,7 +331,9 @@ def cmd_prune(args) -> int:
     payload = {"out": str(job.out), "plan": plan.to_dict(), "evaluation": job.evaluation}
     if gguf:
         try:
-            exported = export_gguf(job.result.model, loaded.tokenizer, args.gguf, gguf_type=gguf, overwrite=args.overwrite)
+            exported = export_gguf(
+                job.result.model, loaded.tokenizer, args.gguf, gguf_type=gguf, overwrite=args.overwrite, protected=jobs.input_paths(loaded)
+            )
         except PrunekitError as error:
             raise PrunekitError(f"the checkpoint is in {job.out}, but no GGUF file was written: {error}") from error
         lines += _gguf_lines(exported)
@@ -339,12 +350,17 @@ def shown(path) -> str:
         return str(path)
 
 
+def _local_inputs(*specs: str | None) -> list[str]:
+    """The specs that name files or directories here (an output may not lie on, in or over them)."""
+    return [spec for spec in specs if spec and Path(spec).expanduser().exists()]
+
+
 def _gguf_request(args) -> str | None:
     """The --gguf type, checked with its output before any work; None without --gguf."""
     if not getattr(args, "gguf", None):
         return None
     gguf_type = check_gguf_type(args.gguf_type)
-    check_gguf_output(args.gguf, args.overwrite)
+    check_gguf_output(args.gguf, args.overwrite, _local_inputs(args.model))
     return gguf_type
 
 
@@ -366,16 +382,23 @@ def _gguf_payload(exported) -> dict:
 
 def cmd_export(args) -> int:
     gguf_type = check_gguf_type(args.type)
-    out = check_gguf_output(args.out, args.overwrite)
+    out = check_gguf_output(args.out, args.overwrite, _local_inputs(args.model))
     if is_encoder_spec(args.model):
         raise PrunekitError(f"{args.model} is an encoder; GGUF export writes decoder language models")
+    model_type = peek_model_type(args.model)  # from the config or GGUF header: refused before a slow conversion
+    if model_type in FAMILIES:
+        check_exportable_family(FAMILIES[model_type].name)
     loaded = load_model(args.model, device="cpu", dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=not args.quiet)
     if is_encoder_config(loaded.model.config):
         raise PrunekitError(f"{args.model} is an encoder; GGUF export writes decoder language models")
-    if out == Path(loaded.location).expanduser().resolve():
-        raise PrunekitError(f"--out {out} is the input model; choose another --out")
     exported = export_gguf(
-        loaded.model, loaded.tokenizer, out, gguf_type=gguf_type, overwrite=args.overwrite, name=Path(loaded.location).name
+        loaded.model,
+        loaded.tokenizer,
+        out,
+        gguf_type=gguf_type,
+        overwrite=args.overwrite,
+        name=Path(loaded.location).name,
+        protected=jobs.input_paths(loaded),
     )
     return _print(args, _gguf_payload(exported), _gguf_lines(exported))
 
@@ -406,7 +429,7 @@ def cmd_recover(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    jobs.check_results_path(args.out, args.overwrite)
+    jobs.check_results_path(args.out, args.overwrite, _local_inputs(args.model))
     check_limit(args.limit)
     request = jobs.evaluation_request(**{name: getattr(args, name) for name in EVALUATION_FIELDS})
     results = jobs.eval_job(
@@ -417,13 +440,33 @@ def cmd_eval(args) -> int:
 
 def cmd_cache(args) -> int:
     if args.clear:
-        freed = clear_cache()
-        return _print(args, {"root": str(cache_root()), "freed_bytes": freed}, [f"removed {freed / 2**20:.0f} MiB from {cache_root()}"])
-    entries = cache_entries()
-    total = sum(size for _, size in entries)
-    lines = [f"{size / 2**20:8.0f} MiB  {path}" for path, size in entries]
-    lines.append(f"{total / 2**20:8.0f} MiB in {cache_root()} (prunekit cache --clear removes it; PRUNEKIT_CACHE moves it)")
-    payload = {"root": str(cache_root()), "entries": [{"path": str(p), "bytes": s} for p, s in entries], "bytes": total}
+        cleared = clear_cache()
+        root = cache_root()
+        lines = [f"removed {cleared.freed / 2**20:.0f} MiB ({len(cleared.removed)} entries) from {root}"]
+        lines += [f"kept {path}: not an entry prunekit finished writing" for path in cleared.foreign]
+        payload = {
+            "root": str(root),
+            "freed_bytes": cleared.freed,
+            "removed": [str(p) for p in cleared.removed],
+            "kept": [str(p) for p in cleared.foreign],
+            "failed": [{"path": str(p), "error": why} for p, why in cleared.failed],
+        }
+        _print(args, payload, lines)
+        if cleared.failed:
+            path, why = cleared.failed[0]
+            more = f" and {len(cleared.failed) - 1} more" if len(cleared.failed) > 1 else ""
+            raise ComputationError(f"could not remove {path}{more} ({why}); check its permissions and run prunekit cache --clear again")
+        return 0
+    listing = cache_entries()
+    lines = [f"{size / 2**20:8.0f} MiB  {path}" for path, size in listing.entries]
+    lines += [f"    kept  {path} (not prunekit's, or unfinished: --clear leaves it)" for path in listing.foreign]
+    lines.append(f"{listing.bytes / 2**20:8.0f} MiB in {listing.root} (prunekit cache --clear removes it; PRUNEKIT_CACHE moves it)")
+    payload = {
+        "root": str(listing.root),
+        "entries": [{"path": str(p), "bytes": s} for p, s in listing.entries],
+        "bytes": listing.bytes,
+        "kept": [str(p) for p in listing.foreign],
+    }
     return _print(args, payload, lines)
 
 
@@ -434,7 +477,12 @@ def cmd_report(args) -> int:
 
 # -- parser -----------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
-    """Argument errors in one line that points to --help, not the whole usage block."""
+    """Argument errors in one line that points to --help, not the whole usage block. Flags are never abbreviated:
+    `--recovery-token 5` is an error, not `--recovery-tokens 5`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"prunekit: error: {message} (see {self.prog} --help)\n")
@@ -592,8 +640,10 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     os.environ.update({"TQDM_DISABLE": "1"} if getattr(args, "quiet", False) else {})
-    # under torchrun / accelerate launch only the main process reports
-    report = contextlib.nullcontext() if int(os.environ.get("RANK", "0")) == 0 else contextlib.redirect_stdout(io.StringIO())
+    # under torchrun / accelerate launch only the main process reports (its results and its errors)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    report = contextlib.nullcontext() if main_process else contextlib.redirect_stdout(io.StringIO())
+    say = functools.partial(print, file=sys.stderr) if main_process else (lambda *a, **k: None)
     try:
         if getattr(args, "batch_size", 1) < 1:
             raise PrunekitError(f"--batch-size {args.batch_size} must be at least 1")
@@ -604,17 +654,16 @@ def main(argv: list[str] | None = None) -> int:
         if _signals_received:
             return _stopped(_signals_received[0] == signal.SIGTERM)
         if isinstance(error, PrunekitError):
-            print(f"prunekit: error: {flag_message(error, FLAGS)}", file=sys.stderr)
+            say(f"prunekit: error: {flag_message(error, FLAGS)}")
             return EXIT_USAGE
-        print(f"prunekit: failed: {flag_message(error, FLAGS)}", file=sys.stderr)
+        say(f"prunekit: failed: {flag_message(error, FLAGS)}")
         return EXIT_FAILED
     except RecoveryInterrupted as stopped:
         command = " ".join(shlex.quote(a) for a in ["prunekit", *(sys.argv[1:] if argv is None else argv)])
         command += "" if "--resume" in command.split() else " --resume"
-        print(
+        say(
             f"prunekit: stopped by {stopped.signal_name} after step {stopped.step} of {stopped.steps}; checkpoint {stopped.checkpoint}; "
-            f"continue with: {command}",
-            file=sys.stderr,
+            f"continue with: {command}"
         )
         return 143
     except KeyboardInterrupt as interrupt:

@@ -11,14 +11,16 @@ from prunekit import api
 from prunekit.comparison import check_seq_len, comparison_request, evaluate_pruned, write_comparison_report
 from prunekit.data.windows import TokenWindows, load_windows
 from prunekit.errors import ParameterError, PrunekitError
+from prunekit.evaluation.speed import disk_size
 from prunekit.evaluation.suite import EvaluationRequest, evaluate_model
 from prunekit.jsonfiles import write_json_atomically
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, method_spec
 from prunekit.methods.registry import default_calibration_windows, spec_for_config, stage_windows
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
-from prunekit.models.export import check_output_dir, check_output_file, claim_output
+from prunekit.models.export import check_not_over_inputs, check_output_dir, check_output_file, claim_output
 from prunekit.models.loading import LoadedModel, encoder_loaded, load_model
 from prunekit.recovery.distributed import on_main_process
+from prunekit.recovery.failed_runs import run_directories
 from prunekit.reporting import write_scan
 from prunekit.scoring.blocks import BlockScores, check_metric, scan_blocks
 
@@ -101,8 +103,27 @@ def prune_job(
     )
     if compare:
         check_seq_len(compare.seq_len, loaded.model, "eval_seq_len")
+    run_dirs, resume = _run_directories(configs, run, out, protected)
     dense = evaluate_model(loaded, compare, device=device, progress=progress, label="dense") if compare else None
-    result = api.prune(
+    with run_directories(run_dirs, resume):
+        result = _prune(loaded, configs, plan, windows, data, heldout, device, offload, batch_size, progress, replaying, run)
+    evaluation = {}
+    if compare:
+        evaluation = {"dense": dense, "pruned": evaluate_pruned(loaded, compare, result.plan, device=device, progress=progress)}
+    out = Path(out).expanduser().resolve()
+    extra = {"prunekit_eval.json": evaluation} if evaluation else {}
+    on_main_process(
+        lambda: api.save(result, out, loaded.tokenizer, overwrite=overwrite, extra_json=extra, protected=protected, source=loaded.location)
+    )
+    if evaluation.get("pruned", {}).get("speed"):  # measured before the save, from the input's files: the output's own size
+        evaluation["pruned"]["speed"]["disk_bytes"] = disk_size(out)
+        on_main_process(lambda: write_json_atomically(out / "prunekit_eval.json", evaluation))
+    report = write_comparison_report(out, evaluation["dense"], evaluation["pruned"]) if evaluation else None
+    return JobResult(result, out, evaluation, report)
+
+
+def _prune(loaded, configs, plan, windows, data, heldout, device, offload, batch_size, progress, replaying, run) -> api.PruneResult:
+    return api.prune(
         loaded.model,
         configs,
         windows,
@@ -121,16 +142,19 @@ def prune_job(
         windows_per_stage=data.windows is None and not replaying,
         **(run or {}),
     )
-    evaluation = {}
-    if compare:
-        evaluation = {"dense": dense, "pruned": evaluate_pruned(loaded, compare, result.plan, device=device, progress=progress)}
-    out = Path(out).expanduser().resolve()
-    extra = {"prunekit_eval.json": evaluation} if evaluation else {}
-    on_main_process(
-        lambda: api.save(result, out, loaded.tokenizer, overwrite=overwrite, extra_json=extra, protected=protected, source=loaded.location)
-    )
-    report = write_comparison_report(out, evaluation["dense"], evaluation["pruned"]) if evaluation else None
-    return JobResult(result, out, evaluation, report)
+
+
+def _run_directories(configs: list | None, run: dict | None, out, protected: list) -> tuple[list[Path], bool]:
+    """The run directories a job trains into (the job's own, and a method's own such as IteRABRe's) and whether it
+    resumes; each is checked to lie clear of the inputs and of the output, which replacing would remove."""
+    chosen = [(run["run_dir"], run.get("resume", False))] if run else []
+    chosen += [(c.run_dir, c.resume) for c in configs or [] if getattr(c, "run_dir", None)]
+    out_path = Path(out).expanduser().resolve()
+    for path, _ in chosen:
+        path = check_not_over_inputs(path, protected)
+        if path == out_path or out_path in path.parents or path in out_path.parents:
+            raise PrunekitError(f"run directory {path} lies on or in the output {out_path}; choose a `run_dir` beside it")
+    return [Path(p) for p, _ in chosen], any(resume for _, resume in chosen)
 
 
 def recover_job(
@@ -154,20 +178,22 @@ def recover_job(
         raise PrunekitError("the --teacher has another vocabulary than --model; distillation needs the same tokenizer")
     check_seq_len(config.seq_len, loaded.model, "seq_len")
     heldout = data.load(loaded, data.heldout_data, "evaluation", data.heldout_windows, config.seq_len) if data.heldout_windows else None
-    result = api.prune(
-        loaded.model,
-        config,
-        teacher=teacher.model if teacher else None,
-        tokenizer=loaded.tokenizer,
-        recovery_data=data.recovery_data,
-        text_field=data.text_field,
-        heldout=heldout,
-        device=device,
-        progress=progress,
-        inplace=True,
-        model_name=loaded.source,
-        **(run or {}),
-    )
+    run_dirs, resume = _run_directories(None, run, out, protected)
+    with run_directories(run_dirs, resume):
+        result = api.prune(
+            loaded.model,
+            config,
+            teacher=teacher.model if teacher else None,
+            tokenizer=loaded.tokenizer,
+            recovery_data=data.recovery_data,
+            text_field=data.text_field,
+            heldout=heldout,
+            device=device,
+            progress=progress,
+            inplace=True,
+            model_name=loaded.source,
+            **(run or {}),
+        )
     summary = {**result.plan.stages[0]["details"], **result.metrics, "model": loaded.source, "teacher": teacher.source if teacher else None}
     extra = {"prunekit_recovery.json": summary}
     earlier = Path(loaded.location) / PLAN_FILE if loaded.location else None
@@ -227,6 +253,8 @@ def scan_job(
     out = Path(out).expanduser()
     if out.suffix != ".json":
         raise PrunekitError(f"--out {out} must name a .json file (a .png chart is written beside it)")
+    for written in (out, out.with_suffix(".png")):
+        check_not_over_inputs(written, input_paths(loaded))
     for existing in (out, out.with_suffix(".png")):
         if existing.exists() and not overwrite:
             raise PrunekitError(f"{existing} exists; pass --overwrite or choose another --out")
@@ -259,10 +287,11 @@ def eval_job(
     return results
 
 
-def check_results_path(out: str | Path | None, overwrite: bool) -> None:
+def check_results_path(out: str | Path | None, overwrite: bool, protected: list = ()) -> None:
     if out is None:
         return
-    claim_output(check_output_file(out, overwrite, kind="results", example="results.json"))  # a second run stops here
+    path = check_output_file(out, overwrite, kind="results", example="results.json", protected=protected)
+    claim_output(path)  # a second run stops here
 
 
 def evaluation_request(

@@ -115,6 +115,8 @@ def add_config_flags(group, config_cls, seen: set[str], prefix: str = "", others
         kind = str(field.type)
         common = {"dest": prefix + field.name, "default": argparse.SUPPRESS, "help": _help_with_default(field, config_cls, others)}
         if kind == "bool":
+            if "flag_help" in field.metadata:  # a flag that turns the field off says what it does, not what the field is
+                common["help"] = field.metadata["flag_help"]
             group.add_argument(flag_of(field), action="store_const", const=not field.default, **common)
         elif kind.startswith("tuple"):
             group.add_argument(flag_of(field), type=int, nargs="*", **common)

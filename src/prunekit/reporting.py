@@ -160,8 +160,11 @@ def _measured_steps(plan: dict | None) -> list[tuple[int, float]]:
     points, removed = [], 0
     measured = ("heldout_perplexity_after_removal", "heldout_perplexity_after_recovery")
     for stage in _stages(plan):  # stages whose steps log held-out perplexity (IteRABRe's iterations)
-        for step in stage.get("steps") or []:
-            if not any(key in step for key in measured):
+        steps = stage.get("steps")
+        if not isinstance(steps, list):  # a recovery stage's `steps` is its count of training steps
+            continue
+        for step in steps:
+            if not isinstance(step, dict) or not any(key in step for key in measured):
                 continue
             gone = step.get("removed", [])
             removed += len(gone) if isinstance(gone, list) else 1
@@ -342,7 +345,8 @@ def write_report(
     base = pick_baseline(results, baseline)
     out_path = Path(out).expanduser().resolve()
     tables = build_tables(results, base)
-    with output_dir(out_path, overwrite=overwrite) as tmp:
+    inputs = [path for path in result_paths if not isinstance(path, dict)]
+    with output_dir(out_path, overwrite=overwrite, protected=inputs) as tmp:
         plots = make_plots(results, base, tmp)
         (tmp / "report.md").write_text(_markdown(tables, plots) + "\n")
         (tmp / "report.html").write_text(_html(tables, plots) + "\n")

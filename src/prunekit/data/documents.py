@@ -18,6 +18,7 @@ from pathlib import Path
 
 from prunekit.data.sources import text_of_record
 from prunekit.errors import PrunekitError
+from prunekit.fingerprints import data_file_digest
 from prunekit.jsonfiles import loads_limited
 
 SHARD_SUFFIXES = (".txt", ".raw", ".jsonl", ".jsonl.gz", ".json.gz", ".txt.gz", ".parquet")
@@ -145,8 +146,12 @@ class ShardDocuments:
         self.description = str(Path(spec).expanduser()) if len(self.paths) > 1 else str(self.paths[0])
 
     def identity(self) -> dict:
-        """What a resumed run must find again: the same files with the same sizes."""
-        return {"files": [str(p) for p in self.paths], "bytes": [p.stat().st_size if p.exists() else None for p in self.paths]}
+        """What a resumed run must find again: the same files with the same content (sizes and sampled bytes)."""
+        return {
+            "files": [str(p) for p in self.paths],
+            "bytes": [p.stat().st_size if p.exists() else None for p in self.paths],
+            "content": [data_file_digest(p) if p.is_file() else None for p in self.paths],
+        }
 
     def pieces(self, position: Position) -> Iterator[Piece]:
         epoch, file_index, record = position.epoch, position.file, position.record

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import psutil
 import torch
 
 from prunekit.data.sources import Purpose, load_text
-from prunekit.errors import PrunekitError
+from prunekit.errors import ParameterError, PrunekitError
+from prunekit.fingerprints import token_digest
 
 DEFAULT_CALIBRATION_WINDOWS = 16  # enough for block scores; LIAR asks for more (its method spec says how many)
 
@@ -41,7 +43,13 @@ class TokenWindows:
 
     def summary(self, origin: bool = True) -> dict:
         """What a plan records of its calibration data; with `origin`, enough to load the same windows again."""
-        summary = {"data": self.description, "windows": self.num_windows, "seq_len": self.seq_len, "tokens": self.num_tokens}
+        summary = {
+            "data": self.description,
+            "windows": self.num_windows,
+            "seq_len": self.seq_len,
+            "tokens": self.num_tokens,
+            "content": token_digest(self.input_ids),  # what a replay or resume checks the data against
+        }
         return {**summary, **(self.origin or {})} if origin else summary
 
 
@@ -60,11 +68,34 @@ def _require(ids: torch.Tensor, seq_len: int, description: str) -> None:
         )
 
 
+MAX_PASSES = 100  # calibration windows are drawn with replacement; beyond this many tokens per token of data nothing is gained
+
+
+def _check_window_count(num_windows: int, seq_len: int, available_tokens: int, description: str) -> None:
+    """Refuse, before allocating, a window count that reads the data more than MAX_PASSES times over or whose
+    token ids would not fit in half the free memory (a `windows: 1000000000` typo would otherwise allocate gigabytes)."""
+    most = max(1, MAX_PASSES * available_tokens // seq_len)
+    if num_windows > most:
+        raise ParameterError(
+            "windows",
+            f"{num_windows} (of {seq_len} tokens each) would read the {available_tokens} tokens of {description} "
+            f"{num_windows * seq_len / available_tokens:.0f} times over; ask for at most {most}",
+        )
+    needed = num_windows * seq_len * 8 * 2  # int64 ids, and the slices stacked into them
+    free = psutil.virtual_memory().available
+    if needed > free // 2:
+        raise ParameterError(
+            "windows",
+            f"{num_windows} (of {seq_len} tokens each) needs {needed / 2**30:.1f} GiB, more than half the free memory",
+        )
+
+
 def calibration_windows(ids: torch.Tensor, num_windows: int, seq_len: int, seed: int = 0, description: str = "") -> TokenWindows:
     """`num_windows` windows of `seq_len` tokens at seeded random offsets (reproducible)."""
     _require(ids, seq_len, description)
     if num_windows < 1:
         raise PrunekitError("ask for at least one calibration window")
+    _check_window_count(num_windows, seq_len, ids.numel(), description)
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, ids.numel() - seq_len + 1, (num_windows,), generator=generator)
     batch = torch.stack([ids[s : s + seq_len] for s in starts.tolist()])

@@ -55,16 +55,22 @@ def _has_bias(linear) -> bool:
     return bias is not None and bool(bias.detach().abs().max() > 0)
 
 
+def check_exportable_family(family_name: str) -> str:
+    """The llama.cpp architecture of a uniform model of this family, or a one-line refusal."""
+    native = NATIVE_ARCHITECTURES.get(family_name)
+    if native is None:
+        raise PrunekitError(
+            f"GGUF export supports Llama, Mistral and Qwen2/Qwen3 models; {family_name} is not supported yet "
+            "(save it with transformers and convert a uniform-width copy with llama.cpp's convert_hf_to_gguf.py)"
+        )
+    return native
+
+
 def gguf_layout(model) -> GgufLayout:
     """The llama.cpp form of `model`, or a one-line PrunekitError saying why it has none."""
     adapter = ModelAdapter(model)
     family = adapter.family
-    native = NATIVE_ARCHITECTURES.get(family.name)
-    if native is None:
-        raise PrunekitError(
-            f"GGUF export supports Llama, Mistral and Qwen2/Qwen3 models; {family.name} is not supported yet "
-            "(save it with transformers and convert a uniform-width copy with llama.cpp's convert_hf_to_gguf.py)"
-        )
+    native = check_exportable_family(family.name)
     config = model.config
     notes = []
     shared = [i for i, layer in enumerate(adapter.layers) if is_shared_block(layer)]

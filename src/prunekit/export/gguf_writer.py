@@ -8,10 +8,14 @@ q8_0 blocks of 32 is written as f16.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,9 +68,10 @@ def check_gguf_type(name: str) -> str:
     return name
 
 
-def check_gguf_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse, before any work, an output that exists (unless overwrite), is a directory or cannot be written."""
-    return check_output_file(out, overwrite, kind="GGUF", example="model.gguf")
+def check_gguf_output(out: str | os.PathLike, overwrite: bool = False, protected: list[str | os.PathLike] = ()) -> Path:
+    """Refuse, before any work, an output that exists (unless overwrite), is a directory, lies over an input
+    (`protected`) or cannot be written."""
+    return check_output_file(out, overwrite, kind="GGUF", example="model.gguf", protected=protected)
 
 
 def _header(writer: gguf.GGUFWriter, model, layout: GgufLayout, file_type: int, name: str) -> None:
@@ -156,7 +161,29 @@ def _write(model, tokenizer, layout: GgufLayout, path: Path, gguf_type: str, nam
     return notes
 
 
-def _quantize(source: Path, target: Path, gguf_type: str) -> None:
+_FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """The C library's log (written to file descriptor 2, which no Python switch reaches) caught in a file; the lines
+    are in the yielded list afterwards."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as log_file:
+        os.dup2(log_file.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log_file.seek(0)
+            lines += log_file.read().decode(errors="replace").splitlines()
+
+
+def _quantize(source: Path, target: Path, gguf_type: str) -> list[str]:
+    """llama.cpp's quantizer, its log kept out of the terminal; returns prunekit's notes on what it did."""
     try:
         import llama_cpp
     except ImportError as error:
@@ -166,8 +193,18 @@ def _quantize(source: Path, target: Path, gguf_type: str) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(QUANTIZER_TYPES[gguf_type])
     params.nthread = os.cpu_count() or 1
-    if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0:
-        raise PrunekitError(f"llama.cpp's quantizer failed to make {gguf_type} from {source.name}")
+    with _captured_stderr() as log_lines:
+        failed = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0
+    if failed:
+        last = next((line.strip() for line in reversed(log_lines) if line.strip()), "no message")
+        raise PrunekitError(f"llama.cpp's quantizer failed to make {gguf_type} from {source.name} ({last[:160]})")
+    found = next((match for line in log_lines if (match := _FALLBACK.search(line))), None)
+    if found is None or not gguf_type.startswith(("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")):
+        return []
+    return [
+        f"{found[1]} of {found[2]} tensors are not in {gguf_type}'s k-quant blocks: their rows are not a multiple of 256 "
+        "values, so llama.cpp stored them in a fallback type; the file is larger and the quality closer to that type's"
+    ]
 
 
 def _needed_bytes(model, gguf_type: str) -> int:
@@ -176,16 +213,26 @@ def _needed_bytes(model, gguf_type: str) -> int:
 
 
 def export_gguf(
-    model, tokenizer, out: str | os.PathLike, *, gguf_type: str = "f16", overwrite: bool = False, name: str | None = None
+    model,
+    tokenizer,
+    out: str | os.PathLike,
+    *,
+    gguf_type: str = "f16",
+    overwrite: bool = False,
+    name: str | None = None,
+    protected: list[str | os.PathLike] = (),
 ) -> GgufExport:
     """Write `model` and `tokenizer` as one GGUF file at `out` (a temporary name, renamed when complete).
 
     Uniform models get their native llama.cpp architecture, per-layer widths get `deci`; a model llama.cpp
-    cannot run is refused before anything is written. Returns where it went, the architecture and notes.
+    cannot run is refused before anything is written. `out` may not lie in, on or over `protected` nor the
+    directory the model was loaded from. Returns where it went, the architecture and notes.
     """
     started = time.perf_counter()
     gguf_type = check_gguf_type(gguf_type)
-    path = check_gguf_output(out, overwrite)
+    loaded_from = getattr(model.config, "_name_or_path", "") or ""
+    inputs = [*protected, *([loaded_from] if loaded_from and Path(loaded_from).expanduser().exists() else [])]
+    path = check_gguf_output(out, overwrite, inputs)
     claim_output(path)  # a second run writing the same file stops at once
     try:
         return _export(model, tokenizer, path, layout=gguf_layout(model), gguf_type=gguf_type, name=name, started=started)
@@ -206,7 +253,7 @@ def _export(model, tokenizer, path: Path, *, layout: GgufLayout, gguf_type: str,
         final = first
         if gguf_type in QUANTIZER_TYPES:
             final = staged / "model.gguf"
-            _quantize(first, final, gguf_type)
+            notes += _quantize(first, final, gguf_type)
         readable_like_save_pretrained(staged)  # the file gets the permissions a plain save would
         os.replace(final, path)
     except OSError as error:

@@ -36,7 +36,7 @@ def _is_stage(stage) -> bool:
 
 def _check_calibration(recorded: dict) -> None:
     """The fields a LIAR stage's rerun reads back to make the same calibration windows again."""
-    for name, kind in (("windows", int), ("seq_len", int), ("seed", int), ("text_field", str)):
+    for name, kind in (("windows", int), ("seq_len", int), ("seed", int), ("text_field", str), ("content", str)):
         value = recorded.get(name)
         wrong = not isinstance(value, kind) or isinstance(value, bool) or (kind is int and name != "seed" and value < 1)
         if value is not None and wrong:

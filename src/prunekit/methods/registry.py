@@ -11,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from prunekit.data.documents import shard_paths
 from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS, TokenWindows
 from prunekit.errors import ParameterError, PrunekitError
+from prunekit.fingerprints import data_file_digest, token_digest
 from prunekit.options import field_default
 from prunekit.recovery.checkpoints import Checkpointing
 from prunekit.recovery.data import SELF_GENERATED, recovery_windows, self_generated_windows
-from prunekit.recovery.window_stream import is_streamed, streamed_windows
+from prunekit.recovery.window_stream import is_streamed, parse_mix, streamed_windows
 
 
 @dataclass
@@ -71,6 +74,21 @@ class StageContext:
         if stage.resume and not (stage.path.is_dir() and any(stage.path.iterdir())):  # a resumed job reached a stage it never started
             stage = dataclasses.replace(stage, resume=False)
         return stage
+
+    def recovery_data_identity(self):
+        """What the recovery data is, by content where it is local (a run that resumes must find it again):
+        a SPEC with its files' sizes and sampled bytes, windows by their hash, None for a function."""
+        data = self.recovery_data
+        if isinstance(data, TokenWindows):
+            return {"content": token_digest(data.input_ids)}
+        if not isinstance(data, str):
+            return None
+        parts = []
+        for source, weight in parse_mix(data):
+            local = source not in ("builtin", SELF_GENERATED) and (Path(source).expanduser().exists() or any(c in source for c in "*?["))
+            paths = shard_paths(source) if local and not Path(source).expanduser().is_file() else [Path(source).expanduser()] * local
+            parts.append({"spec": source, "weight": weight, "content": [data_file_digest(p) for p in paths] or None})
+        return parts
 
     def _streamed(self) -> bool:
         return isinstance(self.recovery_data, str) and self.recovery_data != SELF_GENERATED and is_streamed(self.recovery_data)

@@ -26,7 +26,7 @@ from torch import nn
 
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter
-from prunekit.models.cache import cache_root
+from prunekit.models.cache import cache_root, is_complete_entry, mark_entry, writable_cache_dir
 from prunekit.models.export import atomic_output_dir, output_dir
 from prunekit.models.layer_widths import WIDTHS_KEY, check_layer_widths, has_layer_widths, load_weights
 
@@ -190,9 +190,11 @@ def encoder_model_path(alias: str) -> Path:
         )
     source = Path(list(spec.submodule_search_locations)[0]) / archive
     target = cache_root() / "encoders" / alias
-    if not (target / "config.json").is_file():
+    if not (is_complete_entry(target) and (target / "config.json").is_file()):
+        writable_cache_dir("encoders")
         with zipfile.ZipFile(source) as archive_file, atomic_output_dir(target) as tmp:
             archive_file.extractall(tmp)
+            mark_entry(tmp, source)
     return target
 
 

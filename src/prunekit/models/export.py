@@ -33,12 +33,30 @@ def _lock_path(out_path: Path) -> Path:
     return _nearest_existing(parent) / f".prunekit-{digest}.lock"
 
 
-def check_output_file(out: str | os.PathLike, overwrite: bool, *, kind: str, example: str) -> Path:
-    """Refuse, before any work, a file output that is a directory, exists (unless `overwrite`) or cannot be
-    written; `kind` names it in the message ("GGUF", "results") and `example` is a file name to suggest."""
+def check_not_over_inputs(out: str | os.PathLike, inputs: list[str | os.PathLike] = ()) -> Path:
+    """The one rule every writer keeps: an output is never an input, never inside an input (a file in a
+    checkpoint directory) and never above one (a directory that holds an input, which a replacement would
+    remove). Returns the resolved output path."""
+    out_path = Path(out).expanduser().resolve()
+    for source in inputs:
+        source_path = Path(source).expanduser().resolve()
+        if out_path == source_path:
+            raise PrunekitError(f"output {out_path} is the input {source_path}; choose another `out`")
+        if source_path in out_path.parents:
+            raise PrunekitError(f"output {out_path} is inside the input {source_path}; choose an `out` outside it")
+        if out_path in source_path.parents:
+            raise PrunekitError(f"output {out_path} holds the input {source_path}, which writing it would replace; choose another `out`")
+    return out_path
+
+
+def check_output_file(out: str | os.PathLike, overwrite: bool, *, kind: str, example: str, protected: list[str | os.PathLike] = ()) -> Path:
+    """Refuse, before any work, a file output that is a directory, exists (unless `overwrite`), lies over an
+    input (`protected`, see check_not_over_inputs) or cannot be written; `kind` names it in the message
+    ("GGUF", "results") and `example` is a file name to suggest."""
     path = Path(out).expanduser().resolve()
     if path.is_dir():
         raise PrunekitError(f"{kind} output {path} is a directory; name a file such as {path / example}")
+    check_not_over_inputs(path, protected)
     if path.exists() and not overwrite:
         raise PrunekitError(f"{kind} output {path} exists; pass `overwrite` or choose another `out`")
     parent = _nearest_existing(path.parent)
@@ -95,11 +113,7 @@ def check_output_dir(
     """Refuse, before any work, an output that cannot or must not be written: a non-empty directory
     (unless overwrite), a path holding an input model, a path under a file, an unwritable place, a
     disk without room for `needed_bytes`, or a place another run is writing (then claims it)."""
-    out_path = Path(out).expanduser().resolve()
-    for source in protected:
-        source_path = Path(source).expanduser().resolve()
-        if out_path == source_path or source_path in out_path.parents or out_path in source_path.parents:
-            raise PrunekitError(f"output directory {out_path} would overwrite the input model {source_path}; choose another `out`")
+    out_path = check_not_over_inputs(out, protected)
     if out_path.exists() and not out_path.is_dir():
         raise PrunekitError(f"output path {out_path} exists and is not a directory; choose another `out`")
     existing = _nearest_existing(out_path.parent)

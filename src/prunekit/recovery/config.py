@@ -72,7 +72,11 @@ class RecoveryConfig:
     # On a GPU, regroup each step's micro_batch_size x grad_accumulation windows into the largest
     # micro-batches that fit (activation checkpointing only when one window does not fit without it).
     fit_micro_batch: bool = option(
-        True, "on a GPU, regroup each step's windows into the largest micro-batches that fit", flag="--fixed-micro-batch"
+        True,
+        "on a GPU, regroup each step's windows into the largest micro-batches that fit",
+        flag="--fixed-micro-batch",
+        flag_help="keep `micro_batch_size` as given instead of regrouping each step's windows into the largest micro-batches "
+        "that fit the GPU (the default)",
     )
     sharding: str = option(
         "none",

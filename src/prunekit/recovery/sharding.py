@@ -52,14 +52,19 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def check_can_shard() -> None:
+    """Refuse sharding in a process no launcher started (there is nothing to shard over), before a run writes anything."""
+    if not torch.distributed.is_initialized() and "MASTER_ADDR" not in os.environ:
+        raise PrunekitError(
+            "sharded recovery needs a multi-process launch (accelerate launch or torchrun); one process may use `sharding` none"
+        )
+
+
 def _mesh(device: torch.device):
     from torch.distributed.device_mesh import init_device_mesh
 
     if not torch.distributed.is_initialized():
-        if "MASTER_ADDR" not in os.environ:  # not started by a launcher: there is nothing to shard over
-            raise PrunekitError(
-                "sharded recovery needs a multi-process launch (accelerate launch or torchrun); one process may use `sharding` none"
-            )
+        check_can_shard()
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")  # one process under a launcher
     return init_device_mesh(device.type, (torch.distributed.get_world_size(),))
 

@@ -34,7 +34,7 @@ from prunekit.recovery.checkpoints import Checkpointing, RecoveryInterrupted, Ru
 from prunekit.recovery.config import RecoveryConfig
 from prunekit.recovery.distributed import launch_state
 from prunekit.recovery.memory import MemoryEstimate, activation_bytes, check_fits, estimate_memory, measured_peak, training_state_bytes
-from prunekit.recovery.sharding import ShardedModel, ShardedTrainingState, clip_gradients, shard, sharding_from_launch
+from prunekit.recovery.sharding import ShardedModel, ShardedTrainingState, check_can_shard, clip_gradients, shard, sharding_from_launch
 from prunekit.recovery.throughput import distillation_flops_per_token, peak_flops, utilisation
 from prunekit.recovery.window_stream import WindowOrder
 
@@ -501,6 +501,8 @@ def _prepare(student, teacher, source, config: RecoveryConfig, blocks, accelerat
     per_step = config.micro_batch_size * config.grad_accumulation  # windows per optimizer step and process
     _warn_about_budget(config, source, per_step, processes, steps * per_step * processes)
     vocabulary = shared_vocabulary(student, teacher)
+    if config.sharding == "fsdp":
+        check_can_shard()
     checkpoints = None
     if checkpointing is not None:
         defaults = RecoveryConfig().to_dict()

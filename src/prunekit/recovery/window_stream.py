@@ -21,6 +21,7 @@ from prunekit.data.documents import SHARD_SUFFIXES, HubDocuments, Position, Shar
 from prunekit.data.sources import HUB_ALIASES, HUB_DATASETS, LOCAL_SUFFIXES
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import ParameterError, PrunekitError
+from prunekit.fingerprints import token_digest
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,22 @@ class WindowOrder:
         self.position += count
         return self.windows.input_ids[rows]
 
-    def passes(self) -> float:
-        return self.position / self.windows.num_windows
+    def passes(self) -> float | None:
+        """How often the data was read: the tokens trained on over those the data holds (the windows may be a
+        budget's share of a larger text); None below one pass, as for a stream."""
+        available, windowed = self.windows.total_tokens_available, self.windows.num_tokens
+        whole = available - windowed < self.seq_len  # the windows are all of the data (less a partial window)
+        read = self.position * self.seq_len / (windowed if whole else available)
+        return read if read >= 1 - 1e-9 else None
 
     def identity(self) -> dict:
-        return {"data": self.description, "windows": self.windows.num_windows, "seq_len": self.seq_len, "seed": self.seed}
+        return {
+            "data": self.description,
+            "windows": self.windows.num_windows,
+            "seq_len": self.seq_len,
+            "seed": self.seed,
+            "content": token_digest(self.windows.input_ids),  # a file that changed under the same name is other data
+        }
 
     def state_dict(self) -> dict:
         return {"position": self.position}

@@ -179,7 +179,15 @@ def run_extend(model, config: ExtendConfig, context) -> dict:
     record = extend_model(
         model, config.to_blocks, pattern=config.pattern, rank=config.rank, output_norm=config.output_norm, seed=config.seed
     )
-    record["recovery"] = None if config.recovery is None else recover_in_context(model, config.recovery, context)
+    if config.recovery is None:
+        log.warning(
+            "extend: no adapter training (`tokens` 0); the %d new blocks keep their untrained adapters and scales, "
+            "so the model is not yet better than the one it grew from: give a training budget",
+            record["blocks_after"] - record["blocks_before"],
+        )
+        record["recovery"] = None
+    else:
+        record["recovery"] = recover_in_context(model, config.recovery, context)
     if config.merge:
         merge_shared_blocks(model)
     return {"method": "extend", **record, "merged": config.merge, "params_after": parameter_count(model)}
@@ -194,4 +202,5 @@ def describe_flexigpt(d: dict) -> str:
 
 
 def describe_extend(d: dict) -> str:
-    return f"extend: {d['blocks_before']} -> {d['blocks_after']} blocks ({d['pattern']} pattern, rank {d['rank']})"
+    trained = f", trained on {d['recovery']['tokens']} tokens" if d.get("recovery") else ", adapters untrained"
+    return f"extend: {d['blocks_before']} -> {d['blocks_after']} blocks ({d['pattern']} pattern, rank {d['rank']}{trained})"

@@ -18,6 +18,7 @@ from prunekit.errors import PrunekitError
 from prunekit.jsonfiles import read_json_object, write_json_atomically
 from prunekit.models.export import atomic_output_dir
 from prunekit.models.tied_tensors import truly_missing, unique_tensors
+from prunekit.recovery.checkpoints import changed_settings
 from prunekit.recovery.distributed import on_main_process
 
 STATE_FILE = "state.json"
@@ -70,11 +71,8 @@ class RunDirectory:
         if not self.exists():
             raise PrunekitError(f"nothing to resume in {self.path}: no {STATE_FILE}; start the run without `resume`")
         state = read_json_object(self.state_path, "run state")
-        saved = state.get("settings", {})
-        changed = [k for k in set(saved) | set(settings) if k not in may_differ and saved.get(k) != settings.get(k)]
-        if changed:
-            details = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in sorted(changed))
-            raise PrunekitError(f"cannot resume {self.path} with different settings ({details}); use the original ones")
+        if changed := changed_settings(state.get("settings", {}), settings, may_differ):
+            raise PrunekitError(f"cannot resume {self.path} with different settings ({changed}); use the original ones")
         return state
 
     def save_iteration(self, state: dict, entry: dict, model) -> dict:

@@ -30,7 +30,7 @@ def run_iterabre(model, config: IterabreConfig, context) -> dict:
             heldout=context.heldout,
             resume=resume,
             overwrite_run=overwrite_run,
-            run_info={"seed": context.seed},
+            run_info={"seed": context.seed, "recovery_data": context.recovery_data_identity()},
             **context.engine,
         )
     details = plan.to_dict()
