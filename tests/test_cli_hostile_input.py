@@ -51,6 +51,7 @@ def shards(folder: Path, count: int = 2) -> Path:
 
 
 RECOVER = ["--recovery-tokens", "1024", "--recovery-seq-len", "32", "--grad-accumulation", "1", "--heldout-windows", "0"]
+RECOVER_INTO = ["recover", "--model", "{ckpt}", "--recovery-data", "builtin", "--out", "{tmp}/r", *RECOVER]
 
 
 # -- one output rule --------------------------------------------------------------------------------------
@@ -63,9 +64,9 @@ RECOVER = ["--recovery-tokens", "1024", "--recovery-seq-len", "32", "--grad-accu
         (["scan", "--model", "{ckpt}", "--out", "{ckpt}/scan.json"], "is inside the input"),
         (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}/o", "--gguf", "{ckpt}/m.gguf"], "is inside the input"),
         (["prune", "--model", "{ckpt}", "--remove", "1", "--out", "{tmp}", "--overwrite"], "holds the input"),
-        (["recover", "--model", "{ckpt}", "--recovery-data", "builtin", "--out", "{tmp}/r", "--run-dir", "{ckpt}", *RECOVER], "is the input"),
-        (["recover", "--model", "{ckpt}", "--recovery-data", "builtin", "--out", "{tmp}/r", "--run-dir", "{tmp}/r/run", *RECOVER], "lies on or in"),
-        (["recover", "--model", "{ckpt}", "--recovery-data", "builtin", "--out", "{tmp}/r", "--run-dir", "{tmp}/afile", *RECOVER], "is a file"),
+        ([*RECOVER_INTO, "--run-dir", "{ckpt}"], "is the input"),
+        ([*RECOVER_INTO, "--run-dir", "{tmp}/r/run"], "lies on or in"),
+        ([*RECOVER_INTO, "--run-dir", "{tmp}/afile"], "is a file"),
     ],
 )
 def test_no_output_lies_on_in_or_over_an_input(checkpoint, tmp_path, capsys, argv, message):
