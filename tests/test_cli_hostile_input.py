@@ -204,3 +204,81 @@ def test_a_window_count_far_beyond_the_data_is_refused_before_allocating(checkpo
     recipe.write_text("- {method: shortgpt, remove: 1, windows: 1000000000}\n")
     code, _, err = run(capsys, "prune", "--model", checkpoint, "--recipe", recipe, "--seq-len", "32", "--out", tmp_path / "o")
     assert code == 2 and "ask for at most" in err and one_line(err) and not (tmp_path / "o").exists()
+
+
+def test_an_iterabre_run_resumed_with_other_recovery_data_is_refused(checkpoint, tmp_path, capsys):
+    data = shards(tmp_path / "data")
+    args = ["prune", "--model", checkpoint, "--method", "iterabre", "--remove", 1, "--recovery-tokens", 512, "--recovery-seq-len", 32]
+    args += ["--grad-accumulation", 1, "--heldout-windows", 0, "--windows", 2, "--seq-len", 32, "--run-dir", tmp_path / "run"]
+    assert run(capsys, *args, "--recovery-data", data / "part-0.jsonl", "--out", tmp_path / "a")[0] == 0
+    code, _, err = run(capsys, *args, "--recovery-data", data / "part-1.jsonl", "--out", tmp_path / "b", "--resume")
+    assert code == 2 and "recovery_data[0].spec" in err and one_line(err)
+
+
+# -- tidy: what a new user meets on the way ------------------------------------------------------------------
+def test_two_processes_on_one_run_directory_are_told_apart_by_its_lock(checkpoint, tmp_path, capsys):
+    run_dir = (tmp_path / "shared-run").resolve()
+    holder = subprocess.Popen(  # a first process training there holds the run directory
+        [sys.executable, "-c", f"from pathlib import Path; import sys, time; from prunekit.models.export import claim_output; "
+         f"claim_output(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = [*RECOVER_INTO, "--run-dir", run_dir]
+        code, _, err = run(capsys, *[str(a).format(ckpt=checkpoint, tmp=tmp_path) for a in argv])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2 and "another prunekit run is writing" in err and one_line(err)
+
+
+def test_only_the_main_process_prints_an_error(checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    code, _, err = run(capsys, "eval", "--model", tmp_path / "missing")
+    assert code == 2 and err == ""
+
+
+def test_export_refuses_an_architecture_before_converting_anything(tmp_path, capsys, monkeypatch):
+    from prunekit import cli
+
+    (tmp_path / "gemma").mkdir()
+    (tmp_path / "gemma" / "config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the refusal"))
+    code, _, err = run(capsys, "export", "--model", tmp_path / "gemma", "--out", tmp_path / "g.gguf")
+    assert code == 2 and "gemma3_text is not supported yet" in err and one_line(err)
+
+
+def test_the_quantizer_log_stays_out_and_its_fallback_gets_one_note(checkpoint, tmp_path, capfd):
+    code = main(["export", "--model", str(checkpoint), "--out", str(tmp_path / "q.gguf"), "--type", "q4_k_m", "--quiet"])
+    out, err = capfd.readouterr()
+    assert code == 0 and err == "" and "llama_model_quantize" not in out
+    assert "are not in q4_k_m's k-quant blocks: their rows are not a multiple of 256" in out
+
+
+def test_extend_without_training_says_its_adapters_are_untrained(checkpoint, tmp_path, capsys, caplog):
+    code, out, _ = run(capsys, "extend", "--model", checkpoint, "--to-blocks", 6, "--recovery-tokens", 0, "--out", tmp_path / "deeper")
+    assert code == 0 and "adapters untrained" in out and "extend: no adapter training" in caplog.text
+
+
+def test_liar_on_the_default_calibration_text_says_so(checkpoint, tmp_path, capsys):
+    argv = ["prune", "--model", checkpoint, "--method", "liar", "--ffn-ratio", 0.25, "--windows", 2, "--seq-len", 32]
+    code, out, _ = run(capsys, *argv, "--out", tmp_path / "w")
+    assert code == 0 and "note: liar calibrated on the built-in text" in out
+    code, out, _ = run(capsys, *argv, "--data", "builtin", "--out", tmp_path / "w2")
+    assert code == 0 and "note: liar calibrated" not in out  # asked for by name
+
+
+def test_the_help_of_a_flag_that_turns_a_default_off_says_what_the_flag_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["recover", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--fixed-micro-batch keep --micro-batch-size as given instead of regrouping" in text
+
+
+def test_a_recovery_on_a_small_share_of_a_file_records_no_epoch(checkpoint, tmp_path, capsys):
+    data = tmp_path / "big.txt"
+    data.write_text("\n".join(topics[k] for k in sorted(topics)))
+    out = tmp_path / "r"
+    assert run(capsys, "recover", "--model", checkpoint, "--recovery-data", data, "--out", out, *RECOVER)[0] == 0
+    assert json.loads((out / "prunekit_recovery.json").read_text())["epochs"] is None

@@ -106,7 +106,25 @@ def prune_job(
     run_dirs, resume = _run_directories(configs, run, out, protected)
     dense = evaluate_model(loaded, compare, device=device, progress=progress, label="dense") if compare else None
     with run_directories(run_dirs, resume):
-        result = _prune(loaded, configs, plan, windows, data, heldout, device, offload, batch_size, progress, replaying, run)
+        result = api.prune(
+            loaded.model,
+            configs,
+            windows,
+            plan=plan,
+            tokenizer=loaded.tokenizer,
+            recovery_data=data.recovery_data,
+            text_field=data.text_field,
+            heldout=heldout,
+            device=device,
+            offload=offload,
+            batch_size=batch_size,
+            progress=progress,
+            inplace=True,
+            seed=data.seed,
+            model_name=loaded.source,
+            windows_per_stage=data.windows is None and not replaying,
+            **(run or {}),
+        )
     evaluation = {}
     if compare:
         evaluation = {"dense": dense, "pruned": evaluate_pruned(loaded, compare, result.plan, device=device, progress=progress)}
@@ -120,28 +138,6 @@ def prune_job(
         on_main_process(lambda: write_json_atomically(out / "prunekit_eval.json", evaluation))
     report = write_comparison_report(out, evaluation["dense"], evaluation["pruned"]) if evaluation else None
     return JobResult(result, out, evaluation, report)
-
-
-def _prune(loaded, configs, plan, windows, data, heldout, device, offload, batch_size, progress, replaying, run) -> api.PruneResult:
-    return api.prune(
-        loaded.model,
-        configs,
-        windows,
-        plan=plan,
-        tokenizer=loaded.tokenizer,
-        recovery_data=data.recovery_data,
-        text_field=data.text_field,
-        heldout=heldout,
-        device=device,
-        offload=offload,
-        batch_size=batch_size,
-        progress=progress,
-        inplace=True,
-        seed=data.seed,
-        model_name=loaded.source,
-        windows_per_stage=data.windows is None and not replaying,
-        **(run or {}),
-    )
 
 
 def _run_directories(configs: list | None, run: dict | None, out, protected: list) -> tuple[list[Path], bool]:

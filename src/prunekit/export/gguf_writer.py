@@ -9,6 +9,7 @@ q8_0 blocks of 32 is written as f16.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -166,20 +167,22 @@ _FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantizati
 
 @contextlib.contextmanager
 def _captured_stderr() -> Iterator[list[str]]:
-    """The C library's log (written to file descriptor 2, which no Python switch reaches) caught in a file; the lines
-    are in the yielded list afterwards."""
+    """The quantizer's log caught, whether llama.cpp writes it to file descriptor 2 (which no Python switch reaches)
+    or llama-cpp-python's log callback prints it to sys.stderr; the lines are in the yielded list afterwards."""
     lines: list[str] = []
     sys.stderr.flush()
     saved = os.dup(2)
+    printed = io.StringIO()
     with tempfile.TemporaryFile(mode="w+b") as log_file:
         os.dup2(log_file.fileno(), 2)
         try:
-            yield lines
+            with contextlib.redirect_stderr(printed):
+                yield lines
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             log_file.seek(0)
-            lines += log_file.read().decode(errors="replace").splitlines()
+            lines += log_file.read().decode(errors="replace").splitlines() + printed.getvalue().splitlines()
 
 
 def _quantize(source: Path, target: Path, gguf_type: str) -> list[str]:

@@ -75,7 +75,7 @@ class RecoveryConfig:
         True,
         "on a GPU, regroup each step's windows into the largest micro-batches that fit",
         flag="--fixed-micro-batch",
-        flag_help="keep `micro_batch_size` as given instead of regrouping each step's windows into the largest micro-batches "
+        flag_help="keep --micro-batch-size as given instead of regrouping each step's windows into the largest micro-batches "
         "that fit the GPU (the default)",
     )
     sharding: str = option(
