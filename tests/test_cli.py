@@ -10,6 +10,7 @@ import transformers
 
 from prunekit import cli
 from prunekit.cli import main
+from prunekit.commands import report as report_command
 
 CALIB = ["--data", "builtin", "--windows", "2", "--seq-len", "32", "--quiet"]
 
@@ -136,7 +137,7 @@ def test_a_signal_that_a_library_reports_as_its_own_error_still_exits_with_the_s
         raise AssertionError("the signal did not arrive")
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    monkeypatch.setattr(cli, "cmd_report", interrupted_load)
+    monkeypatch.setattr(report_command, "cmd_report", interrupted_load)
     try:
         returned, _, stderr = run(capsys, "report", str(tmp_path / "r.json"), "--out", str(tmp_path / "o"))
         assert returned == code and "no partial output was written" in stderr and "cannot load" not in stderr

@@ -240,11 +240,11 @@ def test_only_the_main_process_prints_an_error(checkpoint, tmp_path, capsys, mon
 
 
 def test_export_refuses_an_architecture_before_converting_anything(tmp_path, capsys, monkeypatch):
-    from prunekit import cli
+    from prunekit.commands import export as export_command
 
     (tmp_path / "gemma").mkdir()
     (tmp_path / "gemma" / "config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the refusal"))
+    monkeypatch.setattr(export_command, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the refusal"))
     code, _, err = run(capsys, "export", "--model", tmp_path / "gemma", "--out", tmp_path / "g.gguf")
     assert code == 2 and "gemma3_text is not supported yet" in err and one_line(err)
 

@@ -29,9 +29,10 @@ LAYERS = {
     "api": 7,
     "comparison": 8,
     "jobs": 9,
-    "cli": 10,
-    "launcher": 11,
-    "": 12,  # the package's __init__ re-exports the public API
+    "commands": 10,
+    "cli": 11,
+    "launcher": 12,
+    "": 13,  # the package's __init__ re-exports the public API
 }
 
 
