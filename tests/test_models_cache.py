@@ -143,3 +143,14 @@ def test_a_damaged_cached_conversion_is_converted_again(tmp_path, monkeypatch, t
     again = loading.load_model(str(gguf_file), device="cpu", progress=False)
     assert all(a.equal(b) for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()))
     assert cache_root() == tmp_path / "cache"
+
+
+def test_a_cache_written_before_the_markers_is_adopted_and_its_unmarked_entries_kept(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "old-cache"
+    old_entry = root / "gguf" / "m-0123456789abcdef"
+    old_entry.mkdir(parents=True)
+    (old_entry / "model.safetensors").write_bytes(b"x" * 100)
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(root))
+    assert writable_cache_dir("gguf") == root / "gguf" and (root / ROOT_MARKER).is_file()
+    code, out, _ = run(capsys, "cache", "--clear")
+    assert code == 0 and f"kept {old_entry}" in out and (old_entry / "model.safetensors").is_file()
