@@ -13,6 +13,7 @@ _PUBLIC = {
     "AngularConfig": "prunekit.methods",
     "blocks_to_remove": "prunekit.api",
     "export_gguf": "prunekit.export",
+    "export_decilm": "prunekit.export",
     "ExtendConfig": "prunekit.methods",
     "FlexiGPTConfig": "prunekit.methods",
     "IterabreConfig": "prunekit.methods",

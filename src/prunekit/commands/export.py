@@ -1,4 +1,4 @@
-"""`prunekit export`: a model as one GGUF file for llama.cpp, ollama and LM Studio."""
+"""`prunekit export`: a model as one GGUF file for llama.cpp, ollama and LM Studio, or as a DeciLM checkpoint for vLLM."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from prunekit.commands.common import (
     print_result,
 )
 from prunekit.errors import PrunekitError
+from prunekit.export.decilm import export_decilm
 from prunekit.export.gguf_layout import check_exportable_family
 from prunekit.export.gguf_writer import GGUF_TYPES, QUANTIZER_TYPES, check_gguf_output, check_gguf_type, export_gguf
 from prunekit.models.adapters import FAMILIES
 from prunekit.models.encoders import is_encoder_config, is_encoder_spec
+from prunekit.models.export import check_output_dir
 from prunekit.models.loading import load_model, peek_model_type
 
 
@@ -33,7 +35,23 @@ def gguf_payload(exported) -> dict:
     }
 
 
+def cmd_export_decilm(args) -> int:
+    """--to vllm: per-layer widths as a DeciLM checkpoint directory; a uniform model as a plain one."""
+    check_output_dir(args.out, args.overwrite, local_inputs(args.model))
+    if is_encoder_spec(args.model):
+        raise PrunekitError(f"{args.model} is an encoder; the vLLM export writes decoder language models")
+    loaded = load_model(args.model, device="cpu", dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=not args.quiet)
+    exported = export_decilm(loaded.model, loaded.tokenizer, args.out, overwrite=args.overwrite, protected=jobs.input_paths(loaded))
+    kind = "checkpoint" if exported.notes and "plain checkpoint" in exported.notes[0] else "DeciLM (nemotron-nas) checkpoint"
+    lines = [f"note: {note}" for note in exported.notes]
+    lines.append(f"{kind} for vLLM written to {exported.path} (serve with trust_remote_code: it carries its configuration module)")
+    payload = {"path": str(exported.path), "layers": len(exported.layers), "padded_heads": exported.padded_heads, "notes": exported.notes}
+    return print_result(args, payload, lines)
+
+
 def cmd_export(args) -> int:
+    if args.to == "vllm":
+        return cmd_export_decilm(args)
     gguf_type = check_gguf_type(args.type)
     out = check_gguf_output(args.out, args.overwrite, local_inputs(args.model))
     if is_encoder_spec(args.model):
@@ -57,10 +75,15 @@ def cmd_export(args) -> int:
 
 
 def register(sub) -> None:
-    export = sub.add_parser("export", help="write a model as a GGUF file that llama.cpp, ollama and LM Studio run")
+    export = sub.add_parser("export", help="write a model as a GGUF file (llama.cpp, ollama, LM Studio) or a DeciLM checkpoint (vLLM)")
     export.add_argument("--model", required=True, help="a checkpoint directory (pruned or not), hub id or alias")
-    export.add_argument("--to", default="gguf", choices=["gguf"], help="output format (gguf)")
-    export.add_argument("--out", required=True, help="the .gguf file to write")
+    export.add_argument(
+        "--to",
+        default="gguf",
+        choices=["gguf", "vllm"],
+        help="gguf (one file) or vllm (a directory: DeciLM for per-layer widths, a plain checkpoint otherwise); default gguf",
+    )
+    export.add_argument("--out", required=True, help="the .gguf file to write (--to vllm: the directory)")
     export.add_argument(
         "--type",
         default="f16",

@@ -23,7 +23,7 @@ from prunekit.models.shared_blocks import SharedLoRALinear
 ARCHITECTURES = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
 
 
-def _parameters(block: nn.Module, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+def effective_parameters(block: nn.Module, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, tensor) of a block with every shared linear replaced by its effective weight and bias."""
     shared = {name for name, module in block.named_modules() if isinstance(module, SharedLoRALinear)}
     for name, module in block.named_modules():
@@ -65,7 +65,7 @@ def _block_tensors(block: nn.Module, index: int, layout: GgufLayout, config) -> 
     shape = layout.layers[index]
     hidden = config.hidden_size
     groups = config.num_attention_heads // config.num_key_value_heads
-    named = dict(_parameters(block, prefix))
+    named = dict(effective_parameters(block, prefix))
     attention = [k for k in named if ".self_attn." in k]
     ffn = [k for k in named if ".mlp." in k]
     if shape.heads == 0 or shape.phantom_attention:  # no heads left: the sublayer goes, or becomes a bias carrier
