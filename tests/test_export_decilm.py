@@ -13,6 +13,7 @@ import json
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
@@ -20,9 +21,11 @@ from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, L
 import prunekit
 from prunekit.errors import PrunekitError
 from prunekit.export.decilm import CONFIG_MODULE, export_decilm
+from prunekit.models.adapters import ModelAdapter
+from prunekit.models.width_surgery import slice_attention
 from test_export_gguf import empty_sublayers
 
-from conftest import VOCAB, tiny_model
+from conftest import VOCAB, tiny_config, tiny_model
 
 
 def windows():
@@ -30,8 +33,27 @@ def windows():
     return prunekit.TokenWindows(ids, "random", ids.numel())
 
 
+def narrow_heads(model, layer: int, groups: list[int]):
+    """Keep only the KV groups `groups` of one layer (with their query heads), as head pruning does."""
+    adapter = ModelAdapter(model)
+    attention = adapter.layers[layer].self_attn
+    head_dim, per_group = attention.head_dim, model.config.num_attention_heads // model.config.num_key_value_heads
+    q_rows = torch.cat([torch.arange(g * per_group * head_dim, (g + 1) * per_group * head_dim) for g in groups])
+    kv_rows = torch.cat([torch.arange(g * head_dim, (g + 1) * head_dim) for g in groups])
+    new_o = attention.o_proj.weight.detach()[:, q_rows].clone()
+    slice_attention(attention, adapter.family, q_rows, kv_rows, new_o, None, False)
+    return model
+
+
 def structure(name):
+    if name == "a zero group added":  # 4 heads in 4 groups, 3 kept: 4 has no group size for 3, so a fourth is zero
+        config = tiny_config("llama")
+        config.num_key_value_heads = 4
+        torch.manual_seed(0)
+        return narrow_heads(transformers.AutoModelForCausalLM.from_config(config).eval(), 1, [0, 2, 3])
     model = tiny_model("llama", num_layers=4)
+    if name == "narrowed heads":
+        return narrow_heads(narrow_heads(model, 1, [1]), 2, [0])
     if name == "adaptive widths":
         return prunekit.prune(model, "liar", windows(), ratio=0.3, allocation="adaptive", progress=False).model
     if name == "depth + width recipe":
@@ -96,10 +118,14 @@ class VllmRules(torch.nn.Module):
         return self.lm_head(self.norm(hidden))
 
 
-@pytest.mark.parametrize("name", ["adaptive widths", "depth + width recipe", "empty sublayers"])
+@pytest.mark.parametrize("name", ["adaptive widths", "depth + width recipe", "empty sublayers", "narrowed heads", "a zero group added"])
 def test_a_decilm_checkpoint_read_by_vllms_rules_computes_the_pruned_model(name, tiny_tokenizer, tmp_path):
     model = structure(name)
     exported = export_decilm(model, tiny_tokenizer, tmp_path / "deci")
+    if name == "narrowed heads":  # one group of two heads padded to the four a layer has
+        assert [(w.groups, w.group_size) for w in exported.layers][1:3] == [(1, 4), (1, 4)] and exported.padded_heads == 4
+    if name == "a zero group added":
+        assert (exported.layers[1].groups, exported.layers[1].kept_groups, exported.padded_heads) == (4, 3, 1)
     config = json.loads((tmp_path / "deci" / "config.json").read_text())
     assert config["architectures"] == ["DeciLMForCausalLM"] and config["model_type"] == "nemotron-nas"
     assert (tmp_path / "deci" / CONFIG_MODULE).is_file() and len(config["block_configs"]) == len(exported.layers)
