@@ -71,12 +71,17 @@ def tiny_config(family: str, num_layers: int = 4):
 
 def tiny_model(family: str = "llama", num_layers: int = 4, seed: int = 0):
     """A randomly initialised causal LM; weights scaled up so blocks change their input visibly."""
+    return random_model(tiny_config(family, num_layers), seed)
+
+
+def random_model(config, seed: int = 0, std: float = 0.08):
+    """A causal LM of `config` with its matrices (embeddings aside) drawn at `std`, in eval mode."""
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(tiny_config(family, num_layers))
+    model = transformers.AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.dim() == 2 and "embed" not in name:
-                param.normal_(0.0, 0.08)
+                param.normal_(0.0, std)
     return model.eval()
 
 

@@ -23,7 +23,7 @@ from prunekit.models.width_surgery import slice_attention, slice_mlp
 from test_export_decilm import narrow_heads
 from test_export_gguf import empty_sublayers
 
-from conftest import VOCAB
+from conftest import VOCAB, random_model
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.skipif(not BUILT.is_file(), reason=f"vLLM's environment
 
 def vllm_sized_model(seed: int = 0):
     """A tiny Llama with a head size vLLM's CPU attention takes (64)."""
-    torch.manual_seed(seed)
     config = transformers.LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=256,
@@ -49,12 +48,7 @@ def vllm_sized_model(seed: int = 0):
         pad_token_id=0,
         tie_word_embeddings=False,
     )
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.dim() == 2 and "embed" not in name:
-                param.normal_(0.0, 0.05)
-    return model.eval()
+    return random_model(config, seed, std=0.05)
 
 
 def windows():
