@@ -29,17 +29,18 @@ def main(model_dir: str, windows_file: str, decode_tokens: str, repeats: str) ->
         max_model_len=max(len(w) for w in windows) + int(decode_tokens) + 8,
         seed=0,
     )
-    scored = llm.generate([TokensPrompt(prompt_token_ids=w) for w in windows], SamplingParams(max_tokens=1, prompt_logprobs=1))
+    prompts = [TokensPrompt(prompt_token_ids=w) for w in windows]
+    scored = llm.generate(prompts, SamplingParams(max_tokens=1, prompt_logprobs=1), use_tqdm=False)
     nll = []
     for window, output in zip(windows, scored):
         nll.append([-sum(output.prompt_logprobs[i][t].logprob for i, t in enumerate(window) if i > 0), len(window) - 1])
     prompt = TokensPrompt(prompt_token_ids=windows[0][:16])
     params = SamplingParams(max_tokens=int(decode_tokens), ignore_eos=True, temperature=0.0)
-    llm.generate([prompt], params)  # warm-up
+    llm.generate([prompt], params, use_tqdm=False)  # warm-up
     speeds = []
     for _ in range(int(repeats)):
         started = time.perf_counter()
-        out = llm.generate([prompt], params)
+        out = llm.generate([prompt], params, use_tqdm=False)
         speeds.append(len(out[0].outputs[0].token_ids) / (time.perf_counter() - started))
     print(RESULT + json.dumps({"window_nll": nll, "decode_tokens_per_second": statistics.median(speeds)}), flush=True)
 

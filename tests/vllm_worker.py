@@ -28,12 +28,12 @@ def main(model_dir: str, prompts_file: str) -> None:
         seed=0,
     )
     inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
-    scored = llm.generate(inputs, SamplingParams(max_tokens=1, prompt_logprobs=1, temperature=0.0))
+    scored = llm.generate(inputs, SamplingParams(max_tokens=1, prompt_logprobs=1, temperature=0.0), use_tqdm=False)
     logprobs = []
     for prompt, output in zip(prompts, scored):
         entries = output.prompt_logprobs
         logprobs.append([None] + [entries[i][token].logprob for i, token in enumerate(prompt) if i > 0])
-    greedy = llm.generate(inputs, SamplingParams(max_tokens=8, temperature=0.0))
+    greedy = llm.generate(inputs, SamplingParams(max_tokens=8, temperature=0.0), use_tqdm=False)
     result = {"logprobs": logprobs, "greedy": [list(o.outputs[0].token_ids) for o in greedy]}
     print(RESULT + json.dumps(result), flush=True)  # vLLM logs to stdout too: the result is the line with this prefix
 
