@@ -68,10 +68,12 @@ def main() -> None:
         started = time.perf_counter()
         served = in_vllm(directory, ids, args.decode_tokens, args.repeats)
         vllm_seconds = time.perf_counter() - started
-        vllm_nll = [total / count for total, count in served["window_nll"]]
+        sums = [-sum(window[1:]) for window in served["logprobs"]]  # summed NLL of each window's predicted tokens
+        counts = [len(window) - 1 for window in served["logprobs"]]
+        vllm_nll = [total / count for total, count in zip(sums, counts)]
         rows[label] = {
             "transformers_perplexity": ours.perplexity,
-            "vllm_perplexity": math.exp(sum(t for t, _ in served["window_nll"]) / sum(c for _, c in served["window_nll"])),
+            "vllm_perplexity": math.exp(sum(sums) / sum(counts)),
             "window_nll_transformers": ours.window_nll,
             "window_nll_vllm": vllm_nll,
             "vllm_decode_tokens_per_second": served["decode_tokens_per_second"],

@@ -2,7 +2,7 @@
 makes): prompt log-probabilities within 1e-4 of prunekit's own forward at fp32, and the same greedy tokens.
 
 vLLM pins its own torch and transformers, so it runs in a second virtual environment (VLLM_PYTHON, default
-.venv-vllm/bin/python) through tests/vllm_worker.py; without that environment these tests skip and say so.
+.venv-vllm/bin/python) through benchmarks/vllm_measure.py; without that environment these tests skip and say so.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from conftest import VOCAB, random_model
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
 BUILT = VLLM_PYTHON.parent.parent / ".vllm-installed"  # make vllm's stamp: a half-installed environment does not count
-RESULT = "prunekit-vllm-result "  # tests/vllm_worker.py's prefix of its result line
+RESULT = "prunekit-vllm-result "  # benchmarks/vllm_measure.py's prefix of its result line
 TOLERANCE = 1e-4  # fp32 on both sides; the differences are summation order
 pytestmark = pytest.mark.skipif(not BUILT.is_file(), reason=f"vLLM's environment is not built ({BUILT} missing; run make vllm)")
 
@@ -85,7 +85,7 @@ def structure(name):
 def served(directory: Path, prompts: list[list[int]], tmp_path: Path) -> dict:
     (tmp_path / "prompts.json").write_text(json.dumps(prompts))
     done = subprocess.run(
-        [str(VLLM_PYTHON), str(ROOT / "tests" / "vllm_worker.py"), str(directory), str(tmp_path / "prompts.json")],
+        [str(VLLM_PYTHON), str(ROOT / "benchmarks" / "vllm_measure.py"), str(directory), str(tmp_path / "prompts.json")],
         capture_output=True,
         text=True,
         timeout=900,

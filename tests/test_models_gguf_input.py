@@ -3,8 +3,6 @@ compensation adds are loaded (transformers' reader alone skips them), and a bias
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 
@@ -29,7 +27,7 @@ def test_a_liar_model_read_back_from_gguf_keeps_its_compensation_biases(tmp_path
     down_bias = model.model.layers[0].mlp.down_proj.bias
     assert down_bias is not None and down_bias.abs().max() > 0
     exported = export_gguf(model, tiny_tokenizer, tmp_path / "width.gguf", gguf_type="f32")
-    assert "ffn_down" in gguf_input.bias_parts(exported.path)
+    assert "ffn_down" in gguf_input.read_header(exported.path).bias_parts
     loaded = load_model(str(exported.path), device="cpu", progress=False)
     assert loaded.model.config.mlp_bias
     assert not loaded.model.model.layers[0].mlp.gate_proj.bias.any() and not loaded.model.model.layers[0].mlp.up_proj.bias.any()
@@ -39,19 +37,17 @@ def test_a_liar_model_read_back_from_gguf_keeps_its_compensation_biases(tmp_path
 
 
 def test_a_bias_the_family_has_no_place_for_is_refused(monkeypatch):
-    monkeypatch.setattr(gguf_input, "bias_parts", lambda path: {"ffn_down"})
-    qwen3 = types.SimpleNamespace(model_type="qwen3", attention_bias=False)
+    header = gguf_input.GgufHeader
     with pytest.raises(PrunekitError, match=r"holds ffn_down biases that transformers' qwen3 has no place for"):
-        gguf_input.bias_switches("m.gguf", qwen3)
-    llama = types.SimpleNamespace(model_type="llama", mlp_bias=False, attention_bias=False)
-    assert gguf_input.bias_switches("m.gguf", llama) == {"mlp_bias": True}
-    monkeypatch.setattr(gguf_input, "bias_parts", lambda path: {"attn_q", "attn_k", "attn_v"})
-    assert gguf_input.bias_switches("m.gguf", types.SimpleNamespace(model_type="qwen2")) == {}  # loaded natively
+        gguf_input.bias_switches(header("qwen3", frozenset({"ffn_down"})), "m.gguf")
+    assert gguf_input.bias_switches(header("llama", frozenset({"ffn_down"})), "m.gguf") == {"mlp_bias": True}
+    qkv = frozenset({"attn_q", "attn_k", "attn_v"})
+    assert gguf_input.bias_switches(header("qwen2", qkv), "m.gguf") == {}  # loaded natively
 
 
 def test_the_architecture_is_read_from_the_header(tmp_path, tiny_tokenizer):
     exported = export_gguf(tiny_model("qwen3"), tiny_tokenizer, tmp_path / "q.gguf", gguf_type="f32")
-    assert gguf_input.gguf_model_type(exported.path) == "qwen3"
+    assert gguf_input.read_header(exported.path).model_type == "qwen3"
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf at all")
     with pytest.raises(PrunekitError, match="cannot read GGUF file"):
-        gguf_input.gguf_architecture(tmp_path / "junk.gguf")
+        gguf_input.read_header(tmp_path / "junk.gguf")

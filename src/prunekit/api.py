@@ -37,7 +37,7 @@ from prunekit.methods.registry import (
 )
 from prunekit.models.adapters import parameter_count
 from prunekit.models.encoders import adapter_for, is_encoder_config, save_encoder
-from prunekit.models.export import save_model
+from prunekit.models.export import save_model, with_loaded_from
 from prunekit.models.loading import load_model
 from prunekit.models.shared_checkpoint import has_shared_blocks, save_shared_model
 from prunekit.recovery import dense_teacher
@@ -419,9 +419,7 @@ def save(
     a plain transformers checkpoint, one with per-layer widths, a shared-block checkpoint, or an
     encoder. Atomic: `out` appears complete or not at all."""
     model, plan = (result.model, result.plan) if isinstance(result, PruneResult) else (result, None)
-    loaded_from = getattr(model.config, "_name_or_path", "") or ""
-    if loaded_from and Path(loaded_from).expanduser().exists():  # never written over, into or above
-        protected = [*protected, loaded_from]
+    protected = with_loaded_from(model, protected)  # never written over, into or above
     extra = dict(extra_json or {})
     if plan is not None:
         extra.setdefault(PLAN_FILE, plan.to_dict())

@@ -129,12 +129,10 @@ def prune_job(
     if compare:
         evaluation = {"dense": dense, "pruned": evaluate_pruned(loaded, compare, result.plan, device=device, progress=progress)}
     out = Path(out).expanduser().resolve()
-    extra = {"prunekit_eval.json": evaluation} if evaluation else {}
-    on_main_process(
-        lambda: api.save(result, out, loaded.tokenizer, overwrite=overwrite, extra_json=extra, protected=protected, source=loaded.location)
-    )
-    if evaluation.get("pruned", {}).get("speed"):  # measured before the save, from the input's files: the output's own size
-        evaluation["pruned"]["speed"]["disk_bytes"] = disk_size(out)
+    on_main_process(lambda: api.save(result, out, loaded.tokenizer, overwrite=overwrite, protected=protected, source=loaded.location))
+    if evaluation:  # written once the checkpoint is, so that its size on disk is the output's own, not the input's
+        if evaluation["pruned"].get("speed"):
+            evaluation["pruned"]["speed"]["disk_bytes"] = disk_size(out)
         on_main_process(lambda: write_json_atomically(out / "prunekit_eval.json", evaluation))
     report = write_comparison_report(out, evaluation["dense"], evaluation["pruned"]) if evaluation else None
     return JobResult(result, out, evaluation, report)
@@ -251,9 +249,8 @@ def scan_job(
         raise PrunekitError(f"--out {out} must name a .json file (a .png chart is written beside it)")
     for written in (out, out.with_suffix(".png")):
         check_not_over_inputs(written, input_paths(loaded))
-    for existing in (out, out.with_suffix(".png")):
-        if existing.exists() and not overwrite:
-            raise PrunekitError(f"{existing} exists; pass --overwrite or choose another --out")
+        if written.exists() and not overwrite:
+            raise PrunekitError(f"{written} exists; pass --overwrite or choose another --out")
     claim_output(out.resolve())
     data = data or DataSettings()
     windows = data.load(loaded, data.data or "builtin", "calibration", data.windows, data.seq_len)  # None: load_windows' default

@@ -42,7 +42,7 @@ def cmd_export_decilm(args) -> int:
         raise PrunekitError(f"{args.model} is an encoder; the vLLM export writes decoder language models")
     loaded = load_model(args.model, device="cpu", dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=not args.quiet)
     exported = export_decilm(loaded.model, loaded.tokenizer, args.out, overwrite=args.overwrite, protected=jobs.input_paths(loaded))
-    kind = "checkpoint" if exported.notes and "plain checkpoint" in exported.notes[0] else "DeciLM (nemotron-nas) checkpoint"
+    kind = "DeciLM (nemotron-nas) checkpoint" if exported.decilm else "checkpoint"
     lines = [f"note: {note}" for note in exported.notes]
     lines.append(f"{kind} for vLLM written to {exported.path} (serve with trust_remote_code: it carries its configuration module)")
     payload = {"path": str(exported.path), "layers": len(exported.layers), "padded_heads": exported.padded_heads, "notes": exported.notes}

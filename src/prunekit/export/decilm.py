@@ -28,10 +28,10 @@ import torch
 from safetensors.torch import save_file
 
 from prunekit.errors import PrunekitError
-from prunekit.export.gguf_layout import DECI_FAMILIES
+from prunekit.export.gguf_layout import DECI_FAMILIES, has_bias
 from prunekit.export.gguf_tensors import effective_parameters
 from prunekit.models.adapters import ModelAdapter
-from prunekit.models.export import output_dir, write_checkpoint
+from prunekit.models.export import output_dir, with_loaded_from, write_checkpoint
 from prunekit.models.tied_tensors import unique_tensors
 
 CONFIG_MODULE = "configuration_decilm.py"
@@ -72,20 +72,25 @@ class DeciLayer:
     groups: int  # KV heads written (0: attention no_op)
     group_size: int  # query heads per KV group written (n_heads_in_group)
     kept_groups: int  # KV groups the model really has (the rest are zero)
+    query_heads: int  # query heads the model really has (the rest of groups x group_size are zero)
     ffn: int  # FFN channels written (0: FFN no_op)
+
+    @property
+    def padded_heads(self) -> int:
+        return self.groups * self.group_size - self.query_heads
 
 
 @dataclass
 class DeciExport:
     path: Path
     layers: list[DeciLayer]
-    padded_heads: int  # zero query heads added over all layers
+    decilm: bool  # False: the model has uniform widths and was written as the plain checkpoint it is
     notes: list[str]
 
-
-def _has_bias(linear) -> bool:
-    bias = linear.effective_bias() if hasattr(linear, "effective_bias") else linear.bias
-    return bias is not None and bool(bias.detach().abs().max() > 0)
+    @property
+    def padded_heads(self) -> int:
+        """Zero query heads added over all layers."""
+        return sum(layer.padded_heads for layer in self.layers)
 
 
 def _written_groups(kept: int, heads: int) -> int:
@@ -108,14 +113,14 @@ def decilm_layout(model) -> list[DeciLayer]:
         query_heads = attention.o_proj.in_features // head_dim
         kept = attention.k_proj.out_features // head_dim
         if kept == 0:
-            groups = 1 if _has_bias(attention.o_proj) else 0  # a bias alone rides on one zero group
+            groups = 1 if has_bias(attention.o_proj) else 0  # a bias alone rides on one zero group
         else:
             groups = _written_groups(kept, heads)
             if query_heads % kept or query_heads // kept > heads // groups:
                 raise PrunekitError(f"a layer's {query_heads} query heads do not fit {groups} groups of {heads // groups}")
         width = mlp.down_proj.in_features
-        ffn = width if width else (1 if _has_bias(mlp.down_proj) else 0)
-        layers.append(DeciLayer(groups, heads // groups if groups else 0, kept, ffn))
+        ffn = width if width else (1 if has_bias(mlp.down_proj) else 0)
+        layers.append(DeciLayer(groups, heads // groups if groups else 0, kept, query_heads, ffn))
     return layers
 
 
@@ -127,7 +132,7 @@ def _attention_tensors(written: DeciLayer, heads: int, head_dim: int, hidden: in
     v = torch.zeros(written.groups, head_dim, hidden)
     o = torch.zeros(hidden, written.groups, size, head_dim)
     if kept:
-        real = named[f"{prefix}self_attn.q_proj.weight"].shape[0] // head_dim // kept  # query heads per kept group
+        real = written.query_heads // kept  # query heads per kept group
         q[:kept, :real] = named[f"{prefix}self_attn.q_proj.weight"].reshape(kept, real, head_dim, hidden)
         k[:kept] = named[f"{prefix}self_attn.k_proj.weight"].reshape(kept, head_dim, hidden)
         v[:kept] = named[f"{prefix}self_attn.v_proj.weight"].reshape(kept, head_dim, hidden)
@@ -163,7 +168,7 @@ def decilm_tensors(model, layers: list[DeciLayer]) -> tuple[dict[str, torch.Tens
     heads, hidden = config.num_attention_heads, config.hidden_size
     head_dim = getattr(adapter.layers[0], adapter.family.attention_attr).head_dim
     blocks = [dict(effective_parameters(layer, f"model.layers.{i}.")) for i, layer in enumerate(adapter.layers)]
-    attention_bias = any(_has_bias(getattr(layer, adapter.family.attention_attr).o_proj) for layer in adapter.layers)
+    attention_bias = any(has_bias(getattr(layer, adapter.family.attention_attr).o_proj) for layer in adapter.layers)
     qkv_bias = any(
         name.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")) and bool(tensor.detach().abs().max() > 0)
         for block in blocks
@@ -172,7 +177,7 @@ def decilm_tensors(model, layers: list[DeciLayer]) -> tuple[dict[str, torch.Tens
     )
     if qkv_bias:
         raise PrunekitError("q/k/v biases (Qwen2) in the DeciLM format: not written yet; export this model to GGUF instead")
-    mlp_bias = any(_has_bias(getattr(layer, adapter.family.mlp_attr).down_proj) for layer in adapter.layers)
+    mlp_bias = any(has_bias(getattr(layer, adapter.family.mlp_attr).down_proj) for layer in adapter.layers)
     tensors = {name: tensor for name, tensor in model.state_dict().items() if not name.startswith("model.layers.")}
     for index, (written, named) in enumerate(zip(layers, blocks)):
         prefix = f"model.layers.{index}."
@@ -213,22 +218,16 @@ def export_decilm(model, tokenizer, out: str | os.PathLike, *, overwrite: bool =
     """Write `model` as a DeciLM checkpoint in `out` (atomically): config.json with one block config per layer,
     its configuration module, model.safetensors and the tokenizer."""
     layers = decilm_layout(model)
-    heads = model.config.num_attention_heads
-    loaded_from = getattr(model.config, "_name_or_path", "") or ""
-    inputs = [*protected, *([loaded_from] if loaded_from and Path(loaded_from).expanduser().exists() else [])]
+    inputs = with_loaded_from(model, protected)
+    path = Path(out).expanduser().resolve()
     if len({(layer.groups, layer.ffn) for layer in layers}) == 1 and all(one.groups == one.kept_groups and one.ffn for one in layers):
         with output_dir(out, overwrite=overwrite, protected=inputs) as tmp:  # uniform: vLLM reads it as the Llama it is
             write_checkpoint(model, tokenizer, tmp)
         note = "every layer has the same widths: written as a plain checkpoint, which vLLM serves as it is"
-        return DeciExport(Path(out).expanduser().resolve(), layers, 0, [note])
+        return DeciExport(path, layers, False, [note])
     tensors, attention_bias, mlp_bias = decilm_tensors(model, layers)
     notes = []
-    real_heads = [
-        tensors[f"model.layers.{i}.self_attn.o_proj.weight"].abs().sum(0).reshape(heads, -1).any(1).sum().item()
-        for i, layer in enumerate(layers)
-        if layer.groups
-    ]
-    padded = sum(heads - h for h in real_heads)
+    padded = sum(layer.padded_heads for layer in layers)
     if padded:
         notes.append(
             f"{padded} zero query heads pad the layers LIAR narrowed (vLLM's format has one query-head count); they add "
@@ -244,10 +243,4 @@ def export_decilm(model, tokenizer, out: str | os.PathLike, *, overwrite: bool =
         (tmp / CONFIG_MODULE).write_text(CONFIG_SOURCE)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-    return DeciExport(Path(out).expanduser().resolve(), layers, padded, notes)
-
-
-def padded_head_fraction(export: DeciExport, heads: int) -> float:
-    """Share of the attention compute spent on zero heads."""
-    written = sum(heads for layer in export.layers if layer.groups)
-    return export.padded_heads / written if written else 0.0
+    return DeciExport(path, layers, True, notes)

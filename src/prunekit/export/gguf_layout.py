@@ -50,7 +50,7 @@ class GgufLayout:
         return self.architecture in INTERLEAVED_ROPE
 
 
-def _has_bias(linear) -> bool:
+def has_bias(linear) -> bool:
     bias = linear.effective_bias() if hasattr(linear, "effective_bias") else linear.bias
     return bias is not None and bool(bias.detach().abs().max() > 0)
 
@@ -94,7 +94,7 @@ def gguf_layout(model) -> GgufLayout:
         layers.append(LayerShape(heads=heads, kv_heads=heads // groups, ffn=ffn))
     uniform = len({(s.heads, s.kv_heads, s.ffn) for s in layers}) == 1 and layers[0].heads > 0 and layers[0].ffn > 0
     architecture = native
-    extra_bias = any(_has_bias(getattr(layer, attention).o_proj) or _has_bias(getattr(layer, mlp).down_proj) for layer in adapter.layers)
+    extra_bias = any(has_bias(getattr(layer, attention).o_proj) or has_bias(getattr(layer, mlp).down_proj) for layer in adapter.layers)
     if uniform and native == "qwen2" and (layers[0].heads * head_dim != config.hidden_size or extra_bias):
         uniform = False  # llama.cpp's qwen2 sizes attention by the hidden width and has no output biases; deci has both
     if native == "qwen3" and extra_bias:
@@ -110,9 +110,9 @@ def gguf_layout(model) -> GgufLayout:
             )
         architecture = "deci"
         for layer, shape in zip(adapter.layers, layers):
-            if shape.heads == 0 and _has_bias(getattr(layer, attention).o_proj):
+            if shape.heads == 0 and has_bias(getattr(layer, attention).o_proj):
                 shape.phantom_attention, shape.heads, shape.kv_heads = True, groups, 1
-            if shape.ffn == 0 and (shape.heads > 0 or _has_bias(getattr(layer, mlp).down_proj)):
+            if shape.ffn == 0 and (shape.heads > 0 or has_bias(getattr(layer, mlp).down_proj)):
                 shape.phantom_ffn, shape.ffn = True, 1
     window = getattr(config, "sliding_window", None)
     if window and getattr(config, "use_sliding_window", True) and window < config.max_position_embeddings:

@@ -28,7 +28,7 @@ from prunekit.export.gguf_layout import GgufLayout, gguf_layout
 from prunekit.export.gguf_tensors import gguf_tensors, rope_parameters
 from prunekit.export.gguf_vocab import add_vocabulary
 from prunekit.models.adapters import ModelAdapter
-from prunekit.models.export import check_output_file, claim_output, readable_like_save_pretrained, release_output
+from prunekit.models.export import check_output_file, claim_output, readable_like_save_pretrained, release_output, with_loaded_from
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -233,9 +233,7 @@ def export_gguf(
     """
     started = time.perf_counter()
     gguf_type = check_gguf_type(gguf_type)
-    loaded_from = getattr(model.config, "_name_or_path", "") or ""
-    inputs = [*protected, *([loaded_from] if loaded_from and Path(loaded_from).expanduser().exists() else [])]
-    path = check_gguf_output(out, overwrite, inputs)
+    path = check_gguf_output(out, overwrite, with_loaded_from(model, protected))
     claim_output(path)  # a second run writing the same file stops at once
     try:
         return _export(model, tokenizer, path, layout=gguf_layout(model), gguf_type=gguf_type, name=name, started=started)

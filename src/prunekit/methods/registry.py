@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunekit.data.documents import shard_paths
 from prunekit.data.windows import DEFAULT_CALIBRATION_WINDOWS, TokenWindows
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.fingerprints import data_file_digest, token_digest
 from prunekit.options import field_default
 from prunekit.recovery.checkpoints import Checkpointing
 from prunekit.recovery.data import SELF_GENERATED, recovery_windows, self_generated_windows
-from prunekit.recovery.window_stream import is_streamed, parse_mix, streamed_windows
+from prunekit.recovery.window_stream import documents_of, is_streamed, parse_mix, streamed_windows
 
 
 @dataclass
@@ -77,18 +76,16 @@ class StageContext:
 
     def recovery_data_identity(self):
         """What the recovery data is, by content where it is local (a run that resumes must find it again):
-        a SPEC with its files' sizes and sampled bytes, windows by their hash, None for a function."""
+        each source of a SPEC as its reader identifies it (shards by size and sampled bytes, a hub dataset by
+        name), a single file by its own bytes, windows by their hash, None for a function."""
         data = self.recovery_data
         if isinstance(data, TokenWindows):
             return {"content": token_digest(data.input_ids)}
         if not isinstance(data, str):
             return None
-        parts = []
-        for source, weight in parse_mix(data):
-            local = source not in ("builtin", SELF_GENERATED) and (Path(source).expanduser().exists() or any(c in source for c in "*?["))
-            paths = shard_paths(source) if local and not Path(source).expanduser().is_file() else [Path(source).expanduser()] * local
-            parts.append({"spec": source, "weight": weight, "content": [data_file_digest(p) for p in paths] or None})
-        return parts
+        return [
+            {"spec": source, "weight": weight, "identity": _source_identity(source, self.text_field)} for source, weight in parse_mix(data)
+        ]
 
     def _streamed(self) -> bool:
         return isinstance(self.recovery_data, str) and self.recovery_data != SELF_GENERATED and is_streamed(self.recovery_data)
@@ -134,6 +131,15 @@ class StageContext:
         return recovery_windows(
             data, self.tokenizer, num_tokens=config.tokens, seq_len=config.seq_len, seed=config.seed, text_field=self.text_field
         )
+
+
+def _source_identity(source: str, text_field: str):
+    if source in ("builtin", SELF_GENERATED):
+        return source
+    path = Path(source).expanduser()
+    if path.is_file():  # also the formats read whole (.json, .txt), which are no shards
+        return {"files": [str(path)], "content": [data_file_digest(path)]}
+    return documents_of(source, text_field).identity()
 
 
 @dataclass(frozen=True)

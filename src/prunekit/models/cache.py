@@ -43,14 +43,12 @@ def cache_root() -> Path:
 
 
 def is_prunekit_cache(root: Path) -> bool:
-    return (root / ROOT_MARKER).is_file()
-
-
-def _made_by_an_older_prunekit(root: Path) -> bool:
-    """A root that holds only the kind folders prunekit makes (and hidden lock or temporary files): a cache
-    written before the marker existed. It is adopted (marked); its unmarked entries are never deleted, only
-    converted again when used."""
-    names = [p for p in root.iterdir() if not p.name.startswith(".")]
+    """Whether prunekit made `root`: it holds the marker, or only the kind folders prunekit makes (and hidden lock
+    or temporary files), as a cache written before the marker existed does. Such a cache is adopted (marked); its
+    unmarked entries are never deleted, only converted again when used."""
+    if (root / ROOT_MARKER).is_file():
+        return True
+    names = [p for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []
     return bool(names) and all(p.name in KINDS and p.is_dir() and not p.is_symlink() for p in names)
 
 
@@ -58,7 +56,7 @@ def writable_cache_dir(kind: str) -> Path:
     """The folder of one kind of entry, made (with the root's marker) and checked writable before any slow
     conversion; a folder that holds other things and no marker is refused as a cache."""
     root = cache_root()
-    if root.is_dir() and any(root.iterdir()) and not is_prunekit_cache(root) and not _made_by_an_older_prunekit(root):
+    if root.is_dir() and any(root.iterdir()) and not is_prunekit_cache(root):
         raise PrunekitError(
             f"PRUNEKIT_CACHE={root} holds files that prunekit did not write; point PRUNEKIT_CACHE at an empty or new directory"
         )
@@ -158,7 +156,7 @@ def clear_cache() -> Cleared:
     root = cache_root()
     if not root.is_dir():
         return Cleared(0, [], [], [])
-    if not is_prunekit_cache(root) and not _made_by_an_older_prunekit(root):
+    if not is_prunekit_cache(root):
         raise PrunekitError(
             f"{root} is not a prunekit cache (no {ROOT_MARKER} marker); prunekit clears only folders it made; check PRUNEKIT_CACHE"
         )

@@ -49,6 +49,13 @@ def check_not_over_inputs(out: str | os.PathLike, inputs: list[str | os.PathLike
     return out_path
 
 
+def with_loaded_from(model, protected: list[str | os.PathLike] = ()) -> list[str | os.PathLike]:
+    """`protected` plus the directory `model` was loaded from (its `_name_or_path`, where that exists here):
+    an output written from a model never lands on, in or over its own source."""
+    loaded_from = getattr(model.config, "_name_or_path", "") or ""
+    return [*protected, *([loaded_from] if loaded_from and Path(loaded_from).expanduser().exists() else [])]
+
+
 def check_output_file(out: str | os.PathLike, overwrite: bool, *, kind: str, example: str, protected: list[str | os.PathLike] = ()) -> Path:
     """Refuse, before any work, a file output that is a directory, exists (unless `overwrite`), lies over an
     input (`protected`, see check_not_over_inputs) or cannot be written; `kind` names it in the message

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -23,49 +24,46 @@ MLP_PARTS = ("ffn_gate", "ffn_up", "ffn_down")
 ATTENTION_PARTS = ("attn_q", "attn_k", "attn_v", "attn_output")
 
 
-def _reader(gguf_path: str | os.PathLike):
+@dataclass(frozen=True)
+class GgufHeader:
+    """What a GGUF file says before any tensor is read: its model type and the kinds of bias tensors it holds
+    (ffn_down, attn_output, ...). Reading it costs seconds (the reader parses every vocabulary entry), so it is
+    read once per conversion."""
+
+    architecture: str
+    bias_parts: frozenset[str]
+
+    @property
+    def model_type(self) -> str:
+        return GGUF_MODEL_TYPES.get(self.architecture, self.architecture)
+
+
+def read_header(gguf_path: str | os.PathLike) -> GgufHeader:
     import gguf
 
     try:
-        return gguf.GGUFReader(str(gguf_path))
+        reader = gguf.GGUFReader(str(gguf_path))
     except Exception as error:  # noqa: BLE001 - a damaged or foreign file
         raise PrunekitError(f"cannot read GGUF file {gguf_path}: {str(error).splitlines()[0][:200]}") from None
-
-
-def gguf_architecture(gguf_path: str | os.PathLike) -> str:
-    """general.architecture from a GGUF file's header (no tensor is read)."""
-    field = _reader(gguf_path).get_field("general.architecture")
+    field = reader.get_field("general.architecture")
     if field is None:
         raise PrunekitError(f"GGUF file {gguf_path} names no architecture (general.architecture); it is not a model file")
-    return bytes(field.parts[field.data[0]]).decode()
+    parts = frozenset(match["part"] for tensor in reader.tensors if (match := _BIAS.match(tensor.name)))
+    return GgufHeader(bytes(field.parts[field.data[0]]).decode(), parts)
 
 
-def gguf_model_type(gguf_path: str | os.PathLike) -> str:
-    architecture = gguf_architecture(gguf_path)
-    return GGUF_MODEL_TYPES.get(architecture, architecture)
-
-
-def bias_parts(gguf_path: str | os.PathLike) -> set[str]:
-    """The kinds of bias tensors the file holds (ffn_down, attn_output, ...)."""
-    return {match["part"] for tensor in _reader(gguf_path).tensors if (match := _BIAS.match(tensor.name))}
-
-
-def bias_switches(gguf_path: str | os.PathLike, config) -> dict[str, bool]:
-    """Config switches (mlp_bias, attention_bias) to turn on so that transformers loads every bias the file holds;
-    a bias the family cannot hold is a one-line refusal."""
-    parts = bias_parts(gguf_path)
-    family = FAMILIES.get(getattr(config, "model_type", None))
+def bias_switches(header: GgufHeader, gguf_path: str | os.PathLike) -> dict[str, bool]:
+    """Config switches (mlp_bias, attention_bias) to turn on so that transformers loads every bias the file holds
+    (a config read from a GGUF file has them off); a bias the family cannot hold is a one-line refusal."""
+    family = FAMILIES.get(header.model_type)
     switches = {}
     for wanted, field in ((MLP_PARTS, family and family.mlp_bias_field), (ATTENTION_PARTS, family and family.attention_bias_field)):
-        found = sorted(parts & set(wanted))
-        if not found or (field and getattr(config, field, False)):
-            continue
-        native_qkv = {"attn_q", "attn_k", "attn_v"} >= set(found) and getattr(config, "model_type", "") == "qwen2"
-        if native_qkv:  # qwen2 loads its q/k/v biases without a switch
-            continue
+        found = sorted(header.bias_parts & set(wanted))
+        if not found or ({"attn_q", "attn_k", "attn_v"} >= set(found) and header.model_type == "qwen2"):
+            continue  # nothing to load, or qwen2's q/k/v biases, which it loads without a switch
         if not field:
             raise PrunekitError(
-                f"GGUF file {gguf_path} holds {', '.join(found)} biases that transformers' {config.model_type} has no place for; "
+                f"GGUF file {gguf_path} holds {', '.join(found)} biases that transformers' {header.model_type} has no place for; "
                 "loading it would compute another model: load the checkpoint it was exported from"
             )
         switches[field] = True

@@ -26,7 +26,7 @@ from prunekit.models.adapters import ModelAdapter, family_for_config
 from prunekit.models.cache import cache_root, content_key, is_complete_entry, mark_entry, writable_cache_dir
 from prunekit.models.encoders import ENCODER_ALIASES, encoder_model_path, is_encoder_config, load_encoder
 from prunekit.models.export import atomic_output_dir, write_checkpoint
-from prunekit.models.gguf_input import bias_switches, gguf_model_type, zero_missing_biases
+from prunekit.models.gguf_input import bias_switches, read_header, zero_missing_biases
 from prunekit.models.layer_widths import has_layer_widths, load_layer_width_model
 from prunekit.models.shared_checkpoint import is_shared_checkpoint, load_shared_model
 
@@ -142,7 +142,7 @@ def _usable_entry(cached: Path) -> bool:
 def convert_gguf(gguf_path: Path, progress: bool = True) -> Path:
     """Dequantize a GGUF file to a cached safetensors checkpoint (once) and return its directory.
     `progress=False` hides transformers' dequantisation bar (a plain tqdm that no switch reaches)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = _gguf_cache_dir(gguf_path)
     if _usable_entry(cached):
@@ -150,13 +150,13 @@ def convert_gguf(gguf_path: Path, progress: bool = True) -> Path:
     if cached.exists():
         log.warning("the cached conversion %s is incomplete or damaged; converting %s again", cached, gguf_path)
     writable_cache_dir("gguf")  # before the slow conversion, not after it
+    header = read_header(gguf_path)
+    family_for_config(header)  # refused before the slow conversion
+    switches = bias_switches(header, gguf_path)  # biases transformers would skip without a word
     log.info("converting %s to safetensors (once; cached in %s)", gguf_path, cached)
     try:
         with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()):
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            family_for_config(config)
-            switches = bias_switches(gguf_path, config)  # biases transformers would skip without a word
             model, info = AutoModelForCausalLM.from_pretrained(
                 gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, output_loading_info=True, **switches
             )
@@ -182,7 +182,8 @@ def peek_model_type(spec: str) -> str | None:
     else:
         path = Path(spec).expanduser()
     if path.suffix == ".gguf" and path.is_file():
-        return gguf_model_type(path)
+        cached = _gguf_cache_dir(path)  # converted before: its config says it without reading the GGUF again
+        return json.loads((cached / "config.json").read_text()).get("model_type") if _usable_entry(cached) else read_header(path).model_type
     if (path / "config.json").is_file():
         try:
             return json.loads((path / "config.json").read_text()).get("model_type")
