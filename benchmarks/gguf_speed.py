@@ -16,7 +16,6 @@ Rows are written as they finish; a rerun skips finished rows.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import torch
 
 import prunekit
 from prunekit import load_model, load_windows, parameter_count
+from prunekit.evaluation.llama_cpp import llama_cpp_speed, llama_cpp_window_nll
 from prunekit.evaluation.perplexity import perplexity
 from prunekit.evaluation.significance import compare
 
@@ -47,61 +47,6 @@ CONTENDERS = {
     ),
 }
 SPEED_TYPES = ("f16", "q8_0")
-
-
-def _llama(path: Path, threads: int, logits_all: bool = False):
-    import llama_cpp
-
-    return llama_cpp.Llama(
-        str(path),
-        n_ctx=1024,
-        n_batch=512,
-        n_threads=threads,
-        n_threads_batch=threads,
-        logits_all=logits_all,
-        verbose=False,
-        **({"type_k": 0, "type_v": 0} if logits_all else {}),
-    )
-
-
-def llama_cpp_window_nll(path: Path, windows, threads: int) -> list[float]:
-    """Mean next-token NLL of each window from llama.cpp's logits (each window evaluated from an empty cache)."""
-    llm = _llama(path, threads, logits_all=True)
-    out = []
-    for row in windows.input_ids.tolist():
-        llm.reset()
-        llm.eval(row)
-        logits = torch.from_numpy(np.array(llm.scores[: len(row) - 1], dtype=np.float64))
-        out.append(float(torch.nn.functional.cross_entropy(logits, torch.tensor(row[1:]), reduction="mean")))
-    llm.close()
-    return out
-
-
-def _greedy(llm) -> int:
-    """The most likely next token from the last logits llama.cpp computed (kept only in its context without logits_all)."""
-    return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))))
-
-
-def llama_cpp_speed(path: Path, prompt: list[int], generate: int, repeats: int, threads: int) -> dict:
-    """Median prompt-processing and generation tokens/s of `repeats` runs (one warm-up run first)."""
-    llm = _llama(path, threads)
-    prefill, decode = [], []
-    for run in range(repeats + 1):
-        llm.reset()
-        started = time.perf_counter()
-        llm.eval(prompt)
-        prefill_seconds = time.perf_counter() - started
-        token = _greedy(llm)
-        started = time.perf_counter()
-        for _ in range(generate):
-            llm.eval([token])
-            token = _greedy(llm)
-        decode_seconds = time.perf_counter() - started
-        if run:  # the first run warms caches and is not counted
-            prefill.append(len(prompt) / prefill_seconds)
-            decode.append(generate / decode_seconds)
-    llm.close()
-    return {"prompt_tokens_per_s": statistics.median(prefill), "generation_tokens_per_s": statistics.median(decode), "runs": repeats}
 
 
 def main() -> None:

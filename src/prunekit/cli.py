@@ -22,7 +22,7 @@ import warnings
 
 from transformers.utils import logging as hf_logging
 
-from prunekit.commands import cache, evaluate, export, prune, recover, report, scan
+from prunekit.commands import cache, evaluate, export, fit, prune, recover, report, scan
 from prunekit.commands.flags import CONFIGS, FLAGS
 from prunekit.errors import ComputationError, PrunekitError
 from prunekit.models.export import release_all_outputs
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in (scan.register, prune.register, evaluate.register, recover.register, prune.register_methods):
         command(sub)
-    for command in (export.register, cache.register, report.register):
+    for command in (fit.register, export.register, cache.register, report.register):
         command(sub)
     return parser
 

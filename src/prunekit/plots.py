@@ -160,3 +160,28 @@ def plot_stage_panels(path: str | Path, panels: list[dict], *, title: str) -> di
         ax.set_title(panel["title"], fontsize=9)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def plot_pareto(path: str | Path, points: list[dict], *, title: str, max_bytes: int | None = None) -> dict:
+    """Two panels, quality against file size and against decode speed-up: one marker per contender kind
+    (`points`: name, kind, mib, speedup, perplexity, chosen); the chosen one is circled."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    markers = {"dense": ("s", GREY), "shortgpt": ("v", BLUE), "liar-uniform": ("^", "tab:green"), "candidate": ("o", RED)}
+    for ax, key, xlabel in ((axes[0], "mib", "GGUF file (MiB)"), (axes[1], "speedup", "decode speed-up over dense at the same type")):
+        for kind, (marker, colour) in markers.items():
+            chosen = [p for p in points if p["kind"] == kind]
+            if chosen:
+                ax.scatter([p[key] for p in chosen], [p["perplexity"] for p in chosen], marker=marker, color=colour, label=kind)
+        for p in points:
+            ax.annotate(p["name"], (p[key], p["perplexity"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if p.get("chosen"):
+                ax.scatter([p[key]], [p["perplexity"]], s=220, facecolors="none", edgecolors="black")
+        if key == "mib" and max_bytes is not None:
+            ax.axvline(max_bytes / 2**20, color=GREY, linestyle="--", label="_reference")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("held-out perplexity (llama.cpp)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

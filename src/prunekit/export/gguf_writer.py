@@ -166,8 +166,8 @@ _FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantizati
 
 
 @contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """The quantizer's log caught, whether llama.cpp writes it to file descriptor 2 (which no Python switch reaches)
+def captured_stderr() -> Iterator[list[str]]:
+    """llama.cpp's log (the quantizer's, the context's) caught, whether it writes it to file descriptor 2 (which no Python switch reaches)
     or llama-cpp-python's log callback prints it to sys.stderr; the lines are in the yielded list afterwards."""
     lines: list[str] = []
     sys.stderr.flush()
@@ -196,7 +196,7 @@ def _quantize(source: Path, target: Path, gguf_type: str) -> list[str]:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(QUANTIZER_TYPES[gguf_type])
     params.nthread = os.cpu_count() or 1
-    with _captured_stderr() as log_lines:
+    with captured_stderr() as log_lines:
         failed = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0
     if failed:
         last = next((line.strip() for line in reversed(log_lines) if line.strip()), "no message")

@@ -220,7 +220,7 @@ def config_from_options(name: str, options: dict, where: str = ""):
         nested = _nested_config_type(fields[key])
         if nested is not None and isinstance(value, dict):
             values[key] = nested_config(nested, value, f"{name}.{key}{where}")
-        elif isinstance(value, list) and key == "protect":
+        elif isinstance(value, list) and isinstance(field_default(fields[key]), tuple):
             values[key] = tuple(value)
     config = spec.config_cls(**values)
     return config

@@ -26,7 +26,7 @@ SAMPLE_BYTES = 1 << 20  # hashed at the start, at the end and at 14 places betwe
 SAMPLES = 16
 ROOT_MARKER = ".prunekit-cache"  # in the root: this folder is a prunekit cache
 ENTRY_MARKER = ".prunekit-cache-entry"  # in each entry: prunekit wrote this folder, and finished writing it
-KINDS = ("gguf", "assembled", "encoders")  # the folders entries live in
+KINDS = ("gguf", "assembled", "encoders", "fit-library")  # the folders entries live in
 
 
 def cache_root() -> Path:

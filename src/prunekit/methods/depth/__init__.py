@@ -6,6 +6,7 @@ removal is re-applied and described; shortgpt.py, angular.py, sleb.py: the three
 """
 
 from prunekit.methods.depth.angular import AngularConfig, plan_angular, run_angular
+from prunekit.methods.depth.listed import ListedBlocksConfig, run_listed_blocks
 from prunekit.methods.depth.removal import (
     DepthConfig,
     blocks_to_remove,
@@ -27,10 +28,12 @@ register_method(
 )
 register_method("angular", AngularConfig, run_angular, summary="removal of the span of blocks closest in angle", **REMOVAL)
 register_method("sleb", SLEBConfig, run_sleb, summary="greedy removal re-scored after each step", **REMOVAL)
+register_method("blocks", ListedBlocksConfig, run_listed_blocks, summary="removal of listed blocks (no data)", needs_data=False, **REMOVAL)
 
 __all__ = [
     "AngularConfig",
     "DepthConfig",
+    "ListedBlocksConfig",
     "SLEBConfig",
     "ShortGPTConfig",
     "blocks_to_remove",

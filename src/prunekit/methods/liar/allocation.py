@@ -17,7 +17,8 @@ import torch
 
 from prunekit.errors import ParameterError, PrunekitError
 
-ALLOCATIONS = ("uniform", "adaptive")
+LISTED = "listed"  # each layer's widths given (a fitted structure, or one written by hand)
+ALLOCATIONS = ("uniform", "adaptive", LISTED)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,18 @@ def uniform_widths(num_layers: int, num_kv: int, width: int, head_ratio: float, 
     keep_groups = num_kv - int(round(head_ratio * num_kv))
     keep_channels = width - int(round(ffn_ratio * width))
     return [LayerWidth(keep_groups, keep_channels)] * num_layers
+
+
+def listed_widths(channels: tuple[int, ...], kv_groups: tuple[int, ...], num_layers: int, num_kv: int, width: int) -> list[LayerWidth]:
+    """The widths a config lists, checked against the model (one per layer, within the layer's own counts)."""
+    if len(channels) != num_layers:
+        raise ParameterError("channels", f"lists {len(channels)} layers; this model has {num_layers}")
+    groups = tuple(kv_groups) or (num_kv,) * num_layers
+    if max(channels) > width:
+        raise ParameterError("channels", f"keeps {max(channels)} FFN channels in a layer; this model's layers have {width}")
+    if max(groups) > num_kv:
+        raise ParameterError("kv_groups", f"keeps {max(groups)} KV groups in a layer; this model's layers have {num_kv}")
+    return [LayerWidth(g, c) for g, c in zip(groups, channels)]
 
 
 def standardised(scores: torch.Tensor) -> torch.Tensor:

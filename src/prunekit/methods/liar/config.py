@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prunekit.errors import ParameterError
 from prunekit.methods.depth import check_stage_windows
-from prunekit.methods.liar.allocation import ALLOCATIONS
+from prunekit.methods.liar.allocation import ALLOCATIONS, LISTED
 from prunekit.methods.liar.reconstruction import RECONSTRUCTIONS, check_damping
 from prunekit.options import check_types, option
 from prunekit.scoring.channels import check_criterion
@@ -33,7 +33,13 @@ class LiarConfig:
     damping: float | str = option(
         "auto", "ridge damping relative to the mean Gram diagonal, or auto (chosen on held-out calibration batches)"
     )
-    allocation: str = option("uniform", "uniform (same widths everywhere) or adaptive (per-layer widths; reload with prunekit.load_model)")
+    allocation: str = option(
+        "uniform",
+        "uniform (same widths everywhere), adaptive (per-layer widths; reload with prunekit.load_model) or listed "
+        "(each layer's widths as given in `channels` and `kv_groups`)",
+    )
+    channels: tuple[int, ...] = option((), "allocation listed: FFN channels each layer keeps (one per layer)")
+    kv_groups: tuple[int, ...] = option((), "allocation listed: KV groups each layer keeps (one per layer; default all)")
     min_keep: float = option(0.1, "allocation adaptive: least share of a layer's FFN channels kept")
     channel_multiple: int | str = option(
         "auto",
@@ -46,7 +52,9 @@ class LiarConfig:
     def check(self) -> None:
         """Every check that needs no model, so a command fails before loading one."""
         check_types(self)
-        if self.ratio is not None:
+        if self.allocation == LISTED or self.channels or self.kv_groups:
+            self._check_listed()
+        elif self.ratio is not None:
             if self.ffn_ratio is not None or self.head_ratio not in (None, 0.0):
                 raise ParameterError(
                     "ratio",
@@ -70,7 +78,22 @@ class LiarConfig:
         if not 0.0 < self.min_keep <= 1.0:
             raise ParameterError("min_keep", f"{self.min_keep} must be in (0, 1]")
         multiple = self.channel_multiple
+        if self.allocation == LISTED and multiple not in (AUTO_MULTIPLE, 1):
+            raise ParameterError("channel_multiple", "does not apply to allocation listed, whose widths are used as given")
         if multiple != AUTO_MULTIPLE and (isinstance(multiple, str) or multiple < 1):
             raise ParameterError("channel_multiple", f"{multiple} must be at least 1, or {AUTO_MULTIPLE}")
         check_damping(self.damping)
         check_stage_windows(self.windows)
+
+    def _check_listed(self) -> None:
+        if self.allocation != LISTED:
+            raise ParameterError("channels", "and kv_groups give each layer's widths; they need allocation listed")
+        if self.ratio is not None or self.ffn_ratio is not None or self.head_ratio is not None:
+            raise ParameterError("allocation", "listed takes each layer's widths from `channels`/`kv_groups`, not from a ratio")
+        if not self.channels:
+            raise ParameterError("channels", "is missing: allocation listed needs the FFN channels each layer keeps")
+        if self.kv_groups and len(self.kv_groups) != len(self.channels):
+            raise ParameterError("kv_groups", f"lists {len(self.kv_groups)} layers and channels {len(self.channels)}; give one per layer")
+        for name, values in (("channels", self.channels), ("kv_groups", self.kv_groups)):
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+                raise ParameterError(name, "must list positive whole numbers, one per layer")

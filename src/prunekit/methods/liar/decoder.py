@@ -17,6 +17,7 @@ business (`models/adapters.py`); the slicing itself is `models/width_surgery.py`
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from prunekit.engine.sequential import SequentialRunner
 from prunekit.errors import ComputationError, ParameterError, PrunekitError
 from prunekit.evaluation.speed import peak_rss_bytes, weight_bytes
-from prunekit.methods.liar.allocation import LayerWidth, adaptive_widths, standardised, uniform_widths
+from prunekit.methods.liar.allocation import LISTED, LayerWidth, adaptive_widths, listed_widths, standardised, uniform_widths
 from prunekit.methods.liar.config import AUTO_MULTIPLE, AUTO_MULTIPLE_MIN_WIDTH, AUTO_MULTIPLE_VALUE, LiarConfig
 from prunekit.methods.liar.reconstruction import HOLDOUT_EVERY, fold_pruned_inputs
 from prunekit.models.adapters import ModelAdapter, parameter_count
@@ -313,9 +314,12 @@ def _layer_widths(
     criterion: str,
     seed: int,
     taylor,
+    listed: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()),
 ) -> list[LayerWidth]:
     if allocation == "uniform":
         return uniform_widths(adapter.num_blocks, shape.num_kv, shape.width, head_ratio, ffn_ratio)
+    if allocation == LISTED:
+        return listed_widths(listed[0], listed[1], adapter.num_blocks, shape.num_kv, shape.width)
     hidden = adapter.config.hidden_size
     group_cost = hidden * shape.head_dim * (2 * shape.per_group + 2)
     channel_cost = 3 * hidden  # a gated MLP channel: one row of gate and of up, one column of down (fused or not)
@@ -415,6 +419,8 @@ def prune_width(
     adapter = ModelAdapter(model)
     shape = _shape(adapter)
     heads = ratio_heads if ratio is not None else head_ratio not in (None, 0.0)
+    if allocation == LISTED:
+        heads = any(groups < shape.num_kv for groups in config.kv_groups)
     head_ratio, ffn_ratio = _uniform_ratios(model, shape, allocation, ratio, head_ratio, ffn_ratio, heads)
     started = time.perf_counter()
     params_before = parameter_count(model)
@@ -424,8 +430,11 @@ def prune_width(
     runner = SequentialRunner(model, device=device, offload=offload, batch_size=batch_size, progress=False)
     inputs = runner.capture(windows.input_ids)
     ratios = {"ratio": ratio, "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "heads": heads, "min_keep": min_keep}
-    widths = _layer_widths(adapter, shape, runner, inputs, allocation=allocation, criterion=criterion, seed=seed, taylor=taylor, **ratios)
-    multiple = resolve_channel_multiple(channel_multiple, shape.width)
+    listed = (tuple(config.channels), tuple(config.kv_groups))
+    widths = _layer_widths(
+        adapter, shape, runner, inputs, allocation=allocation, criterion=criterion, seed=seed, taylor=taylor, listed=listed, **ratios
+    )
+    multiple = 1 if allocation == LISTED else resolve_channel_multiple(channel_multiple, shape.width)
     widths = [replace(w, channels=_round_channels(w.channels, shape.width, multiple)) for w in widths]
     hint = unaligned_widths_hint(widths, shape.width, runner.device)
     if hint:
@@ -613,3 +622,81 @@ class _LayerStep:
         if not per_layer:
             share_attention_config([getattr(layer, family.attention_attr) for layer in self.adapter.layers], family, config)
         return per_layer
+
+
+class LayerVariants:
+    """LIAR applied to one layer at a time of an otherwise dense model, for scoring a per-layer library
+    (`prunekit fit`): every variant of layer k is computed from the dense model's own inputs to layer k, with
+    one set of statistics per layer shared by its variants; the consumers get the biases a model that prunes
+    both heads and channels carries. Gradient criteria are refused (they need a pass over the whole model)."""
+
+    def __init__(self, model, runner: SequentialRunner, inputs, config: LiarConfig):
+        if channel_criterion(config.criterion).uses_gradients:
+            raise ParameterError("criterion", f"{config.criterion} needs gradients; fit's library uses wanda, magnitude or fluctuation")
+        self.adapter, self.runner, self.inputs, self.config = ModelAdapter(model), runner, inputs, config
+        self.shape = _shape(self.adapter)
+        self.holdout = holdout_for(config.reconstruction, config.damping)
+        step = _LayerStep(
+            self.adapter,
+            self.shape,
+            runner,
+            inputs,
+            config.criterion,
+            config.reconstruction,
+            config.damping,
+            self.holdout,
+            config.seed,
+            None,
+        )
+        step.choose_biases([LayerWidth(max(1, self.shape.num_kv - 1), max(1, self.shape.width - 1))])
+        self.use_attn_bias, self.use_mlp_bias = step.use_attn_bias, step.use_mlp_bias
+
+    def attention_variants(self, index: int, hidden, kv_options: list[int]) -> dict[int, nn.Module]:
+        """{kv groups kept: a pruned copy of layer `index`} from one pass of statistics over `hidden`."""
+        family, shape, layer = self.adapter.family, self.shape, self.adapter.layers[index]
+        attention = getattr(layer, family.attention_attr)
+        attention_out = attention_consumer(attention, family)
+        stats = input_statistics(
+            self.runner,
+            index,
+            hidden,
+            self.inputs.block_kwargs,
+            attention_out,
+            attention_out.in_features,
+            self.holdout,
+            idle=getattr(layer, family.mlp_attr),
+        )
+        scores = _head_channel_scores(self.config.criterion, stats, attention, family, self.config.seed + 1000 + index, None)
+        out = {}
+        for kv in kv_options:
+            _, channels, kv_rows = kept_heads(scores, shape.num_heads, shape.num_kv, shape.head_dim, kv)
+            folded = fold_pruned_inputs(
+                attention_out.weight, channels, stats, self.config.reconstruction, with_bias=self.use_attn_bias, damping=self.config.damping
+            )
+            check_finite(folded, index, "attention")
+            variant = copy.deepcopy(layer)
+            slice_attention(
+                getattr(variant, family.attention_attr), family, channels, kv_rows, folded.weight, folded.bias, self.use_attn_bias
+            )
+            out[kv] = variant
+        return out
+
+    def ffn_variants(self, index: int, hidden, channel_options: list[int]) -> dict[int, nn.Module]:
+        """{FFN channels kept: a pruned copy of layer `index`} from one pass of statistics over `hidden`."""
+        family, layer = self.adapter.family, self.adapter.layers[index]
+        mlp = getattr(layer, family.mlp_attr)
+        down = mlp_consumer(mlp, family)
+        ffn = _FfnPass(self.runner, self.adapter, index, self.shape.width, self.holdout)
+        ffn.run(hidden, self.inputs.block_kwargs, keep_inputs=False)
+        scores = channel_scores(self.config.criterion, ffn.stats, down.weight, producer_weights(mlp, family), seed=self.config.seed + index)
+        out = {}
+        for channels in channel_options:
+            keep = torch.topk(scores, channels).indices.sort().values
+            folded = fold_pruned_inputs(
+                down.weight, keep, ffn.stats, self.config.reconstruction, with_bias=self.use_mlp_bias, damping=self.config.damping
+            )
+            check_finite(folded, index, "FFN")
+            variant = copy.deepcopy(layer)
+            slice_mlp(getattr(variant, family.mlp_attr), family, keep, folded.weight, folded.bias, self.use_mlp_bias)
+            out[channels] = variant
+        return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prunekit.errors import ParameterError
+from prunekit.methods.liar.allocation import LISTED
 from prunekit.methods.liar.config import LiarConfig
 from prunekit.methods.liar.decoder import prune_width
 from prunekit.methods.liar.encoder import run_encoder_liar
@@ -11,6 +13,8 @@ from prunekit.models.encoders import is_encoder_config
 def run_liar(model, config: LiarConfig, context) -> dict:
     """Decoders through prune_width; BERT-style encoders through the encoder variant (same config)."""
     if is_encoder_config(model.config):
+        if config.allocation == LISTED:
+            raise ParameterError("allocation", "listed is for decoder models; prune an encoder with a ratio")
         return run_encoder_liar(model, config, context)
     return prune_width(model, context.require_windows("liar", config.windows), config, **context.engine)
 
@@ -37,4 +41,6 @@ def describe_liar(d: dict) -> str:
 
 def label_liar(d: dict) -> str:
     """A short name for the pruned model in reports."""
+    if d.get("allocation") == LISTED:
+        return f"liar listed widths (-{d['ffn_channels_removed']:.0%} FFN, -{d['kv_groups_removed']:.0%} KV)"
     return f"liar ffn {d['ffn_ratio']:.3g} heads {d['head_ratio']:.3g}" if "ffn_ratio" in d else "liar"
