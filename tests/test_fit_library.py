@@ -2,10 +2,11 @@
 
 import torch
 
-from conftest import tiny_model
 from prunekit.data.windows import TokenWindows
 from prunekit.fit.library import build_library, channel_options, kv_options
 from prunekit.models.surgery import remove_blocks
+
+from conftest import tiny_model
 
 
 def windows(count=8, seq_len=32, seed=0):

@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_bert
 from prunekit.cli import main
+
+from conftest import tiny_bert
 
 pytestmark = pytest.mark.skipif(pytest.importorskip("llama_cpp") is None, reason="llama.cpp")
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import prunekit
-from conftest import tiny_model
 from prunekit.data.windows import TokenWindows
 from prunekit.errors import ParameterError
+
+from conftest import tiny_model
 
 
 def windows():
