@@ -57,25 +57,49 @@ def _greedy(llm) -> int:
     return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))))
 
 
+def _timed_run(llm, prompt: list[int], generate: int) -> tuple[float, float]:
+    """(prompt seconds, decode seconds) of one run from an empty cache."""
+    llm.reset()
+    started = time.perf_counter()
+    llm.eval(prompt)
+    prefill_seconds = time.perf_counter() - started
+    token = _greedy(llm)
+    started = time.perf_counter()
+    for _ in range(generate):
+        llm.eval([token])
+        token = _greedy(llm)
+    return prefill_seconds, time.perf_counter() - started
+
+
 def llama_cpp_speed(path: str | Path, prompt: list[int], generate: int, repeats: int, threads: int = 2) -> dict:
     """Median prompt-processing and generation tokens/s of `repeats` runs (one warm-up run first)."""
     llm = _llama(Path(path), threads)
     prefill, decode = [], []
     try:
         for run in range(repeats + 1):
-            llm.reset()
-            started = time.perf_counter()
-            llm.eval(prompt)
-            prefill_seconds = time.perf_counter() - started
-            token = _greedy(llm)
-            started = time.perf_counter()
-            for _ in range(generate):
-                llm.eval([token])
-                token = _greedy(llm)
-            decode_seconds = time.perf_counter() - started
+            prefill_seconds, decode_seconds = _timed_run(llm, prompt, generate)
             if run:  # the first run warms caches and is not counted
                 prefill.append(len(prompt) / prefill_seconds)
                 decode.append(generate / decode_seconds)
     finally:
         llm.close()
     return {"prompt_tokens_per_s": statistics.median(prefill), "generation_tokens_per_s": statistics.median(decode), "runs": repeats}
+
+
+def paired_decode_speed(
+    first: str | Path, second: str | Path, prompt: list[int], generate: int = 64, rounds: int = 5, threads: int = 2
+) -> tuple[float, float]:
+    """Median decode tokens/s of two files measured in alternation (one warm-up run each): a load that comes and goes
+    on the machine slows both alike, so their ratio, a speed-up, holds where two separate measurements would not."""
+    models = [_llama(Path(first), threads), _llama(Path(second), threads)]
+    speeds: list[list[float]] = [[], []]
+    try:
+        for llm in models:
+            _timed_run(llm, prompt, generate)
+        for _ in range(rounds):
+            for llm, out in zip(models, speeds):
+                out.append(generate / _timed_run(llm, prompt, generate)[1])
+    finally:
+        for llm in models:
+            llm.close()
+    return statistics.median(speeds[0]), statistics.median(speeds[1])

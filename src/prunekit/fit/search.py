@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prunekit.api import PruneResult, prune, save
 from prunekit.errors import PrunekitError
-from prunekit.evaluation.llama_cpp import llama_cpp_speed, llama_cpp_window_nll
+from prunekit.evaluation.llama_cpp import llama_cpp_speed, llama_cpp_window_nll, paired_decode_speed
 from prunekit.evaluation.significance import compare
 from prunekit.export.gguf_writer import check_gguf_output, export_gguf
 from prunekit.fingerprints import token_digest
@@ -32,7 +32,7 @@ from prunekit.fit.targets import Targets, size_text
 from prunekit.jsonfiles import read_json_object, write_json_atomically
 from prunekit.methods.liar.config import LiarConfig
 from prunekit.models.adapters import parameter_count
-from prunekit.models.cache import writable_cache_dir
+from prunekit.models.cache import mark_entry, writable_cache_dir
 from prunekit.models.export import check_output_dir, with_loaded_from
 
 DEFAULT_TYPES = ("q8_0", "q6_k", "q4_k_m", "q3_k_m", "q2_k")
@@ -81,17 +81,16 @@ class FitResult:
 
 @dataclass
 class _Measured:
-    """What the dense ladder and the probes measured, kept in the library's directory."""
+    """What the dense ladder and the probes measured, kept in the library's directory with the dense files."""
 
     types: dict[str, GgufTypes]
     dense: dict[str, Contender]
-    latency: LatencyModel | None
+    files: dict[str, Path]
+    latency: LatencyModel | None = None
 
 
-def _measure(path: Path, heldout, threads: int, prompt: list[int]) -> tuple[list[float], float]:
-    nll = llama_cpp_window_nll(path, heldout, threads)
-    speed = llama_cpp_speed(path, prompt, generate=64, repeats=3, threads=threads)
-    return nll, speed["generation_tokens_per_s"]
+SPEED_GENERATE = 64  # tokens decoded per timed run
+SPEED_ROUNDS = 5  # alternating runs of a file and the dense file of its type
 
 
 def _exported(model, tokenizer, work: Path, name: str, gguf_type: str) -> Path:
@@ -100,65 +99,67 @@ def _exported(model, tokenizer, work: Path, name: str, gguf_type: str) -> Path:
     return path
 
 
-def _dense_ladder(
-    model, tokenizer, types, work: Path, cache: Path, heldout, threads: int, prompt, shape: ModelShape, progress
-) -> _Measured:
+def _dense_ladder(model, tokenizer, types, cache: Path, heldout, threads: int, prompt, shape: ModelShape, progress) -> _Measured:
+    """The dense model at every type: its file (kept in the library's directory), held-out NLL per window, decode speed."""
     key = {"heldout": token_digest(heldout.input_ids), "threads": threads, "prompt": len(prompt)}
-    gguf_types, dense = {}, {}
+    measured = _Measured({}, {}, {})
     params = parameter_count(model)
     for gguf_type in types:
-        recorded = cache / f"dense-{gguf_type}.json"
-        if recorded.is_file():
+        recorded, path = cache / f"dense-{gguf_type}.json", cache / f"dense.{gguf_type}.gguf"
+        if recorded.is_file() and path.is_file():
             data = read_json_object(recorded, "fit measurement")
-            if data.get("key") == key:
-                gguf_types[gguf_type] = GgufTypes(**data["types"])
-                dense[gguf_type] = Contender(**data["contender"])
+            if data.get("key") == key and data["contender"]["bytes"] == path.stat().st_size:
+                measured.types[gguf_type] = GgufTypes(**data["types"])
+                measured.dense[gguf_type] = Contender(**data["contender"])
+                measured.files[gguf_type] = path
                 continue
         started = time.perf_counter()
         if progress:
             print(f"fit: the dense model at {gguf_type} (export, perplexity and speed in llama.cpp)", flush=True)
-        path = _exported(model, tokenizer, work, "dense", gguf_type)
-        gguf_types[gguf_type] = GgufTypes.read(path, gguf_type, shape.num_layers)
-        nll, tps = _measure(path, heldout, threads, prompt)
-        dense[gguf_type] = Contender(
-            f"dense {gguf_type}", "dense", gguf_type, params, path.stat().st_size, nll, tps, seconds=time.perf_counter() - started
-        )
-        write_json_atomically(recorded, {"key": key, "types": asdict(gguf_types[gguf_type]), "contender": asdict(dense[gguf_type])})
-        path.unlink()
-    return _Measured(gguf_types, dense, None)
+        path = _exported(model, tokenizer, cache, "dense", gguf_type)
+        types_ = GgufTypes.read(path, gguf_type, shape.num_layers)
+        nll = llama_cpp_window_nll(path, heldout, threads)
+        tps = llama_cpp_speed(path, prompt, generate=SPEED_GENERATE, repeats=SPEED_ROUNDS, threads=threads)["generation_tokens_per_s"]
+        contender = Contender(f"dense {gguf_type}", "dense", gguf_type, params, path.stat().st_size, nll, tps)
+        contender.seconds = time.perf_counter() - started
+        write_json_atomically(recorded, {"key": key, "types": asdict(types_), "contender": asdict(contender)})
+        measured.types[gguf_type], measured.dense[gguf_type], measured.files[gguf_type] = types_, contender, path
+    return measured
 
 
 def _latency(
     model, tokenizer, calibration, measured: _Measured, work: Path, cache: Path, threads, prompt, shape: ModelShape, progress
 ) -> LatencyModel:
-    """b and c of the decode-time model from two probes at the ladder's first type: every other block dropped;
-    every FFN at half its channels (magnitude, no reconstruction: only the speed of the shapes matters)."""
+    """b and c of the decode-time model from two probes at the ladder's first type, each timed in alternation with the
+    dense file: every other block dropped; every FFN at half its channels (no reconstruction: only shapes matter)."""
     probe_type = next(iter(measured.types))
     recorded = cache / f"latency-{probe_type}-{threads}.json"
     if recorded.is_file():
         return LatencyModel(**read_json_object(recorded, "fit latency"))
     types = measured.types[probe_type]
-    dense_tps = measured.dense[probe_type].tokens_per_s
     dense_block = types.block_bytes(shape, dense_structure(shape))
     dropped = list(range(1, shape.num_layers, 2))
     depth = Structure([DROPPED if i in dropped else LayerChoice(shape.num_kv, shape.width) for i in range(shape.num_layers)])
     width = Structure([LayerChoice(shape.num_kv, shape.width // 2)] * shape.num_layers)
     if progress:
         print(f"fit: two probe files for the decode-time model ({probe_type})", flush=True)
-    speeds = []
-    for name, recipe in (
+    ratios = []
+    probes = (
         ("probe-depth", [{"method": "blocks", "blocks": dropped}]),
         ("probe-width", [{"method": "liar", "ffn_ratio": 0.5, "reconstruction": "none", "criterion": "magnitude", "channel_multiple": 1}]),
-    ):
+    )
+    for name, recipe in probes:
         pruned = prune(model, recipe, data=calibration, progress=False).model
         path = _exported(pruned, tokenizer, work, name, probe_type)
-        speeds.append(llama_cpp_speed(path, prompt, generate=64, repeats=3, threads=threads)["generation_tokens_per_s"])
+        ratios.append(paired_decode_speed(path, measured.files[probe_type], prompt, SPEED_GENERATE, SPEED_ROUNDS, threads))
         path.unlink()
         del pruned
     fractions = [(types.block_bytes(shape, s) / dense_block, len(s.kept) / shape.num_layers) for s in (depth, width)]
-    model_ = LatencyModel.fit(dense_tps, speeds[0], fractions[0], speeds[1], fractions[1])
-    write_json_atomically(recorded, model_.to_dict())
-    return model_
+    # each probe's speed against its own alternating dense runs, the dense speed taken as 1
+    fitted = LatencyModel.fit(1.0, ratios[0][0] / ratios[0][1], fractions[0], ratios[1][0] / ratios[1][1], fractions[1])
+    fitted.probes["tokens_per_s"] = ratios
+    write_json_atomically(recorded, fitted.to_dict())
+    return fitted
 
 
 def _reachable(shape: ModelShape, measured: _Measured, latency: LatencyModel | None) -> dict:
@@ -272,6 +273,7 @@ def fit(
         "seed": liar.seed,
         "multiple": multiple,
     }
+    cached = library_dir is None
     library_dir = (
         Path(library_dir) if library_dir else writable_cache_dir("fit-library") / library_key(model, calibration, scoring, settings)
     )
@@ -281,12 +283,14 @@ def fit(
     with tempfile.TemporaryDirectory(prefix="prunekit-fit-") as work_dir:
         work = Path(work_dir)
         clock = time.perf_counter()
-        measured = _dense_ladder(model, tokenizer, types, work, library_dir, heldout, threads, prompt, shape, progress)
+        measured = _dense_ladder(model, tokenizer, types, library_dir, heldout, threads, prompt, shape, progress)
         measured.latency = _latency(model, tokenizer, calibration, measured, work, library_dir, threads, prompt, shape, progress)
         timings["ladder_and_probes_s"] = time.perf_counter() - clock
         _check_reachable(targets, _reachable(shape, measured, measured.latency))
         clock = time.perf_counter()
         library = build_library(model, calibration, scoring, library_dir, liar=liar, channel_multiple=multiple, progress=progress)
+        if cached:
+            mark_entry(library_dir, getattr(model.config, "_name_or_path", "") or "model")  # `prunekit cache --clear` may remove it
         timings["library_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
         planned = _solve_all(library, targets, measured, candidates)
@@ -338,8 +342,7 @@ def fit(
         report = _report(chosen, contenders, targets, library, measured, timings, started, calibration, heldout, threads, shape)
         notes = report["notes"]
         if chosen.kind == "dense":
-            result = PruneResult(model, None)
-            path = _exported(model, tokenizer, work, "chosen", chosen.gguf_type)
+            result, path = PruneResult(model, None), measured.files[chosen.gguf_type]
         else:
             result, path = built[chosen.name]
         written = gguf_out = None
@@ -391,8 +394,9 @@ def _predicted_speedup(shape, types: GgufTypes, latency: LatencyModel | None, st
 
 
 def _measured_contender(name, kind, gguf_type, result, path, measured, heldout, threads, prompt, targets, started) -> Contender:
-    nll, tps = _measure(path, heldout, threads, prompt)
-    speedup = tps / measured.dense[gguf_type].tokens_per_s
+    nll = llama_cpp_window_nll(path, heldout, threads)
+    tps, dense_tps = paired_decode_speed(path, measured.files[gguf_type], prompt, SPEED_GENERATE, SPEED_ROUNDS, threads)
+    speedup = tps / dense_tps
     contender = Contender(name, kind, gguf_type, parameter_count(result.model), path.stat().st_size, nll, tps, speedup)
     contender.meets = targets.met(contender.bytes, contender.params, speedup)
     contender.seconds = time.perf_counter() - started
