@@ -56,6 +56,7 @@ class Contender:
     predicted_speedup: float | None = None
     predicted_nll: float | None = None
     structure: list | None = None  # [kv_groups, channels] per dense layer ([0, 0]: dropped)
+    also: dict = field(default_factory=dict)  # name -> NLL per window on further held-out sets (not used to choose)
     recipe: list | None = None
     seconds: float = 0.0
     meets: bool = False
@@ -247,11 +248,14 @@ def fit(
     liar: LiarConfig | None = None,
     channel_multiple: int = 64,
     threads: int | None = None,
+    also_measure: dict | None = None,
     overwrite: bool = False,
     protected: list = (),
     progress: bool = True,
 ) -> FitResult:
-    """Fit `model` to `targets`; write the chosen checkpoint to `out` and its GGUF file to `gguf` (when given)."""
+    """Fit `model` to `targets`; write the chosen checkpoint to `out` and its GGUF file to `gguf` (when given).
+
+    `also_measure` ({name: windows}) measures every built file on further held-out sets too, for the report only."""
     targets.check()
     started = time.perf_counter()
     protected = with_loaded_from(model, protected)
@@ -333,6 +337,11 @@ def fit(
             contenders.append(contender)
             built[contender.name] = (result, path)
         timings["baselines_s"] = time.perf_counter() - clock
+        for contender in contenders:
+            path = measured.files[contender.gguf_type] if contender.kind == "dense" else built[contender.name][1]
+            for name, windows in (also_measure or {}).items():
+                if name not in contender.also:
+                    contender.also[name] = llama_cpp_window_nll(path, windows, threads)
         eligible = [c for c in contenders if c.meets]
         if not eligible:
             raise PrunekitError(
