@@ -20,7 +20,7 @@ from pathlib import Path
 import prunekit
 from prunekit.data.windows import load_windows
 from prunekit.evaluation.significance import compare
-from prunekit.fit import Targets, fit
+from prunekit.fitting import FitTargets, fit
 
 from _common import SHARED, benchmark_parser, git_commit, refuse, verdict_text
 
@@ -125,7 +125,7 @@ def main() -> None:
             print(f"{target}: done already")
             continue
         field_name, value = TARGETS[target]
-        targets = Targets()
+        targets = FitTargets()
         if field_name == "max_bytes":
             ladder = library / "dense-q8_0.json"
             if not ladder.is_file():

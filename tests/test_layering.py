@@ -29,7 +29,7 @@ LAYERS = {
     "api": 7,
     "comparison": 8,
     "jobs": 9,
-    "fit": 9,
+    "fitting": 9,
     "commands": 10,
     "cli": 11,
     "launcher": 12,

@@ -13,6 +13,8 @@ _PUBLIC = {
     "AngularConfig": "prunekit.methods",
     "blocks_to_remove": "prunekit.api",
     "export_gguf": "prunekit.export",
+    "fit": "prunekit.fitting",
+    "FitTargets": "prunekit.fitting",
     "export_decilm": "prunekit.export",
     "ExtendConfig": "prunekit.methods",
     "FlexiGPTConfig": "prunekit.methods",

@@ -8,8 +8,8 @@ from prunekit.data.windows import load_windows
 from prunekit.errors import ParameterError, PrunekitError
 from prunekit.export.gguf_layout import check_exportable_family
 from prunekit.export.gguf_writer import GGUF_TYPES, QUANTIZER_TYPES, check_gguf_output, check_gguf_type
-from prunekit.fit import DEFAULT_TYPES, Targets, fit, parse_bytes, parse_params, parse_speedup
-from prunekit.fit.report import report_lines, write_report_files
+from prunekit.fitting import DEFAULT_TYPES, FitTargets, fit, parse_bytes, parse_params, parse_speedup
+from prunekit.fitting.report import report_lines, write_report_files
 from prunekit.methods.liar.config import LiarConfig
 from prunekit.models.adapters import FAMILIES, parameter_count
 from prunekit.models.encoders import is_encoder_spec
@@ -31,9 +31,9 @@ def _types(text: str) -> tuple[str, ...]:
     return names
 
 
-def _checked_targets(args) -> Targets:
-    """Targets whose units parse; a parameter share is resolved once the model is loaded."""
-    targets = Targets(
+def _checked_targets(args) -> FitTargets:
+    """The targets, their units parsed; a parameter share is resolved once the model is loaded."""
+    targets = FitTargets(
         max_bytes=parse_bytes(args.max_bytes) if args.max_bytes is not None else None,
         min_speedup=parse_speedup(args.min_speedup) if args.min_speedup is not None else None,
     )

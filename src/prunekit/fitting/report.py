@@ -28,7 +28,7 @@ def markdown(report: dict, title: str = "prunekit fit") -> str:
     lines = [
         f"# {title}",
         "",
-        f"Targets: {report['targets_text']}. Chosen: **{chosen}**.",
+        f"FitTargets: {report['targets_text']}. Chosen: **{chosen}**.",
         "",
         "| contender | type | MiB | predicted MiB | params (M) | decode tok/s | speed-up | predicted | held-out ppl | meets | wall s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",

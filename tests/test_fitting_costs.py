@@ -6,9 +6,9 @@ import torch
 import prunekit
 from prunekit.data.windows import TokenWindows
 from prunekit.export.gguf_writer import export_gguf
-from prunekit.fit.costs import DROPPED, GgufTypes, LatencyModel, LayerChoice, Structure, dense_structure, structure_params
-from prunekit.fit.library import ModelShape
-from prunekit.fit.search import _recipe
+from prunekit.fitting.costs import DROPPED, GgufTypes, LatencyModel, LayerChoice, Structure, dense_structure, structure_params
+from prunekit.fitting.library import ModelShape
+from prunekit.fitting.search import _recipe
 from prunekit.methods.liar.config import LiarConfig
 
 from conftest import tiny_model

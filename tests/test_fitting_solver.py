@@ -2,9 +2,9 @@
 
 import itertools
 
-from prunekit.fit.costs import DROPPED, LayerChoice, Structure, structure_params
-from prunekit.fit.library import LayerEntry, Library, ModelShape
-from prunekit.fit.solver import Budget, solve
+from prunekit.fitting.costs import DROPPED, LayerChoice, Structure, structure_params
+from prunekit.fitting.library import LayerEntry, Library, ModelShape
+from prunekit.fitting.solver import Budget, solve
 
 SHAPE = ModelShape(
     num_layers=3,

@@ -3,7 +3,7 @@
 import torch
 
 from prunekit.data.windows import TokenWindows
-from prunekit.fit.library import build_library, channel_options, kv_options
+from prunekit.fitting.library import build_library, channel_options, kv_options
 from prunekit.models.surgery import remove_blocks
 
 from conftest import tiny_model

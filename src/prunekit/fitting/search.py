@@ -25,10 +25,10 @@ from prunekit.evaluation.llama_cpp import llama_cpp_speed, llama_cpp_window_nll,
 from prunekit.evaluation.significance import compare
 from prunekit.export.gguf_writer import check_gguf_output, export_gguf
 from prunekit.fingerprints import token_digest
-from prunekit.fit.costs import DROPPED, GgufTypes, LatencyModel, LayerChoice, Structure, dense_structure, structure_params
-from prunekit.fit.library import Library, ModelShape, build_library, channel_options, kv_options, library_key
-from prunekit.fit.solver import Budget, solve
-from prunekit.fit.targets import Targets, size_text
+from prunekit.fitting.costs import DROPPED, GgufTypes, LatencyModel, LayerChoice, Structure, dense_structure, structure_params
+from prunekit.fitting.library import Library, ModelShape, build_library, channel_options, kv_options, library_key
+from prunekit.fitting.solver import Budget, solve
+from prunekit.fitting.targets import FitTargets, size_text
 from prunekit.jsonfiles import read_json_object, write_json_atomically
 from prunekit.methods.liar.config import LiarConfig
 from prunekit.models.adapters import parameter_count
@@ -183,7 +183,7 @@ def _reachable(shape: ModelShape, measured: _Measured, latency: LatencyModel | N
     return {"bytes": best_bytes, "params": structure_params(shape, one), "speedup": best_speedup}
 
 
-def _check_reachable(targets: Targets, reach: dict) -> None:
+def _check_reachable(targets: FitTargets, reach: dict) -> None:
     if targets.max_bytes is not None and reach["bytes"] is not None and targets.max_bytes < reach["bytes"][0]:
         raise PrunekitError(
             f"--max-bytes {size_text(targets.max_bytes)} cannot be met: the smallest file any structure reaches is "
@@ -234,7 +234,7 @@ def _structure_list(structure: Structure) -> list:
 def fit(
     model,
     tokenizer,
-    targets: Targets,
+    targets: FitTargets,
     calibration,
     heldout,
     *,
@@ -375,7 +375,7 @@ def fit(
     return FitResult(chosen, contenders, report, written, gguf_out, notes)
 
 
-def _solve_all(library: Library, targets: Targets, measured: _Measured, count: int) -> list:
+def _solve_all(library: Library, targets: FitTargets, measured: _Measured, count: int) -> list:
     """(type, solution, predicted NLL) of the best `count` distinct candidates over every type, best first."""
     shape = library.shape
     budget = Budget(targets.max_params, targets.max_bytes, 1 / targets.min_speedup if targets.min_speedup else None)

@@ -80,7 +80,7 @@ def parse_speedup(text: str, flag: str = "--min-speedup") -> float:
 
 
 @dataclass
-class Targets:
+class FitTargets:
     """What the fitted model must meet; None where the user set no bound."""
 
     max_bytes: int | None = None

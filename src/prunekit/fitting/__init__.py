@@ -5,7 +5,7 @@ and decode time of a structure; solver.py: the mixed-integer program; search.py:
 report and its Pareto plot.
 """
 
-from prunekit.fit.search import DEFAULT_TYPES, Contender, FitResult, fit
-from prunekit.fit.targets import Targets, parse_bytes, parse_params, parse_speedup
+from prunekit.fitting.search import DEFAULT_TYPES, Contender, FitResult, fit
+from prunekit.fitting.targets import FitTargets, parse_bytes, parse_params, parse_speedup
 
-__all__ = ["DEFAULT_TYPES", "Contender", "FitResult", "Targets", "fit", "parse_bytes", "parse_params", "parse_speedup"]
+__all__ = ["DEFAULT_TYPES", "Contender", "FitResult", "FitTargets", "fit", "parse_bytes", "parse_params", "parse_speedup"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gguf
 
-from prunekit.fit.library import ModelShape
+from prunekit.fitting.library import ModelShape
 
 Q = gguf.GGMLQuantizationType
 ALIGNMENT = 32  # GGUF's default tensor data alignment

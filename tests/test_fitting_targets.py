@@ -3,7 +3,7 @@
 import pytest
 
 from prunekit.errors import ParameterError
-from prunekit.fit.targets import Targets, parse_bytes, parse_params, parse_speedup
+from prunekit.fitting.targets import FitTargets, parse_bytes, parse_params, parse_speedup
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_speedups():
 
 def test_targets_need_one_bound_and_say_what_they_ask():
     with pytest.raises(ParameterError, match="at least one target"):
-        Targets().check()
-    targets = Targets(max_bytes=2**20, min_speedup=1.2)
+        FitTargets().check()
+    targets = FitTargets(max_bytes=2**20, min_speedup=1.2)
     assert targets.needs_gguf and "1.0 MiB" in targets.describe() and "1.2x" in targets.describe()
     assert targets.met(2**20, 10, 1.25) and not targets.met(2**20 + 1, 10, 1.25) and not targets.met(2**20, 10, 1.1)

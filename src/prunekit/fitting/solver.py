@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from prunekit.fit.costs import DROPPED, GgufTypes, LatencyModel, LayerChoice, Structure, attention_params, dense_structure, ffn_params
-from prunekit.fit.library import Library
+from prunekit.fitting.costs import DROPPED, GgufTypes, LatencyModel, LayerChoice, Structure, attention_params, dense_structure, ffn_params
+from prunekit.fitting.library import Library
 
 
 @dataclass
