@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from prunekit.cli import main
 
-from conftest import tiny_bert
+from conftest import tiny_bert, tiny_model
 
 pytestmark = pytest.mark.skipif(pytest.importorskip("llama_cpp") is None, reason="llama.cpp")
 
@@ -94,3 +94,11 @@ def test_an_encoder_is_refused(capsys, texts, tmp_path):
     tiny_bert().save_pretrained(tmp_path / "bert")
     code, _, err = run(capsys, *fit_args(tmp_path / "bert", texts, tmp_path, "--max-bytes", "10MB"))
     assert code == 2 and "encoder" in err and not (tmp_path / "model").exists()
+
+
+def test_a_family_without_a_per_layer_gguf_form_is_refused(capsys, tiny_tokenizer, texts, tmp_path):
+    model = tiny_model("qwen3")
+    model.save_pretrained(tmp_path / "qwen3")
+    tiny_tokenizer.save_pretrained(tmp_path / "qwen3")
+    code, _, err = run(capsys, *fit_args(tmp_path / "qwen3", texts, tmp_path, "--max-bytes", "10MB"))
+    assert code == 2 and "--model" in err and "qwen3" in err and not (tmp_path / "model").exists()

@@ -23,6 +23,7 @@ from prunekit.api import PruneResult, prune, save
 from prunekit.errors import PrunekitError
 from prunekit.evaluation.llama_cpp import llama_cpp_speed, llama_cpp_window_nll, paired_decode_speed
 from prunekit.evaluation.significance import compare
+from prunekit.export.gguf_layout import DECI_FAMILIES
 from prunekit.export.gguf_writer import check_gguf_output, export_gguf
 from prunekit.fingerprints import token_digest
 from prunekit.fitting.costs import DROPPED, GgufTypes, LatencyModel, LayerChoice, Structure, dense_structure, structure_params
@@ -31,7 +32,7 @@ from prunekit.fitting.solver import Budget, solve
 from prunekit.fitting.targets import FitTargets, size_text
 from prunekit.jsonfiles import read_json_object, write_json_atomically
 from prunekit.methods.liar.config import LiarConfig
-from prunekit.models.adapters import parameter_count
+from prunekit.models.adapters import ModelAdapter, parameter_count
 from prunekit.models.cache import mark_entry, writable_cache_dir
 from prunekit.models.export import check_output_dir, with_loaded_from
 
@@ -201,6 +202,16 @@ def _check_reachable(targets: FitTargets, reach: dict) -> None:
         )
 
 
+def check_fittable(model) -> None:
+    """Fit builds per-layer widths and measures them in llama.cpp, whose per-layer form (`deci`) runs plain Llama blocks."""
+    family = ModelAdapter(model).family.name
+    if family not in DECI_FAMILIES:
+        raise PrunekitError(
+            f"fit measures per-layer widths in llama.cpp, whose per-layer form runs {', '.join(DECI_FAMILIES)} blocks; "
+            f"{family} models have none (prune them with a method and export uniform widths instead)"
+        )
+
+
 def _recipe(structure: Structure, shape: ModelShape, liar: LiarConfig) -> list[dict]:
     recipe = []
     if structure.dropped:
@@ -257,6 +268,7 @@ def fit(
 
     `also_measure` ({name: windows}) measures every built file on further held-out sets too, for the report only."""
     targets.check()
+    check_fittable(model)
     started = time.perf_counter()
     protected = with_loaded_from(model, protected)
     if out is not None:
