@@ -166,3 +166,14 @@ def test_the_export_command_writes_a_decilm_directory_and_refuses_bad_input(tiny
         assert main(["export", "--model", str(tmp_path / "pruned"), "--to", "vllm", "--out", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and ("not empty" in err or "inside the input" in err)
+
+
+def test_prune_writes_the_vllm_checkpoint_beside_its_own(tiny_checkpoint, tmp_path, capsys):
+    from prunekit.cli import main
+
+    argv = ["prune", "--model", tiny_checkpoint, "--method", "liar", "--ratio", "0.3", "--allocation", "adaptive", "--windows", "4",
+            "--seq-len", "32", "--out", tmp_path / "pruned", "--vllm", tmp_path / "vllm", "--quiet"]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "vllm" / "config.json").read_text())
+    assert config["model_type"] == "nemotron-nas" and len(config["block_configs"]) == 4
+    assert (tmp_path / "pruned" / "model.safetensors").is_file() and "for vLLM written to" in capsys.readouterr().out

@@ -35,6 +35,16 @@ def gguf_payload(exported) -> dict:
     }
 
 
+def decilm_lines(exported) -> list[str]:
+    kind = "DeciLM (nemotron-nas) checkpoint" if exported.decilm else "checkpoint"
+    how = " (serve with trust_remote_code: it carries its configuration module)" if exported.decilm else ""
+    return [f"note: {note}" for note in exported.notes] + [f"{kind} for vLLM written to {exported.path}{how}"]
+
+
+def decilm_payload(exported) -> dict:
+    return {"path": str(exported.path), "layers": len(exported.layers), "padded_heads": exported.padded_heads, "notes": exported.notes}
+
+
 def cmd_export_decilm(args) -> int:
     """--to vllm: per-layer widths as a DeciLM checkpoint directory; a uniform model as a plain one."""
     check_output_dir(args.out, args.overwrite, local_inputs(args.model))
@@ -42,11 +52,7 @@ def cmd_export_decilm(args) -> int:
         raise PrunekitError(f"{args.model} is an encoder; the vLLM export writes decoder language models")
     loaded = load_model(args.model, device="cpu", dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=not args.quiet)
     exported = export_decilm(loaded.model, loaded.tokenizer, args.out, overwrite=args.overwrite, protected=jobs.input_paths(loaded))
-    kind = "DeciLM (nemotron-nas) checkpoint" if exported.decilm else "checkpoint"
-    lines = [f"note: {note}" for note in exported.notes]
-    lines.append(f"{kind} for vLLM written to {exported.path} (serve with trust_remote_code: it carries its configuration module)")
-    payload = {"path": str(exported.path), "layers": len(exported.layers), "padded_heads": exported.padded_heads, "notes": exported.notes}
-    return print_result(args, payload, lines)
+    return print_result(args, decilm_payload(exported), decilm_lines(exported))
 
 
 def cmd_export(args) -> int:

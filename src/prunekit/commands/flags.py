@@ -115,6 +115,7 @@ PRUNE_OPTIONS = [
     ("--eval-limit", {"type": float, "help": "items per task for --compare"}),
     ("--gguf", {"help": "also write the pruned model as this GGUF file, for llama.cpp (see prunekit export)"}),
     ("--gguf-type", {"default": "f16", "help": "GGUF encoding for --gguf (default f16; see prunekit export --help)"}),
+    ("--vllm", {"help": "also write the pruned model for vLLM in this directory (DeciLM for per-layer widths; see prunekit export)"}),
 ]
 
 

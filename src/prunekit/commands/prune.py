@@ -17,7 +17,7 @@ from prunekit.commands.common import (
     run_options,
     shown,
 )
-from prunekit.commands.export import gguf_lines, gguf_payload
+from prunekit.commands.export import decilm_lines, decilm_payload, gguf_lines, gguf_payload
 from prunekit.commands.flags import (
     CALIBRATION_OPTIONS,
     CONFIGS,
@@ -32,11 +32,13 @@ from prunekit.commands.flags import (
 )
 from prunekit.comparison import comparison_request, comparison_table, format_table
 from prunekit.errors import PrunekitError
+from prunekit.export.decilm import export_decilm
 from prunekit.export.gguf_writer import check_gguf_output, check_gguf_type, export_gguf
 from prunekit.methods import PLAN_FILE, Plan, RecoveryConfig, default_method, describe_stage, method_names, method_spec
 from prunekit.methods.recipe import recipe_configs
 from prunekit.methods.registry import spec_for_config
 from prunekit.models.encoders import is_encoder_spec
+from prunekit.models.export import check_output_dir
 from prunekit.options import add_config_flags, config_options
 
 
@@ -72,6 +74,7 @@ def _stages(args) -> tuple[list | None, Plan | None]:
 def cmd_prune(args) -> int:
     configs, plan = _stages(args)
     gguf = gguf_request(args)
+    vllm = vllm_request(args)
     if args.compare and is_encoder_spec(args.model):
         raise PrunekitError("--compare measures causal LMs; evaluate an encoder with benchmarks/encoder_width.py")
     compare = None
@@ -113,7 +116,27 @@ def cmd_prune(args) -> int:
             raise PrunekitError(f"the checkpoint is in {job.out}, but no GGUF file was written: {error}") from error
         lines += gguf_lines(exported)
         payload["gguf"] = gguf_payload(exported)
+    if vllm:
+        try:
+            decilm = export_decilm(job.result.model, loaded.tokenizer, vllm, overwrite=args.overwrite, protected=jobs.input_paths(loaded))
+        except PrunekitError as error:
+            raise PrunekitError(f"the checkpoint is in {job.out}, but nothing was written for vLLM: {error}") from error
+        lines += decilm_lines(decilm)
+        payload["vllm"] = decilm_payload(decilm)
     return print_result(args, payload, lines)
+
+
+def vllm_request(args) -> Path | None:
+    """The --vllm directory, checked before any work (not the checkpoint's own --out, not over an input); None without it."""
+    if not getattr(args, "vllm", None):
+        return None
+    if is_encoder_spec(args.model):
+        raise PrunekitError(f"--vllm writes decoder language models; {args.model} is an encoder")
+    out = Path(args.vllm).expanduser().resolve()
+    if out == Path(args.out).expanduser().resolve():
+        raise PrunekitError("--vllm names the same directory as --out; give the vLLM checkpoint a directory of its own")
+    check_output_dir(out, args.overwrite, local_inputs(args.model) + [args.out])
+    return out
 
 
 def gguf_request(args) -> str | None:
