@@ -25,7 +25,7 @@ from prunekit.cli import main
 from conftest import tiny_bert, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/flexigpt.md", "docs/iterabre.md", "docs/recovery.md", "docs/width.md"]
+PAGES = ["README.md", "docs/fit.md", "docs/flexigpt.md", "docs/iterabre.md", "docs/recovery.md", "docs/width.md"]
 TRAINS = ("recover", "extend", "--recovery-data", "--method iterabre", "--method flexigpt")
 SHRINK = [  # (pattern, replacement) applied to every command line
     (r"--recovery-tokens \d+", "--recovery-tokens 2048"),
@@ -70,6 +70,7 @@ def workspace(tmp_path, tiny_tokenizer, bert_tokenizer, monkeypatch):
     tiny_bert().save_pretrained(encoder)
     bert_tokenizer.save_pretrained(encoder)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))  # fit's library goes to prunekit's cache
     keys = sorted(topics)
     records = [json.dumps({"text": topics[k]}) for k in keys]
     Path("c4.jsonl").write_text("\n".join(records[::2]) + "\n")
@@ -105,7 +106,7 @@ def prepare(page: str, model: Path, capsys) -> None:
 
 def test_every_page_has_commands():
     assert all(commands(page) for page in PAGES)
-    assert len(commands("README.md")) == 9
+    assert len(commands("README.md")) == 10
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -512,6 +512,12 @@ def _report(chosen, contenders, targets, library, measured, timings, started, ca
             best = min(rivals, key=lambda c: c.mean_nll)
             comparisons[best.name] = compare(best.nll, chosen.nll, higher_is_better=False)
     notes = []
+    latency = measured.latency
+    if latency is not None and latency.bytes_share + latency.layers_share > 1.1:
+        notes.append(
+            f"the decode-time model's shares (bytes {latency.bytes_share:.2f}, layers {latency.layers_share:.2f}) add up to more "
+            "than the whole: its probes were timed under a changing load; rerun on an idle machine with a new --library"
+        )
     if chosen.kind == "dense":
         notes.append(
             f"quantizing alone wins here: the dense model at {chosen.gguf_type} meets {targets.describe()} "
