@@ -118,6 +118,7 @@ class Library:
     kv_groups: list[int]  # KV-group counts offered (below the dense count)
     layers: list[LayerEntry]
     settings: dict
+    multiple: int = 1  # the offered FFN widths are multiples of it
     directory: Path | None = None
     seconds: float = 0.0
     resumed_layers: int = 0
@@ -256,6 +257,7 @@ def build_library(
         kv_groups,
         layers,
         settings,
+        multiple=channel_multiple,
         directory=directory,
         seconds=time.perf_counter() - started + sum(layer.seconds for layer in done.values()),
         resumed_layers=len(done),

@@ -54,6 +54,7 @@ class Contender:
     tokens_per_s: float
     speedup: float = 1.0  # over the dense file of the same type
     predicted_bytes: int | None = None
+    predicted_params: int | None = None
     predicted_speedup: float | None = None
     predicted_nll: float | None = None
     structure: list | None = None  # [kv_groups, channels] per dense layer ([0, 0]: dropped)
@@ -451,6 +452,7 @@ def _candidate(
     contender = _measured_contender(name, "candidate", gguf_type, result, path, measured, heldout, threads, prompt, targets, started)
     types = measured.types[gguf_type]
     contender.predicted_bytes = types.structure_bytes(shape, structure, liar.reconstruction)
+    contender.predicted_params = structure_params(shape, structure, liar.reconstruction)
     contender.predicted_speedup = _predicted_speedup(shape, types, measured.latency, structure)
     contender.predicted_nll = predicted_nll
     contender.structure = _structure_list(structure)
@@ -475,8 +477,7 @@ def _baselines(model, tokenizer, gguf_type, library, measured, liar, calibration
         if fits(depth):
             out.append((f"shortgpt -{remove}", "shortgpt", [{"method": "shortgpt", "remove": remove}], depth))
             break
-    multiple = library.settings.get("multiple", 1) if isinstance(library.settings, dict) else 1
-    step = max(1, multiple)
+    step = library.multiple  # the widths LIAR's own default rounds to (64 for a real model's FFN)
     for channels in range(shape.width - step, 0, -step):
         width = Structure([LayerChoice(shape.num_kv, channels)] * shape.num_layers)
         if fits(width):
@@ -526,6 +527,8 @@ def _report(chosen, contenders, targets, library, measured, timings, started, ca
     elif not any(c.meets for c in contenders if c.kind == "dense"):
         notes.append("no dense quantized file meets the targets: only pruned files reach them")
     for c in contenders:
+        if c.predicted_params is not None and c.predicted_params != c.params:
+            notes.append(f"{c.name}: predicted {c.predicted_params:,} parameters, the model has {c.params:,}")
         if c.predicted_bytes is not None and c.predicted_bytes != c.bytes:
             error = (c.bytes - c.predicted_bytes) / c.bytes
             notes.append(f"{c.name}: predicted {c.predicted_bytes:,} bytes, the file has {c.bytes:,} ({error:+.2%})")
