@@ -92,6 +92,24 @@ class _Measured:
     latency: LatencyModel | None = None
 
 
+@dataclass
+class _Run:
+    """What building and measuring a contender needs: the dense model, the data, the ladder and the library."""
+
+    model: object
+    tokenizer: object
+    targets: FitTargets
+    calibration: object
+    heldout: object
+    liar: LiarConfig
+    threads: int
+    prompt: list[int]
+    work: Path
+    measured: _Measured
+    library: Library | None = None
+    progress: bool = True
+
+
 SPEED_GENERATE = 64  # tokens decoded per timed run
 SPEED_ROUNDS = 5  # alternating runs of a file and the dense file of its type
 
@@ -234,9 +252,9 @@ def _recipe(structure: Structure, shape: ModelShape, liar: LiarConfig) -> list[d
     return recipe
 
 
-def _build(model, tokenizer, recipe, calibration, work: Path, name: str, gguf_type: str):
-    result = prune(model, recipe, data=calibration, progress=False) if recipe else PruneResult(model, None)
-    return result, _exported(result.model, tokenizer, work, name, gguf_type)
+def _build(run: _Run, recipe: list, name: str, gguf_type: str):
+    result = prune(run.model, recipe, data=run.calibration, progress=False) if recipe else PruneResult(run.model, None)
+    return result, _exported(result.model, run.tokenizer, run.work, name.replace(" ", "-"), gguf_type)
 
 
 def _structure_list(structure: Structure) -> list:
@@ -318,35 +336,15 @@ def fit(
         for contender in contenders:
             contender.meets = targets.met(contender.bytes, contender.params, 1.0)
         clock = time.perf_counter()
+        run = _Run(model, tokenizer, targets, calibration, heldout, liar, threads, prompt, work, measured, library, progress)
         built = {}
         for rank, (gguf_type, solution, predicted_nll) in enumerate(planned):
-            name = f"fit {rank + 1}"
-            contender, result, path = _candidate(
-                model,
-                tokenizer,
-                solution.structure,
-                gguf_type,
-                name,
-                library,
-                measured,
-                liar,
-                calibration,
-                work,
-                heldout,
-                threads,
-                prompt,
-                targets,
-                predicted_nll,
-                progress,
-            )
+            contender, result, path = _candidate(run, solution.structure, gguf_type, f"fit {rank + 1}", predicted_nll)
             contenders.append(contender)
-            built[name] = (result, path)
+            built[contender.name] = (result, path)
         timings["candidates_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        best_type = planned[0][0]
-        for contender, result, path in _baselines(
-            model, tokenizer, best_type, library, measured, liar, calibration, work, heldout, threads, prompt, targets, progress
-        ):
+        for contender, result, path in _baselines(run, planned[0][0]):
             contenders.append(contender)
             built[contender.name] = (result, path)
         timings["baselines_s"] = time.perf_counter() - clock
@@ -415,91 +413,74 @@ def _predicted_speedup(shape, types: GgufTypes, latency: LatencyModel | None, st
     return 1 / max(1e-6, latency.relative_time(fraction, len(structure.kept) / shape.num_layers))
 
 
-def _measured_contender(name, kind, gguf_type, result, path, measured, heldout, threads, prompt, targets, started) -> Contender:
-    nll = llama_cpp_window_nll(path, heldout, threads)
-    tps, dense_tps = paired_decode_speed(path, measured.files[gguf_type], prompt, SPEED_GENERATE, SPEED_ROUNDS, threads)
+def _measured_contender(run: _Run, name: str, kind: str, gguf_type: str, result, path: Path, started: float) -> Contender:
+    nll = llama_cpp_window_nll(path, run.heldout, run.threads)
+    tps, dense_tps = paired_decode_speed(path, run.measured.files[gguf_type], run.prompt, SPEED_GENERATE, SPEED_ROUNDS, run.threads)
     speedup = tps / dense_tps
     contender = Contender(name, kind, gguf_type, parameter_count(result.model), path.stat().st_size, nll, tps, speedup)
-    contender.meets = targets.met(contender.bytes, contender.params, speedup)
+    contender.meets = run.targets.met(contender.bytes, contender.params, speedup)
     contender.seconds = time.perf_counter() - started
     return contender
 
 
-def _candidate(
-    model,
-    tokenizer,
-    structure,
-    gguf_type,
-    name,
-    library,
-    measured,
-    liar,
-    calibration,
-    work,
-    heldout,
-    threads,
-    prompt,
-    targets,
-    predicted_nll,
-    progress,
-):
+def _predicted(run: _Run, contender: Contender, structure: Structure) -> None:
+    shape, types = run.library.shape, run.measured.types[contender.gguf_type]
+    contender.predicted_bytes = types.structure_bytes(shape, structure, run.liar.reconstruction)
+    contender.predicted_params = structure_params(shape, structure, run.liar.reconstruction)
+    contender.predicted_speedup = _predicted_speedup(shape, types, run.measured.latency, structure)
+
+
+def _candidate(run: _Run, structure: Structure, gguf_type: str, name: str, predicted_nll: float):
     started = time.perf_counter()
-    shape = library.shape
-    recipe = _recipe(structure, shape, liar)
-    if progress:
+    shape = run.library.shape
+    recipe = _recipe(structure, shape, run.liar)
+    if run.progress:
         print(f"fit: building {name} at {gguf_type}: {structure.describe(shape)}", flush=True)
-    result, path = _build(model, tokenizer, recipe, calibration, work, name.replace(" ", "-"), gguf_type)
-    contender = _measured_contender(name, "candidate", gguf_type, result, path, measured, heldout, threads, prompt, targets, started)
-    types = measured.types[gguf_type]
-    contender.predicted_bytes = types.structure_bytes(shape, structure, liar.reconstruction)
-    contender.predicted_params = structure_params(shape, structure, liar.reconstruction)
-    contender.predicted_speedup = _predicted_speedup(shape, types, measured.latency, structure)
+    result, path = _build(run, recipe, name, gguf_type)
+    contender = _measured_contender(run, name, "candidate", gguf_type, result, path, started)
+    _predicted(run, contender, structure)
     contender.predicted_nll = predicted_nll
     contender.structure = _structure_list(structure)
     contender.recipe = recipe
     return contender, result, path
 
 
-def _baselines(model, tokenizer, gguf_type, library, measured, liar, calibration, work, heldout, threads, prompt, targets, progress):
+def _baselines(run: _Run, gguf_type: str):
     """Uniform ShortGPT (fewest blocks) and uniform LIAR (widest FFN) that the cost model says meet the targets, at `gguf_type`."""
-    shape = library.shape
-    types = measured.types[gguf_type]
+    shape, types, liar = run.library.shape, run.measured.types[gguf_type], run.liar
 
     def fits(structure: Structure) -> bool:
-        speedup = _predicted_speedup(shape, types, measured.latency, structure)
-        return targets.met(types.structure_bytes(shape, structure), structure_params(shape, structure), speedup)
+        speedup = _predicted_speedup(shape, types, run.measured.latency, structure)
+        return run.targets.met(types.structure_bytes(shape, structure), structure_params(shape, structure), speedup)
 
     out = []
+    dense_layer = LayerChoice(shape.num_kv, shape.width)
     for remove in range(1, shape.num_layers):
-        depth = Structure(
-            [DROPPED if i >= shape.num_layers - remove else LayerChoice(shape.num_kv, shape.width) for i in range(shape.num_layers)]
-        )
+        depth = Structure([DROPPED if i >= shape.num_layers - remove else dense_layer for i in range(shape.num_layers)])
         if fits(depth):
             out.append((f"shortgpt -{remove}", "shortgpt", [{"method": "shortgpt", "remove": remove}], depth))
             break
-    step = library.multiple  # the widths LIAR's own default rounds to (64 for a real model's FFN)
+    step = run.library.multiple  # the widths LIAR's own default rounds to (64 for a real model's FFN)
     for channels in range(shape.width - step, 0, -step):
         width = Structure([LayerChoice(shape.num_kv, channels)] * shape.num_layers)
         if fits(width):
-            recipe = [
-                {
-                    "method": "liar",
-                    "ffn_ratio": 1 - channels / shape.width,
-                    "channel_multiple": 1,
-                    "criterion": liar.criterion,
-                    "reconstruction": liar.reconstruction,
-                }
-            ]
-            out.append((f"liar uniform ffn {channels}", "liar-uniform", recipe, width))
+            options = {"ffn_ratio": 1 - channels / shape.width, "channel_multiple": 1, "criterion": liar.criterion}
+            out.append(
+                (
+                    f"liar uniform ffn {channels}",
+                    "liar-uniform",
+                    [{"method": "liar", **options, "reconstruction": liar.reconstruction}],
+                    width,
+                )
+            )
             break
     for name, kind, recipe, structure in out:
         started = time.perf_counter()
-        if progress:
+        if run.progress:
             print(f"fit: building the baseline {name} at {gguf_type}", flush=True)
-        result, path = _build(model, tokenizer, recipe, calibration, work, name.replace(" ", "-"), gguf_type)
-        contender = _measured_contender(name, kind, gguf_type, result, path, measured, heldout, threads, prompt, targets, started)
-        contender.predicted_bytes = types.structure_bytes(shape, structure, liar.reconstruction)
-        contender.predicted_speedup = _predicted_speedup(shape, types, measured.latency, structure)
+        result, path = _build(run, recipe, name, gguf_type)
+        contender = _measured_contender(run, name, kind, gguf_type, result, path, started)
+        _predicted(run, contender, structure)
         contender.recipe = recipe
         yield contender, result, path
 
