@@ -117,82 +117,129 @@ def tensor_info_bytes(name: str, dims: int) -> int:
     return 8 + len(name.encode()) + 4 + 8 * dims + 4 + 8
 
 
-def tensor_bytes(kind: Q, ne0: int, ne1: int = 1, name: str = "blk.0.attn_q.weight") -> int:
-    """The bytes a tensor adds to the file: its aligned data and its header entry."""
+def tensor_bytes(kind: Q, ne0: int, ne1: int = 1) -> int:
+    """A tensor's data in the file, aligned: rows of `ne0` values in `kind` (or the type it falls back to)."""
     kind = _row_type(kind, ne0)
     block, size = gguf.GGML_QUANT_SIZES[kind]
     raw = ne0 // block * size * ne1
-    return -(-raw // ALIGNMENT) * ALIGNMENT + tensor_info_bytes(name, 1 if ne1 == 1 else 2)
+    return -(-raw // ALIGNMENT) * ALIGNMENT
+
+
+def _aligned(count: int) -> int:
+    return -(-count // ALIGNMENT) * ALIGNMENT
+
+
+PER_LAYER_KEYS = 3  # deci writes the FFN width and both head counts as one array each
 
 
 @dataclass
 class GgufTypes:
-    """The dense model's file at one type: each tensor's ggml type, the bytes outside the layers, the file size."""
+    """The dense model's file at one type, read once: each block tensor's ggml type per layer, the data outside
+    the layers, and the header (metadata and tensor entries) without the layers' entries."""
 
     gguf_type: str
     block_types: dict[str, list[int]]  # kind -> ggml type of that tensor in each dense layer
-    other_bytes: int  # token embedding, output, norms, header and vocabulary
+    other_bytes: int  # aligned data of the tensors outside the layers (embedding, output, final norm)
+    header_bytes: int  # the header's length before its padding, the layers' tensor entries left out
+    architecture: str  # as the dense file names it (its keys carry it as their prefix)
+    architecture_keys: int  # keys with that prefix, plus the general.architecture value
+    name_length: int  # bytes of general.name in the dense file
     dense_bytes: int
 
     @classmethod
     def read(cls, path: str | Path, gguf_type: str, num_layers: int) -> "GgufTypes":
         reader = gguf.GGUFReader(str(path))
         types: dict[str, list[int]] = {kind: [int(Q.F32)] * num_layers for kind in BLOCK_KINDS}
-        block_total = 0
+        other, block_entries = 0, 0
         for tensor in reader.tensors:
             parts = tensor.name.split(".")
-            if parts[0] == "blk" and parts[2] in types and parts[-1] == "weight":
-                types[parts[2]][int(parts[1])] = int(tensor.tensor_type)
             if parts[0] == "blk":
-                dims = len([d for d in tensor.shape if d > 0])
-                block_total += -(-int(tensor.n_bytes) // ALIGNMENT) * ALIGNMENT + tensor_info_bytes(tensor.name, dims)
-        size = Path(path).stat().st_size
-        return cls(gguf_type, types, size - block_total, size)
+                if parts[2] in types and parts[-1] == "weight":
+                    types[parts[2]][int(parts[1])] = int(tensor.tensor_type)
+                block_entries += tensor_info_bytes(tensor.name, len(tensor.shape))
+            else:
+                other += _aligned(int(tensor.n_bytes))
+        last = reader.tensors[-1].field
+        header = last.offset + sum(part.nbytes for part in last.parts)
+        architecture = str(bytes(reader.fields["general.architecture"].parts[-1]), "utf-8")
+        keys = sum(name.startswith(architecture + ".") for name in reader.fields) + 1
+        name = reader.fields.get("general.name")
+        name_length = len(bytes(name.parts[-1])) if name is not None else 0
+        return cls(gguf_type, types, other, header - block_entries, architecture, keys, name_length, Path(path).stat().st_size)
 
-    def layer_bytes(self, shape: ModelShape, index: int, choice: LayerChoice, attn_bias: bool, mlp_bias: bool) -> int:
-        """Bytes of dense layer `index` written with `choice` (0 when dropped)."""
-        if choice.dropped:
-            return 0
-        return self.attention_bytes(shape, index, choice.kv_groups, attn_bias) + self.ffn_bytes(shape, index, choice.channels, mlp_bias)
+    def _types(self, index: int) -> dict[str, Q]:
+        return {kind: Q(values[index]) for kind, values in self.block_types.items()}
+
+    def _attention_tensors(self, shape: ModelShape, index: int, kv: int, bias: bool) -> list[tuple[str, Q, int, int]]:
+        t, hidden = self._types(index), shape.hidden
+        query, kv_rows = kv * shape.group_size * shape.head_dim, kv * shape.head_dim
+        out = [
+            ("attn_norm.weight", Q.F32, hidden, 1),
+            ("attn_q.weight", t["attn_q"], hidden, query),
+            ("attn_k.weight", t["attn_k"], hidden, kv_rows),
+            ("attn_v.weight", t["attn_v"], hidden, kv_rows),
+            ("attn_output.weight", t["attn_output"], query, hidden),
+        ]
+        return out + ([("attn_output.bias", Q.F32, hidden, 1)] if bias else [])
+
+    def _ffn_tensors(self, shape: ModelShape, index: int, channels: int, bias: bool) -> list[tuple[str, Q, int, int]]:
+        t, hidden = self._types(index), shape.hidden
+        out = [
+            ("ffn_norm.weight", Q.F32, hidden, 1),
+            ("ffn_gate.weight", t["ffn_gate"], hidden, channels),
+            ("ffn_up.weight", t["ffn_up"], hidden, channels),
+            ("ffn_down.weight", t["ffn_down"], channels, hidden),
+        ]
+        return out + ([("ffn_down.bias", Q.F32, hidden, 1)] if bias else [])
+
+    @staticmethod
+    def _sized(tensors, written_index: int) -> tuple[int, int]:
+        """(aligned data, header entries) of a layer's tensors written as layer `written_index`."""
+        data = sum(tensor_bytes(kind, ne0, ne1) for _, kind, ne0, ne1 in tensors)
+        entries = sum(tensor_info_bytes(f"blk.{written_index}.{name}", 1 if ne1 == 1 else 2) for name, _, _, ne1 in tensors)
+        return data, entries
 
     def attention_bytes(self, shape: ModelShape, index: int, kv: int, bias: bool) -> int:
-        t = {kind: Q(values[index]) for kind, values in self.block_types.items()}
-        query, kv_rows, hidden = kv * shape.group_size * shape.head_dim, kv * shape.head_dim, shape.hidden
-        n = f"blk.{index}."  # the name's length as written: the layer's index in the dense model (the same digits nearly always)
-        return (
-            tensor_bytes(Q.F32, hidden, 1, n + "attn_norm.weight")
-            + tensor_bytes(t["attn_q"], hidden, query, n + "attn_q.weight")
-            + tensor_bytes(t["attn_k"], hidden, kv_rows, n + "attn_k.weight")
-            + tensor_bytes(t["attn_v"], hidden, kv_rows, n + "attn_v.weight")
-            + tensor_bytes(t["attn_output"], query, hidden, n + "attn_output.weight")
-            + (tensor_bytes(Q.F32, hidden, 1, n + "attn_output.bias") if bias else 0)
-        )
+        """Data, header entries and per-layer header values of a layer's attention, as the solver adds them up."""
+        data, entries = self._sized(self._attention_tensors(shape, index, kv, bias), index)
+        return data + entries + 4 * PER_LAYER_KEYS
 
     def ffn_bytes(self, shape: ModelShape, index: int, channels: int, bias: bool) -> int:
-        t = {kind: Q(values[index]) for kind, values in self.block_types.items()}
-        hidden, n = shape.hidden, f"blk.{index}."
-        return (
-            tensor_bytes(Q.F32, hidden, 1, n + "ffn_norm.weight")
-            + tensor_bytes(t["ffn_gate"], hidden, channels, n + "ffn_gate.weight")
-            + tensor_bytes(t["ffn_up"], hidden, channels, n + "ffn_up.weight")
-            + tensor_bytes(t["ffn_down"], channels, hidden, n + "ffn_down.weight")
-            + (tensor_bytes(Q.F32, hidden, 1, n + "ffn_down.bias") if bias else 0)
-        )
+        return sum(self._sized(self._ffn_tensors(shape, index, channels, bias), index))
 
-    def structure_bytes(self, shape: ModelShape, structure: Structure, reconstruction: str = "liar") -> int:
-        """Predicted file size: a bias is written only in a layer LIAR narrowed (a zero bias is left out)."""
+    def fixed_bytes(self) -> int:
+        """What the solver adds to the layers' bytes: the rest of the file, with room for the per-layer header's
+        own keys and the header's padding (a bound: every built file is measured)."""
+        return self.other_bytes + self.header_bytes + PER_LAYER_KEYS * 8 + 2 * ALIGNMENT
+
+    def structure_bytes(self, shape: ModelShape, structure: Structure, reconstruction: str = "liar", name: str | None = None) -> int:
+        """The file's size, written by prunekit with `name` as its general.name: the layers' tensors under their new
+        indices (a bias only where LIAR narrowed: a zero bias is left out), the header of a per-layer (`deci`) or
+        uniform file, padded to the alignment."""
         with_bias = reconstruction in ("liar", "bias")
-        total = self.other_bytes
-        for i in structure.kept:
+        data, entries = 0, 0
+        for written, i in enumerate(structure.kept):
             c = structure.layers[i]
             attn_bias = with_bias and shape.attention_bias_field and c.kv_groups < shape.num_kv
             mlp_bias = with_bias and shape.mlp_bias_field and c.channels < shape.width
-            total += self.layer_bytes(shape, i, c, attn_bias, mlp_bias)
-        return total
+            tensors = self._attention_tensors(shape, i, c.kv_groups, attn_bias) + self._ffn_tensors(shape, i, c.channels, mlp_bias)
+            layer_data, layer_entries = self._sized(tensors, written)
+            data, entries = data + layer_data, entries + layer_entries
+        header = self.header_bytes + entries + (len(name.encode()) - self.name_length if name is not None else 0)
+        kept = [structure.layers[i] for i in structure.kept]
+        if len(set(kept)) > 1 and self.architecture != "deci":  # per-layer widths: written as deci, with arrays
+            header -= (len(self.architecture) - len("deci")) * self.architecture_keys
+            header += PER_LAYER_KEYS * (8 + 4 * len(kept))  # an array (type, count, values) in place of one value
+        return _aligned(header) + self.other_bytes + data
 
     def block_bytes(self, shape: ModelShape, structure: Structure) -> int:
-        """Bytes a decoded token reads from the layers (the model's matrices, the embedding row aside)."""
-        return self.structure_bytes(shape, structure) - self.other_bytes
+        """Bytes a decoded token reads from the layers' matrices."""
+        total = 0
+        for i in structure.kept:
+            c = structure.layers[i]
+            tensors = self._attention_tensors(shape, i, c.kv_groups, False) + self._ffn_tensors(shape, i, c.channels, False)
+            total += self._sized(tensors, i)[0]
+        return total
 
 
 @dataclass

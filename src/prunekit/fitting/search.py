@@ -130,7 +130,7 @@ def _dense_ladder(model, tokenizer, types, cache: Path, heldout, threads: int, p
         if recorded.is_file() and path.is_file():
             data = read_json_object(recorded, "fit measurement")
             if data.get("key") == key and data["contender"]["bytes"] == path.stat().st_size:
-                measured.types[gguf_type] = GgufTypes(**data["types"])
+                measured.types[gguf_type] = GgufTypes.read(path, gguf_type, shape.num_layers)
                 measured.dense[gguf_type] = Contender(**data["contender"])
                 measured.files[gguf_type] = path
                 continue
@@ -143,7 +143,7 @@ def _dense_ladder(model, tokenizer, types, cache: Path, heldout, threads: int, p
         tps = llama_cpp_speed(path, prompt, generate=SPEED_GENERATE, repeats=SPEED_ROUNDS, threads=threads)["generation_tokens_per_s"]
         contender = Contender(f"dense {gguf_type}", "dense", gguf_type, params, path.stat().st_size, nll, tps)
         contender.seconds = time.perf_counter() - started
-        write_json_atomically(recorded, {"key": key, "types": asdict(types_), "contender": asdict(contender)})
+        write_json_atomically(recorded, {"key": key, "contender": asdict(contender)})
         measured.types[gguf_type], measured.dense[gguf_type], measured.files[gguf_type] = types_, contender, path
     return measured
 
@@ -425,7 +425,8 @@ def _measured_contender(run: _Run, name: str, kind: str, gguf_type: str, result,
 
 def _predicted(run: _Run, contender: Contender, structure: Structure) -> None:
     shape, types = run.library.shape, run.measured.types[contender.gguf_type]
-    contender.predicted_bytes = types.structure_bytes(shape, structure, run.liar.reconstruction)
+    written_name = contender.name.replace(" ", "-")  # the file's general.name, as _build writes it
+    contender.predicted_bytes = types.structure_bytes(shape, structure, run.liar.reconstruction, name=written_name)
     contender.predicted_params = structure_params(shape, structure, run.liar.reconstruction)
     contender.predicted_speedup = _predicted_speedup(shape, types, run.measured.latency, structure)
 

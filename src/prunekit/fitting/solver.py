@@ -98,7 +98,7 @@ def solve(
                 row.append(0)
         row = np.array(row, dtype=float)
         if budget.max_bytes is not None:
-            add(row, -np.inf, budget.max_bytes - types.other_bytes)
+            add(row, -np.inf, budget.max_bytes - types.fixed_bytes())
         if budget.max_relative_time is not None and latency is not None:
             dense_block = types.block_bytes(shape, dense_structure(shape))
             layers_row = np.array([1.0 if kind == "kv" else 0.0 for _, kind, _, _ in options])
