@@ -3,7 +3,7 @@ fewest that every command fits: `extend --to-blocks 36` at most doubles a model)
 
 Only what a tiny CPU test cannot afford or reach is changed, by the table SHRINK below: the embedded model
 becomes the tiny one, training budgets shrink to 2,048 tokens (a command that trains with the default budget
-gets one), hub data becomes local files of the same kind, and the tiny encoder gets windows that fit its
+gets one), `fit` measures fewer windows at two types, hub data becomes local files of the same kind, and the tiny encoder gets windows that fit its
 context. Lines with placeholders (docs/cli.md's
 synopsis) are not commands and are left out.
 """
@@ -52,6 +52,8 @@ def shrunk(line: str, model: Path, encoder: Path) -> list[str]:
     if any(word in line for word in TRAINS) and "--recovery-tokens" not in line:
         line += " --recovery-tokens 2048"
     argv = shlex.split(line)[1:]
+    if argv[0] == "fit":  # its measuring budget: fewer windows, two types, one candidate
+        argv += ["--windows", "8", "--seq-len", "64", "--heldout-windows", "4", "--types", "q8_0,q4_0", "--candidates", "1"]
     if "all-minilm-l6-v2" in argv:
         argv += ["--seq-len", "64"]  # the tiny encoder's context is 128 positions, MiniLM's 512
     argv = [str(model) if a == "smollm2-135m" else str(encoder) if a == "all-minilm-l6-v2" else a for a in argv]
