@@ -3,9 +3,9 @@ fewest that every command fits: `extend --to-blocks 36` at most doubles a model)
 
 Only what a tiny CPU test cannot afford or reach is changed, by the table SHRINK below: the embedded model
 becomes the tiny one, training budgets shrink to 2,048 tokens (a command that trains with the default budget
-gets one), `fit` measures fewer windows at two types, hub data becomes local files of the same kind, and the tiny encoder gets windows that fit its
-context. Lines with placeholders (docs/cli.md's
-synopsis) are not commands and are left out.
+gets one), `fit` measures fewer windows at two types, hub data becomes local files of the same kind, and the
+tiny encoder gets windows that fit its context. Lines with placeholders (docs/cli.md's synopsis) are not
+commands and are left out.
 """
 
 from __future__ import annotations
