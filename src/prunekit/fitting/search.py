@@ -330,11 +330,11 @@ def fit(
         clock = time.perf_counter()
         planned = _solve_all(library, targets, measured, candidates)
         timings["solve_s"] = time.perf_counter() - clock
-        if not planned:
-            raise PrunekitError(f"no structure in the library meets {targets.describe()}; loosen a target")
         contenders = list(measured.dense.values())
         for contender in contenders:
             contender.meets = targets.met(contender.bytes, contender.params, 1.0)
+        if not planned and not any(c.meets for c in contenders):
+            raise PrunekitError(f"no structure in the library meets {targets.describe()}; loosen a target")
         clock = time.perf_counter()
         run = _Run(model, tokenizer, targets, calibration, heldout, liar, threads, prompt, work, measured, library, progress)
         built = {}
@@ -344,7 +344,8 @@ def fit(
             built[contender.name] = (result, path)
         timings["candidates_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        for contender, result, path in _baselines(run, planned[0][0]):
+        baseline_type = planned[0][0] if planned else min((c for c in contenders if c.meets), key=lambda c: c.mean_nll).gguf_type
+        for contender, result, path in _baselines(run, baseline_type):
             contenders.append(contender)
             built[contender.name] = (result, path)
         timings["baselines_s"] = time.perf_counter() - clock

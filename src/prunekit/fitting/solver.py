@@ -75,6 +75,8 @@ def solve(
         for kind in ("kv", "ffn"):
             add([1.0 if o[0] == i and o[1] in ("drop", kind) else 0.0 for o in options], 1, 1)
     add([1.0 if o[1] == "drop" else 0.0 for o in options], 0, shape.num_layers - 1)
+    # not the dense model itself (the ladder has it): at least one layer narrowed or dropped
+    add([1.0 if o[1] in ("kv", "ffn") and o[2] in (shape.num_kv, shape.width) else 0.0 for o in options], 0, 2 * shape.num_layers - 1)
     with_bias = reconstruction in ("liar", "bias")
     if budget.max_params is not None:
         fixed = shape.vocab * shape.hidden * (1 if shape.tied else 2) + shape.hidden
