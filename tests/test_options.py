@@ -11,7 +11,7 @@ from prunekit.methods import RecoveryConfig, method_names, method_spec
 from prunekit.options import checked_value
 
 # The least each config needs to pass its own check.
-VALID = {"extend": {"to_blocks": 8}, "liar": {"ratio": 0.2}, "recover": {}}
+VALID = {"extend": {"to_blocks": 8}, "liar": {"ratio": 0.2}, "recover": {}, "blocks": {"blocks": (1,)}}
 BAD = {
     "text": "2",
     "fraction": 1.5,

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from prunekit.fitting.costs import DROPPED, GgufTypes, LatencyModel, LayerChoice, Structure, attention_params, dense_structure, ffn_params
 from prunekit.fitting.library import Library
@@ -60,6 +59,8 @@ def solve(
     time_limit: float = 20.0,
 ) -> list[Solution]:
     """Up to `count` distinct structures within `budget`, best first (fewer when fewer exist)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp  # scipy loads in about a second: only when a fit solves
+
     shape = library.shape
     options = _options(library)
     n = len(options)
