@@ -186,6 +186,7 @@ def _latency(
 def _reachable(shape: ModelShape, measured: _Measured, latency: LatencyModel | None) -> dict:
     """The least bytes and parameters and the highest predicted speed-up any library structure reaches (one layer kept)."""
     smallest = LayerChoice(min(kv_options(shape.num_kv) or [shape.num_kv]), min(channel_options(shape.width, 1)))
+    one = Structure([smallest] + [DROPPED] * (shape.num_layers - 1))
     best_bytes, best_speedup = None, None
     for gguf_type, types in measured.types.items():
         sizes = [
@@ -194,12 +195,9 @@ def _reachable(shape: ModelShape, measured: _Measured, latency: LatencyModel | N
         ]
         if best_bytes is None or min(sizes) < best_bytes[0]:
             best_bytes = (min(sizes), gguf_type)
-        if latency is not None:
-            one = Structure([smallest] + [DROPPED] * (shape.num_layers - 1))
-            fraction = types.block_bytes(shape, one) / types.block_bytes(shape, dense_structure(shape))
-            speedup = 1 / max(1e-6, latency.relative_time(fraction, 1 / shape.num_layers))
+        speedup = _predicted_speedup(shape, types, latency, one)
+        if speedup is not None:
             best_speedup = max(best_speedup or 0.0, speedup)
-    one = Structure([smallest] + [DROPPED] * (shape.num_layers - 1))
     return {"bytes": best_bytes, "params": structure_params(shape, one), "speedup": best_speedup}
 
 
@@ -389,7 +387,6 @@ def fit(
 
 def _solve_all(library: Library, targets: FitTargets, measured: _Measured, count: int) -> list:
     """(type, solution, predicted NLL) of the best `count` distinct candidates over every type, best first."""
-    shape = library.shape
     budget = Budget(targets.max_params, targets.max_bytes, 1 / targets.min_speedup if targets.min_speedup else None)
     found = []
     for gguf_type, types in measured.types.items():
@@ -397,14 +394,8 @@ def _solve_all(library: Library, targets: FitTargets, measured: _Measured, count
             found.append((gguf_type, solution, measured.dense[gguf_type].mean_nll + solution.predicted_kl))
         if budget.max_bytes is None and budget.max_relative_time is None:
             break  # parameters alone: one type's structures are every type's
-    found.sort(key=lambda item: item[2])
-    seen, out = set(), []
-    for item in found:
-        key = (item[0], item[1].structure.key())
-        if key not in seen and item[1].structure.key() != dense_structure(shape).key():
-            seen.add(key)
-            out.append(item)
-    return out[:count]
+    found.sort(key=lambda item: item[2])  # distinct already: the solver cuts each earlier answer and never returns the dense one
+    return found[:count]
 
 
 def _predicted_speedup(shape, types: GgufTypes, latency: LatencyModel | None, structure: Structure) -> float | None:
