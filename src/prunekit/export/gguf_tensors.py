@@ -3,7 +3,10 @@
 Shared blocks are materialised (base weight plus their LoRA), Q and K rows are permuted where llama.cpp
 rotates adjacent channel pairs, a Llama-3 rope scaling becomes llama.cpp's `rope_freqs` tensor, and
 a deci layer without heads or channels but with a compensation bias gets one zeroed group or channel
-that carries the bias (llama.cpp drops a sublayer of width 0 together with its bias).
+that carries the bias (llama.cpp drops a sublayer of width 0 together with its bias). Gemma-3's norms
+scale by 1 + weight where llama.cpp's scale by the weight, so 1 is added (as its converter does), and
+the query norm also carries the ratio between transformers' attention scale and the one llama.cpp
+derives from the layer count.
 """
 
 from __future__ import annotations
@@ -82,13 +85,28 @@ def _block_tensors(block: nn.Module, index: int, layout: GgufLayout, config) -> 
         if shape.phantom_ffn:
             named.update(_phantom_ffn(prefix, hidden, bias))
             named[f"{prefix}post_attention_layernorm.weight"] = norm
+    query_ratio = gemma3_query_ratio(config, layout) if layout.architecture == "gemma3" else 1.0
     for name, tensor in named.items():
         tensor = tensor.detach().float().cpu()
+        if layout.architecture == "gemma3" and name.endswith("norm.weight"):
+            tensor = (tensor + 1.0) * (query_ratio if name.endswith("q_norm.weight") else 1.0)
         if name.endswith(".bias") and not tensor.any():
             continue  # a zero bias is no bias, and not every llama.cpp graph loads every bias
         if layout.permutes_rope and (".q_proj." in name or ".k_proj." in name):
             tensor = permute_rope(tensor, shape.heads if ".q_proj." in name else shape.kv_heads)
         yield name, tensor
+
+
+def gemma3_query_scale(config, layers: int, heads: int, head_dim: int) -> float:
+    """The factor llama.cpp's gemma3 multiplies queries by: it knows the 27B model by its 62 layers."""
+    return (config.hidden_size / heads if layers == 62 else head_dim) ** -0.5
+
+
+def gemma3_query_ratio(config, layout: GgufLayout) -> float:
+    """transformers' attention scale over llama.cpp's, folded into the query norm (rope is linear, so the
+    product is the same): 1 for every published Gemma-3 at its own depth."""
+    wanted = (getattr(config, "query_pre_attn_scalar", None) or layout.head_dim) ** -0.5
+    return wanted / gemma3_query_scale(config, len(layout.layers), layout.layers[0].heads, layout.head_dim)
 
 
 def rope_parameters(config) -> dict:
@@ -139,7 +157,8 @@ def gguf_tensors(model, layout: GgufLayout) -> Iterator[tuple[str, torch.Tensor]
     for index, block in enumerate(adapter.layers):
         for name, tensor in _block_tensors(block, index, layout, config):
             yield renamed(name), tensor
-    yield renamed("model.norm.weight"), adapter.base.norm.weight.detach().float().cpu()
+    norm = adapter.base.norm.weight.detach().float().cpu()
+    yield renamed("model.norm.weight"), norm + 1.0 if layout.architecture == "gemma3" else norm
     head = model.get_output_embeddings()
     if not getattr(config, "tie_word_embeddings", False) or head.weight is not adapter.base.embed_tokens.weight:
         yield renamed("lm_head.weight"), head.weight.detach().float().cpu()

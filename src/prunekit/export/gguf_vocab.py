@@ -3,11 +3,14 @@
 `gguf.vocab` (llama.cpp's reader) supplies the tokens, merges, special token ids and chat template.
 Two things its readers leave to llama.cpp's converter are done as that converter does them: added
 tokens marked special become control tokens (others user-defined), and the pre-tokenizer (how text is
-split before BPE) is named by hashing the tokenization of llama.cpp's probe text.
+split before BPE) is named by hashing the tokenization of llama.cpp's probe text. A SentencePiece-style
+tokenizer.json (Gemma, Llama 2) carries no piece scores, which llama.cpp's tokenizer merges by: its
+pieces are stored in merge order, so each ordinary piece scores minus its id, which keeps that order.
 """
 
 from __future__ import annotations
 
+import json
 from hashlib import sha256
 from pathlib import Path
 
@@ -37,6 +40,22 @@ PRE_TOKENIZERS = {
 
 def probe_hash(tokenizer) -> str:
     return sha256(str(tokenizer.encode(PROBE_TEXT)).encode()).hexdigest()
+
+
+def prepends_space(location: Path) -> bool:
+    """Whether a SentencePiece-style tokenizer.json puts '▁' before the text (llama.cpp's add_space_prefix)."""
+    tokenizer = json.loads((location / "tokenizer.json").read_text(encoding="utf-8"))
+
+    def steps(part):
+        part = part or {}
+        return part.get("normalizers") or part.get("pretokenizers") or [part]
+
+    for step in [*steps(tokenizer.get("normalizer")), *steps(tokenizer.get("pre_tokenizer"))]:
+        if step.get("type") == "Prepend" and step.get("prepend") == "\u2581":
+            return True
+        if step.get("type") == "Metaspace" and step.get("prepend_scheme", "always") != "never" and step.get("add_prefix_space", True):
+            return True
+    return False
 
 
 def _reader(location: Path):
@@ -72,6 +91,8 @@ def add_vocabulary(writer: gguf.GGUFWriter, location: str | Path, tokenizer, row
     for index, is_special in special.items():
         if index < len(types):
             types[index] = gguf.TokenType.CONTROL if is_special else gguf.TokenType.USER_DEFINED
+    if vocab.tokenizer_model == "llama":
+        scores = [-float(index) if kind == gguf.TokenType.NORMAL else score for index, (score, kind) in enumerate(zip(scores, types))]
     for index in range(len(tokens), rows):
         tokens.append(f"[PAD{index}]")
         scores.append(-1000.0)
@@ -90,6 +111,7 @@ def add_vocabulary(writer: gguf.GGUFWriter, location: str | Path, tokenizer, row
     writer.add_token_list(tokens)
     if vocab.tokenizer_model != "gpt2":
         writer.add_token_scores(scores)
+        writer.add_add_space_prefix(prepends_space(location))
     writer.add_token_types(types)
     special_vocab = gguf.SpecialVocab(location, load_merges=vocab.tokenizer_model == "gpt2", n_vocab=rows)
     special_vocab.add_to_gguf(writer, quiet=True)

@@ -24,7 +24,7 @@ import gguf
 import numpy as np
 
 from prunekit.errors import PrunekitError
-from prunekit.export.gguf_layout import GgufLayout, gguf_layout
+from prunekit.export.gguf_layout import GgufLayout, gemma3_rope, gguf_layout
 from prunekit.export.gguf_tensors import gguf_tensors, rope_parameters
 from prunekit.export.gguf_vocab import add_vocabulary
 from prunekit.models.adapters import ModelAdapter
@@ -75,9 +75,14 @@ def check_gguf_output(out: str | os.PathLike, overwrite: bool = False, protected
     return check_output_file(out, overwrite, kind="GGUF", example="model.gguf", protected=protected)
 
 
+def _rope(config, layout: GgufLayout) -> dict:
+    """The rope settings llama.cpp applies with its `rope.freq_base` (Gemma-3: those of its global layers)."""
+    return gemma3_rope(config)["full_attention"] if layout.architecture == "gemma3" else rope_parameters(config)
+
+
 def _header(writer: gguf.GGUFWriter, model, layout: GgufLayout, file_type: int, name: str) -> None:
     config = model.config
-    rope = rope_parameters(config)
+    rope = _rope(config, layout)
     rope_type = (rope.get("rope_type") or rope.get("type") or "default").lower()
     if rope_type not in ROPE_TYPES:
         raise PrunekitError(f"GGUF export handles rope types {', '.join(ROPE_TYPES)}; this model uses '{rope_type}'")
@@ -102,10 +107,23 @@ def _header(writer: gguf.GGUFWriter, model, layout: GgufLayout, file_type: int, 
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_key_length(layout.head_dim)
     writer.add_value_length(layout.head_dim)
-    writer.add_rope_dimension_count(layout.head_dim)
+    rotary = rope.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) or 1.0
+    writer.add_rope_dimension_count(int(layout.head_dim * rotary))
+    if layout.architecture == "gemma3":
+        _gemma3_header(writer, config, len(layout.layers))
     writer.add_vocab_size(ModelAdapter(model).base.embed_tokens.weight.shape[0])
     writer.add_file_type(int(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _gemma3_header(writer: gguf.GGUFWriter, config, layers: int) -> None:
+    """Which layers attend through the sliding window, one flag per layer (pruning breaks Gemma-3's every-sixth
+    pattern, which llama.cpp assumes without it), and the local layers' rope base. A model without sliding layers
+    still gets a window: llama.cpp's gemma3 graph without one divides by a zero logit soft-cap."""
+    kinds = list(getattr(config, "layer_types", None) or ["full_attention"] * layers)
+    writer.add_sliding_window(int(getattr(config, "sliding_window", None) or config.max_position_embeddings))
+    writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in kinds])
+    writer.add_rope_freq_base_swa(float(gemma3_rope(config)["sliding_attention"].get("rope_theta", 10000.0)))
 
 
 def _encoding_of(shape: tuple[int, ...], encoding: Q) -> Q:
@@ -135,10 +153,21 @@ def _encoded(array: np.ndarray, kind: Q) -> np.ndarray:
     return gguf.quants.quantize(array, kind)
 
 
+# llama.cpp's vocabulary loader looks these tokens up in any model whose name says Phi-3, and fails if one is missing
+PHI3_NAMED_TOKENS = ("<unk>", "<s>", "</s>", "<|endoftext|>")
+
+
+def loadable_name(name: str, tokenizer) -> str:
+    """`name`, unless it would make llama.cpp look up Phi-3's special tokens in a vocabulary without them."""
+    if re.search(r"phi-?3", name, re.IGNORECASE) and not set(PHI3_NAMED_TOKENS) <= set(tokenizer.get_vocab()):
+        return re.sub(r"(?i)(phi-?)3", r"\g<1> 3", name)
+    return name
+
+
 def _write(model, tokenizer, layout: GgufLayout, path: Path, gguf_type: str, name: str) -> list[str]:
     file_type, encoding = GGUF_TYPES[gguf_type]
     writer = gguf.GGUFWriter(path=None, arch=layout.architecture)
-    _header(writer, model, layout, file_type, name)
+    _header(writer, model, layout, file_type, loadable_name(name, tokenizer))
     with tempfile.TemporaryDirectory(prefix="prunekit-tokenizer-") as tokenizer_dir:
         tokenizer.save_pretrained(tokenizer_dir)
         notes = add_vocabulary(writer, tokenizer_dir, tokenizer, ModelAdapter(model).base.embed_tokens.weight.shape[0])
