@@ -1,4 +1,4 @@
-"""The speed people get: pruned SmolLM2-135M exported to GGUF and run in llama.cpp (llama-cpp-python).
+"""The speed people get: pruned SmolLM2-135M (or Gemma-3 270M) exported to GGUF and run in llama.cpp (llama-cpp-python).
 
 Each contender is pruned (calibration: C4 windows), written as GGUF at f32, f16 and q8_0, and measured
 in llama.cpp: prompt processing and generation tokens/s (median of `--repeats` runs, `--threads` threads
@@ -7,10 +7,15 @@ token windows as transformers' (f32 file, f32 KV cache), whose gap should stay w
 Contenders with FFN widths rounded to a multiple of 64 (`--channel-multiple 64`) stand beside the
 unrounded ones, with a paired WikiText-2 comparison (NLL per window) of the two in transformers.
 
+The first file written is also checked as a tokenizer: WikiText-2 paragraphs split by llama.cpp against
+transformers' split of the same text.
+
 Rows are written as they finish; a rerun skips finished rows.
 
     python benchmarks/gguf_speed.py                       # every contender
     python benchmarks/gguf_speed.py --contenders dense 'shortgpt 6/30'
+    python benchmarks/gguf_speed.py --model gemma3-270m --name gguf_gemma3_270m --ppl-windows 24 \
+        --contenders dense 'shortgpt 3 blocks' 'liar ffn 30% uniform' 'liar ffn 30% uniform, x64'
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ CONTENDERS = {
     "liar 20% adaptive": ("liar", {"ratio": 0.2, "allocation": "adaptive", "channel_multiple": 1}),
     "liar 20% adaptive, x64": ("liar", {"ratio": 0.2, "allocation": "adaptive", "channel_multiple": 64}),
     "liar 25% params, x64": ("liar", {"ratio": 0.25, "channel_multiple": 64}),
+    # for models whose llama.cpp architecture reads one width for all layers and no biases (Gemma-3, Phi-3)
+    "shortgpt 3 blocks": ("shortgpt", {"remove": 3}),
+    "liar ffn 30% uniform": ("liar", {"ffn_ratio": 0.3, "channel_multiple": 1}),
+    "liar ffn 30% uniform, x64": ("liar", {"ffn_ratio": 0.3, "channel_multiple": 64}),
     "shortgpt 3 + liar 10% adaptive": (
         [{"method": "shortgpt", "remove": 3}, {"method": "liar", "ratio": 0.1, "allocation": "adaptive", "channel_multiple": 1}],
         {},
@@ -102,6 +111,8 @@ def main() -> None:
                 exported = prunekit.export_gguf(model, tokenizer, Path(scratch) / f"{kind}.gguf", gguf_type=kind, overwrite=True)
                 record = {"architecture": exported.architecture, "bytes": exported.bytes, "export_seconds": exported.seconds}
                 if kind == "f32":
+                    if "tokenization" not in results:
+                        results["tokenization"] = tokenization_check(exported.path, tokenizer, Path(args.wikitext))
                     nll = llama_cpp_window_nll(exported.path, evaluation, args.threads)
                     record["perplexity"] = float(np.exp(np.mean(nll)))
                     record["window_nll"] = nll
@@ -121,6 +132,21 @@ def main() -> None:
     results["rows"].sort(key=lambda row: names.index(row["contender"]) if row["contender"] in names else len(names))
     write_json(out, args.name, results)
     write_table(out, args.name, markdown(results))
+
+
+def tokenization_check(path: Path, tokenizer, wikitext: Path, count: int = 300) -> dict:
+    """How many of the first `count` WikiText-2 paragraphs llama.cpp splits into exactly transformers' tokens."""
+    import llama_cpp
+
+    paragraphs = [line.strip() for line in wikitext.read_text(encoding="utf-8").splitlines() if len(line.strip()) > 40][:count]
+    vocabulary = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    try:
+        identical = sum(
+            vocabulary.tokenize(text.encode(), add_bos=False) == tokenizer.encode(text, add_special_tokens=False) for text in paragraphs
+        )
+    finally:
+        vocabulary.close()
+    return {"paragraphs": len(paragraphs), "identical": identical}
 
 
 def _versus_unrounded(rows: dict, row: dict) -> str:
@@ -159,6 +185,13 @@ def markdown(results: dict) -> str:
             f"{f16['generation_tokens_per_s']:.1f} | {versus_dense} | {q8['bytes'] / 2**20:.0f} | {q8['prompt_tokens_per_s']:.0f} | "
             f"{q8['generation_tokens_per_s']:.1f} | {row['prune_seconds']:.0f} + {exports:.0f} |"
         )
+    check = results.get("tokenization")
+    if check:
+        lines += [
+            "",
+            f"Tokenizer: llama.cpp splits {check['identical']} of {check['paragraphs']} WikiText-2 paragraphs "
+            "exactly as transformers does.",
+        ]
     return "\n".join(lines)
 
 

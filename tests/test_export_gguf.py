@@ -203,10 +203,16 @@ def sentencepiece_style_tokenizer():
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-    tokenizer.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     pieces = ["<pad>", "<s>", "</s>", "<unk>", *(f"<0x{i:02X}>" for i in range(256))]
-    tokenizer.train_from_iterator(list(topics.values())[:20], trainers.BpeTrainer(vocab_size=VOCAB - 8, special_tokens=pieces, show_progress=False))
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    tokenizer.train_from_iterator(
+        list(topics.values())[:20], trainers.BpeTrainer(vocab_size=VOCAB - 8, special_tokens=pieces, show_progress=False)
+    )
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def test_a_sentencepiece_style_tokenizer_splits_text_in_llama_cpp_as_in_transformers(tmp_path):

@@ -27,8 +27,16 @@ def windows():
     return TokenWindows(ids, "random", ids.numel())
 
 
-def build(structure: Structure):
-    model = tiny_model("llama")
+# families whose llama.cpp form reads one width for all layers: uniform structures only, heads kept
+UNIFORM_STRUCTURES = {
+    "dropped": [LayerChoice(2, 128), DROPPED, LayerChoice(2, 128), LayerChoice(2, 128)],
+    "narrowed": [LayerChoice(2, 64)] * 4,
+    "both": [DROPPED, LayerChoice(2, 96), LayerChoice(2, 96), DROPPED],
+}
+
+
+def build(structure: Structure, family: str = "llama"):
+    model = tiny_model(family)
     shape = ModelShape.of(model)
     recipe = _recipe(structure, shape, LiarConfig(ratio=0.5))
     return prunekit.prune(model, recipe, data=windows(), progress=False).model if recipe else model
@@ -41,19 +49,21 @@ def test_parameters_are_exact(name):
     assert structure_params(shape, structure) == prunekit.parameter_count(build(structure))
 
 
-@pytest.mark.parametrize("gguf_type", ["q8_0", "q4_0"])
-def test_gguf_bytes_as_written(tmp_path, tiny_tokenizer, gguf_type):
+@pytest.mark.parametrize(
+    "family, gguf_type", [("llama", "q8_0"), ("llama", "q4_0"), ("gemma3_text", "q8_0"), ("phi3", "q4_0"), ("qwen3", "q8_0")]
+)
+def test_gguf_bytes_as_written(tmp_path, tiny_tokenizer, family, gguf_type):
     pytest.importorskip("llama_cpp")
-    dense = tiny_model("llama")
+    dense = tiny_model(family)
     shape = ModelShape.of(dense)
     dense_path = export_gguf(dense, tiny_tokenizer, tmp_path / "dense.gguf", gguf_type=gguf_type, name="dense").path
     types = GgufTypes.read(dense_path, gguf_type, shape.num_layers)
     assert types.structure_bytes(shape, dense_structure(shape), name="dense") == dense_path.stat().st_size
-    for name, layers in STRUCTURES.items():
+    for name, layers in (STRUCTURES if family == "llama" else UNIFORM_STRUCTURES).items():
         if layers is None:
             continue
         structure = Structure(layers)
-        path = export_gguf(build(structure), tiny_tokenizer, tmp_path / f"{name}.gguf", gguf_type=gguf_type, name=name).path
+        path = export_gguf(build(structure, family), tiny_tokenizer, tmp_path / f"{name}.gguf", gguf_type=gguf_type, name=name).path
         assert types.structure_bytes(shape, structure, name=name) == path.stat().st_size, name
 
 

@@ -98,9 +98,26 @@ def test_an_encoder_is_refused(capsys, texts, tmp_path):
     assert code == 2 and "encoder" in err and not (tmp_path / "model").exists()
 
 
-def test_a_family_without_a_per_layer_gguf_form_is_refused(capsys, tiny_tokenizer, texts, tmp_path):
-    model = tiny_model("qwen3")
-    model.save_pretrained(tmp_path / "qwen3")
-    tiny_tokenizer.save_pretrained(tmp_path / "qwen3")
-    code, _, err = run(capsys, *fit_args(tmp_path / "qwen3", texts, tmp_path, "--max-bytes", "10MB"))
-    assert code == 2 and "--model" in err and "qwen3" in err and not (tmp_path / "model").exists()
+def test_a_family_without_a_gguf_form_is_refused(capsys, tiny_tokenizer, texts, tmp_path):
+    model = tiny_model("gemma2")
+    model.save_pretrained(tmp_path / "gemma2")
+    tiny_tokenizer.save_pretrained(tmp_path / "gemma2")
+    code, _, err = run(capsys, *fit_args(tmp_path / "gemma2", texts, tmp_path, "--max-bytes", "10MB"))
+    assert code == 2 and "--model" in err and "gemma2" in err and not (tmp_path / "model").exists()
+
+
+def test_a_family_whose_gguf_form_reads_one_width_gets_uniform_candidates(capsys, tiny_tokenizer, texts, tmp_path):
+    """Gemma-3's llama.cpp form reads one FFN width for all layers: the candidates drop blocks and narrow every kept FFN alike."""
+    model = tiny_model("gemma3_text")
+    model.save_pretrained(tmp_path / "gemma3")
+    tiny_tokenizer.save_pretrained(tmp_path / "gemma3")
+    code, _, err = run(capsys, *fit_args(tmp_path / "gemma3", texts, tmp_path, "--max-params", "0.7"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "model" / "fit_report.json").read_text())
+    candidates = [c for c in report["contenders"] if c["kind"] == "candidate"]
+    assert candidates and report["library"]["kv_groups"] == []
+    for candidate in candidates:
+        kept = {tuple(layer) for layer in candidate["structure"] if layer[0] > 0}
+        assert (
+            len(kept) == 1 and candidate["params"] == candidate["predicted_params"] and candidate["bytes"] == candidate["predicted_bytes"]
+        )

@@ -36,11 +36,13 @@ def options(entry: LayerEntry):
             yield LayerChoice(kv, c), a + f
 
 
-def brute_force(lib: Library, max_params: int):
+def brute_force(lib: Library, max_params: int, uniform: bool = False):
     best = None
     for combo in itertools.product(*(list(options(e)) for e in lib.layers)):
         structure = Structure([c for c, _ in combo])
         if not structure.kept or structure_params(SHAPE, structure) > max_params:
+            continue
+        if uniform and len({structure.layers[i] for i in structure.kept}) > 1:
             continue
         score = sum(s for _, s in combo)
         if best is None or score < best[0]:
@@ -58,6 +60,19 @@ def test_the_optimum_within_a_parameter_budget():
         assert abs(found[0].predicted_kl - expected[0]) < 1e-9
         # the program's costs are upper bounds (biases in every layer), so its answer always fits exactly
         assert structure_params(SHAPE, found[0].structure) <= budget
+
+
+def test_uniform_widths_the_optimum_with_one_width_for_every_kept_layer():
+    lib = library()
+    dense = structure_params(SHAPE, Structure([LayerChoice(2, 128)] * 3))
+    for share in (0.9, 0.75, 0.6, 0.45):
+        budget = int(share * dense)
+        found = solve(lib, Budget(max_params=budget), count=2, uniform=True)
+        expected = brute_force(lib, budget, uniform=True)
+        assert abs(found[0].predicted_kl - expected[0]) < 1e-9
+        for solution in found:
+            kept = {solution.structure.layers[i] for i in solution.structure.kept}
+            assert len(kept) == 1 and structure_params(SHAPE, solution.structure) <= budget
 
 
 def test_candidates_are_distinct_and_ordered():

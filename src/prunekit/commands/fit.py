@@ -6,7 +6,7 @@ from prunekit import jobs
 from prunekit.commands.common import local_inputs, print_result, shown
 from prunekit.data.windows import load_windows
 from prunekit.errors import ParameterError, PrunekitError
-from prunekit.export.gguf_layout import DECI_FAMILIES
+from prunekit.export.gguf_layout import NATIVE_ARCHITECTURES
 from prunekit.export.gguf_writer import GGUF_TYPES, QUANTIZER_TYPES, check_gguf_output, check_gguf_type
 from prunekit.fitting import DEFAULT_TYPES, FitTargets, fit, parse_bytes, parse_params, parse_speedup
 from prunekit.fitting.report import report_lines, write_report_files
@@ -59,11 +59,11 @@ def cmd_fit(args) -> int:
     if is_encoder_spec(args.model):
         raise PrunekitError(f"{args.model} is an encoder; fit measures decoder language models in llama.cpp")
     model_type = peek_model_type(args.model)
-    if model_type in FAMILIES and FAMILIES[model_type].name not in DECI_FAMILIES:
+    if model_type in FAMILIES and FAMILIES[model_type].name not in NATIVE_ARCHITECTURES:
         raise ParameterError(
             "--model",
-            f"is a {FAMILIES[model_type].name} model; fit measures per-layer widths in llama.cpp, whose per-layer form runs "
-            f"{', '.join(DECI_FAMILIES)} blocks",
+            f"is a {FAMILIES[model_type].name} model, which has no GGUF form in prunekit; fit measures its candidates in llama.cpp "
+            f"and supports {', '.join(NATIVE_ARCHITECTURES)} models",
         )
     loaded = jobs.load_checked(args.model, out=args.out, overwrite=args.overwrite, device="cpu", dtype="float32", progress=not args.quiet)
     model, tokenizer = loaded.model, loaded.tokenizer

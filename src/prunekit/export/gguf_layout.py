@@ -143,9 +143,9 @@ def gguf_layout(model) -> GgufLayout:
 def check_gemma3(config) -> None:
     """What llama.cpp's gemma3 graph cannot compute, refused in one line: logit soft-capping (its sliding-window
     graph has none) and a rope scaling other than linear."""
-    for field in ("final_logit_softcapping", "attn_logit_softcapping"):
-        if getattr(config, field, None):
-            raise PrunekitError(f"llama.cpp's gemma3 applies no {field.replace('_', ' ')}, which this model sets; it has no GGUF form")
+    for setting in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if getattr(config, setting, None):
+            raise PrunekitError(f"llama.cpp's gemma3 applies no {setting.replace('_', ' ')}, which this model sets; it has no GGUF form")
     for layer_type, rope in gemma3_rope(config).items():
         kind = (rope.get("rope_type") or rope.get("type") or "default").lower()
         if kind not in ("default", "linear") or (layer_type == "sliding_attention" and kind != "default"):
@@ -160,4 +160,7 @@ def gemma3_rope(config) -> dict[str, dict]:
         return {kind: dict(parameters.get(kind) or {}) for kind in ("full_attention", "sliding_attention")}
     full = {**dict(getattr(config, "rope_scaling", None) or {}), **parameters}
     full.setdefault("rope_theta", getattr(config, "rope_theta", 1_000_000.0))
-    return {"full_attention": full, "sliding_attention": {"rope_type": "default", "rope_theta": getattr(config, "rope_local_base_freq", 10_000.0)}}
+    return {
+        "full_attention": full,
+        "sliding_attention": {"rope_type": "default", "rope_theta": getattr(config, "rope_local_base_freq", 10_000.0)},
+    }

@@ -23,7 +23,9 @@ Q = gguf.GGMLQuantizationType
 ALIGNMENT = 32  # GGUF's default tensor data alignment
 # llama.cpp's quantizer, for a row that does not split into the chosen type's blocks (llama-quant.cpp)
 FALLBACK = {Q.Q2_K: Q.IQ4_NL, Q.Q3_K: Q.IQ4_NL, Q.IQ4_XS: Q.IQ4_NL, Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6_K: Q.Q8_0}
-BLOCK_KINDS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+BLOCK_KINDS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+QK_NORMS = ("qwen3", "gemma3")  # architectures with a norm on each head's query and key
+FUSED = ("phi3",)  # one QKV matrix and one gate-and-up matrix
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def structure_params(shape: ModelShape, structure: Structure, reconstruction: st
     total = shape.vocab * shape.hidden * (1 if shape.tied else 2) + shape.hidden
     for i in structure.kept:
         choice = structure.layers[i]
-        total += 2 * shape.hidden + attention_params(shape, choice.kv_groups, attn_bias) + ffn_params(shape, choice.channels, mlp_bias)
+        total += shape.norms + attention_params(shape, choice.kv_groups, attn_bias) + ffn_params(shape, choice.channels, mlp_bias)
     return total
 
 
@@ -173,23 +175,32 @@ class GgufTypes:
     def _attention_tensors(self, shape: ModelShape, index: int, kv: int, bias: bool) -> list[tuple[str, Q, int, int]]:
         t, hidden = self._types(index), shape.hidden
         query, kv_rows = kv * shape.group_size * shape.head_dim, kv * shape.head_dim
-        out = [
-            ("attn_norm.weight", Q.F32, hidden, 1),
-            ("attn_q.weight", t["attn_q"], hidden, query),
-            ("attn_k.weight", t["attn_k"], hidden, kv_rows),
-            ("attn_v.weight", t["attn_v"], hidden, kv_rows),
-            ("attn_output.weight", t["attn_output"], query, hidden),
-        ]
+        out = [("attn_norm.weight", Q.F32, hidden, 1)]
+        if self.architecture in FUSED:
+            out.append(("attn_qkv.weight", t["attn_qkv"], hidden, query + 2 * kv_rows))
+        else:
+            out += [
+                ("attn_q.weight", t["attn_q"], hidden, query),
+                ("attn_k.weight", t["attn_k"], hidden, kv_rows),
+                ("attn_v.weight", t["attn_v"], hidden, kv_rows),
+            ]
+        if self.architecture in QK_NORMS:
+            out += [("attn_q_norm.weight", Q.F32, shape.head_dim, 1), ("attn_k_norm.weight", Q.F32, shape.head_dim, 1)]
+        out.append(("attn_output.weight", t["attn_output"], query, hidden))
+        if self.architecture == "gemma3":
+            out.append(("post_attention_norm.weight", Q.F32, hidden, 1))
         return out + ([("attn_output.bias", Q.F32, hidden, 1)] if bias else [])
 
     def _ffn_tensors(self, shape: ModelShape, index: int, channels: int, bias: bool) -> list[tuple[str, Q, int, int]]:
         t, hidden = self._types(index), shape.hidden
-        out = [
-            ("ffn_norm.weight", Q.F32, hidden, 1),
-            ("ffn_gate.weight", t["ffn_gate"], hidden, channels),
-            ("ffn_up.weight", t["ffn_up"], hidden, channels),
-            ("ffn_down.weight", t["ffn_down"], channels, hidden),
-        ]
+        out = [("ffn_norm.weight", Q.F32, hidden, 1)]
+        if self.architecture in FUSED:
+            out.append(("ffn_up.weight", t["ffn_up"], hidden, 2 * channels))
+        else:
+            out += [("ffn_gate.weight", t["ffn_gate"], hidden, channels), ("ffn_up.weight", t["ffn_up"], hidden, channels)]
+        out.append(("ffn_down.weight", t["ffn_down"], channels, hidden))
+        if self.architecture == "gemma3":
+            out.append(("post_ffw_norm.weight", Q.F32, hidden, 1))
         return out + ([("ffn_down.bias", Q.F32, hidden, 1)] if bias else [])
 
     @staticmethod
@@ -230,6 +241,8 @@ class GgufTypes:
         if len(set(kept)) > 1 and self.architecture != "deci":  # per-layer widths: written as deci, with arrays
             header -= (len(self.architecture) - len("deci")) * self.architecture_keys
             header += PER_LAYER_KEYS * (8 + 4 * len(kept))  # an array (type, count, values) in place of one value
+        if self.architecture == "gemma3":  # one sliding-window flag (a byte) per written layer
+            header += len(kept) - shape.num_layers
         return _aligned(header) + self.other_bytes + data
 
     def block_bytes(self, shape: ModelShape, structure: Structure) -> int:

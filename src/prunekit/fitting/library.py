@@ -48,6 +48,11 @@ class ModelShape:
     tied: bool
     attention_bias_field: bool  # the family can hold an o_proj bias (LIAR's intercept)
     mlp_bias_field: bool
+    layer_norm_params: int | None = None  # a layer's norm weights (None: two of the hidden width, as in Llama)
+
+    @property
+    def norms(self) -> int:
+        return 2 * self.hidden if self.layer_norm_params is None else self.layer_norm_params
 
     @classmethod
     def of(cls, model) -> "ModelShape":
@@ -66,6 +71,8 @@ class ModelShape:
             tied=bool(getattr(config, "tie_word_embeddings", False)),
             attention_bias_field=family.attention_bias_field is not None,
             mlp_bias_field=family.mlp_bias_field is not None,
+            # every vector but a bias: Gemma-3 has four norms and per-head query and key norms
+            layer_norm_params=sum(p.numel() for n, p in adapter.layers[0].named_parameters() if p.dim() == 1 and not n.endswith("bias")),
         )
 
 
@@ -199,14 +206,16 @@ def build_library(
     *,
     liar: LiarConfig | None = None,
     channel_multiple: int = 1,
+    heads: bool = True,
     batch_size: int = 1,
     progress: bool = True,
 ) -> Library:
-    """Score every layer's variants (resuming from `directory`, where each finished layer is written)."""
+    """Score every layer's variants (resuming from `directory`, where each finished layer is written). Without
+    `heads`, no layer narrows its KV groups (for families whose llama.cpp form cannot hold pruned heads)."""
     liar = liar or LiarConfig(ratio=0.5)  # only the criterion, reconstruction, damping and seed are read
     shape = ModelShape.of(model)
     channels = channel_options(shape.width, channel_multiple)
-    kv_groups = kv_options(shape.num_kv)
+    kv_groups = kv_options(shape.num_kv) if heads else []
     settings = {
         "format": LIBRARY_FORMAT,
         "prunekit": __version__.split("+")[0],

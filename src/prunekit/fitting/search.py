@@ -23,7 +23,7 @@ from prunekit.api import PruneResult, prune, save
 from prunekit.errors import PrunekitError
 from prunekit.evaluation.llama_cpp import llama_cpp_speed, llama_cpp_window_nll, paired_decode_speed
 from prunekit.evaluation.significance import compare
-from prunekit.export.gguf_layout import DECI_FAMILIES
+from prunekit.export.gguf_layout import DECI_FAMILIES, NATIVE_ARCHITECTURES
 from prunekit.export.gguf_writer import check_gguf_output, export_gguf
 from prunekit.fingerprints import token_digest
 from prunekit.fitting.costs import DROPPED, GgufTypes, LatencyModel, LayerChoice, Structure, dense_structure, structure_params
@@ -219,14 +219,17 @@ def _check_reachable(targets: FitTargets, reach: dict) -> None:
         )
 
 
-def check_fittable(model) -> None:
-    """Fit builds per-layer widths and measures them in llama.cpp, whose per-layer form (`deci`) runs plain Llama blocks."""
+def check_fittable(model) -> bool:
+    """Fit measures every candidate in llama.cpp, so the family needs a GGUF form. Returns whether its candidates
+    must keep one width for all layers (families whose llama.cpp architecture reads one width, and no pruned heads:
+    Gemma-3, Phi-3, Qwen3); the per-layer form (`deci`) runs plain Llama blocks only."""
     family = ModelAdapter(model).family.name
-    if family not in DECI_FAMILIES:
+    if family not in NATIVE_ARCHITECTURES:
         raise PrunekitError(
-            f"fit measures per-layer widths in llama.cpp, whose per-layer form runs {', '.join(DECI_FAMILIES)} blocks; "
-            f"{family} models have none (prune them with a method and export uniform widths instead)"
+            f"fit measures its candidates in llama.cpp, and {family} models have no GGUF form in prunekit; "
+            f"fit supports {', '.join(NATIVE_ARCHITECTURES)} models"
         )
+    return family not in DECI_FAMILIES
 
 
 def _recipe(structure: Structure, shape: ModelShape, liar: LiarConfig) -> list[dict]:
@@ -285,7 +288,7 @@ def fit(
 
     `also_measure` ({name: windows}) measures every built file on further held-out sets too, for the report only."""
     targets.check()
-    check_fittable(model)
+    uniform = check_fittable(model)
     started = time.perf_counter()
     protected = with_loaded_from(model, protected)
     if out is not None:
@@ -321,12 +324,14 @@ def fit(
         timings["ladder_and_probes_s"] = time.perf_counter() - clock
         _check_reachable(targets, _reachable(shape, measured, measured.latency))
         clock = time.perf_counter()
-        library = build_library(model, calibration, scoring, library_dir, liar=liar, channel_multiple=multiple, progress=progress)
+        library = build_library(
+            model, calibration, scoring, library_dir, liar=liar, channel_multiple=multiple, heads=not uniform, progress=progress
+        )
         if cached:
             mark_entry(library_dir, getattr(model.config, "_name_or_path", "") or "model")  # `prunekit cache --clear` may remove it
         timings["library_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        planned = _solve_all(library, targets, measured, candidates)
+        planned = _solve_all(library, targets, measured, candidates, uniform)
         timings["solve_s"] = time.perf_counter() - clock
         contenders = list(measured.dense.values())
         for contender in contenders:
@@ -358,7 +363,7 @@ def fit(
                 f"no built file meets {targets.describe()} by measurement (the predictions were off; see the contenders); loosen a target"
             )
         chosen = min(eligible, key=lambda c: c.mean_nll)
-        report = _report(chosen, contenders, targets, library, measured, timings, started, calibration, heldout, threads, shape)
+        report = _report(chosen, contenders, targets, library, measured, timings, started, calibration, heldout, threads, shape, uniform)
         notes = report["notes"]
         if chosen.kind == "dense":
             result, path = PruneResult(model, None), measured.files[chosen.gguf_type]
@@ -385,12 +390,12 @@ def fit(
     return FitResult(chosen, contenders, report, written, gguf_out, notes)
 
 
-def _solve_all(library: Library, targets: FitTargets, measured: _Measured, count: int) -> list:
+def _solve_all(library: Library, targets: FitTargets, measured: _Measured, count: int, uniform: bool = False) -> list:
     """(type, solution, predicted NLL) of the best `count` distinct candidates over every type, best first."""
     budget = Budget(targets.max_params, targets.max_bytes, 1 / targets.min_speedup if targets.min_speedup else None)
     found = []
     for gguf_type, types in measured.types.items():
-        for solution in solve(library, budget, types=types, latency=measured.latency, count=count):
+        for solution in solve(library, budget, types=types, latency=measured.latency, count=count, uniform=uniform):
             found.append((gguf_type, solution, measured.dense[gguf_type].mean_nll + solution.predicted_kl))
         if budget.max_bytes is None and budget.max_relative_time is None:
             break  # parameters alone: one type's structures are every type's
@@ -478,7 +483,7 @@ def _baselines(run: _Run, gguf_type: str):
         yield contender, result, path
 
 
-def _report(chosen, contenders, targets, library, measured, timings, started, calibration, heldout, threads, shape) -> dict:
+def _report(chosen, contenders, targets, library, measured, timings, started, calibration, heldout, threads, shape, uniform) -> dict:
     others = [c for c in contenders if c.meets and c is not chosen]
     comparisons = {}
     for kind in ("dense", "shortgpt", "liar-uniform", "candidate"):
@@ -500,6 +505,11 @@ def _report(chosen, contenders, targets, library, measured, timings, started, ca
         )
     elif not any(c.meets for c in contenders if c.kind == "dense"):
         notes.append("no dense quantized file meets the targets: only pruned files reach them")
+    if uniform:
+        notes.append(
+            "this family's llama.cpp architecture reads one FFN width for all layers and holds no pruned heads: "
+            "candidates drop blocks and narrow every kept FFN alike"
+        )
     for c in contenders:
         if c.predicted_params is not None and c.predicted_params != c.params:
             notes.append(f"{c.name}: predicted {c.predicted_params:,} parameters, the model has {c.params:,}")
@@ -519,6 +529,7 @@ def _report(chosen, contenders, targets, library, measured, timings, started, ca
             "resumed_layers": library.resumed_layers,
             "channels": library.channels,
             "kv_groups": library.kv_groups,
+            "uniform_widths": uniform,
         },
         "latency_model": measured.latency.to_dict() if measured.latency else None,
         "timings": {**timings, "total_s": time.perf_counter() - started},

@@ -653,6 +653,8 @@ class LayerVariants:
 
     def attention_variants(self, index: int, hidden, kv_options: list[int]) -> dict[int, nn.Module]:
         """{kv groups kept: a pruned copy of layer `index`} from one pass of statistics over `hidden`."""
+        if not kv_options:
+            return {}
         family, shape, layer = self.adapter.family, self.shape, self.adapter.layers[index]
         attention = getattr(layer, family.attention_attr)
         attention_out = attention_consumer(attention, family)
