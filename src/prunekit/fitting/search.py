@@ -183,9 +183,11 @@ def _latency(
     return fitted
 
 
-def _reachable(shape: ModelShape, measured: _Measured, latency: LatencyModel | None) -> dict:
-    """The least bytes and parameters and the highest predicted speed-up any library structure reaches (one layer kept)."""
-    smallest = LayerChoice(min(kv_options(shape.num_kv) or [shape.num_kv]), min(channel_options(shape.width, 1)))
+def _reachable(shape: ModelShape, measured: _Measured, latency: LatencyModel | None, uniform: bool = False) -> dict:
+    """The least bytes and parameters and the highest predicted speed-up any library structure reaches (one layer kept;
+    its heads all kept where the family's GGUF form holds no pruned heads)."""
+    kv = shape.num_kv if uniform else min(kv_options(shape.num_kv) or [shape.num_kv])
+    smallest = LayerChoice(kv, min(channel_options(shape.width, 1)))
     one = Structure([smallest] + [DROPPED] * (shape.num_layers - 1))
     best_bytes, best_speedup = None, None
     for gguf_type, types in measured.types.items():
@@ -322,7 +324,7 @@ def fit(
         measured = _dense_ladder(model, tokenizer, types, library_dir, heldout, threads, prompt, shape, progress)
         measured.latency = _latency(model, tokenizer, calibration, measured, work, library_dir, threads, prompt, shape, progress)
         timings["ladder_and_probes_s"] = time.perf_counter() - clock
-        _check_reachable(targets, _reachable(shape, measured, measured.latency))
+        _check_reachable(targets, _reachable(shape, measured, measured.latency, uniform))
         clock = time.perf_counter()
         library = build_library(
             model, calibration, scoring, library_dir, liar=liar, channel_multiple=multiple, heads=not uniform, progress=progress
