@@ -246,10 +246,10 @@ def test_export_refuses_an_architecture_before_converting_anything(tmp_path, cap
     from prunekit.commands import export as export_command
 
     (tmp_path / "gemma").mkdir()
-    (tmp_path / "gemma" / "config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
+    (tmp_path / "gemma" / "config.json").write_text(json.dumps({"model_type": "gemma2"}))
     monkeypatch.setattr(export_command, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the refusal"))
     code, _, err = run(capsys, "export", "--model", tmp_path / "gemma", "--out", tmp_path / "g.gguf")
-    assert code == 2 and "gemma3_text is not supported yet" in err and one_line(err)
+    assert code == 2 and "gemma2 is not supported yet" in err and one_line(err)
 
 
 def test_the_quantizer_log_stays_out_and_its_fallback_gets_one_note(checkpoint, tmp_path, capfd):
