@@ -88,9 +88,10 @@ def solve(
     if uniform:  # one shared value per kind; a kept layer's value must be the shared one
         for kind in ("kv", "ffn"):
             add([1.0 if o[0] == SHARED and o[1] == kind else 0.0 for o in options], 1, 1)
+        shared_of = {(kind, value): k for k, (i, kind, value, _) in enumerate(options) if i == SHARED}
         for j, (i, kind, value, _) in enumerate(options):
             if i != SHARED and kind != "drop":
-                shared = next(k for k, o in enumerate(options) if o[0] == SHARED and o[1] == kind and o[2] == value)
+                shared = shared_of[(kind, value)]
                 add([1.0 if k == j else -1.0 if k == shared else 0.0 for k in range(n)], -np.inf, 0)
     add([1.0 if o[1] == "drop" else 0.0 for o in options], 0, shape.num_layers - 1)
     # not the dense model itself (the ladder has it): at least one layer narrowed or dropped
