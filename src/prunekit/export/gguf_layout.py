@@ -100,9 +100,10 @@ def gguf_layout(model) -> GgufLayout:
         layers.append(LayerShape(heads=heads, kv_heads=heads // groups, ffn=ffn))
     uniform = len({(s.heads, s.kv_heads, s.ffn) for s in layers}) == 1 and layers[0].heads > 0 and layers[0].ffn > 0
     architecture = native
-    extra_bias = any(has_bias(getattr(layer, attention).o_proj) or has_bias(getattr(layer, mlp).down_proj) for layer in adapter.layers)
     if native in ("gemma3", "phi3"):  # their graphs add no bias to any projection
         extra_bias = any(has_bias(m) for layer in adapter.layers for m in layer.modules() if isinstance(m, nn.Linear))
+    else:  # the attention-output and FFN-down biases LIAR's compensation adds
+        extra_bias = any(has_bias(getattr(layer, attention).o_proj) or has_bias(getattr(layer, mlp).down_proj) for layer in adapter.layers)
     if uniform and native == "qwen2" and (layers[0].heads * head_dim != config.hidden_size or extra_bias):
         uniform = False  # llama.cpp's qwen2 sizes attention by the hidden width and has no output biases; deci has both
     if native in ("gemma3", "phi3") and extra_bias:
